@@ -1,0 +1,1 @@
+//! cluster-client: work in progress.

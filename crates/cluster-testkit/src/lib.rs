@@ -1,0 +1,1 @@
+//! cluster-testkit: work in progress.

@@ -1,0 +1,369 @@
+//! Transports for ETP messages and the ETP connection runtime.
+//!
+//! This crate knows frames and connections, not sessions. A [`Transport`] is one full-duplex,
+//! message-level connection split into a [`MessageSink`] (the one writer) and a
+//! [`MessageStream`] (the one reader). A [`Connector`] opens one towards an [`Endpoint`]; an
+//! [`Acceptor`] takes them on the server side. Three implementations share the traits:
+//!
+//! - [`ws`]: WebSocket (`ws://` and `wss://` with rustls), the protocol the Go peers speak;
+//! - [`tcp`]: length-delimited frames over plain TCP, for tests and setups without WebSocket
+//!   (it does **not** speak to the Go peers);
+//! - [`memory`]: a connected pair without sockets, with fault knobs for tests.
+//!
+//! On top of any of them, [`conn::Conn`] is the ETP connection runtime: emit, emit with ack,
+//! handlers per event, ping, close, disconnect notification.
+//!
+//! # Example
+//! ```
+//! use cluster_transport::memory::MemoryNetwork;
+//! use cluster_transport::{Connector, Endpoint};
+//!
+//! # tokio_test_block_on(async {
+//! let network = MemoryNetwork::new();
+//! let mut acceptor = network.bind("127.0.0.1:9001").unwrap();
+//! let endpoint: Endpoint = "127.0.0.1:9001".parse().unwrap();
+//! let client = network.connector().connect(&endpoint, "my-module").await.unwrap();
+//! let accepted = cluster_transport::Acceptor::accept(&mut acceptor).await.unwrap();
+//! assert_eq!(accepted.module_name, "my-module");
+//! # drop(client);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::str::FromStr;
+
+pub mod conn;
+pub mod memory;
+pub mod tcp;
+pub mod tls;
+pub mod ws;
+
+/// WebSocket close code of a normal closure.
+pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code sent when a message is over the read limit.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// The path the Go peers serve ETP on.
+pub const ETP_PATH: &str = "/isp-etp/";
+
+/// A message received from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A text message: one ETP frame.
+    Text(Bytes),
+    /// The answer to one of our pings, with its payload.
+    Pong(Bytes),
+    /// The peer closed the connection with a close handshake. Nothing follows.
+    Closed(CloseInfo),
+}
+
+/// How a connection was closed by a close handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The close code (`1000` is a normal closure); `None` when the close frame had no code.
+    pub code: Option<u16>,
+    /// The reason text that came with the code (may be empty).
+    pub reason: String,
+}
+
+impl CloseInfo {
+    /// A normal closure (code 1000) with a reason.
+    #[must_use]
+    pub fn normal(reason: impl Into<String>) -> Self {
+        Self {
+            code: Some(CLOSE_NORMAL),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this is a normal closure (code 1000).
+    #[must_use]
+    pub fn is_normal(&self) -> bool {
+        self.code == Some(CLOSE_NORMAL)
+    }
+}
+
+impl fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "close {code}")?,
+            None => write!(f, "close without code")?,
+        }
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong with a transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The connection is closed (by us, or by the peer's close handshake).
+    #[error("connection closed ({0})")]
+    Closed(CloseInfo),
+    /// The connection broke without a close handshake (reset, EOF, severed).
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// A received message is over the read limit; the connection was closed with 1009.
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    MessageTooBig {
+        /// The size of the message (or the part of it seen so far).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The peer sent something the transport cannot carry (a binary WebSocket message, a
+    /// text message that is not UTF-8, a malformed length prefix).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The peer refused the connection or is not there.
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect {
+        /// Where we tried to connect.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The opening handshake (WebSocket upgrade, TLS) failed.
+    #[error("handshake with {endpoint} failed: {reason}")]
+    Handshake {
+        /// Where we tried to connect.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// TLS refused the peer (untrusted certificate, wrong name) or could not be set up.
+    #[error("TLS error with {endpoint}: {reason}")]
+    Tls {
+        /// Where we tried to connect.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// An operation did not complete in time (connect timeout).
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The endpoint does not suit this connector (a `wss://` endpoint given to the TCP
+    /// connector, say).
+    #[error("unsupported endpoint {0}")]
+    UnsupportedEndpoint(String),
+    /// An IO error.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The writing half of a transport. There is one writer per connection.
+#[async_trait]
+pub trait MessageSink: Send + 'static {
+    /// Queues one text message (one ETP frame, valid UTF-8) without necessarily writing it
+    /// out: call [`MessageSink::flush`] once the burst is over.
+    async fn feed(&mut self, text: Bytes) -> Result<(), TransportError>;
+    /// Writes out everything fed so far.
+    async fn flush(&mut self) -> Result<(), TransportError>;
+    /// Sends a ping with `payload`; its pong arrives on the [`MessageStream`] as
+    /// [`Incoming::Pong`].
+    async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError>;
+    /// Starts the close handshake with `code` and `reason`, flushing what was fed first.
+    async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError>;
+}
+
+/// The reading half of a transport. There is one reader per connection.
+#[async_trait]
+pub trait MessageStream: Send + 'static {
+    /// The next message from the peer.
+    ///
+    /// Returns [`Incoming::Closed`] once when the peer closes with a handshake, and an error
+    /// when the connection breaks ([`TransportError::Lost`]), a message is too big, or the
+    /// peer violates the transport's framing. After either, the stream is done.
+    async fn recv(&mut self) -> Result<Incoming, TransportError>;
+}
+
+/// One open connection: its two halves and what is known of the peer.
+pub struct Transport {
+    /// The writing half.
+    pub sink: Box<dyn MessageSink>,
+    /// The reading half.
+    pub stream: Box<dyn MessageStream>,
+    /// The peer's address as text (`127.0.0.1:9001`, or a name for in-memory transports).
+    pub peer: String,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection the server side accepted.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The connection.
+    pub transport: Transport,
+    /// The module name the client gave (the `module_name` query parameter over WebSocket).
+    pub module_name: String,
+}
+
+/// Opens client connections. Swap connectors to swap transports without touching the client.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a connection to `endpoint` on behalf of `module_name`.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        module_name: &str,
+    ) -> Result<Transport, TransportError>;
+}
+
+/// Accepts server connections.
+#[async_trait]
+pub trait Acceptor: Send + 'static {
+    /// Waits for the next client that completed its opening handshake. A client that fails
+    /// its handshake (no `module_name`, bad upgrade) is refused and logged, and the acceptor
+    /// goes on waiting; an error means the acceptor itself is done.
+    async fn accept(&mut self) -> Result<Accepted, TransportError>;
+}
+
+/// How to reach a config service host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// WebSocket over plain TCP (`ws://`, or a bare `host:port` as in the Go client).
+    Ws,
+    /// WebSocket over TLS (`wss://`).
+    Wss,
+    /// Length-delimited frames over TCP (`tcp://`): not understood by the Go peers.
+    Tcp,
+    /// An in-memory network (`mem://`), for tests.
+    Memory,
+}
+
+/// A config service host: scheme, host name or IP, and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// How to reach it.
+    pub scheme: Scheme,
+    /// The host name or IP (without brackets for IPv6).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// Why a host entry could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host {input:?}: {reason}")]
+pub struct EndpointParseError {
+    /// The entry as given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl Endpoint {
+    /// `host:port`, with brackets around an IPv6 host.
+    #[must_use]
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+            Scheme::Tcp => "tcp",
+            Scheme::Memory => "mem",
+        };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = EndpointParseError;
+
+    /// Parses `host:port` (WebSocket, as in the Go client), `ws://host:port`,
+    /// `wss://host:port`, `tcp://host:port` or `mem://host:port`. A trailing `/` is allowed;
+    /// any other path, a missing or zero port, or an empty host is an error.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason| EndpointParseError {
+            input: input.to_owned(),
+            reason,
+        };
+        let trimmed = input.trim();
+        let (scheme, rest) = match trimmed.split_once("://") {
+            None => (Scheme::Ws, trimmed),
+            Some(("ws", rest)) => (Scheme::Ws, rest),
+            Some(("wss", rest)) => (Scheme::Wss, rest),
+            Some(("tcp", rest)) => (Scheme::Tcp, rest),
+            Some(("mem", rest)) => (Scheme::Memory, rest),
+            Some(_) => return Err(err("unknown scheme (use ws, wss, tcp or mem)")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err(err("a host entry has no path"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
+            let port = after.strip_prefix(':').ok_or_else(|| err("missing port"))?;
+            (host, port)
+        } else {
+            rest.rsplit_once(':').ok_or_else(|| err("missing port"))?
+        };
+        if host.is_empty() {
+            return Err(err("empty host"));
+        }
+        if host.contains(':') && !rest.starts_with('[') {
+            return Err(err("an IPv6 host goes in brackets"));
+        }
+        let port: u16 = port.parse().map_err(|_| err("port is not a number 1-65535"))?;
+        if port == 0 {
+            return Err(err("port is not a number 1-65535"));
+        }
+        Ok(Self {
+            scheme,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_host_entries() {
+        let e: Endpoint = "127.0.0.1:9001".parse().unwrap();
+        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Ws, "127.0.0.1", 9001));
+        let e: Endpoint = "wss://config.local:443/".parse().unwrap();
+        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Wss, "config.local", 443));
+        let e: Endpoint = "ws://[::1]:80".parse().unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.authority(), "[::1]:80");
+        assert_eq!(e.to_string(), "ws://[::1]:80");
+        assert_eq!("tcp://a:1".parse::<Endpoint>().unwrap().scheme, Scheme::Tcp);
+        assert_eq!("mem://a:1".parse::<Endpoint>().unwrap().scheme, Scheme::Memory);
+    }
+
+    #[test]
+    fn refuses_malformed_hosts() {
+        for bad in [
+            "", "host", ":9001", "host:", "host:0", "host:70000", "http://h:1", "ws://h:1/path",
+            "::1:80", "[::1:80", "h:1?x",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} parsed");
+        }
+    }
+}
