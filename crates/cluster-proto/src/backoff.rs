@@ -141,7 +141,10 @@ mod tests {
             .map(|seed| Reconnect::new(3, BackoffConfig::default(), seed).next_host())
             .collect();
         assert_eq!(starts.len(), 3, "every host can be the start");
-        assert_eq!(Reconnect::new(0, BackoffConfig::default(), 1).next_host(), None);
+        assert_eq!(
+            Reconnect::new(0, BackoffConfig::default(), 1).next_host(),
+            None
+        );
     }
 
     #[test]
@@ -153,7 +156,10 @@ mod tests {
         for (i, d) in delays.iter().enumerate().skip(1) {
             let base = (2f64.powi(i as i32)).min(30.0);
             let secs = d.as_secs_f64();
-            assert!(secs <= base && secs > base * 0.8, "attempt {i}: {secs} vs {base}");
+            assert!(
+                secs <= base && secs > base * 0.8,
+                "attempt {i}: {secs} vs {base}"
+            );
         }
         assert!(delays.iter().all(|d| *d <= cfg.max));
         let mut again = Reconnect::new(1, cfg, 7);

@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn builder_round_trips() {
         assert_eq!(module_connected("A"), "A_MODULE_CONNECTED");
-        assert_eq!(connected_module(&module_connected("my-svc")), Some("my-svc"));
+        assert_eq!(
+            connected_module(&module_connected("my-svc")),
+            Some("my-svc")
+        );
         assert_eq!(connected_module("_MODULE_CONNECTED"), None);
     }
 }

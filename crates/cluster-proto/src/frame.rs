@@ -1,9 +1,13 @@
 //! The ETP v4 frame: `<eventName>||<ackId>||<data>` in one WebSocket text message.
 //!
-//! Decoding borrows nothing and copies nothing: the name and the data of a [`Frame`] are
-//! [`Bytes`] slices of the received message, so decoding is a scan for two separators, a
-//! strict number parse and two reference-count bumps. Encoding writes into a caller's
-//! buffer ([`BufMut`]), so a writer can reuse one buffer for every frame.
+//! Decoding borrows nothing and copies nothing: the name of a [`Frame`] is a [`Bytes`] slice
+//! of the received message and its data is the message itself, advanced past the second
+//! separator, so decoding is a scan for two separators (eight bytes at a time), a strict
+//! number parse and one reference-count bump. It allocates nothing when the message buffer is
+//! already shared (as the buffers a WebSocket reader splits off are); a `Bytes` that owns a
+//! `Vec` and was never cloned makes `bytes` allocate its shared header once, at that first
+//! clone. Encoding writes into a caller's buffer ([`BufMut`]), so a writer can reuse one
+//! buffer for every frame.
 //!
 //! Rules (PROTOCOL.md §2):
 //! - split on the first two `||` only: the data may contain `||`, the name never does;
@@ -14,7 +18,7 @@
 //! We are stricter than the Go peer on the ack id: only ASCII digits that fit a `u64` are
 //! accepted, so `-1`, `+1`, an empty id, spaces and overflow are [`DecodeError::InvalidAckId`].
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use std::fmt;
 
 /// The separator between the parts of a frame.
@@ -56,12 +60,12 @@ impl Frame {
     ///
     /// # Errors
     /// [`DecodeError::EmptyName`] for an empty name, [`DecodeError::MissingSeparator`] when the
-    /// name contains `||` (it could not be decoded back).
+    /// name contains `||` or ends with `|` (it could not be decoded back).
     pub fn new(name: &str, ack_id: u64, data: Bytes) -> Result<Self, DecodeError> {
         if name.is_empty() {
             return Err(DecodeError::EmptyName);
         }
-        if find_separator(name.as_bytes()).is_some() {
+        if find_separator(name.as_bytes()).is_some() || name.ends_with('|') {
             return Err(DecodeError::MissingSeparator);
         }
         Ok(Self {
@@ -87,7 +91,7 @@ impl Frame {
     /// assert_eq!(frame.ack_id(), 0);
     /// assert_eq!(&frame.data()[..], b"{\"a||b\":1}");
     /// ```
-    pub fn decode(message: Bytes) -> Result<Self, DecodeError> {
+    pub fn decode(mut message: Bytes) -> Result<Self, DecodeError> {
         let raw = &message[..];
         let first = find_separator(raw).ok_or(DecodeError::MissingSeparator)?;
         if first == 0 {
@@ -99,13 +103,18 @@ impl Frame {
             None => (raw.len(), raw.len()),
         };
         let ack_id = parse_ack_id(&raw[first + 2..id_end])?;
-        if std::str::from_utf8(&raw[..first]).is_err() {
+        let name = &raw[..first];
+        // `is_ascii` is inlined and word-at-a-time: event names are ASCII.
+        if !name.is_ascii() && std::str::from_utf8(name).is_err() {
             return Err(DecodeError::NameNotUtf8);
         }
+        let name = message.slice(..first);
+        // The data is the message itself, advanced: no second reference-count bump.
+        message.advance(data_start);
         Ok(Self {
-            name: message.slice(..first),
+            name,
             ack_id,
-            data: message.slice(data_start..),
+            data: message,
         })
     }
 
@@ -222,18 +231,26 @@ pub fn encode_to_bytes(name: &str, ack_id: u64, data: &[u8]) -> Bytes {
 }
 
 fn find_separator(haystack: &[u8]) -> Option<usize> {
-    // Look for '|' and check the next byte: event names and ack ids are short, so this beats a
-    // generic substring search.
-    let mut from = 0;
-    while let Some(pos) = haystack[from..].iter().position(|&b| b == b'|') {
-        let at = from + pos;
-        match haystack.get(at + 1) {
-            Some(b'|') => return Some(at),
-            Some(_) => from = at + 2,
-            None => return None,
+    // Eight bytes at a time (SWAR): flag every `|` byte exactly, then every `|` followed by a
+    // `|`. Windows overlap by one byte so that a pair straddling two windows is seen.
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const PIPES: u64 = u64::from_ne_bytes([b'|'; 8]);
+    let mut at = 0;
+    while let Some(window) = haystack.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*window) ^ PIPES;
+        // The high bit of byte i is set exactly when window[i] is `|` (x's byte is zero).
+        let pipes = !(((x & LOW7) + LOW7) | x | LOW7);
+        let pairs = pipes & (pipes >> 8);
+        if pairs != 0 {
+            return Some(at + (pairs.trailing_zeros() / 8) as usize);
         }
+        at += 7;
     }
-    None
+    haystack
+        .get(at..)?
+        .windows(2)
+        .position(|w| w == SEPARATOR)
+        .map(|p| at + p)
 }
 
 fn parse_ack_id(raw: &[u8]) -> Result<u64, DecodeError> {
@@ -323,7 +340,16 @@ mod tests {
         assert_eq!(decode(""), Err(DecodeError::MissingSeparator));
         assert_eq!(decode("E|0|x"), Err(DecodeError::MissingSeparator));
         assert_eq!(decode("||1||x"), Err(DecodeError::EmptyName));
-        for bad in ["-1", "+1", "", " 1", "1 ", "0x1", "18446744073709551616", "1.0"] {
+        for bad in [
+            "-1",
+            "+1",
+            "",
+            " 1",
+            "1 ",
+            "0x1",
+            "18446744073709551616",
+            "1.0",
+        ] {
             assert_eq!(
                 decode(&format!("E||{bad}||x")),
                 Err(DecodeError::InvalidAckId(bad.to_owned())),
@@ -337,8 +363,31 @@ mod tests {
     }
 
     #[test]
+    fn separator_search_matches_a_naive_one() {
+        // Every string of up to 18 bytes over {a, |} whose bits are taken from `n`: covers
+        // pairs at every offset of the eight-byte windows and across them.
+        for len in 0..=18usize {
+            for n in 0u32..(1 << len.min(14)) {
+                let s: Vec<u8> = (0..len)
+                    .map(|i| if (n >> (i % 14)) & 1 == 1 { b'|' } else { b'a' })
+                    .collect();
+                let naive = s.windows(2).position(|w| w == b"||");
+                assert_eq!(
+                    find_separator(&s),
+                    naive,
+                    "{:?}",
+                    String::from_utf8_lossy(&s)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn accepts_max_ack_id_and_leading_zeros() {
-        assert_eq!(decode("E||18446744073709551615").unwrap().ack_id(), u64::MAX);
+        assert_eq!(
+            decode("E||18446744073709551615").unwrap().ack_id(),
+            u64::MAX
+        );
         assert_eq!(decode("E||007||x").unwrap().ack_id(), 7);
     }
 
@@ -358,6 +407,7 @@ mod tests {
     fn new_rejects_unencodable_names() {
         assert!(Frame::new("", 0, Bytes::new()).is_err());
         assert!(Frame::new("a||b", 0, Bytes::new()).is_err());
+        assert!(Frame::new("a|", 0, Bytes::new()).is_err());
         let f = Frame::new("E", 5, Bytes::from_static(b"d")).unwrap();
         let mut buf = Vec::new();
         f.encode_into(&mut buf);

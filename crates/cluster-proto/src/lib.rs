@@ -35,3 +35,8 @@ pub mod secrets;
 pub mod session;
 
 pub use frame::{DecodeError, Frame};
+pub use payload::{
+    AddressConfiguration, BackendDeclaration, ConfigData, EndpointDescriptor, MetricsAutodiscovery,
+    ModuleDependency, ModuleInfo, ModuleRequirements, PayloadError, PayloadKind, RoutingConfig,
+};
+pub use secrets::SecretMasker;

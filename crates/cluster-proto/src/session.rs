@@ -464,14 +464,16 @@ impl Session {
             {
                 let initial = name == event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
                     && self.deliver_first(&Applied::Config);
-                self.events.push_back(SessionEvent::Config { data, initial });
+                self.events
+                    .push_back(SessionEvent::Config { data, initial });
             }
             event::CONFIG_SEND_ROUTES_WHEN_CONNECTED | event::CONFIG_SEND_ROUTES_CHANGED
                 if self.config.wait_routes =>
             {
                 let initial = name == event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
                     && self.deliver_first(&Applied::Routes);
-                self.events.push_back(SessionEvent::Routes { data, initial });
+                self.events
+                    .push_back(SessionEvent::Routes { data, initial });
             }
             event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
             | event::CONFIG_SEND_CONFIG_CHANGED
@@ -657,7 +659,10 @@ impl Session {
         let ack = self.pending_ack.map(|p| p.deadline);
         let waits = self.waits.iter().filter_map(|w| w.deadline).min();
         let pong = self.pending_ping.map(|(_, d)| d);
-        [ack, waits, pong, self.next_ping].into_iter().flatten().min()
+        [ack, waits, pong, self.next_ping]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals -----

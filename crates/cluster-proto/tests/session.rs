@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use cluster_proto::event;
 use cluster_proto::session::{
-    AckToken, Applied, PingToken, Session, SessionConfig, SessionError, SessionEvent,
-    SessionState, SessionTimeouts, Transmit,
+    AckToken, Applied, PingToken, Session, SessionConfig, SessionError, SessionEvent, SessionState,
+    SessionTimeouts, Transmit,
 };
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,11 @@ impl Harness {
             .iter()
             .rev()
             .find_map(|t| match t {
-                Transmit::Emit { event: e, ack: Some(tok), .. } if *e == event => Some(*tok),
+                Transmit::Emit {
+                    event: e,
+                    ack: Some(tok),
+                    ..
+                } if *e == event => Some(*tok),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{event} was not emitted with ack: {:?}", self.sent))
@@ -91,7 +95,8 @@ impl Harness {
     }
 
     fn event(&mut self, name: &str, data: &'static [u8]) {
-        self.session.handle_event(self.now, name, Bytes::from_static(data));
+        self.session
+            .handle_event(self.now, name, Bytes::from_static(data));
         self.drain();
     }
 
@@ -112,7 +117,11 @@ impl Harness {
 
     fn failure(&self) -> SessionError {
         assert_eq!(self.session.state(), SessionState::Failed);
-        assert_eq!(self.sent.last(), Some(&Transmit::Close), "a failed session closes");
+        assert_eq!(
+            self.sent.last(),
+            Some(&Transmit::Close),
+            "a failed session closes"
+        );
         match self.events.last() {
             Some(SessionEvent::Failed(e)) => {
                 assert_eq!(Some(e), self.session.error());
@@ -139,7 +148,10 @@ impl Harness {
         self.event(event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, b"{}");
         self.applied(Applied::Config, Ok(()));
         self.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
-        self.event("A_MODULE_CONNECTED", br#"[{"ip":"127.0.9.2","port":"9999"}]"#);
+        self.event(
+            "A_MODULE_CONNECTED",
+            br#"[{"ip":"127.0.9.2","port":"9999"}]"#,
+        );
         self.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
         self.event("C_MODULE_CONNECTED", b"[]");
         self.event(event::CONFIG_SEND_ROUTES_WHEN_CONNECTED, b"[]");
@@ -231,8 +243,14 @@ fn each_ack_timeout_fails_the_session() {
 #[test]
 fn each_wait_has_its_own_deadline() {
     let cases: [(&str, Duration); 4] = [
-        (event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, Duration::from_secs(10)),
-        (event::CONFIG_SEND_ROUTES_WHEN_CONNECTED, Duration::from_secs(1)),
+        (
+            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED,
+            Duration::from_secs(10),
+        ),
+        (
+            event::CONFIG_SEND_ROUTES_WHEN_CONNECTED,
+            Duration::from_secs(1),
+        ),
         ("A_MODULE_CONNECTED", Duration::from_secs(1)),
         ("C_MODULE_CONNECTED", Duration::from_secs(1)),
     ];
@@ -508,7 +526,8 @@ fn a_disconnect_in_every_state_fails_the_session() {
             step(&mut h);
         }
         let before = h.session.state();
-        h.session.handle_disconnect(h.now, false, "connection reset");
+        h.session
+            .handle_disconnect(h.now, false, "connection reset");
         h.drain();
         assert_eq!(h.session.state(), SessionState::Failed, "from {before:?}");
         assert_eq!(
@@ -536,10 +555,7 @@ fn close_is_idempotent_and_final() {
     h.session.close(h.now);
     h.drain();
     assert_eq!(h.session.state(), SessionState::Closed);
-    assert_eq!(
-        h.sent.iter().filter(|t| **t == Transmit::Close).count(),
-        1
-    );
+    assert_eq!(h.sent.iter().filter(|t| **t == Transmit::Close).count(), 1);
     assert_eq!(h.session.poll_timeout(), None);
     h.session.handle_disconnect(h.now, true, "closed by us");
     assert_eq!(h.session.state(), SessionState::Closed);
