@@ -1,0 +1,1261 @@
+//! The state of the fake config service, without IO: modules, configs, schemas, ready
+//! instances and subscriptions (PROTOCOL.md §6).
+//!
+//! [`ClusterState`] is a plain data structure. Its inputs are the three module events, a
+//! connection coming and going, and the admin operations; every input that changes what some
+//! connection should know returns the [`Notification`]s to send, **in the order they must be
+//! sent**. Whoever drives it (the [`crate::service`]) delivers them before feeding the next
+//! input, so each subscriber receives the notifications of change *k* before those of change
+//! *k + 1*. (The real isp-config-service makes no such promise: it fans changes out through a
+//! replicated event table, one goroutine per message.)
+//!
+//! # Orders, as the real service produces them
+//! - Address lists (`<m>_MODULE_CONNECTED`) and the routing table (`CONFIG:SEND_ROUTES_*`)
+//!   list ready instances **newest first**: isp-config-service reads its `backend` table
+//!   `ORDER BY created_at DESC`, and the golden frames show it (`fixtures/go-session-frames.jsonl`,
+//!   connection 3). An instance that sends `MODULE:READY` again on the same connection keeps
+//!   its place (the real service upserts the row by connection id; `created_at` stays).
+//! - When an instance comes or goes, routing subscribers get `CONFIG:SEND_ROUTES_CHANGED`
+//!   first, then the module's dependents get `<m>_MODULE_CONNECTED` (the order of the golden
+//!   frames; the real service sends both concurrently).
+//! - On `MODULE:SEND_REQUIREMENTS`: one `<m>_MODULE_CONNECTED` per required module, in the
+//!   order given (duplicates once), then `CONFIG:SEND_ROUTES_WHEN_CONNECTED` if routes are
+//!   wanted.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cluster_proto::event;
+use cluster_proto::payload::{
+    self, AddressConfiguration, BackendDeclaration, GRPC_TRANSPORT, PayloadError,
+};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// The id of one client connection: [`cluster_transport::conn::Conn::id`] of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// One event to send, once encoded, to each of its recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The event name.
+    pub event: String,
+    /// The event data (raw JSON, or plain text for the error events).
+    pub payload: Bytes,
+    /// The connections to send it to, in ascending id order.
+    pub recipients: Vec<ConnId>,
+}
+
+impl Notification {
+    fn new(event: impl Into<String>, payload: impl Into<Bytes>, recipients: Vec<ConnId>) -> Self {
+        Self {
+            event: event.into(),
+            payload: payload.into(),
+            recipients,
+        }
+    }
+}
+
+/// Which error event [`ClusterState::error_event`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorEvent {
+    /// `ERROR_CONFIG`: the remote config is wrong.
+    Config,
+    /// `ERROR_CONNECTION`: something is wrong with the connection.
+    Connection,
+}
+
+impl ErrorEvent {
+    /// The event name on the wire.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Config => event::ERROR_CONFIG,
+            Self::Connection => event::ERROR_CONNECTION,
+        }
+    }
+}
+
+/// The active remote config of a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveConfig {
+    /// The raw JSON, byte for byte as it is sent to the module.
+    pub data: Bytes,
+    /// Its version: 1 for the first config, one more for each change.
+    pub version: u64,
+}
+
+impl ActiveConfig {
+    /// The config parsed as JSON (`Value::Null` if it is not JSON, which only an unusual
+    /// default config sent by a module can be).
+    #[must_use]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// The config schema a module sent with `MODULE:SEND_CONFIG_SCHEMA`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchema {
+    /// The raw JSON schema, byte for byte as the module sent it.
+    pub schema: Bytes,
+    /// The module version sent with it.
+    pub module_version: String,
+}
+
+/// A ready instance: the declaration its connection sent with `MODULE:READY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInstance {
+    /// The connection the instance is bound to.
+    pub conn: ConnId,
+    /// Its declaration, as stored (see [`ClusterState::module_ready`] for the normalisation).
+    pub declaration: BackendDeclaration,
+}
+
+/// What the state knows of one open connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The connection id.
+    pub id: ConnId,
+    /// The module name the client gave when it connected.
+    pub module: String,
+    /// The peer address.
+    pub peer: String,
+    /// The declaration of its ready instance, once it sent `MODULE:READY`.
+    pub ready: Option<BackendDeclaration>,
+    /// The modules it required with `MODULE:SEND_REQUIREMENTS`.
+    pub required_modules: Vec<String>,
+    /// Whether it asked for the routing table.
+    pub wants_routes: bool,
+    /// Whether it is subscribed to config changes (it sent its schema).
+    pub config_subscribed: bool,
+}
+
+/// Everything known of one module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSnapshot {
+    /// The module name.
+    pub name: String,
+    /// Its open connections, ascending.
+    pub connections: Vec<ConnId>,
+    /// Its ready instances, newest first.
+    pub ready: Vec<ReadyInstance>,
+    /// Its active config.
+    pub config: Option<ActiveConfig>,
+    /// Its stored schema.
+    pub schema: Option<StoredSchema>,
+}
+
+/// How [`ClusterState::set_config`] treats the module's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Validate against the stored schema; a module without a schema is refused.
+    Validated,
+    /// Store without validation (isp-config-service's `unsafe` flag). An unknown module is
+    /// created, so a test can give a module its config before it ever connects.
+    Unsafe,
+}
+
+/// The result of an accepted config update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the notifications must be delivered"]
+pub struct ConfigUpdate {
+    /// The version of the active config after the update.
+    pub version: u64,
+    /// Whether the config changed (`false` when it was equal to the active one).
+    pub changed: bool,
+    /// `CONFIG:SEND_CONFIG_CHANGED` to the module's config subscribers (none if unchanged).
+    pub notifications: Vec<Notification>,
+}
+
+/// One reason a config does not satisfy its module's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationIssue {
+    /// Where in the config: a JSON pointer (`""` for the whole config).
+    pub instance_path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.instance_path.is_empty() {
+            "(root)"
+        } else {
+            &self.instance_path
+        };
+        write!(f, "{path}: {}", self.message)
+    }
+}
+
+/// Why a config update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigUpdateError {
+    /// The new config is not a JSON object.
+    #[error("config for module {module:?} is not a JSON object: {reason}")]
+    NotAnObject {
+        /// The module.
+        module: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// A validated update for a module that sent no schema (or is unknown).
+    #[error(
+        "module {module:?} has no config schema (it never sent MODULE:SEND_CONFIG_SCHEMA); \
+         use an unsafe update to store a config anyway"
+    )]
+    NoSchema {
+        /// The module.
+        module: String,
+    },
+    /// The stored schema is not a valid JSON Schema.
+    #[error("the config schema of module {module:?} is not a valid JSON Schema: {reason}")]
+    InvalidSchema {
+        /// The module.
+        module: String,
+        /// What the schema compiler said.
+        reason: String,
+    },
+    /// The config does not satisfy the schema.
+    #[error("config for module {module:?} is invalid: {}", join_issues(.issues))]
+    Invalid {
+        /// The module.
+        module: String,
+        /// Every problem found.
+        issues: Vec<ValidationIssue>,
+    },
+    /// The update was made against a version that is no longer the active one.
+    #[error(
+        "config for module {module:?} was updated against version {expected}, \
+         but the active version is {active}"
+    )]
+    VersionConflict {
+        /// The module.
+        module: String,
+        /// The version the caller updated.
+        expected: u64,
+        /// The active version (0: the module has no config).
+        active: u64,
+    },
+}
+
+fn join_issues(issues: &[ValidationIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a module event was refused: its text is what the ack carries instead of `ok`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The payload is not the JSON it should be (the real service says
+    /// `unmarshal event data: …`).
+    #[error("unmarshal event data: {0}")]
+    Payload(#[from] PayloadError),
+    /// The connection is not registered (it already went away).
+    #[error("unknown connection {0}")]
+    UnknownConnection(ConnId),
+}
+
+struct SchemaEntry {
+    stored: StoredSchema,
+    /// The compiled schema, or why it does not compile. Compiled when stored, so a config
+    /// update only validates.
+    validator: Result<jsonschema::Validator, String>,
+}
+
+#[derive(Default)]
+struct ModuleEntry {
+    connections: BTreeSet<ConnId>,
+    config: Option<ActiveConfig>,
+    schema: Option<SchemaEntry>,
+    config_subscribers: BTreeSet<ConnId>,
+    /// Ready instances of this module: readiness sequence → connection.
+    instances: BTreeMap<u64, ConnId>,
+}
+
+struct Instance {
+    seq: u64,
+    declaration: BackendDeclaration,
+    /// The declaration's JSON, encoded once: routing tables are joined from these.
+    json: Bytes,
+}
+
+struct ConnEntry {
+    module: String,
+    peer: String,
+    /// Boxed: most connections of a big fan-out are not ready instances, and the map entry
+    /// stays small.
+    instance: Option<Box<Instance>>,
+    required: Vec<String>,
+    routes: bool,
+    config_subscribed: bool,
+}
+
+/// The fake config service's state. See the [module docs](self).
+#[derive(Default)]
+pub struct ClusterState {
+    modules: BTreeMap<String, ModuleEntry>,
+    conns: HashMap<ConnId, ConnEntry>,
+    /// Connections that required a module, by the required module's name.
+    dependents: HashMap<String, BTreeSet<ConnId>>,
+    routing_subscribers: BTreeSet<ConnId>,
+    /// All ready instances: readiness sequence → connection (ascending = oldest first).
+    ready: BTreeMap<u64, ConnId>,
+    next_seq: u64,
+}
+
+impl fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("modules", &self.modules.keys().collect::<Vec<_>>())
+            .field("connections", &self.conns.len())
+            .field("ready_instances", &self.ready.len())
+            .finish()
+    }
+}
+
+impl ClusterState {
+    /// An empty state.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ----- inputs: connections and module events -----
+
+    /// A client of `module` connected from `peer`: the module is recorded. Connecting an id
+    /// twice replaces nothing (the first registration stays).
+    pub fn connect(&mut self, conn: ConnId, module: &str, peer: &str) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                module: module.to_owned(),
+                peer: peer.to_owned(),
+                instance: None,
+                required: Vec::new(),
+                routes: false,
+                config_subscribed: false,
+            },
+        );
+        self.modules
+            .entry(module.to_owned())
+            .or_default()
+            .connections
+            .insert(conn);
+    }
+
+    /// `MODULE:SEND_CONFIG_SCHEMA`: stores the sent config as the module's active config
+    /// (version 1) if it has none yet, subscribes the connection to config changes, stores the
+    /// schema and module version. Returns `CONFIG:SEND_CONFIG_WHEN_CONNECTED` for the
+    /// connection (to be sent before the ack).
+    ///
+    /// The default config is stored byte for byte and is **not** validated against the schema
+    /// (the real service does not validate it either).
+    ///
+    /// # Errors
+    /// [`HandleError`] for a payload that is not a `ConfigData` or an unknown connection;
+    /// nothing changes then.
+    pub fn config_schema(
+        &mut self,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<Vec<Notification>, HandleError> {
+        let config_data = payload::decode_config_data(data)?;
+        let entry = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(HandleError::UnknownConnection(conn))?;
+        entry.config_subscribed = true;
+        let module = self.modules.entry(entry.module.clone()).or_default();
+        let config = module
+            .config
+            .get_or_insert_with(|| ActiveConfig {
+                data: Bytes::copy_from_slice(config_data.config.get().as_bytes()),
+                version: 1,
+            })
+            .data
+            .clone();
+        module.config_subscribers.insert(conn);
+        let schema = config_data.schema.get().as_bytes();
+        let same_schema = module
+            .schema
+            .as_ref()
+            .is_some_and(|s| s.stored.schema == schema);
+        if same_schema {
+            if let Some(s) = module.schema.as_mut() {
+                s.stored.module_version = config_data.version;
+            }
+        } else {
+            module.schema = Some(SchemaEntry {
+                validator: compile_schema(config_data.schema.get()),
+                stored: StoredSchema {
+                    schema: Bytes::copy_from_slice(schema),
+                    module_version: config_data.version,
+                },
+            });
+        }
+        Ok(vec![Notification::new(
+            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED,
+            config,
+            vec![conn],
+        )])
+    }
+
+    /// `MODULE:SEND_REQUIREMENTS`: for each required module, `<m>_MODULE_CONNECTED` with its
+    /// ready instances' addresses (`[]` if none or unknown) and a subscription; if routes are
+    /// wanted, `CONFIG:SEND_ROUTES_WHEN_CONNECTED` and a subscription. Sending requirements
+    /// again adds to the subscriptions (as the real service does: it never leaves a room).
+    ///
+    /// # Errors
+    /// [`HandleError`] for a payload that is not a `ModuleRequirements` or an unknown
+    /// connection; nothing changes then.
+    pub fn module_requirements(
+        &mut self,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<Vec<Notification>, HandleError> {
+        let requirements = payload::decode_module_requirements(data)?;
+        let entry = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(HandleError::UnknownConnection(conn))?;
+        let mut notifications = Vec::new();
+        let mut seen = BTreeSet::new();
+        for module in &requirements.required_modules {
+            if !seen.insert(module.as_str()) {
+                continue;
+            }
+            if !entry.required.contains(module) {
+                entry.required.push(module.clone());
+            }
+            self.dependents
+                .entry(module.clone())
+                .or_default()
+                .insert(conn);
+        }
+        if requirements.require_routes {
+            entry.routes = true;
+            self.routing_subscribers.insert(conn);
+        }
+        for module in seen {
+            notifications.push(Notification::new(
+                event::module_connected(module),
+                self.addresses_payload(module),
+                vec![conn],
+            ));
+        }
+        if requirements.require_routes {
+            notifications.push(Notification::new(
+                event::CONFIG_SEND_ROUTES_WHEN_CONNECTED,
+                self.routing_payload(),
+                vec![conn],
+            ));
+        }
+        Ok(notifications)
+    }
+
+    /// `MODULE:READY`: stores the declaration as the connection's ready instance (replacing
+    /// its previous one in place), then returns `CONFIG:SEND_ROUTES_CHANGED` for every
+    /// routing subscriber (the connection itself included) and `<m>_MODULE_CONNECTED` for
+    /// every connection that requires the module.
+    ///
+    /// The declaration is stored as sent, except (as the real service does) that a `grpc`
+    /// module's endpoints without an HTTP method get `POST`. An **empty** transport is left
+    /// empty (the real service stores `grpc`, but it did not exist in the reference version
+    /// whose frames we replay: keeping it empty keeps the routing table byte-identical for the
+    /// reference client, which never sends the field).
+    ///
+    /// # Errors
+    /// [`HandleError`] for a payload that is not a `BackendDeclaration` or an unknown
+    /// connection; nothing changes then.
+    pub fn module_ready(
+        &mut self,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<Vec<Notification>, HandleError> {
+        let mut declaration = payload::decode_backend_declaration(data)?;
+        let entry = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(HandleError::UnknownConnection(conn))?;
+        if declaration.transport == GRPC_TRANSPORT {
+            for endpoint in &mut declaration.endpoints {
+                if endpoint.http_method.is_empty() {
+                    "POST".clone_into(&mut endpoint.http_method);
+                }
+            }
+        }
+        let json = Bytes::from(declaration.to_json());
+        let seq = match &entry.instance {
+            Some(instance) => instance.seq,
+            None => {
+                self.next_seq += 1;
+                self.next_seq
+            }
+        };
+        entry.instance = Some(Box::new(Instance {
+            seq,
+            declaration,
+            json,
+        }));
+        let module = entry.module.clone();
+        self.ready.insert(seq, conn);
+        self.modules
+            .entry(module.clone())
+            .or_default()
+            .instances
+            .insert(seq, conn);
+        Ok(self.instances_changed(&module))
+    }
+
+    /// The connection is gone: its ready instance is dropped and its subscriptions end. If it
+    /// was ready, returns the same notifications as [`ClusterState::module_ready`] (to the
+    /// remaining subscribers). Disconnecting an unknown id does nothing.
+    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Notification> {
+        let Some(entry) = self.conns.remove(&conn) else {
+            return Vec::new();
+        };
+        self.routing_subscribers.remove(&conn);
+        for required in &entry.required {
+            if let Some(set) = self.dependents.get_mut(required) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.dependents.remove(required);
+                }
+            }
+        }
+        let Some(module) = self.modules.get_mut(&entry.module) else {
+            return Vec::new();
+        };
+        module.connections.remove(&conn);
+        module.config_subscribers.remove(&conn);
+        match entry.instance {
+            Some(instance) => {
+                module.instances.remove(&instance.seq);
+                self.ready.remove(&instance.seq);
+                self.instances_changed(&entry.module)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    // ----- inputs: admin operations -----
+
+    /// Makes `config` the module's active config, as an admin would.
+    ///
+    /// In the order the real service checks: `config` must be a JSON object; unless `mode` is
+    /// [`UpdateMode::Unsafe`], it must satisfy the module's schema (validated per the schema's
+    /// `$schema`, draft-07 when it names none or one we do not know — isp-config-service
+    /// validates draft-07); a config equal to the active one (as JSON values: key order and
+    /// spacing do not matter) changes nothing; if `expected_version` is given it must be the
+    /// active version (optimistic locking: 0 stands for "no config yet"). The new config gets
+    /// the next version and is sent byte for byte as given to every config subscriber.
+    ///
+    /// # Errors
+    /// A [`ConfigUpdateError`]; nothing changes then.
+    pub fn set_config(
+        &mut self,
+        module: &str,
+        config: Bytes,
+        expected_version: Option<u64>,
+        mode: UpdateMode,
+    ) -> Result<ConfigUpdate, ConfigUpdateError> {
+        let value: Value =
+            serde_json::from_slice(&config).map_err(|e| ConfigUpdateError::NotAnObject {
+                module: module.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if !value.is_object() {
+            return Err(ConfigUpdateError::NotAnObject {
+                module: module.to_owned(),
+                reason: format!("it is {}", json_kind(&value)),
+            });
+        }
+        if mode == UpdateMode::Validated {
+            let schema = self
+                .modules
+                .get(module)
+                .and_then(|m| m.schema.as_ref())
+                .ok_or_else(|| ConfigUpdateError::NoSchema {
+                    module: module.to_owned(),
+                })?;
+            let validator =
+                schema
+                    .validator
+                    .as_ref()
+                    .map_err(|reason| ConfigUpdateError::InvalidSchema {
+                        module: module.to_owned(),
+                        reason: reason.clone(),
+                    })?;
+            let issues: Vec<ValidationIssue> = validator
+                .iter_errors(&value)
+                .map(|e| ValidationIssue {
+                    instance_path: e.instance_path().to_string(),
+                    message: e.to_string(),
+                })
+                .collect();
+            if !issues.is_empty() {
+                return Err(ConfigUpdateError::Invalid {
+                    module: module.to_owned(),
+                    issues,
+                });
+            }
+        }
+        let entry = self.modules.entry(module.to_owned()).or_default();
+        if let Some(active) = &entry.config
+            && serde_json::from_slice::<Value>(&active.data).is_ok_and(|old| old == value)
+        {
+            return Ok(ConfigUpdate {
+                version: active.version,
+                changed: false,
+                notifications: Vec::new(),
+            });
+        }
+        let active_version = entry.config.as_ref().map_or(0, |c| c.version);
+        if let Some(expected) = expected_version
+            && expected != active_version
+        {
+            return Err(ConfigUpdateError::VersionConflict {
+                module: module.to_owned(),
+                expected,
+                active: active_version,
+            });
+        }
+        let version = active_version + 1;
+        entry.config = Some(ActiveConfig {
+            data: config.clone(),
+            version,
+        });
+        let recipients: Vec<ConnId> = entry.config_subscribers.iter().copied().collect();
+        let notifications = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            vec![Notification::new(
+                event::CONFIG_SEND_CONFIG_CHANGED,
+                config,
+                recipients,
+            )]
+        };
+        Ok(ConfigUpdate {
+            version,
+            changed: true,
+            notifications,
+        })
+    }
+
+    /// `ERROR_CONFIG` or `ERROR_CONNECTION` with `text` to every open connection of `module`
+    /// (`None` when it has none).
+    #[must_use]
+    pub fn error_event(&self, module: &str, kind: ErrorEvent, text: &str) -> Option<Notification> {
+        let recipients: Vec<ConnId> = self
+            .modules
+            .get(module)?
+            .connections
+            .iter()
+            .copied()
+            .collect();
+        (!recipients.is_empty()).then(|| {
+            Notification::new(
+                kind.name(),
+                Bytes::copy_from_slice(text.as_bytes()),
+                recipients,
+            )
+        })
+    }
+
+    // ----- getters -----
+
+    /// The names of all modules that ever connected (or were given a config), sorted.
+    #[must_use]
+    pub fn module_names(&self) -> Vec<String> {
+        self.modules.keys().cloned().collect()
+    }
+
+    /// Everything known of `module`.
+    #[must_use]
+    pub fn module(&self, module: &str) -> Option<ModuleSnapshot> {
+        let entry = self.modules.get(module)?;
+        Some(ModuleSnapshot {
+            name: module.to_owned(),
+            connections: entry.connections.iter().copied().collect(),
+            ready: self.ready_instances(module),
+            config: entry.config.clone(),
+            schema: entry.schema.as_ref().map(|s| s.stored.clone()),
+        })
+    }
+
+    /// The module's active config.
+    #[must_use]
+    pub fn active_config(&self, module: &str) -> Option<ActiveConfig> {
+        self.modules.get(module)?.config.clone()
+    }
+
+    /// The module's stored schema.
+    #[must_use]
+    pub fn schema(&self, module: &str) -> Option<StoredSchema> {
+        Some(self.modules.get(module)?.schema.as_ref()?.stored.clone())
+    }
+
+    /// The module's ready instances, newest first.
+    #[must_use]
+    pub fn ready_instances(&self, module: &str) -> Vec<ReadyInstance> {
+        let Some(entry) = self.modules.get(module) else {
+            return Vec::new();
+        };
+        entry
+            .instances
+            .values()
+            .rev()
+            .filter_map(|conn| self.instance_of(*conn))
+            .collect()
+    }
+
+    /// Every ready instance, newest first: the routing table.
+    #[must_use]
+    pub fn routing_table(&self) -> Vec<ReadyInstance> {
+        self.ready
+            .values()
+            .rev()
+            .filter_map(|conn| self.instance_of(*conn))
+            .collect()
+    }
+
+    /// The open connections of `module`, ascending.
+    #[must_use]
+    pub fn connections_of(&self, module: &str) -> Vec<ConnId> {
+        self.modules
+            .get(module)
+            .map(|m| m.connections.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// What is known of an open connection.
+    #[must_use]
+    pub fn connection(&self, conn: ConnId) -> Option<ConnectionInfo> {
+        let entry = self.conns.get(&conn)?;
+        Some(ConnectionInfo {
+            id: conn,
+            module: entry.module.clone(),
+            peer: entry.peer.clone(),
+            ready: entry.instance.as_ref().map(|i| i.declaration.clone()),
+            required_modules: entry.required.clone(),
+            wants_routes: entry.routes,
+            config_subscribed: entry.config_subscribed,
+        })
+    }
+
+    /// The number of open connections.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Every open connection id, ascending.
+    #[must_use]
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    // ----- internals -----
+
+    fn instance_of(&self, conn: ConnId) -> Option<ReadyInstance> {
+        let instance = self.conns.get(&conn)?.instance.as_ref()?;
+        Some(ReadyInstance {
+            conn,
+            declaration: instance.declaration.clone(),
+        })
+    }
+
+    /// The notifications for "the ready instances of `module` changed".
+    fn instances_changed(&self, module: &str) -> Vec<Notification> {
+        let mut notifications = Vec::new();
+        if !self.routing_subscribers.is_empty() {
+            notifications.push(Notification::new(
+                event::CONFIG_SEND_ROUTES_CHANGED,
+                self.routing_payload(),
+                self.routing_subscribers.iter().copied().collect(),
+            ));
+        }
+        if let Some(dependents) = self.dependents.get(module)
+            && !dependents.is_empty()
+        {
+            notifications.push(Notification::new(
+                event::module_connected(module),
+                self.addresses_payload(module),
+                dependents.iter().copied().collect(),
+            ));
+        }
+        notifications
+    }
+
+    fn addresses_payload(&self, module: &str) -> Bytes {
+        let addresses: Vec<AddressConfiguration> = self
+            .modules
+            .get(module)
+            .map(|m| {
+                m.instances
+                    .values()
+                    .rev()
+                    .filter_map(|conn| self.conns.get(conn)?.instance.as_ref())
+                    .map(|i| i.declaration.address.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Bytes::from(payload::encode_addresses(&addresses))
+    }
+
+    /// The routing table's JSON, joined from each instance's JSON encoded once at READY (the
+    /// same bytes `payload::encode_routing_config` gives).
+    fn routing_payload(&self) -> Bytes {
+        let instances: Vec<&Bytes> = self
+            .ready
+            .values()
+            .rev()
+            .filter_map(|conn| Some(&self.conns.get(conn)?.instance.as_ref()?.json))
+            .collect();
+        let len = 2 + instances.iter().map(|j| j.len() + 1).sum::<usize>();
+        let mut buf = BytesMut::with_capacity(len);
+        buf.put_u8(b'[');
+        for (i, json) in instances.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b',');
+            }
+            buf.put_slice(json);
+        }
+        buf.put_u8(b']');
+        buf.freeze()
+    }
+}
+
+/// Compiles a schema: the draft its `$schema` names, draft-07 when it names none or an
+/// unknown one. No remote `$ref` is fetched (jsonschema is built without its resolvers).
+fn compile_schema(raw: &str) -> Result<jsonschema::Validator, String> {
+    let schema: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let draft = match jsonschema::Draft::Draft7.detect(&schema) {
+        jsonschema::Draft::Unknown => jsonschema::Draft::Draft7,
+        known => known,
+    };
+    jsonschema::options()
+        .with_draft(draft)
+        .build(&schema)
+        .map_err(|e| e.to_string())
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{"version":"1.0.0","schema":{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"someString":{"type":"string"}}},"config":{}}"#;
+
+    fn ready_json(module: &str, ip: &str) -> String {
+        format!(
+            r#"{{"moduleName":"{module}","version":"1.0.0","libVersion":"1.0.0","endpoints":null,"requiredModules":[],"address":{{"ip":"{ip}","port":"9999"}}}}"#
+        )
+    }
+
+    fn single(mut n: Vec<Notification>) -> Notification {
+        assert_eq!(n.len(), 1, "{n:?}");
+        n.remove(0)
+    }
+
+    #[test]
+    fn schema_stores_initial_config_once_and_answers_with_active_config() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p1");
+        let n = single(s.config_schema(ConnId(1), SCHEMA.as_bytes()).unwrap());
+        assert_eq!(n.event, event::CONFIG_SEND_CONFIG_WHEN_CONNECTED);
+        assert_eq!(&n.payload[..], b"{}");
+        assert_eq!(n.recipients, vec![ConnId(1)]);
+        assert_eq!(s.active_config("A").unwrap().version, 1);
+        let schema = s.schema("A").unwrap();
+        assert_eq!(schema.module_version, "1.0.0");
+        assert!(schema.schema.starts_with(br#"{"$schema""#));
+
+        // A second instance with another default config gets the stored one.
+        s.connect(ConnId(2), "A", "p2");
+        let other = r#"{"version":"1.1.0","schema":{},"config":{"x":1}}"#;
+        let n = single(s.config_schema(ConnId(2), other.as_bytes()).unwrap());
+        assert_eq!(&n.payload[..], b"{}");
+        assert_eq!(s.schema("A").unwrap().module_version, "1.1.0");
+        assert_eq!(&s.schema("A").unwrap().schema[..], b"{}");
+        assert!(s.connection(ConnId(2)).unwrap().config_subscribed);
+    }
+
+    #[test]
+    fn default_config_is_kept_byte_for_byte() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "B", "p");
+        let data = r#"{"version":"1","schema":{},"config":{ "b" :2, "a":1 }}"#;
+        let n = single(s.config_schema(ConnId(1), data.as_bytes()).unwrap());
+        assert_eq!(&n.payload[..], br#"{ "b" :2, "a":1 }"#);
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused_without_change() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p");
+        let err = s.config_schema(ConnId(1), b"{not json").unwrap_err();
+        assert!(
+            err.to_string().starts_with("unmarshal event data: "),
+            "{err}"
+        );
+        assert!(s.active_config("A").is_none());
+        assert!(s.module_requirements(ConnId(1), b"[1]").is_err());
+        assert!(s.module_ready(ConnId(1), b"").is_err());
+        assert!(s.ready_instances("A").is_empty());
+        assert!(matches!(
+            s.module_ready(ConnId(9), ready_json("A", "1").as_bytes()),
+            Err(HandleError::UnknownConnection(ConnId(9)))
+        ));
+    }
+
+    #[test]
+    fn requirements_answer_each_module_once_then_routes() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p");
+        s.module_ready(ConnId(1), ready_json("A", "10.0.0.1").as_bytes())
+            .unwrap();
+        s.connect(ConnId(2), "B", "p");
+        let n = s
+            .module_requirements(
+                ConnId(2),
+                br#"{"requiredModules":["A","C","A"],"requireRoutes":true}"#,
+            )
+            .unwrap();
+        let events: Vec<&str> = n.iter().map(|n| n.event.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "A_MODULE_CONNECTED",
+                "C_MODULE_CONNECTED",
+                event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
+            ]
+        );
+        assert_eq!(&n[0].payload[..], br#"[{"ip":"10.0.0.1","port":"9999"}]"#);
+        assert_eq!(&n[1].payload[..], b"[]");
+        assert_eq!(
+            n[2].payload,
+            payload::encode_routing_config(&[payload::decode_backend_declaration(
+                ready_json("A", "10.0.0.1").as_bytes()
+            )
+            .unwrap()])
+        );
+        let info = s.connection(ConnId(2)).unwrap();
+        assert_eq!(info.required_modules, ["A", "C"]);
+        assert!(info.wants_routes);
+    }
+
+    #[test]
+    fn instances_are_listed_newest_first_and_ready_again_keeps_its_place() {
+        let mut s = ClusterState::new();
+        for (id, ip) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, "10.0.0.3")] {
+            s.connect(ConnId(id), "A", "p");
+            s.module_ready(ConnId(id), ready_json("A", ip).as_bytes())
+                .unwrap();
+        }
+        let ips = |s: &ClusterState| -> Vec<String> {
+            s.ready_instances("A")
+                .into_iter()
+                .map(|i| i.declaration.address.ip)
+                .collect()
+        };
+        assert_eq!(ips(&s), ["10.0.0.3", "10.0.0.2", "10.0.0.1"]);
+        s.module_ready(ConnId(2), ready_json("A", "10.0.0.22").as_bytes())
+            .unwrap();
+        assert_eq!(ips(&s), ["10.0.0.3", "10.0.0.22", "10.0.0.1"]);
+        assert_eq!(s.routing_table().len(), 3);
+    }
+
+    #[test]
+    fn ready_and_disconnect_notify_routes_then_dependents() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(10), "B", "p");
+        s.module_requirements(
+            ConnId(10),
+            br#"{"requiredModules":["A"],"requireRoutes":true}"#,
+        )
+        .unwrap();
+        s.connect(ConnId(11), "C", "p");
+        s.module_requirements(ConnId(11), br#"{"requiredModules":["A"]}"#)
+            .unwrap();
+        s.connect(ConnId(1), "A", "p");
+        let n = s
+            .module_ready(ConnId(1), ready_json("A", "10.0.0.1").as_bytes())
+            .unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].event, event::CONFIG_SEND_ROUTES_CHANGED);
+        assert_eq!(n[0].recipients, [ConnId(10)]);
+        assert_eq!(n[1].event, "A_MODULE_CONNECTED");
+        assert_eq!(n[1].recipients, [ConnId(10), ConnId(11)]);
+
+        // A connection that never became ready leaves silently.
+        s.connect(ConnId(2), "A", "p");
+        assert!(s.disconnect(ConnId(2)).is_empty());
+
+        let n = s.disconnect(ConnId(1));
+        assert_eq!(n.len(), 2);
+        assert_eq!(&n[0].payload[..], b"[]");
+        assert_eq!(&n[1].payload[..], b"[]");
+        assert!(s.ready_instances("A").is_empty());
+        assert!(
+            s.disconnect(ConnId(1)).is_empty(),
+            "second disconnect is a no-op"
+        );
+
+        // A gone subscriber is not notified any more.
+        s.disconnect(ConnId(10));
+        s.connect(ConnId(3), "A", "p");
+        let n = s
+            .module_ready(ConnId(3), ready_json("A", "10.0.0.3").as_bytes())
+            .unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].recipients, [ConnId(11)]);
+    }
+
+    #[test]
+    fn grpc_endpoints_get_post_and_empty_transport_stays_empty() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p");
+        let grpc = r#"{"moduleName":"A","transport":"grpc","endpoints":[{"path":"x"},{"path":"y","httpMethod":"GET"}],"address":{"ip":"1","port":"2"}}"#;
+        s.module_ready(ConnId(1), grpc.as_bytes()).unwrap();
+        let d = &s.ready_instances("A")[0].declaration;
+        assert_eq!(d.endpoints[0].http_method, "POST");
+        assert_eq!(d.endpoints[1].http_method, "GET");
+
+        s.connect(ConnId(2), "B", "p");
+        let old =
+            r#"{"moduleName":"B","endpoints":[{"path":"x"}],"address":{"ip":"1","port":"2"}}"#;
+        s.module_ready(ConnId(2), old.as_bytes()).unwrap();
+        let d = &s.ready_instances("B")[0].declaration;
+        assert_eq!(d.transport, "");
+        assert_eq!(d.endpoints[0].http_method, "");
+    }
+
+    fn state_with_schema() -> ClusterState {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p");
+        s.config_schema(ConnId(1), SCHEMA.as_bytes()).unwrap();
+        s.connect(ConnId(2), "A", "p");
+        s.config_schema(ConnId(2), SCHEMA.as_bytes()).unwrap();
+        s
+    }
+
+    #[test]
+    fn config_update_bumps_version_and_notifies_subscribers() {
+        let mut s = state_with_schema();
+        let new = Bytes::from_static(br#"{"someString":"v"}"#);
+        let u = s
+            .set_config("A", new.clone(), Some(1), UpdateMode::Validated)
+            .unwrap();
+        assert!(u.changed);
+        assert_eq!(u.version, 2);
+        let n = single(u.notifications);
+        assert_eq!(n.event, event::CONFIG_SEND_CONFIG_CHANGED);
+        assert_eq!(n.payload, new);
+        assert_eq!(n.recipients, [ConnId(1), ConnId(2)]);
+        assert_eq!(s.active_config("A").unwrap().version, 2);
+    }
+
+    #[test]
+    fn equal_config_changes_nothing_even_with_other_spacing() {
+        let mut s = state_with_schema();
+        let first = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"a":1,"b":2}"#),
+                None,
+                UpdateMode::Validated,
+            )
+            .unwrap();
+        assert_eq!(first.version, 2);
+        let u = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{ "b": 2, "a": 1 }"#),
+                Some(1),
+                UpdateMode::Validated,
+            )
+            .unwrap();
+        assert!(!u.changed);
+        assert_eq!(u.version, 2);
+        assert!(u.notifications.is_empty());
+        assert_eq!(&s.active_config("A").unwrap().data[..], br#"{"a":1,"b":2}"#);
+    }
+
+    #[test]
+    fn stale_version_is_refused() {
+        let mut s = state_with_schema();
+        let first = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"a":1}"#),
+                Some(1),
+                UpdateMode::Validated,
+            )
+            .unwrap();
+        assert_eq!(first.version, 2);
+        let err = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"a":2}"#),
+                Some(1),
+                UpdateMode::Validated,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigUpdateError::VersionConflict {
+                module: "A".into(),
+                expected: 1,
+                active: 2
+            }
+        );
+        assert_eq!(&s.active_config("A").unwrap().data[..], br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn invalid_config_lists_every_issue() {
+        let mut s = state_with_schema();
+        let err = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"someString":5}"#),
+                None,
+                UpdateMode::Validated,
+            )
+            .unwrap_err();
+        let ConfigUpdateError::Invalid { issues, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].instance_path, "/someString");
+        assert!(
+            issues[0].message.contains("string"),
+            "{}",
+            issues[0].message
+        );
+        assert!(err.to_string().contains("/someString: "), "{err}");
+        assert_eq!(s.active_config("A").unwrap().version, 1);
+
+        // Unsafe stores it anyway.
+        let u = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"someString":5}"#),
+                None,
+                UpdateMode::Unsafe,
+            )
+            .unwrap();
+        assert_eq!(u.version, 2);
+    }
+
+    #[test]
+    fn schema_without_dollar_schema_is_draft7() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "A", "p");
+        // `dependencies` is a draft-07 keyword (gone in 2020-12).
+        let data =
+            r#"{"version":"1","schema":{"type":"object","dependencies":{"a":["b"]}},"config":{}}"#;
+        s.config_schema(ConnId(1), data.as_bytes()).unwrap();
+        let err = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"a":1}"#),
+                None,
+                UpdateMode::Validated,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ConfigUpdateError::Invalid { .. }), "{err:?}");
+        let ok = s
+            .set_config(
+                "A",
+                Bytes::from_static(br#"{"a":1,"b":2}"#),
+                None,
+                UpdateMode::Validated,
+            )
+            .unwrap();
+        assert!(ok.changed);
+    }
+
+    #[test]
+    fn no_schema_invalid_schema_and_non_objects_are_refused() {
+        let mut s = ClusterState::new();
+        let cfg = Bytes::from_static(b"{}");
+        assert!(matches!(
+            s.set_config("X", cfg.clone(), None, UpdateMode::Validated),
+            Err(ConfigUpdateError::NoSchema { .. })
+        ));
+        assert!(s.module("X").is_none());
+        assert!(matches!(
+            s.set_config("X", Bytes::from_static(b"[1]"), None, UpdateMode::Unsafe),
+            Err(ConfigUpdateError::NotAnObject { .. })
+        ));
+        assert!(matches!(
+            s.set_config("X", Bytes::from_static(b"{"), None, UpdateMode::Unsafe),
+            Err(ConfigUpdateError::NotAnObject { .. })
+        ));
+        // Unsafe pre-seeds an unknown module; its first instance gets this config.
+        let u = s
+            .set_config(
+                "X",
+                Bytes::from_static(br#"{"seed":1}"#),
+                Some(0),
+                UpdateMode::Unsafe,
+            )
+            .unwrap();
+        assert_eq!(u.version, 1);
+        s.connect(ConnId(1), "X", "p");
+        let data = r#"{"version":"1","schema":{"type":"object","minProperties":"x"},"config":{}}"#;
+        let n = single(s.config_schema(ConnId(1), data.as_bytes()).unwrap());
+        assert_eq!(&n.payload[..], br#"{"seed":1}"#);
+        assert!(matches!(
+            s.set_config("X", cfg, None, UpdateMode::Validated),
+            Err(ConfigUpdateError::InvalidSchema { .. })
+        ));
+    }
+
+    #[test]
+    fn error_events_go_to_every_open_connection_of_the_module() {
+        let mut s = ClusterState::new();
+        assert!(s.error_event("A", ErrorEvent::Config, "x").is_none());
+        s.connect(ConnId(1), "A", "p");
+        s.connect(ConnId(2), "A", "p");
+        s.connect(ConnId(3), "B", "p");
+        let n = s.error_event("A", ErrorEvent::Connection, "bad").unwrap();
+        assert_eq!(n.event, event::ERROR_CONNECTION);
+        assert_eq!(&n.payload[..], b"bad");
+        assert_eq!(n.recipients, [ConnId(1), ConnId(2)]);
+        s.disconnect(ConnId(1));
+        s.disconnect(ConnId(2));
+        assert!(s.error_event("A", ErrorEvent::Config, "x").is_none());
+        assert_eq!(s.module_names(), ["A", "B"]);
+        assert_eq!(s.connection_ids(), [ConnId(3)]);
+    }
+}
