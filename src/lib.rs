@@ -1,3 +1,44 @@
-//! Runnable examples of the cluster crates live in `examples/`; run one with
-//! `cargo run --example NAME` from the repository root. This library is empty on purpose:
-//! it only gives the examples a package to belong to.
+//! Runnable examples of the cluster crates, and the code behind them.
+//!
+//! The examples live in `examples/`; run one with `cargo run --example NAME` from the
+//! repository root:
+//!
+//! - `quickstart`: a fake config service and two modules joining it, told in plain words
+//!   ([`quickstart()`]);
+//! - `default_flow`: the Go package's documented default usage, ported one for one; point it
+//!   at `fake-config-service` or a real isp-config-service with `--hosts`;
+//! - `probe`: an operator's tool that joins a cluster as a module and prints what it receives
+//!   as JSON lines ([`probe`]).
+//!
+//! The quickstart and the probe are library code so that the test suite runs exactly what
+//! the examples run; the examples themselves only parse arguments, set up logs and signals.
+//!
+//! # Layout
+//! - [`quickstart()`](quickstart()): the quickstart's story.
+//! - [`probe`]: the probe's flags, output lines and run loop.
+//! - [`shutdown_signal`] and [`init_logs`]: SIGINT/SIGTERM and stderr logs for the examples.
+//!
+//! # Example
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let mut out = Vec::new();
+//! cluster_examples::quickstart(&mut out).await.unwrap();
+//! let text = String::from_utf8(out).unwrap();
+//! assert!(text.contains("orders is ready"), "{text}");
+//! # });
+//! ```
+
+pub mod probe;
+mod quickstart;
+mod shutdown;
+
+pub use quickstart::{
+    AUTH, AUTH_ADDRESS, ORDERS, ORDERS_ADDRESS, OrdersConfig, STEP_TIMEOUT, quickstart,
+};
+pub use shutdown::{Signal, init_logs, shutdown_signal};
+
+/// The Rust code blocks of `README.md`, compiled (and, unless marked `no_run`, run) as
+/// doctests so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

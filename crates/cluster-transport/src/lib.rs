@@ -327,7 +327,9 @@ impl FromStr for Endpoint {
         if host.contains(':') && !rest.starts_with('[') {
             return Err(err("an IPv6 host goes in brackets"));
         }
-        let port: u16 = port.parse().map_err(|_| err("port is not a number 1-65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err("port is not a number 1-65535"))?;
         if port == 0 {
             return Err(err("port is not a number 1-65535"));
         }
@@ -346,22 +348,40 @@ mod tests {
     #[test]
     fn parses_host_entries() {
         let e: Endpoint = "127.0.0.1:9001".parse().unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Ws, "127.0.0.1", 9001));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Ws, "127.0.0.1", 9001)
+        );
         let e: Endpoint = "wss://config.local:443/".parse().unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Wss, "config.local", 443));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Wss, "config.local", 443)
+        );
         let e: Endpoint = "ws://[::1]:80".parse().unwrap();
         assert_eq!(e.host, "::1");
         assert_eq!(e.authority(), "[::1]:80");
         assert_eq!(e.to_string(), "ws://[::1]:80");
         assert_eq!("tcp://a:1".parse::<Endpoint>().unwrap().scheme, Scheme::Tcp);
-        assert_eq!("mem://a:1".parse::<Endpoint>().unwrap().scheme, Scheme::Memory);
+        assert_eq!(
+            "mem://a:1".parse::<Endpoint>().unwrap().scheme,
+            Scheme::Memory
+        );
     }
 
     #[test]
     fn refuses_malformed_hosts() {
         for bad in [
-            "", "host", ":9001", "host:", "host:0", "host:70000", "http://h:1", "ws://h:1/path",
-            "::1:80", "[::1:80", "h:1?x",
+            "",
+            "host",
+            ":9001",
+            "host:",
+            "host:0",
+            "host:70000",
+            "http://h:1",
+            "ws://h:1/path",
+            "::1:80",
+            "[::1:80",
+            "h:1?x",
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} parsed");
         }
