@@ -1,1 +1,123 @@
-//! cluster-client: work in progress.
+//! The isp cluster client: a module joins its cluster by talking to isp-config-service, as
+//! Go services do with isp-kit's `cluster` package, on the wire byte for byte.
+//!
+//! A [`Client`] registers the module (its config schema and default config, the modules it
+//! requires, whether it wants routes), waits for its remote config, routes and the addresses
+//! of the modules it requires, declares the module ready, and keeps the session alive, moving
+//! to the next config service host when one fails. An [`EventHandler`] says who receives what.
+//! The names are the Go ones in Rust case, so users of both recognise them.
+//!
+//! What it does not do: serve your module's own endpoints, or call other modules (a
+//! [`RoundRobin`] gives you the addresses to call).
+//!
+//! # Example: the default flow
+//! ```no_run
+//! use cluster_client::typed::{config_data_for, TypedConfig};
+//! use cluster_client::{AddressConfiguration, Client, EventHandler, ModuleInfo, RoundRobin, RoutingConfig};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+//! struct RemoteConfig {
+//!     workers: u32,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     let module = ModuleInfo {
+//!         module_name: "orders".into(),
+//!         module_version: "1.0.0".into(),
+//!         lib_version: "0.1.0".into(),
+//!         grpc_outer_address: AddressConfiguration::new("10.0.0.5", "9000"),
+//!         ..ModuleInfo::default()
+//!     };
+//!     // The remote config, parsed and validated; `config` always holds the latest valid one.
+//!     let typed = TypedConfig::<RemoteConfig>::new()
+//!         .validate(|c: &RemoteConfig| if c.workers > 0 { Ok(()) } else { Err("workers must be > 0") });
+//!     let mut config = typed.handle();
+//!     // The addresses of the `auth` module's instances, kept up to date.
+//!     let auth = RoundRobin::default();
+//!     let handler = EventHandler::new()
+//!         .remote_config_receiver(typed)
+//!         .routes_receiver(|routes: RoutingConfig| async move {
+//!             println!("{} module instances in the cluster", routes.len());
+//!             Ok::<(), std::convert::Infallible>(())
+//!         })
+//!         .require_module("auth", auth.clone());
+//!
+//!     let client = Client::new(
+//!         module,
+//!         config_data_for::<RemoteConfig>("1.0.0")?,
+//!         ["10.0.0.1:9001", "10.0.0.2:9001"], // `ip:port` is ws://; wss://name:port is TLS
+//!     );
+//!     let session = tokio::spawn({
+//!         let client = client.clone();
+//!         async move { client.run(handler).await }
+//!     });
+//!
+//!     let first = config.wait().await.expect("a config");
+//!     println!("running {} workers; auth at {:?}", first.workers, auth.next());
+//!     println!("health: {:?}", client.healthcheck()); // Ok(()) while the session is ready
+//!
+//!     tokio::signal::ctrl_c().await?;
+//!     client.close().await; // nothing of the client runs after this
+//!     session.await??;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//! - [`client`](Client): [`Client`] (`run`, `close`, `healthcheck`, `state`) and its builder.
+//! - `driver`: the run loop (hosts, backoff) and the task that drives the sans-IO
+//!   [`Session`](cluster_proto::session::Session) over one connection.
+//! - `apply`: serial, time-bounded application of the receivers (latest-wins for configs).
+//! - [`handler`]: [`EventHandler`] and the receiver traits.
+//! - [`typed`]: typed configs, their live handle, and [`ConfigData`] from a type.
+//! - [`lb`]: [`RoundRobin`]. [`offline`]: [`OfflineClient`].
+//!
+//! # Logs
+//! With `tracing`: one `session` span per session (`session_id`, `host`), an `event_id` per
+//! received event, configs logged only with their secrets masked ([`Client::secret_masker`]).
+//!
+//! # Testing
+//! Point the client at `cluster-testkit`'s fake config service: its in-memory connector with
+//! [`ClientBuilder::connector`] and `tokio::time::pause()`, or its WebSocket listener.
+
+mod apply;
+mod client;
+mod driver;
+mod error;
+pub mod handler;
+pub mod lb;
+pub mod offline;
+pub mod typed;
+
+pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_WAIT};
+pub use error::{BoxError, ClientError, OfflineError};
+pub use handler::{
+    DEFAULT_CONFIG_TIMEOUT, EventHandler, HostsUpgrader, RemoteConfigReceiver, RoutesReceiver,
+};
+pub use lb::{NoHostsToBalance, RoundRobin};
+pub use offline::OfflineClient;
+pub use typed::{ConfigHandle, TypedConfig, TypedConfigError, config_data_for};
+
+// What users need from the lower crates, so that one dependency is enough.
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+/// The protocol crate, for everything else (frames, event names, the session state machine).
+pub use cluster_proto as proto;
+pub use cluster_proto::backoff::BackoffConfig;
+pub use cluster_proto::payload::{
+    AddressConfiguration, BackendDeclaration, ConfigData, EMPTY_TRANSPORT, EndpointDescriptor,
+    GRPC_TRANSPORT, HTTP_TRANSPORT, MetricsAutodiscovery, ModuleDependency, ModuleInfo,
+    ModuleRequirements, REQUIRED_ADMIN_PERMISSION, RoutingConfig,
+};
+pub use cluster_proto::secrets::SecretMasker;
+pub use cluster_proto::session::{SessionError, SessionTimeouts};
+/// The transport crate, for everything else (connection runtime, in-memory transport).
+pub use cluster_transport as transport;
+pub use cluster_transport::conn::ConnConfig;
+pub use cluster_transport::tls::TlsConfig;
+pub use cluster_transport::ws::WsConfig;
+pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};
+/// schemars, to derive `JsonSchema` for [`typed::config_data_for`].
+pub use schemars;

@@ -1,0 +1,182 @@
+//! New client → ready against the fake config service over loopback WebSocket (config +
+//! routes + one required module), and the idle memory of a process running one ready client.
+//!
+//! `cargo bench -p cluster-client --bench ready` prints the figures. Options (environment):
+//! `READY_SESSIONS` (default 400, the first 10 % are warm-up), `READY_RUNTIME`
+//! (`current_thread`, the default, or `multi_thread`).
+//!
+//! The memory figure comes from a child process, the `idle_client` example (built by
+//! `cargo bench`, or `cargo build --release -p cluster-client --example idle_client`), that
+//! runs one ready client on a current-thread runtime, idles 6 s, and reports `VmRSS` from
+//! `/proc/self/status`.
+
+use cluster_client::typed::config_data_for;
+use cluster_client::{
+    AddressConfiguration, Bytes, Client, ConfigData, EventHandler, ModuleInfo, RoutingConfig,
+};
+use cluster_testkit::FakeConfigService;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+#[derive(Default, serde::Serialize, schemars::JsonSchema)]
+struct Remote {
+    workers: u32,
+    name: String,
+}
+
+fn module(name: &str, ip: &str) -> ModuleInfo {
+    ModuleInfo {
+        module_name: name.to_owned(),
+        module_version: "1.0.0".to_owned(),
+        lib_version: "0.1.0".to_owned(),
+        grpc_outer_address: AddressConfiguration::new(ip, "9000"),
+        ..ModuleInfo::default()
+    }
+}
+
+fn handler() -> EventHandler {
+    EventHandler::new()
+        .remote_config_receiver(|_config: Bytes| async { Ok::<(), Infallible>(()) })
+        .routes_receiver(|_routes: RoutingConfig| async { Ok::<(), Infallible>(()) })
+        .require_module("A", |_hosts: Vec<String>| {})
+}
+
+/// A new client; `config` is the module's `ConfigData`, derived once at start (as a service
+/// does) and cloned here.
+fn client(host: &str, name: &str, config: &ConfigData) -> Client {
+    Client::new(module(name, "127.0.0.2"), config.clone(), [host.to_owned()])
+}
+
+async fn until_ready(client: &Client) {
+    let mut state = client.state();
+    state
+        .wait_for(|s| s.is_ready())
+        .await
+        .expect("client state");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let sessions: usize = std::env::var("READY_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let multi = std::env::var("READY_RUNTIME").is_ok_and(|v| v == "multi_thread");
+    let rt = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
+
+    rt.block_on(async {
+        let service = FakeConfigService::builder().recording(false).build();
+        let addr = service.listen_ws("127.0.0.1:0").await.expect("listen");
+        let host = addr.to_string();
+
+        // The required module: one ready instance of A.
+        let config = config_data_for::<Remote>("1.0.0").expect("schema");
+        let a = client(&host, "A", &config);
+        let run_a = tokio::spawn({
+            let a = a.clone();
+            async move { a.run(EventHandler::new()).await }
+        });
+        until_ready(&a).await;
+
+        let warmup = sessions / 10;
+        let mut times = Vec::with_capacity(sessions);
+        for i in 0..sessions + warmup {
+            let started = Instant::now();
+            let b = client(&host, "B", &config);
+            let run = tokio::spawn({
+                let b = b.clone();
+                async move { b.run(handler()).await }
+            });
+            until_ready(&b).await;
+            let took = started.elapsed();
+            if i >= warmup {
+                times.push(took);
+            }
+            b.close().await;
+            run.await.expect("run task").expect("run");
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        println!(
+            "new client -> ready (config + routes + 1 required module, loopback WebSocket, {} runtime, {} sessions):",
+            if multi { "multi_thread(2)" } else { "current_thread" },
+            times.len()
+        );
+        println!(
+            "  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  min {:.3} ms  max {:.3} ms",
+            ms(percentile(&times, 0.50)),
+            ms(percentile(&times, 0.90)),
+            ms(percentile(&times, 0.99)),
+            ms(mean),
+            ms(times[0]),
+            ms(times[times.len() - 1]),
+        );
+
+        // Idle memory of a separate, lean process running one ready client.
+        let child = match idle_client_exe() {
+            Some(exe) => process_output(exe, &host).await,
+            None => "no idle_client example binary: build it with \
+                     `cargo build --release -p cluster-client --example idle_client`"
+                .to_owned(),
+        };
+        let value = |key: &str| -> Option<u64> {
+            child
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+        };
+        match (value("RSS_BEFORE_KIB="), value("RSS_READY_KIB=")) {
+            (Some(before), Some(ready)) => println!(
+                "idle process with one ready client (idle_client example, current_thread runtime): \
+                 VmRSS {:.2} MiB ({ready} KiB: anon {} KiB, file {} KiB; {before} KiB at start)",
+                ready as f64 / 1024.0,
+                value("RSS_ANON_KIB=").unwrap_or(0),
+                value("RSS_FILE_KIB=").unwrap_or(0),
+            ),
+            _ => println!("RSS child failed: {child}"),
+        }
+
+        a.close().await;
+        run_a.await.expect("run task").expect("run");
+    });
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The `idle_client` example next to this bench (`target/<profile>/examples/idle_client`).
+fn idle_client_exe() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let path = dir.join("examples").join("idle_client");
+    path.exists().then_some(path)
+}
+
+/// Runs the `idle_client` example against `host`; returns its stdout.
+async fn process_output(exe: std::path::PathBuf, host: &str) -> String {
+    let host = host.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(exe)
+            .arg(host)
+            .output()
+            .expect("spawn the idle client");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("child")
+}

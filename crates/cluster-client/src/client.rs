@@ -1,0 +1,480 @@
+//! [`Client`]: run sessions with the config service, close, health check, state.
+
+use crate::driver::{self, Plan};
+use crate::error::ClientError;
+use crate::handler::EventHandler;
+use crate::lb::random_seed;
+use cluster_proto::backoff::BackoffConfig;
+use cluster_proto::session::SessionTimeouts;
+use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
+use cluster_transport::conn::{Conn, ConnConfig};
+use cluster_transport::tls::TlsConfig;
+use cluster_transport::ws::{WsConfig, WsConnector};
+use cluster_transport::{
+    CLOSE_NORMAL, Connector, Endpoint, EndpointParseError, Scheme, TransportError,
+};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long the handshake waits for the initial config before the config handler's timeout is
+/// added (5 s, as in Go).
+pub const DEFAULT_CONFIG_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a client stands, as [`Client::state`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientState {
+    /// Not running: [`Client::run`] was not called yet, or its future was dropped.
+    Idle,
+    /// Dialing `host`.
+    Connecting {
+        /// The config service host, as an endpoint URL (`ws://127.0.0.1:9001`).
+        host: Arc<str>,
+    },
+    /// Connected; registering the module (schema, requirements, first events, ready).
+    Handshaking {
+        /// The config service host.
+        host: Arc<str>,
+        /// The id of the session in the logs.
+        session_id: String,
+    },
+    /// The module is ready: the session is active and the health check passes.
+    Ready {
+        /// The config service host.
+        host: Arc<str>,
+        /// The id of the session in the logs.
+        session_id: String,
+    },
+    /// The last session failed (or could not connect); the next starts at `until`.
+    BackingOff {
+        /// When the next session starts.
+        until: tokio::time::Instant,
+        /// The delay that was chosen.
+        delay: Duration,
+        /// How many sessions in a row failed without reaching ready.
+        failures: u32,
+    },
+    /// The client was closed: it will not connect again.
+    Closed,
+}
+
+impl ClientState {
+    /// Whether the session is active (ready).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready { .. })
+    }
+}
+
+/// Everything a client is configured with.
+pub(crate) struct Settings {
+    pub(crate) module_info: ModuleInfo,
+    pub(crate) config_data: ConfigData,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) connector: Option<Arc<dyn Connector>>,
+    pub(crate) ws_config: Option<WsConfig>,
+    pub(crate) timeouts: SessionTimeouts,
+    pub(crate) config_wait: Duration,
+    pub(crate) backoff: BackoffConfig,
+    pub(crate) seed: Option<u64>,
+    pub(crate) masker: Arc<SecretMasker>,
+    pub(crate) conn_config: ConnConfig,
+}
+
+/// What the client handle and its run share.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) cancel: CancellationToken,
+    state: watch::Sender<ClientState>,
+    running: watch::Sender<bool>,
+    connector: OnceLock<Arc<dyn Connector>>,
+}
+
+impl Shared {
+    pub(crate) fn set_state(&self, state: ClientState) {
+        self.state.send_replace(state);
+    }
+}
+
+/// A module's client of the config service cluster (Go: `cluster.Client`).
+///
+/// [`Client::run`] registers the module with one config service host after another and keeps
+/// the session alive; [`Client::close`] ends it. Cloning gives another handle to the same
+/// client (to close it from another task, say).
+///
+/// # Behaviour (PROTOCOL.md §5, with the differences noted)
+/// - Hosts are tried round-robin from a random start; after a failure the next host is tried
+///   after a backoff: 1 s, then doubling with jitter up to 30 s, back to 1 s once a session
+///   was ready (Go always waits 1 s).
+/// - One session: connect, `MODULE:SEND_CONFIG_SCHEMA`, `MODULE:SEND_REQUIREMENTS`, wait for
+///   the first config (5 s + the config handler's timeout), routes (1 s) and address lists
+///   (1 s each), `MODULE:READY`; then pings every 5 s (3 s pong timeout). Unlike Go, an ack
+///   whose text is not `ok` fails the session (the server did not store what was sent), and
+///   two missed pongs in a row end it (Go only logs them, leaving half-open sessions alive).
+/// - Remote configs are applied one at a time, each bounded by the handler's timeout (a
+///   timed-out application is dropped before the next starts), in arrival order; a config
+///   that arrives while another waits replaces it (latest wins; never an older one after a
+///   newer one). Routing tables and host lists reach the application in arrival order, every
+///   one of them. Receiver errors and panics are logged and the client goes on; on the first
+///   config, routes or host list of a session they fail the handshake, which is retried.
+/// - Applications go on across a reconnect; closing the client (or dropping `run`) cancels
+///   them. After [`Client::close`] returns nothing of the client runs.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("module", &self.shared.settings.module_info.module_name)
+            .field("hosts", &self.shared.settings.hosts)
+            .field("state", &*self.shared.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with every default (WebSocket, the Go timeouts, 1 s → 30 s backoff).
+    /// `hosts` are `ip:port` (WebSocket, as in Go), `ws://host:port` or `wss://host:port`
+    /// (TLS); they are checked by [`Client::run`].
+    #[must_use]
+    pub fn new<I>(module_info: ModuleInfo, config_data: ConfigData, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self::builder(module_info, config_data, hosts).build()
+    }
+
+    /// A builder for the options: connector, timeouts, backoff, TLS, secret masking.
+    #[must_use]
+    pub fn builder<I>(module_info: ModuleInfo, config_data: ConfigData, hosts: I) -> ClientBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        ClientBuilder {
+            settings: Settings {
+                module_info,
+                config_data,
+                hosts: hosts.into_iter().map(Into::into).collect(),
+                connector: None,
+                ws_config: None,
+                timeouts: SessionTimeouts::default(),
+                config_wait: DEFAULT_CONFIG_WAIT,
+                backoff: BackoffConfig::default(),
+                seed: None,
+                masker: Arc::new(SecretMasker::new()),
+                conn_config: ConnConfig::default(),
+            },
+        }
+    }
+
+    /// Runs sessions with `handler` until the client is closed; returns `Ok(())` then.
+    /// Dropping the future closes the connection (normal closure) and cancels the
+    /// applications in progress. Called after [`Client::close`], returns `Ok(())` at once.
+    ///
+    /// # Errors
+    /// Only for unusable settings, before anything is dialed: [`ClientError::NoHosts`],
+    /// [`ClientError::InvalidHost`] (also for a host the default WebSocket connector cannot
+    /// dial, `tcp://` say), [`ClientError::Connector`] (a bad TLS setting), and
+    /// [`ClientError::AlreadyRunning`] while another `run` of this client goes on.
+    pub async fn run(&self, handler: EventHandler) -> Result<(), ClientError> {
+        let plan = self.plan(&handler)?;
+        let shared = &*self.shared;
+        if !shared
+            .running
+            .send_if_modified(|r| !std::mem::replace(r, true))
+        {
+            return Err(ClientError::AlreadyRunning);
+        }
+        let mut guard = RunGuard { shared, conn: None };
+        driver::run(shared, &handler, plan, &mut guard.conn).await;
+        Ok(())
+    }
+
+    /// Closes the client: ends the session (normal closure), cancels the applications in
+    /// progress, and returns once [`Client::run`] has finished, so that nothing of the client
+    /// runs after it returns. Idempotent; honoured when called before `run` (which then
+    /// returns at once). May be called from a receiver: its application is cancelled too.
+    pub async fn close(&self) {
+        self.start_close();
+        let mut running = self.shared.running.subscribe();
+        let _ = running.wait_for(|r| !*r).await;
+        self.shared.state.send_if_modified(|s| {
+            let idle = *s == ClientState::Idle;
+            if idle {
+                *s = ClientState::Closed;
+            }
+            idle
+        });
+    }
+
+    /// Starts [`Client::close`] without waiting for `run` to finish (from synchronous code).
+    pub fn start_close(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// Whether [`Client::close`] or [`Client::start_close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// `Ok` while the session is active (the module is ready), as Go's `Healthcheck`.
+    ///
+    /// # Errors
+    /// [`ClientError::SessionInactive`] otherwise.
+    pub fn healthcheck(&self) -> Result<(), ClientError> {
+        if self.shared.state.borrow().is_ready() {
+            Ok(())
+        } else {
+            Err(ClientError::SessionInactive)
+        }
+    }
+
+    /// A watch of the client's [`ClientState`].
+    #[must_use]
+    pub fn state(&self) -> watch::Receiver<ClientState> {
+        self.shared.state.subscribe()
+    }
+
+    /// The masker applied to configs before they are logged: add or remove secret key
+    /// substrings at run time.
+    #[must_use]
+    pub fn secret_masker(&self) -> &Arc<SecretMasker> {
+        &self.shared.settings.masker
+    }
+
+    /// The module this client registers.
+    #[must_use]
+    pub fn module_info(&self) -> &ModuleInfo {
+        &self.shared.settings.module_info
+    }
+
+    fn plan(&self, handler: &EventHandler) -> Result<Plan, ClientError> {
+        let settings = &self.shared.settings;
+        if settings.hosts.is_empty() {
+            return Err(ClientError::NoHosts);
+        }
+        let endpoints = settings
+            .hosts
+            .iter()
+            .map(|h| h.parse::<Endpoint>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let connector = self.connector(&endpoints)?;
+        let mut timeouts = settings.timeouts;
+        timeouts.config = settings.config_wait + handler.config_timeout;
+        Ok(Plan {
+            endpoints,
+            connector,
+            session: Plan::session_config(&self.shared, handler, timeouts),
+            module_name: settings.module_info.module_name.clone(),
+            seed: settings.seed.unwrap_or_else(random_seed),
+        })
+    }
+
+    fn connector(&self, endpoints: &[Endpoint]) -> Result<Arc<dyn Connector>, ClientError> {
+        let settings = &self.shared.settings;
+        if let Some(connector) = &settings.connector {
+            return Ok(connector.clone());
+        }
+        if let Some(bad) = endpoints
+            .iter()
+            .find(|e| !matches!(e.scheme, Scheme::Ws | Scheme::Wss))
+        {
+            return Err(ClientError::InvalidHost(EndpointParseError {
+                input: bad.to_string(),
+                reason: "the default WebSocket connector dials ws:// and wss:// only; \
+                         set a connector for other schemes",
+            }));
+        }
+        if let Some(connector) = self.shared.connector.get() {
+            return Ok(connector.clone());
+        }
+        let connector: Arc<dyn Connector> = match &settings.ws_config {
+            Some(config) => Arc::new(WsConnector::new(config.clone())?),
+            None => default_connector()?,
+        };
+        Ok(self.shared.connector.get_or_init(|| connector).clone())
+    }
+}
+
+/// The WebSocket connector with the default [`WsConfig`], built once per process (building
+/// its TLS roots is not free).
+fn default_connector() -> Result<Arc<dyn Connector>, TransportError> {
+    static DEFAULT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
+    if let Some(connector) = DEFAULT.get() {
+        return Ok(connector.clone());
+    }
+    let connector: Arc<dyn Connector> = Arc::new(WsConnector::new(WsConfig::default())?);
+    Ok(DEFAULT.get_or_init(|| connector).clone())
+}
+
+/// Ends a run however it ends (returned, or its future dropped): closes the connection still
+/// open, publishes the final state, and lets [`Client::close`] return.
+struct RunGuard<'a> {
+    shared: &'a Shared,
+    conn: Option<Conn>,
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.start_close(CLOSE_NORMAL, "client dropped");
+        }
+        let state = if self.shared.cancel.is_cancelled() {
+            ClientState::Closed
+        } else {
+            ClientState::Idle
+        };
+        self.shared.set_state(state);
+        self.shared.running.send_replace(false);
+    }
+}
+
+/// Options of a [`Client`]; every default is documented on its setter.
+pub struct ClientBuilder {
+    settings: Settings,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("ClientBuilder")
+            .field("module", &s.module_info.module_name)
+            .field("hosts", &s.hosts)
+            .field("custom_connector", &s.connector.is_some())
+            .field("timeouts", &s.timeouts)
+            .field("config_wait", &s.config_wait)
+            .field("backoff", &s.backoff)
+            .field("seed", &s.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Dials with `connector` instead of WebSocket (an in-memory network in tests, TCP).
+    /// Default: WebSocket, `ws://` or `wss://` per host.
+    #[must_use]
+    pub fn connector(self, connector: impl Connector) -> Self {
+        self.connector_arc(Arc::new(connector))
+    }
+
+    /// [`ClientBuilder::connector`] with a shared connector.
+    #[must_use]
+    pub fn connector_arc(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.settings.connector = Some(connector);
+        self
+    }
+
+    /// The WebSocket settings (connect timeout 5 s, 4 MiB read limit, 4 KiB read buffer,
+    /// TLS roots: see [`WsConfig`]). Ignored with a custom connector.
+    #[must_use]
+    pub fn ws_config(mut self, config: WsConfig) -> Self {
+        self.settings.ws_config = Some(config);
+        self
+    }
+
+    /// The TLS settings of `wss://` hosts (default: the webpki roots). Ignored with a custom
+    /// connector.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        let config = self.settings.ws_config.take().unwrap_or_default();
+        self.settings.ws_config = Some(config.with_tls(tls));
+        self
+    }
+
+    /// How long each emit may wait for its ack. Default 1 s.
+    #[must_use]
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeouts.ack = timeout;
+        self
+    }
+
+    /// How long the handshake waits for the initial routes and each required module's first
+    /// address list. Default 1 s.
+    #[must_use]
+    pub fn event_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeouts.routes = timeout;
+        self.settings.timeouts.hosts = timeout;
+        self
+    }
+
+    /// How long the handshake waits for the initial config, before the config handler's
+    /// timeout is added. Default 5 s ([`DEFAULT_CONFIG_WAIT`]).
+    #[must_use]
+    pub fn config_wait(mut self, wait: Duration) -> Self {
+        self.settings.config_wait = wait;
+        self
+    }
+
+    /// The interval between pings once ready. Default 5 s.
+    #[must_use]
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.settings.timeouts.ping_interval = interval;
+        self
+    }
+
+    /// How long a pong may take. Default 3 s.
+    #[must_use]
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeouts.pong_timeout = timeout;
+        self
+    }
+
+    /// How many pongs in a row may be missed before the session is declared dead. Default 2.
+    #[must_use]
+    pub fn max_missed_pongs(mut self, missed: u32) -> Self {
+        self.settings.timeouts.max_missed_pongs = missed;
+        self
+    }
+
+    /// The delays between sessions. Default: 1 s, ×2 with 20 % jitter, capped at 30 s.
+    #[must_use]
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// Seeds the random choices (first host, jitter, session ids) for reproducible tests.
+    /// Default: seeded from the clock.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.settings.seed = Some(seed);
+        self
+    }
+
+    /// The masker applied to configs before they are logged. Default: a new
+    /// [`SecretMasker`] (`password`, `secret`, `token`, `credentials`).
+    #[must_use]
+    pub fn secret_masker(mut self, masker: Arc<SecretMasker>) -> Self {
+        self.settings.masker = masker;
+        self
+    }
+
+    /// The connection runtime's settings. Default: [`ConnConfig::default`].
+    #[must_use]
+    pub fn conn_config(mut self, config: ConnConfig) -> Self {
+        self.settings.conn_config = config;
+        self
+    }
+
+    /// The client.
+    #[must_use]
+    pub fn build(self) -> Client {
+        Client {
+            shared: Arc::new(Shared {
+                settings: self.settings,
+                cancel: CancellationToken::new(),
+                state: watch::channel(ClientState::Idle).0,
+                running: watch::channel(false).0,
+                connector: OnceLock::new(),
+            }),
+        }
+    }
+}

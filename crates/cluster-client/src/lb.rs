@@ -1,0 +1,201 @@
+//! [`RoundRobin`]: a host list balancer that follows a required module's addresses (as
+//! isp-kit's `lb.RoundRobin`).
+
+use crate::handler::HostsUpgrader;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// [`RoundRobin::next`] found no host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no hosts to balance")]
+pub struct NoHostsToBalance;
+
+#[derive(Debug)]
+struct Inner {
+    hosts: Arc<[String]>,
+    current: usize,
+    rng: u64,
+}
+
+/// Distributes calls over a list of hosts in turn, starting at a random one. Thread-safe;
+/// cloning gives another handle to the same balancer.
+///
+/// It implements [`HostsUpgrader`]: hand a clone to
+/// [`EventHandler::require_module`](crate::EventHandler::require_module) and the balancer
+/// follows the module's ready instances. As in Go, each upgrade restarts at a random position.
+///
+/// # Examples
+/// ```
+/// use cluster_client::{HostsUpgrader, RoundRobin};
+///
+/// let lb = RoundRobin::with_seed(["10.0.0.1:9000", "10.0.0.2:9000"], 1);
+/// let a = lb.next().unwrap();
+/// let b = lb.next().unwrap();
+/// assert_ne!(a, b);
+/// assert_eq!(lb.next().unwrap(), a);
+///
+/// lb.upgrade(vec![]);
+/// assert!(lb.next().is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct RoundRobin {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for RoundRobin {
+    /// A balancer without hosts.
+    fn default() -> Self {
+        Self::new(Vec::<String>::new())
+    }
+}
+
+impl RoundRobin {
+    /// A balancer over `hosts`, starting at a random one (seeded from the clock and a
+    /// process-wide counter).
+    #[must_use]
+    pub fn new<I>(hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self::with_seed(hosts, random_seed())
+    }
+
+    /// A balancer over `hosts` whose random choices come from `seed` (for tests).
+    #[must_use]
+    pub fn with_seed<I>(hosts: I, seed: u64) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let mut inner = Inner {
+            hosts: Arc::from(Vec::new()),
+            current: 0,
+            rng: seed,
+        };
+        inner.set(hosts.into_iter().map(Into::into).collect());
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    /// The next host, moving round-robin.
+    ///
+    /// # Errors
+    /// [`NoHostsToBalance`] when the list is empty.
+    pub fn next(&self) -> Result<String, NoHostsToBalance> {
+        let mut inner = self.lock();
+        let len = inner.hosts.len();
+        if len == 0 {
+            return Err(NoHostsToBalance);
+        }
+        let host = inner.hosts[inner.current % len].clone();
+        inner.current = (inner.current + 1) % len;
+        Ok(host)
+    }
+
+    /// How many hosts there are.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.lock().hosts.len()
+    }
+
+    /// The current hosts, in the order given.
+    #[must_use]
+    pub fn hosts(&self) -> Arc<[String]> {
+        self.lock().hosts.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl HostsUpgrader for RoundRobin {
+    /// Replaces the hosts and restarts at a random one.
+    fn upgrade(&self, hosts: Vec<String>) {
+        self.lock().set(hosts);
+    }
+}
+
+impl Inner {
+    fn set(&mut self, hosts: Vec<String>) {
+        self.current = if hosts.is_empty() {
+            0
+        } else {
+            (splitmix(&mut self.rng) % hosts.len() as u64) as usize
+        };
+        self.hosts = Arc::from(hosts);
+    }
+}
+
+/// A seed from the clock and a process-wide counter: enough to spread start positions.
+pub(crate) fn random_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut state = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    splitmix(&mut state)
+}
+
+/// SplitMix64: one step.
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn cycles_through_every_host() {
+        let lb = RoundRobin::with_seed(["a", "b", "c"], 5);
+        let picks: Vec<String> = (0..6).map(|_| lb.next().unwrap()).collect();
+        assert_eq!(picks[..3], picks[3..]);
+        assert_eq!(picks[..3].iter().collect::<HashSet<_>>().len(), 3);
+        assert_eq!(lb.size(), 3);
+        assert_eq!(&*lb.hosts(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn random_start_covers_all_hosts() {
+        let starts: HashSet<String> = (0..64)
+            .map(|seed| RoundRobin::with_seed(["a", "b", "c"], seed).next().unwrap())
+            .collect();
+        assert_eq!(starts.len(), 3);
+    }
+
+    #[test]
+    fn upgrade_replaces_hosts_for_every_clone() {
+        let lb = RoundRobin::default();
+        assert_eq!(lb.next(), Err(NoHostsToBalance));
+        let clone = lb.clone();
+        clone.upgrade(vec!["x:1".to_owned()]);
+        assert_eq!(lb.next().unwrap(), "x:1");
+        assert_eq!(lb.next().unwrap(), "x:1");
+        lb.upgrade(Vec::new());
+        assert_eq!(clone.size(), 0);
+    }
+
+    #[test]
+    fn concurrent_use_hands_out_each_host_evenly() {
+        let lb = RoundRobin::with_seed(["a", "b"], 0);
+        let counts = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..1000).map(|_| lb.next().unwrap()).collect::<Vec<_>>()))
+                .collect();
+            let mut a = 0;
+            for h in handles {
+                a += h.join().unwrap().iter().filter(|h| *h == "a").count();
+            }
+            a
+        });
+        assert_eq!(counts, 2000);
+    }
+}

@@ -1,0 +1,225 @@
+//! Helpers shared by the client's integration tests: modules, receivers that record what they
+//! get (and let a test await it), state waits, log capture, a scripted server.
+
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use cluster_client::Connector;
+use cluster_client::transport::Acceptor;
+use cluster_client::transport::conn::{Conn, ConnConfig, Handlers};
+use cluster_client::transport::memory::MemoryNetwork;
+use cluster_client::{
+    AddressConfiguration, BoxError, Client, ClientBuilder, ClientError, ClientState, ConfigData,
+    EndpointDescriptor, EventHandler, ModuleInfo, RemoteConfigReceiver, RoutesReceiver,
+    RoutingConfig, async_trait,
+};
+use cluster_testkit::{FakeConfigService, MemoryListener};
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Generous virtual-time bound for anything a test awaits.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub const SCHEMA: &str = r#"{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"someString":{"type":"string"}}}"#;
+
+pub fn module(name: &str, ip: &str) -> ModuleInfo {
+    ModuleInfo {
+        module_name: name.to_owned(),
+        module_version: "1.0.0".to_owned(),
+        lib_version: "1.0.0".to_owned(),
+        grpc_outer_address: AddressConfiguration::new(ip, "9999"),
+        endpoints: vec![EndpointDescriptor::new(format!(
+            "{}/api/one",
+            name.to_lowercase()
+        ))],
+        ..ModuleInfo::default()
+    }
+}
+
+pub fn config_data(default: &str) -> ConfigData {
+    ConfigData::from_json("1.0.0", SCHEMA, default).unwrap()
+}
+
+/// A client of `listener` (in memory), with a fixed seed.
+pub fn builder(listener: &MemoryListener, info: ModuleInfo, default: &str) -> ClientBuilder {
+    Client::builder(info, config_data(default), [listener.host.clone()])
+        .connector_arc(listener.connector.clone())
+        .seed(7)
+}
+
+pub fn spawn_run(client: &Client, handler: EventHandler) -> JoinHandle<Result<(), ClientError>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.run(handler).await })
+}
+
+/// Waits (virtual time) until the client's state satisfies `pred`; returns it.
+pub async fn wait_state(
+    client: &Client,
+    what: &str,
+    pred: impl Fn(&ClientState) -> bool,
+) -> ClientState {
+    let mut rx = client.state();
+    let found = match tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s))).await {
+        Ok(Ok(state)) => Some(state.clone()),
+        _ => None,
+    };
+    found.unwrap_or_else(|| panic!("client never reached {what}; state: {:?}", *rx.borrow()))
+}
+
+pub async fn wait_ready(client: &Client) -> ClientState {
+    wait_state(client, "ready", ClientState::is_ready).await
+}
+
+/// Records every value it receives, in order, and lets a test await them.
+#[derive(Clone)]
+pub struct Recorder<T> {
+    seen: Arc<watch::Sender<Vec<T>>>,
+}
+
+impl<T: Clone + Send + Sync + std::fmt::Debug + 'static> Recorder<T> {
+    pub fn new() -> Self {
+        Self {
+            seen: Arc::new(watch::channel(Vec::new()).0),
+        }
+    }
+
+    pub fn push(&self, value: T) {
+        self.seen.send_modify(|v| v.push(value));
+    }
+
+    pub fn all(&self) -> Vec<T> {
+        self.seen.borrow().clone()
+    }
+
+    /// Waits until at least `n` values were recorded; returns them all.
+    pub async fn wait_len(&self, n: usize) -> Vec<T> {
+        let mut rx = self.seen.subscribe();
+        let found = match tokio::time::timeout(WAIT, rx.wait_for(|v| v.len() >= n)).await {
+            Ok(Ok(v)) => Some(v.clone()),
+            _ => None,
+        };
+        found.unwrap_or_else(|| panic!("expected {n} values, got {:?}", *rx.borrow()))
+    }
+}
+
+/// A config receiver that records configs as text.
+pub type Configs = Recorder<String>;
+
+#[async_trait]
+impl RemoteConfigReceiver for Recorder<String> {
+    async fn receive_config(&self, config: Bytes) -> Result<(), BoxError> {
+        self.push(String::from_utf8_lossy(&config).into_owned());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RoutesReceiver for Recorder<RoutingConfig> {
+    async fn receive_routes(&self, routes: RoutingConfig) -> Result<(), BoxError> {
+        self.push(routes);
+        Ok(())
+    }
+}
+
+/// A hosts upgrader that records each list.
+pub fn hosts_recorder() -> (
+    Recorder<Vec<String>>,
+    impl Fn(Vec<String>) + Send + Sync + 'static,
+) {
+    let rec = Recorder::new();
+    let r = rec.clone();
+    (rec, move |hosts: Vec<String>| r.push(hosts))
+}
+
+/// A flag set when dropped: proves a future was cancelled.
+pub struct DropFlag(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Captured log output (a `tracing` subscriber for the current thread).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Installs a capturing subscriber on this thread (tests use the current-thread runtime,
+    /// so every task of the test logs here) for as long as the guard lives.
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A fake service with one in-memory listener.
+pub fn service() -> (FakeConfigService, MemoryListener) {
+    let service = FakeConfigService::new();
+    let listener = service.listen_memory().unwrap();
+    (service, listener)
+}
+
+/// Runs `fut` with a virtual-time bound and a readable failure.
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A server scripted per test on its own memory network: records `(connection, event)`.
+pub struct Scripted {
+    pub host: String,
+    pub connector: Arc<dyn Connector>,
+    pub events: Recorder<(u64, String)>,
+}
+
+pub fn scripted(handlers: impl Fn(Recorder<(u64, String)>) -> Handlers) -> Scripted {
+    let network = MemoryNetwork::new();
+    let mut acceptor = network.bind("scripted:9001").unwrap();
+    let events = Recorder::new();
+    let handlers = handlers(events.clone());
+    tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok(accepted) = acceptor.accept().await {
+            conns.push(Conn::spawn(
+                accepted.transport,
+                handlers.clone(),
+                ConnConfig::default(),
+            ));
+        }
+    });
+    Scripted {
+        host: "scripted:9001".to_owned(),
+        connector: Arc::new(network.connector()),
+        events,
+    }
+}
+
+pub fn record(events: &Recorder<(u64, String)>, conn: &Conn, event: &str) {
+    events.push((conn.id(), event.to_owned()));
+}
