@@ -1,0 +1,512 @@
+//! Scale bench: N module sessions against one `fake-config-service` process, over loopback
+//! WebSocket. It prints its figures; it is not a test.
+//!
+//! For each N (default 1,000 then 10,000):
+//! 1. starts the `fake-config-service` binary (a fresh process, `RUST_LOG=warn`) on
+//!    `127.0.0.1:0`, and one instance of module `dep` that goes ready;
+//! 2. runs N sessions of module `bench` in this process, each scripted as the Go client:
+//!    connect, `MODULE:SEND_CONFIG_SCHEMA` (ack), `MODULE:SEND_REQUIREMENTS` requiring `dep`
+//!    (ack), wait for its config and `dep`'s address list, `MODULE:READY` (ack). At most
+//!    `SCALE_CONCURRENCY` sessions are in their handshake at once (default 128: more only
+//!    adds contention on 2 cores, and from ~500 on the listen queue overflows and dropped
+//!    SYNs cost whole seconds; the bench prints the kernel's overflow count);
+//!    it reports the wall time until all N are ready, the per-session handshake time, and the
+//!    server's RSS growth per connection (`/proc/<pid>/statm`, before the sessions and once
+//!    all are ready);
+//! 3. fan-out: `SCALE_ROUNDS` times (default 7, after one warm-up round), changes `bench`'s
+//!    config through the admin API (`PUT /modules/bench/config`) and measures the time from
+//!    sending the request until the last of the N connections had the change;
+//! 4. SIGTERM to the server: the time until it has closed all N connections and exited.
+//!
+//! The server and the clients are separate processes (the open-file limit is 20,000 per
+//! process); each raises its soft open-file limit to the hard one.
+//!
+//! `cargo bench -p cluster-testkit --bench scale`; `SCALE_N=1000,5000` picks the sizes.
+
+use bytes::Bytes;
+use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
+use cluster_transport::ws::{WsConfig, WsConnector};
+use cluster_transport::{Connector, Endpoint};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SCHEMA: &[u8] =
+    br#"{"version":"1.0.0","schema":{"type":"object"},"config":{"round":0,"pad":"0123456789"}}"#;
+const REQUIREMENTS: &[u8] = br#"{"requiredModules":["dep"],"requireRoutes":false}"#;
+
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    env_list(name, &[default])[0]
+}
+
+/// Raises the soft open-file limit to the hard one; returns the soft limit after.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit; the soft limit may rise up to the hard one.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) };
+    }
+    limit.rlim_cur
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc/<pid>/stat` (clock ticks).
+fn cpu_of(pid: u32) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz.max(1))
+}
+
+/// CPU time (user + system) of this process.
+fn own_cpu() -> Duration {
+    // SAFETY: `usage` is a valid, writable rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The kernel's count of connections dropped because a listen queue was full.
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows");
+        return at
+            .and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(0);
+    }
+    0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[at]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// The server process; killed if the bench fails before it stopped it.
+struct Server {
+    child: Option<Child>,
+    pid: u32,
+    ws: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Server {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn fake-config-service");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Vec<String> = std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map_while(Result::ok)
+            .collect();
+        let addr = |prefix: &str| -> SocketAddr {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+        };
+        Self {
+            pid: child.id(),
+            ws: addr("listen ws://"),
+            admin: addr("admin http://"),
+            child: Some(child),
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        child.wait().ok()?.code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.set_nodelay(true);
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Counts config changes arriving at the N connections of a round.
+struct FanOut {
+    arrived: AtomicUsize,
+    target: usize,
+    last: Mutex<Option<Instant>>,
+    done: Notify,
+}
+
+impl FanOut {
+    fn arrive(&self) {
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.target {
+            *self.last.lock().expect("lock") = Some(Instant::now());
+            self.done.notify_one();
+        }
+    }
+}
+
+/// What one session has received so far.
+#[derive(Default)]
+struct Progress {
+    config: AtomicBool,
+    hosts: AtomicBool,
+    failed: Mutex<Option<String>>,
+    changed: Notify,
+}
+
+/// One module session, scripted as the Go client; returns the connection once ready.
+async fn session(
+    connector: Arc<dyn Connector>,
+    endpoint: Endpoint,
+    index: usize,
+    fan_out: Arc<FanOut>,
+) -> Result<Conn, String> {
+    let progress = Arc::new(Progress::default());
+    let on = |flag: fn(&Progress) -> &AtomicBool| {
+        let progress = progress.clone();
+        move |_: &Conn, _: Bytes| {
+            flag(&progress).store(true, Ordering::Release);
+            progress.changed.notify_one();
+            Reply::default()
+        }
+    };
+    let on_error = {
+        let progress = progress.clone();
+        move |_: &Conn, data: Bytes| {
+            *progress.failed.lock().expect("lock") =
+                Some(String::from_utf8_lossy(&data).into_owned());
+            progress.changed.notify_one();
+            Reply::default()
+        }
+    };
+    let handlers = Handlers::new()
+        .on("CONFIG:SEND_CONFIG_WHEN_CONNECTED", on(|p| &p.config))
+        .on("dep_MODULE_CONNECTED", on(|p| &p.hosts))
+        .on("CONFIG:SEND_CONFIG_CHANGED", move |_, _| {
+            fan_out.arrive();
+            Reply::default()
+        })
+        .on("ERROR_CONFIG", on_error.clone())
+        .on("ERROR_CONNECTION", on_error);
+    let transport = connector
+        .connect(&endpoint, "bench")
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let conn = Conn::spawn(transport, handlers, ConnConfig::default());
+    let ack = |event: &'static str, data: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            match conn.emit_with_ack_timeout(event, &data, WAIT).await {
+                Ok(ack) if &ack[..] == b"ok" => Ok(()),
+                Ok(ack) => Err(format!("{event}: {}", String::from_utf8_lossy(&ack))),
+                Err(e) => Err(format!("{event}: {e}")),
+            }
+        }
+    };
+    ack("MODULE:SEND_CONFIG_SCHEMA", SCHEMA.to_vec()).await?;
+    ack("MODULE:SEND_REQUIREMENTS", REQUIREMENTS.to_vec()).await?;
+    let waited = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(error) = progress.failed.lock().expect("lock").clone() {
+                return Err(error);
+            }
+            if progress.config.load(Ordering::Acquire) && progress.hosts.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            progress.changed.notified().await;
+        }
+    })
+    .await;
+    waited.map_err(|_| "no config or address list".to_owned())??;
+    let ready = format!(
+        r#"{{"moduleName":"bench","version":"1.0.0","libVersion":"1.0.0","endpoints":null,"requiredModules":[{{"name":"dep","required":true}}],"address":{{"ip":"127.0.0.2","port":"{}"}}}}"#,
+        10_000 + index
+    );
+    ack("MODULE:READY", ready.into_bytes()).await?;
+    Ok(conn)
+}
+
+async fn dep_instance(connector: &Arc<dyn Connector>, endpoint: &Endpoint) -> Conn {
+    let transport = connector.connect(endpoint, "dep").await.expect("dep");
+    let conn = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
+    for (event, data) in [
+        ("MODULE:SEND_CONFIG_SCHEMA", &br#"{"version":"1","schema":{},"config":{}}"#[..]),
+        ("MODULE:SEND_REQUIREMENTS", br#"{"requiredModules":[],"requireRoutes":false}"#),
+        (
+            "MODULE:READY",
+            br#"{"moduleName":"dep","version":"1","libVersion":"1","endpoints":null,"requiredModules":[],"address":{"ip":"127.0.0.3","port":"9000"}}"#,
+        ),
+    ] {
+        let ack = conn.emit_with_ack_timeout(event, data, WAIT).await.expect("dep ack");
+        assert_eq!(&ack[..], b"ok", "{event}");
+    }
+    conn
+}
+
+async fn run(n: usize, rounds: usize, concurrency: usize) {
+    let mut server = Server::start();
+    eprintln!("scale N={n}: server pid {}", server.pid);
+    let connector: Arc<dyn Connector> =
+        Arc::new(WsConnector::new(WsConfig::default()).expect("connector"));
+    let endpoint: Endpoint = server.ws.to_string().parse().expect("endpoint");
+    let dep = dep_instance(&connector, &endpoint).await;
+    let rss_before = rss_bytes(server.pid);
+
+    let fan_out = Arc::new(FanOut {
+        arrived: AtomicUsize::new(0),
+        target: n,
+        last: Mutex::new(None),
+        done: Notify::new(),
+    });
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (server_cpu, client_cpu, overflows) = (cpu_of(server.pid), own_cpu(), listen_overflows());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|index| {
+            let connector = connector.clone();
+            let endpoint = endpoint.clone();
+            let fan_out = fan_out.clone();
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("gate");
+                let begun = Instant::now();
+                let conn = session(connector, endpoint, index, fan_out).await?;
+                Ok::<_, String>((conn, begun.elapsed()))
+            })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(n);
+    let mut handshakes = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    for task in tasks {
+        match task.await.expect("session task") {
+            Ok((conn, took)) => {
+                conns.push(conn);
+                handshakes.push(took.as_secs_f64() * 1e3);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let ready_in = started.elapsed();
+    assert!(
+        failures.is_empty(),
+        "{} of {n} sessions failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let rss_ready = rss_bytes(server.pid);
+    let (server_cpu, client_cpu, overflows) = (
+        cpu_of(server.pid) - server_cpu,
+        own_cpu() - client_cpu,
+        listen_overflows() - overflows,
+    );
+    handshakes.sort_by(f64::total_cmp);
+    let per_conn = rss_ready.saturating_sub(rss_before) as f64 / n as f64;
+    println!(
+        "scale N={n}: all ready in {:.3} s ({:.0} sessions/s; at most {concurrency} in handshake); \
+         handshake p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; CPU: server {:.0} ms, clients {:.0} ms; \
+         listen queue overflows {overflows}",
+        ready_in.as_secs_f64(),
+        n as f64 / ready_in.as_secs_f64(),
+        percentile(&handshakes, 0.5),
+        percentile(&handshakes, 0.99),
+        percentile(&handshakes, 1.0),
+        ms(server_cpu),
+        ms(client_cpu),
+    );
+    println!(
+        "scale N={n}: server RSS {:.1} MiB -> {:.1} MiB: {:.0} B ({:.2} KiB) per connection",
+        mib(rss_before),
+        mib(rss_ready),
+        per_conn,
+        per_conn / 1024.0
+    );
+
+    let mut all = Vec::new();
+    let mut answered = Vec::new();
+    let (mut server_cpu, mut client_cpu) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..=rounds {
+        let cpu_before = (cpu_of(server.pid), own_cpu());
+        fan_out.arrived.store(0, Ordering::Release);
+        *fan_out.last.lock().expect("lock") = None;
+        let done = fan_out.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let config = format!(r#"{{"round":{},"pad":"0123456789"}}"#, round + 1);
+        let sent = Instant::now();
+        let (status, body) = http(
+            server.admin,
+            "PUT",
+            "/modules/bench/config",
+            config.as_bytes(),
+        )
+        .await;
+        let response = sent.elapsed();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("\"notified\":{n}")), "{body}");
+        tokio::time::timeout(WAIT, done)
+            .await
+            .expect("the change did not reach every connection");
+        let last = fan_out.last.lock().expect("lock").expect("last arrival");
+        let ms = ms(last.duration_since(sent));
+        if round > 0 {
+            all.push(ms);
+            answered.push(response.as_secs_f64() * 1e3);
+            server_cpu += cpu_of(server.pid) - cpu_before.0;
+            client_cpu += own_cpu() - cpu_before.1;
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    answered.sort_by(f64::total_cmp);
+    println!(
+        "scale N={n}: fan-out of one config change (admin PUT) to all {n} connections, {rounds} rounds: \
+         p50 {:.2} ms (min {:.2}, max {:.2}); the PUT answered after p50 {:.2} ms; \
+         CPU per round: server {:.1} ms, clients {:.1} ms",
+        percentile(&all, 0.5),
+        percentile(&all, 0.0),
+        percentile(&all, 1.0),
+        percentile(&answered, 0.5),
+        ms(server_cpu) / rounds as f64,
+        ms(client_cpu) / rounds as f64,
+    );
+    let rss_after = rss_bytes(server.pid);
+
+    let stopping = Instant::now();
+    let code = tokio::task::block_in_place(|| server.terminate());
+    let stop_time = stopping.elapsed();
+    let closed_normally = futures_util::future::join_all(conns.iter().map(Conn::closed))
+        .await
+        .iter()
+        .filter(|d| d.close.as_ref().and_then(|c| c.code) == Some(1000))
+        .count();
+    dep.closed().await;
+    println!(
+        "scale N={n}: server RSS after the fan-out {:.1} MiB; SIGTERM: exit {code:?} after {:.3} s, \
+         {closed_normally} of {n} closed with 1000",
+        mib(rss_after),
+        stop_time.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let limit = raise_open_file_limit();
+    let sizes = env_list("SCALE_N", &[1_000, 10_000]);
+    let rounds = env_usize("SCALE_ROUNDS", 7).max(1);
+    let concurrency = env_usize("SCALE_CONCURRENCY", 128);
+    if let Some(&too_many) = sizes.iter().find(|&&n| n as u64 + 64 > limit) {
+        eprintln!("open-file limit {limit} is too low for N={too_many}");
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in sizes {
+        runtime.block_on(run(n, rounds, concurrency));
+    }
+}

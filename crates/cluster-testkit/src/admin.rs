@@ -1,0 +1,786 @@
+//! The admin HTTP API of the fake config service (axum): look at what the service knows and
+//! change it from outside the process, e.g. with `curl` while developing a Go service
+//! against `fake-config-service`.
+//!
+//! [`router`] builds the routes over a [`FakeConfigService`] handle; [`serve`] runs them on a
+//! listener until a shutdown signal. Every route uses only the public API of the service.
+//!
+//! # Our routes (JSON unless said otherwise)
+//! | route | answer |
+//! |---|---|
+//! | `GET /modules` | `[{"name", "connections", "instances", "configVersion", "config", "schema", "moduleVersion"}]`, sorted by name |
+//! | `GET /modules/{name}/config` | the active config, raw, byte for byte as modules get it |
+//! | `PUT /modules/{name}/config[?version=N][&unsafe=true]` | body: the raw config; `200 {"version", "changed", "notified"}` |
+//! | `POST /modules/{name}/error?event=ERROR_CONFIG\|ERROR_CONNECTION` | body: the text; `200 {"sent": N}` |
+//! | `POST /modules/{name}/disconnect` | `200 {"closed": N}` (close code 1000) |
+//! | `GET /routes` | the routing table, byte for byte as `CONFIG:SEND_ROUTES_*` carries it |
+//!
+//! - In `GET /modules`, `connections` is the list of open connections
+//!   (`{"id", "peer", "ready", "requiredModules", "requireRoutes", "configSubscribed"}`),
+//!   `instances` the ready instances' `BackendDeclaration`s as on the wire (newest first),
+//!   `config` and `schema` the raw JSON (`null` when there is none; a default config that is
+//!   not JSON, which only a misbehaving module can send, appears as a JSON string).
+//! - `PUT …/config`: `version` is the version the update is based on (optimistic locking; `0`
+//!   means "the module has no config yet"); without it there is no check. The config is
+//!   validated against the module's stored schema unless `unsafe=true` (also `unsafe`,
+//!   `unsafe=1`). Unknown query parameters are refused, so a typo cannot silently skip the
+//!   version check. Statuses: `400 {"error", "issues": [{"instancePath", "message"}]}` for a
+//!   config the schema refuses, `400 {"error"}` for a body that is not a JSON object or a
+//!   module without a usable schema, `409 {"error", "activeVersion"}` for a stale version,
+//!   `404` for an unknown module — except with `unsafe=true`, which creates the module with
+//!   that config (as [`FakeConfigService::set_config_unsafe`]), so a developer can give a
+//!   module its config before it first connects.
+//! - `POST …/error` and `POST …/disconnect` answer `404` for a module that never connected;
+//!   a known module without open connections gives `{"sent": 0}` / `{"closed": 0}`.
+//! - Every error is `{"error": "<message>"}` with a 4xx status and is logged (tracing, info).
+//!   Unknown paths get 404, known paths with another method 405, both with a JSON message.
+//!
+//! # The isp-config-service paths
+//! The same request and response shapes as isp-config-service v3 (`routes/routes.go`,
+//! `controller/api/{config,module}.go`, `domain/{request,response}.go`, `domain/errors.go`),
+//! all `POST`, names encoded as isp-kit does (Go field name, first letter lower-cased) and
+//! decoded in lowerCamel or PascalCase:
+//! - `/config/config/get_active_config_by_module_name` `{"moduleName"}` → `Config`
+//!   `{"id", "name", "moduleId", "valid", "data", "version", "active", "createdAt", "updatedAt"}`;
+//! - `/config/config/create_update_config` `{"id", "name", "moduleId", "version", "data",
+//!   "unsafe"}` → the same `Config` plus `"isChanged"`;
+//! - `/config/module/get_modules_info` → `[ModuleInfo]` `{"id", "name", "active",
+//!   "lastConnectedAt", "lastDisconnectedAt", "configSchema", "status", "createdAt"}` where
+//!   `status` is the `[Connection]` of its ready instances (`null` when none, as Go encodes a
+//!   nil slice);
+//! - `/config/routing/get_routes` → `[Connection]` of every ready instance: `{"id",
+//!   "moduleName", "libVersion", "version", "address": {"ip", "port"}, "endpoints": [{"path",
+//!   "inner"}] (sorted by path), "establishedAt"}`.
+//!
+//! Errors are isp-kit's `apierrors.Error`, `{"errorCode", "errorMessage", "details"?}`, with
+//! HTTP 400 as the gateway maps the gRPC `InvalidArgument` of a business error: `2001` module
+//! not found, `2002` config not found, `2003` invalid config (`details`: instance path →
+//! message, as gojsonschema's field → description), `2004` version conflict, `2005` schema not
+//! found; a body that does not decode or lacks a required field gives `errorCode` 400 with
+//! `details` naming the field.
+//!
+//! What the fake does differently, by necessity: it keeps **one** config per module, which is
+//! always active. Module ids and config ids are the module name, and so is the config name.
+//! `create_update_config` with a non-empty `id` is an update checked against `version`, as in
+//! the real service (`2002` if the id is not the module name); with an empty `id` (a "create"
+//! in the real service, which makes a new inactive config) it replaces the module's config
+//! without a version check. The fake records no times: every time field is Go's zero time
+//! `0001-01-01T00:00:00Z` (`lastConnectedAt`/`lastDisconnectedAt`, pointers in Go, are
+//! `null`); connection ids are the service's [`ConnId`] numbers as strings.
+
+use crate::service::FakeConfigService;
+use crate::state::{ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, ReadyInstance};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cluster_proto::payload::{self, BackendDeclaration};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Go's zero `time.Time` as isp-kit encodes it: the fake records no times.
+const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// The admin routes over `service` (see the [module docs](self)).
+///
+/// # Examples
+/// ```
+/// use cluster_testkit::FakeConfigService;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let service = FakeConfigService::new();
+/// let app = cluster_testkit::admin::router(service.clone());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = tokio::spawn(cluster_testkit::admin::serve(listener, service, async {
+///     let _ = stopped.await;
+/// }));
+/// # drop(app);
+/// stop.send(()).unwrap();
+/// server.await.unwrap().unwrap();
+/// # });
+/// ```
+pub fn router(service: FakeConfigService) -> Router {
+    Router::new()
+        .route("/modules", get(list_modules))
+        .route("/modules/{name}/config", get(get_config).put(put_config))
+        .route("/modules/{name}/error", post(send_error))
+        .route("/modules/{name}/disconnect", post(disconnect))
+        .route("/routes", get(routes))
+        .route(
+            "/config/config/get_active_config_by_module_name",
+            post(isp_get_active_config),
+        )
+        .route(
+            "/config/config/create_update_config",
+            post(isp_create_update_config),
+        )
+        .route("/config/module/get_modules_info", post(isp_modules_info))
+        .route("/config/routing/get_routes", post(isp_routes))
+        .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            AdminError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .with_state(service)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight (graceful shutdown) and returns.
+///
+/// # Errors
+/// The IO error that stopped the server (accept errors on single connections are retried by
+/// axum and do not end it).
+pub async fn serve<F>(
+    listener: TcpListener,
+    service: FakeConfigService,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+// ----- errors -----
+
+/// An error answer: a status and a JSON body; logged when it is turned into a response.
+struct AdminError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    fn unknown_module(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown module {name:?}: it never connected"),
+        )
+    }
+
+    /// isp-kit's `apierrors.Error` of a business error (`InvalidArgument` → HTTP 400).
+    fn isp(code: u32, message: &str, details: Option<Value>) -> Self {
+        let mut body = Map::new();
+        body.insert("errorCode".into(), code.into());
+        body.insert("errorMessage".into(), message.into());
+        if let Some(details) = details {
+            body.insert("details".into(), details);
+        }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: Value::Object(body),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        tracing::info!(status = self.status.as_u16(), body = %self.body, "admin request refused");
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// isp-config-service's error codes (`domain/errors.go`).
+mod isp_code {
+    pub(super) const BAD_REQUEST: u32 = 400;
+    pub(super) const MODULE_NOT_FOUND: u32 = 2001;
+    pub(super) const CONFIG_NOT_FOUND: u32 = 2002;
+    pub(super) const INVALID_CONFIG: u32 = 2003;
+    pub(super) const VERSION_CONFLICT: u32 = 2004;
+    pub(super) const SCHEMA_NOT_FOUND: u32 = 2005;
+}
+
+// ----- helpers -----
+
+/// `bytes` as a raw JSON value: as they are when they are JSON, else as a JSON string.
+fn raw_json(bytes: &[u8]) -> Box<RawValue> {
+    let as_is = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok());
+    as_is.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(bytes);
+        // Serialising a string cannot fail, and its output is valid JSON.
+        let quoted = serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned());
+        RawValue::from_string(quoted).unwrap_or_else(|_| null_raw())
+    })
+}
+
+fn null_raw() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
+}
+
+fn json_response(body: impl Into<axum::body::Body>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+}
+
+/// Whether `name` ever connected (or was given a config). Looks at the module names only:
+/// [`FakeConfigService::module`] would copy every ready instance of the module.
+fn is_known(service: &FakeConfigService, name: &str) -> bool {
+    service
+        .modules()
+        .binary_search_by(|known| known.as_str().cmp(name))
+        .is_ok()
+}
+
+/// The query parameters, refusing any not in `allowed`.
+fn query_params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, AdminError> {
+    let Query(params) = query
+        .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, format!("bad query string: {e}")))?;
+    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter {unknown:?} (known: {allowed:?})"),
+        ));
+    }
+    Ok(params)
+}
+
+fn parse_flag(name: &str, value: Option<&String>) -> Result<bool, AdminError> {
+    match value.map(String::as_str) {
+        None | Some("false" | "0") => Ok(false),
+        Some("" | "true" | "1") => Ok(true),
+        Some(other) => Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} must be true or false, not {other:?}"),
+        )),
+    }
+}
+
+// ----- our routes -----
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModuleView {
+    name: String,
+    connections: Vec<ConnectionView>,
+    instances: Vec<BackendDeclaration>,
+    config_version: Option<u64>,
+    config: Option<Box<RawValue>>,
+    schema: Option<Box<RawValue>>,
+    module_version: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionView {
+    id: u64,
+    peer: String,
+    ready: bool,
+    required_modules: Vec<String>,
+    require_routes: bool,
+    config_subscribed: bool,
+}
+
+impl From<ConnectionInfo> for ConnectionView {
+    fn from(info: ConnectionInfo) -> Self {
+        Self {
+            id: info.id.0,
+            peer: info.peer,
+            ready: info.ready.is_some(),
+            required_modules: info.required_modules,
+            require_routes: info.wants_routes,
+            config_subscribed: info.config_subscribed,
+        }
+    }
+}
+
+async fn list_modules(State(service): State<FakeConfigService>) -> axum::Json<Vec<ModuleView>> {
+    let views = service
+        .modules()
+        .into_iter()
+        .filter_map(|name| {
+            let snapshot = service.module(&name)?;
+            let connections = snapshot
+                .connections
+                .iter()
+                .filter_map(|id| service.connection(*id))
+                .map(ConnectionView::from)
+                .collect();
+            Some(ModuleView {
+                connections,
+                instances: snapshot.ready.into_iter().map(|i| i.declaration).collect(),
+                config_version: snapshot.config.as_ref().map(|c| c.version),
+                config: snapshot.config.as_ref().map(|c| raw_json(&c.data)),
+                schema: snapshot.schema.as_ref().map(|s| raw_json(&s.schema)),
+                module_version: snapshot.schema.map(|s| s.module_version),
+                name,
+            })
+        })
+        .collect();
+    axum::Json(views)
+}
+
+async fn get_config(
+    State(service): State<FakeConfigService>,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
+    match service.active_config(&name) {
+        Some(config) => Ok(json_response(config.data)),
+        None if is_known(&service, &name) => Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            format!("module {name:?} has no config yet"),
+        )),
+        None => Err(AdminError::unknown_module(&name)),
+    }
+}
+
+async fn put_config(
+    State(service): State<FakeConfigService>,
+    Path(name): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let params = query_params(query, &["version", "unsafe"])?;
+    let version = params
+        .get("version")
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                AdminError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("version must be a non-negative integer, not {v:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let unsafe_update = parse_flag("unsafe", params.get("unsafe"))?;
+    if !unsafe_update && !is_known(&service, &name) {
+        return Err(AdminError::unknown_module(&name));
+    }
+    let result = if unsafe_update {
+        service.set_config_unsafe(&name, body, version)
+    } else {
+        service.set_config(&name, body, version)
+    };
+    match result {
+        Ok(change) => Ok(axum::Json(json!({
+            "version": change.version,
+            "changed": change.changed,
+            "notified": change.notified,
+        }))
+        .into_response()),
+        Err(err) => Err(config_error(&err)),
+    }
+}
+
+fn config_error(err: &ConfigUpdateError) -> AdminError {
+    match err {
+        ConfigUpdateError::Invalid { issues, .. } => AdminError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({
+                "error": err.to_string(),
+                "issues": issues
+                    .iter()
+                    .map(|i| json!({ "instancePath": i.instance_path, "message": i.message }))
+                    .collect::<Vec<_>>(),
+            }),
+        },
+        ConfigUpdateError::VersionConflict { active, .. } => AdminError {
+            status: StatusCode::CONFLICT,
+            body: json!({ "error": err.to_string(), "activeVersion": active }),
+        },
+        // NotAnObject, NoSchema, InvalidSchema and whatever comes later: the request cannot
+        // succeed as it is.
+        _ => AdminError::new(StatusCode::BAD_REQUEST, err.to_string()),
+    }
+}
+
+async fn send_error(
+    State(service): State<FakeConfigService>,
+    Path(name): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, AdminError> {
+    let params = query_params(query, &["event"])?;
+    let kind = match params.get("event").map(String::as_str) {
+        Some("ERROR_CONFIG") => ErrorEvent::Config,
+        Some("ERROR_CONNECTION") => ErrorEvent::Connection,
+        Some(other) => {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                format!("event must be ERROR_CONFIG or ERROR_CONNECTION, not {other:?}"),
+            ));
+        }
+        None => {
+            return Err(AdminError::new(
+                StatusCode::BAD_REQUEST,
+                "the event query parameter is required: ERROR_CONFIG or ERROR_CONNECTION",
+            ));
+        }
+    };
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| AdminError::new(StatusCode::BAD_REQUEST, "the error text must be UTF-8"))?;
+    if !is_known(&service, &name) {
+        return Err(AdminError::unknown_module(&name));
+    }
+    let sent = service.send_error(&name, kind, text);
+    Ok(axum::Json(json!({ "sent": sent })))
+}
+
+async fn disconnect(
+    State(service): State<FakeConfigService>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, AdminError> {
+    if !is_known(&service, &name) {
+        return Err(AdminError::unknown_module(&name));
+    }
+    let closed = service.disconnect_module(&name).await;
+    Ok(axum::Json(json!({ "closed": closed })))
+}
+
+async fn routes(State(service): State<FakeConfigService>) -> Response {
+    let table: Vec<BackendDeclaration> = service
+        .routing_table()
+        .into_iter()
+        .map(|i| i.declaration)
+        .collect();
+    json_response(payload::encode_routing_config(&table))
+}
+
+// ----- the isp-config-service paths -----
+
+/// `domain.Config` (plus `isChanged` for `CreateUpdateConfigResponse`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IspConfig {
+    id: String,
+    name: String,
+    module_id: String,
+    valid: bool,
+    data: Box<RawValue>,
+    version: u64,
+    active: bool,
+    created_at: &'static str,
+    updated_at: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_changed: Option<bool>,
+}
+
+impl IspConfig {
+    fn new(module: &str, data: &[u8], version: u64) -> Self {
+        Self {
+            id: module.to_owned(),
+            name: module.to_owned(),
+            module_id: module.to_owned(),
+            // Go validates only when listing a module's configs; these two paths say `true`.
+            valid: true,
+            data: raw_json(data),
+            version,
+            active: true,
+            created_at: GO_ZERO_TIME,
+            updated_at: GO_ZERO_TIME,
+            is_changed: None,
+        }
+    }
+}
+
+/// `domain.Connection`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IspConnection {
+    id: String,
+    module_name: String,
+    lib_version: String,
+    version: String,
+    address: IspAddress,
+    endpoints: Vec<IspEndpoint>,
+    established_at: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IspAddress {
+    ip: String,
+    port: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IspEndpoint {
+    path: String,
+    inner: bool,
+}
+
+impl IspConnection {
+    fn new(conn: ConnId, declaration: BackendDeclaration) -> Self {
+        let mut endpoints: Vec<IspEndpoint> = declaration
+            .endpoints
+            .into_iter()
+            .map(|e| IspEndpoint {
+                path: e.path,
+                inner: e.inner,
+            })
+            .collect();
+        endpoints.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
+            id: conn.0.to_string(),
+            module_name: declaration.module_name,
+            lib_version: declaration.lib_version,
+            version: declaration.version,
+            address: IspAddress {
+                ip: declaration.address.ip,
+                port: declaration.address.port,
+            },
+            endpoints,
+            established_at: GO_ZERO_TIME,
+        }
+    }
+
+    fn from_ready(instance: ReadyInstance) -> Self {
+        Self::new(instance.conn, instance.declaration)
+    }
+}
+
+/// `domain.ModuleInfo`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IspModuleInfo {
+    id: String,
+    name: String,
+    active: bool,
+    last_connected_at: Option<&'static str>,
+    last_disconnected_at: Option<&'static str>,
+    config_schema: Option<Box<RawValue>>,
+    status: Option<Vec<IspConnection>>,
+    created_at: &'static str,
+}
+
+/// Decodes an isp request body, or answers as isp-kit does when it cannot.
+fn isp_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AdminError::isp(
+            isp_code::BAD_REQUEST,
+            "invalid request body",
+            Some(json!({ "body": e.to_string() })),
+        )
+    })
+}
+
+fn isp_required(field: &str) -> AdminError {
+    AdminError::isp(
+        isp_code::BAD_REQUEST,
+        "invalid request body",
+        Some(json!({ field: "required" })),
+    )
+}
+
+/// `domain.GetByModuleNameRequest`.
+#[derive(Deserialize)]
+struct GetByModuleNameRequest {
+    #[serde(rename = "moduleName", alias = "ModuleName", default)]
+    module_name: Option<String>,
+}
+
+async fn isp_get_active_config(
+    State(service): State<FakeConfigService>,
+    body: Bytes,
+) -> Result<axum::Json<IspConfig>, AdminError> {
+    let request: GetByModuleNameRequest = isp_body(&body)?;
+    let name = request
+        .module_name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| isp_required("moduleName"))?;
+    if !is_known(&service, &name) {
+        return Err(AdminError::isp(
+            isp_code::MODULE_NOT_FOUND,
+            "module not found",
+            None,
+        ));
+    }
+    let config = service.active_config(&name).ok_or_else(|| {
+        AdminError::isp(isp_code::CONFIG_NOT_FOUND, "active config not found", None)
+    })?;
+    Ok(axum::Json(IspConfig::new(
+        &name,
+        &config.data,
+        config.version,
+    )))
+}
+
+/// `domain.CreateUpdateConfigRequest`.
+#[derive(Deserialize)]
+struct CreateUpdateConfigRequest {
+    #[serde(rename = "id", alias = "Id", default)]
+    id: Option<String>,
+    #[serde(rename = "name", alias = "Name", default)]
+    name: Option<String>,
+    #[serde(rename = "moduleId", alias = "ModuleId", default)]
+    module_id: Option<String>,
+    #[serde(rename = "version", alias = "Version", default)]
+    version: Option<u64>,
+    #[serde(rename = "data", alias = "Data", default)]
+    data: Option<Box<RawValue>>,
+    #[serde(rename = "unsafe", alias = "Unsafe", default)]
+    unsafe_update: Option<bool>,
+}
+
+async fn isp_create_update_config(
+    State(service): State<FakeConfigService>,
+    body: Bytes,
+) -> Result<axum::Json<IspConfig>, AdminError> {
+    let request: CreateUpdateConfigRequest = isp_body(&body)?;
+    request
+        .name
+        .as_ref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| isp_required("name"))?;
+    let module = request
+        .module_id
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| isp_required("moduleId"))?;
+    let id = request.id.unwrap_or_default();
+    if !id.is_empty() && id != module {
+        return Err(AdminError::isp(
+            isp_code::CONFIG_NOT_FOUND,
+            "config not found",
+            None,
+        ));
+    }
+    // The real service checks the version of an update (an `id` is given) only.
+    let version = (!id.is_empty()).then(|| request.version.unwrap_or(0));
+    let data = request.data.unwrap_or_else(null_raw);
+    let data = Bytes::copy_from_slice(data.get().as_bytes());
+    let unsafe_update = request.unsafe_update.unwrap_or(false);
+    if !unsafe_update && !is_known(&service, &module) {
+        return Err(AdminError::isp(
+            isp_code::SCHEMA_NOT_FOUND,
+            "config schema not found",
+            None,
+        ));
+    }
+    let result = if unsafe_update {
+        service.set_config_unsafe(&module, data.clone(), version)
+    } else {
+        service.set_config(&module, data.clone(), version)
+    };
+    let change = result.map_err(|err| isp_config_error(&err))?;
+    let data = if change.changed {
+        data
+    } else {
+        service
+            .active_config(&module)
+            .map_or(data, |active| active.data)
+    };
+    let mut config = IspConfig::new(&module, &data, change.version);
+    config.is_changed = Some(change.changed);
+    Ok(axum::Json(config))
+}
+
+fn isp_config_error(err: &ConfigUpdateError) -> AdminError {
+    match err {
+        ConfigUpdateError::Invalid { issues, .. } => {
+            let details: Map<String, Value> = issues
+                .iter()
+                .map(|i| {
+                    let field = if i.instance_path.is_empty() {
+                        "(root)".to_owned()
+                    } else {
+                        i.instance_path.clone()
+                    };
+                    (field, Value::from(i.message.clone()))
+                })
+                .collect();
+            AdminError::isp(
+                isp_code::INVALID_CONFIG,
+                "invalid config",
+                Some(Value::Object(details)),
+            )
+        }
+        ConfigUpdateError::VersionConflict { .. } => AdminError::isp(
+            isp_code::VERSION_CONFLICT,
+            "someone has updated the config",
+            None,
+        ),
+        ConfigUpdateError::NoSchema { .. } => {
+            AdminError::isp(isp_code::SCHEMA_NOT_FOUND, "config schema not found", None)
+        }
+        // NotAnObject, InvalidSchema, and whatever comes later: the config cannot be checked.
+        _ => AdminError::isp(
+            isp_code::INVALID_CONFIG,
+            "invalid config",
+            Some(json!({ "(root)": err.to_string() })),
+        ),
+    }
+}
+
+async fn isp_modules_info(
+    State(service): State<FakeConfigService>,
+) -> axum::Json<Vec<IspModuleInfo>> {
+    let infos = service
+        .modules()
+        .into_iter()
+        .filter_map(|name| {
+            let snapshot = service.module(&name)?;
+            let status: Vec<IspConnection> = snapshot
+                .ready
+                .into_iter()
+                .map(IspConnection::from_ready)
+                .collect();
+            Some(IspModuleInfo {
+                id: name.clone(),
+                active: !status.is_empty(),
+                last_connected_at: None,
+                last_disconnected_at: None,
+                config_schema: snapshot.schema.map(|s| raw_json(&s.schema)),
+                status: (!status.is_empty()).then_some(status),
+                created_at: GO_ZERO_TIME,
+                name,
+            })
+        })
+        .collect();
+    axum::Json(infos)
+}
+
+async fn isp_routes(State(service): State<FakeConfigService>) -> axum::Json<Vec<IspConnection>> {
+    axum::Json(
+        service
+            .routing_table()
+            .into_iter()
+            .map(IspConnection::from_ready)
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_json_keeps_json_and_quotes_anything_else() {
+        assert_eq!(raw_json(br#"{"b":1, "a":2}"#).get(), r#"{"b":1, "a":2}"#);
+        assert_eq!(raw_json(b"not json").get(), r#""not json""#);
+        assert_eq!(raw_json(b"\xff{").get(), "\"\u{fffd}{\"");
+    }
+
+    #[test]
+    fn flags_parse_or_refuse() {
+        let v = |s: &str| Some(s.to_owned());
+        assert!(!parse_flag("unsafe", None).unwrap_or(true));
+        assert!(parse_flag("unsafe", v("").as_ref()).unwrap_or(false));
+        assert!(parse_flag("unsafe", v("true").as_ref()).unwrap_or(false));
+        assert!(!parse_flag("unsafe", v("0").as_ref()).unwrap_or(true));
+        let err = parse_flag("unsafe", v("yes").as_ref())
+            .err()
+            .map(|e| e.status);
+        assert_eq!(err, Some(StatusCode::BAD_REQUEST));
+    }
+}
