@@ -1,0 +1,717 @@
+//! The ETP connection runtime over the in-memory transport, under a paused clock.
+//!
+//! A test either runs a [`Conn`] on both ends, or a [`Conn`] on one end and the raw
+//! [`Transport`] on the other, to see and forge the exact frames on the wire.
+
+use bytes::Bytes;
+use cluster_transport::conn::{Conn, ConnConfig, ConnError, Handlers, Reply};
+use cluster_transport::memory::{self, Faults};
+use cluster_transport::{CLOSE_NORMAL, Incoming, Transport};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Handlers that forward `(event, data)` of every event to a channel, acking `ok`.
+fn forwarding() -> (Handlers, mpsc::UnboundedReceiver<(String, Bytes)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handlers = Handlers::new().on_unknown(move |_, event, data| {
+        let _ = tx.send((event.to_owned(), data));
+        Reply::ack("ok")
+    });
+    (handlers, rx)
+}
+
+/// Two connections: (client, server, faults).
+fn conns(client: Handlers, server: Handlers) -> (Conn, Conn, Faults) {
+    let (c, s, faults) = memory::pair();
+    (
+        Conn::spawn(c, client, ConnConfig::default()),
+        Conn::spawn(s, server, ConnConfig::default()),
+        faults,
+    )
+}
+
+/// A connection on the client end and the raw server end.
+fn conn_and_raw(handlers: Handlers, config: ConnConfig) -> (Conn, Transport, Faults) {
+    let (c, s, faults) = memory::pair();
+    (Conn::spawn(c, handlers, config), s, faults)
+}
+
+/// Awaits `future`, failing the test instead of hanging if it does not finish within 30 s of
+/// the (paused, auto-advancing) clock.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("timed out: the awaited event never happened")
+}
+
+async fn send_raw(t: &mut Transport, text: &str) {
+    t.sink
+        .feed(Bytes::copy_from_slice(text.as_bytes()))
+        .await
+        .unwrap();
+    t.sink.flush().await.unwrap();
+}
+
+async fn recv_raw(t: &mut Transport) -> String {
+    match within(t.stream.recv()).await.unwrap() {
+        Incoming::Text(text) => String::from_utf8(text.to_vec()).unwrap(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn emits_both_ways() {
+    let (client_handlers, mut at_client) = forwarding();
+    let (server_handlers, mut at_server) = forwarding();
+    let (client, server, _faults) = conns(client_handlers, server_handlers);
+
+    client.emit("C2S", b"from client").unwrap();
+    server.emit("S2C", b"from server").unwrap();
+    server.emit("EMPTY", b"").unwrap();
+
+    assert_eq!(
+        within(at_server.recv()).await.unwrap(),
+        ("C2S".to_owned(), Bytes::from_static(b"from client"))
+    );
+    assert_eq!(
+        within(at_client.recv()).await.unwrap(),
+        ("S2C".to_owned(), Bytes::from_static(b"from server"))
+    );
+    assert_eq!(
+        within(at_client.recv()).await.unwrap(),
+        ("EMPTY".to_owned(), Bytes::new())
+    );
+    assert_ne!(client.id(), server.id());
+    assert_eq!(client.peer(), "memory-server");
+}
+
+#[tokio::test(start_paused = true)]
+async fn emits_exact_frames_without_ack() {
+    let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    client.emit("MODULE:READY", b"{\"a||b\":1}").unwrap();
+    client.emit("E", b"").unwrap();
+    client
+        .emit_encoded(Bytes::from_static(b"PRE||0||encoded"))
+        .unwrap();
+    assert_eq!(recv_raw(&mut raw).await, "MODULE:READY||0||{\"a||b\":1}");
+    assert_eq!(recv_raw(&mut raw).await, "E||0");
+    assert_eq!(recv_raw(&mut raw).await, "PRE||0||encoded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn emit_with_ack_resolves_to_the_handler_bytes() {
+    let server_handlers = Handlers::new()
+        .on("UPPER", |_, data| Reply::ack(data.to_ascii_uppercase()))
+        .on("EMPTY", |_, _| Reply::default());
+    let (client, _server, _faults) = conns(Handlers::new(), server_handlers);
+
+    let answer = client
+        .emit_with_ack("UPPER", b"hello||world")
+        .await
+        .unwrap();
+    assert_eq!(answer, Bytes::from_static(b"HELLO||WORLD"));
+    assert_eq!(
+        within(client.emit_with_ack("EMPTY", b"x")).await.unwrap(),
+        Bytes::new()
+    );
+    assert_eq!(client.pending_acks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ack_ids_count_from_one_per_connection() {
+    for _connection in 0..2 {
+        let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+        let first = client.emit_with_ack("A", b"1");
+        let second = client.emit_with_ack("B", b"");
+        let third = client.emit_with_ack("C", b"3");
+        assert_eq!(
+            [first.ack_id(), second.ack_id(), third.ack_id()],
+            [Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(recv_raw(&mut raw).await, "A||1||1");
+        assert_eq!(recv_raw(&mut raw).await, "B||2");
+        assert_eq!(recv_raw(&mut raw).await, "C||3||3");
+        // Acks answered out of order still reach the right futures.
+        send_raw(&mut raw, "__ack_C||3||three").await;
+        send_raw(&mut raw, "__ack_A||1||one").await;
+        send_raw(&mut raw, "__ack_B||2").await;
+        assert_eq!(within(first).await.unwrap(), Bytes::from_static(b"one"));
+        assert_eq!(within(second).await.unwrap(), Bytes::new());
+        assert_eq!(within(third).await.unwrap(), Bytes::from_static(b"three"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_ack_after_the_future_was_dropped_is_ignored() {
+    let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    let forgotten = client.emit_with_ack("E", b"x");
+    assert_eq!(client.pending_acks(), 1);
+    drop(forgotten);
+    assert_eq!(client.pending_acks(), 0);
+    assert_eq!(recv_raw(&mut raw).await, "E||1||x");
+    send_raw(&mut raw, "__ack_E||1||late").await;
+
+    let next = client.emit_with_ack("E", b"y");
+    assert_eq!(recv_raw(&mut raw).await, "E||2||y");
+    send_raw(&mut raw, "__ack_E||2||fresh").await;
+    assert_eq!(within(next).await.unwrap(), Bytes::from_static(b"fresh"));
+    assert!(!client.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_for_unknown_ids_are_ignored_and_never_dispatched() {
+    let dispatched = Arc::new(AtomicUsize::new(0));
+    let (on_ack_name, on_unknown) = (Arc::clone(&dispatched), Arc::clone(&dispatched));
+    let handlers = Handlers::new()
+        .on("__ack_E", move |_, _| {
+            on_ack_name.fetch_add(1, Ordering::SeqCst);
+            Reply::default()
+        })
+        .on_unknown(move |_, _, _| {
+            on_unknown.fetch_add(1, Ordering::SeqCst);
+            Reply::default()
+        });
+    let (client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+    let pending = client.emit_with_ack("E", b"x");
+    assert_eq!(recv_raw(&mut raw).await, "E||1||x");
+
+    send_raw(&mut raw, "__ack_E||99||wrong id").await;
+    send_raw(&mut raw, "__ack_OTHER||0").await;
+    send_raw(&mut raw, "__ack_E||1||right").await;
+    assert_eq!(within(pending).await.unwrap(), Bytes::from_static(b"right"));
+    assert_eq!(dispatched.load(Ordering::SeqCst), 0);
+    assert_eq!(client.pending_acks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_acks_fail_with_closed_when_the_peer_severs() {
+    let (client, _raw, faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    let first = client.emit_with_ack("E", b"1");
+    let second = client.emit_with_ack("E", b"2");
+    faults.sever();
+    assert!(matches!(within(first).await, Err(ConnError::Closed)));
+    assert!(matches!(within(second).await, Err(ConnError::Closed)));
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && !end.normal && end.close.is_none(), "{end:?}");
+    assert!(client.is_closed());
+    assert_eq!(client.pending_acks(), 0);
+    assert!(matches!(client.emit("E", b""), Err(ConnError::Closed)));
+    assert!(matches!(
+        within(client.emit_with_ack("E", b"")).await,
+        Err(ConnError::Closed)
+    ));
+    assert!(matches!(client.ping(SECOND).await, Err(ConnError::Closed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_frame_goes_to_on_error_and_the_next_frame_is_handled() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&errors);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let handlers = Handlers::new()
+        .on("E", move |_, data| {
+            let _ = tx.send(data);
+            Reply::ack("handled")
+        })
+        .on_error(move |_, err| seen.lock().unwrap().push(err.to_string()));
+    let (client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+
+    send_raw(&mut raw, "no separator at all").await;
+    send_raw(&mut raw, "E||-1||bad id").await;
+    send_raw(&mut raw, "E||7||good").await;
+    assert_eq!(
+        within(events.recv()).await.unwrap(),
+        Bytes::from_static(b"good")
+    );
+    assert_eq!(recv_raw(&mut raw).await, "__ack_E||7||handled");
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("no `||` separator"), "{errors:?}");
+    assert!(errors[1].contains("invalid ack id"), "{errors:?}");
+    assert!(!client.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_events_go_to_the_fallback() {
+    // Default fallback: ack with empty data.
+    let (_client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    send_raw(&mut raw, "NOBODY||5||x").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_NOBODY||5");
+
+    // A custom fallback gets the name and answers.
+    let handlers = Handlers::new()
+        .on("KNOWN", |_, _| Reply::ack("known"))
+        .on_unknown(|_, event, data| {
+            let mut answer = format!("unknown {event} ").into_bytes();
+            answer.extend_from_slice(&data);
+            Reply::ack(answer)
+        });
+    let (_client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+    send_raw(&mut raw, "WHO||1||me").await;
+    send_raw(&mut raw, "KNOWN||2").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_WHO||1||unknown WHO me");
+    assert_eq!(recv_raw(&mut raw).await, "__ack_KNOWN||2||known");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sync_handlers_see_events_in_arrival_order() {
+    let (server_handlers, mut at_server) = forwarding();
+    let (client, _server, _faults) = conns(Handlers::new(), server_handlers);
+    for i in 0..1000u32 {
+        if i % 2 == 0 {
+            client.emit("E", i.to_string().as_bytes()).unwrap();
+        } else {
+            // Acked or not, the order is the same.
+            drop(client.emit_with_ack("E", i.to_string().as_bytes()));
+        }
+    }
+    for i in 0..1000u32 {
+        let (_, data) = within(at_server.recv()).await.unwrap();
+        assert_eq!(data, Bytes::from(i.to_string()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn later_handlers_run_concurrently_up_to_the_bound() {
+    const BOUND: usize = 4;
+    const EVENTS: u32 = 50;
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+    let server_handlers = Handlers::new().on("WORK", move |_, data| {
+        let (running, peak) = (Arc::clone(&r), Arc::clone(&p));
+        Reply::later(async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            // Simulated work, on the paused clock.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            data
+        })
+    });
+    let (c, s, _faults) = memory::pair();
+    let client = Conn::spawn(c, Handlers::new(), ConnConfig::default());
+    let config = ConnConfig {
+        max_concurrent_handlers: BOUND,
+        ..ConnConfig::default()
+    };
+    let _server = Conn::spawn(s, server_handlers, config);
+
+    let acks: Vec<_> = (0..EVENTS)
+        .map(|i| client.emit_with_ack("WORK", i.to_string().as_bytes()))
+        .collect();
+    let started = tokio::time::Instant::now();
+    for (i, ack) in acks.into_iter().enumerate() {
+        assert_eq!(within(ack).await.unwrap(), Bytes::from(i.to_string()));
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), BOUND);
+    assert_eq!(running.load(Ordering::SeqCst), 0);
+    // 50 jobs of 10 ms, 4 at a time: 13 rounds.
+    assert_eq!(started.elapsed(), Duration::from_millis(130));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_emits_arrive_before_its_ack() {
+    let handlers = Handlers::new()
+        .on("SYNC", |conn, _| {
+            conn.emit("PUSH", b"sync").unwrap();
+            Reply::ack("ok")
+        })
+        .on("ASYNC", |conn, _| {
+            let conn = conn.clone();
+            Reply::later(async move {
+                tokio::task::yield_now().await;
+                conn.emit("PUSH", b"async").unwrap();
+                Bytes::from_static(b"ok")
+            })
+        });
+    let (_client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+    send_raw(&mut raw, "SYNC||1||x").await;
+    assert_eq!(recv_raw(&mut raw).await, "PUSH||0||sync");
+    assert_eq!(recv_raw(&mut raw).await, "__ack_SYNC||1||ok");
+    send_raw(&mut raw, "ASYNC||2||x").await;
+    assert_eq!(recv_raw(&mut raw).await, "PUSH||0||async");
+    assert_eq!(recv_raw(&mut raw).await, "__ack_ASYNC||2||ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_is_survived() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&errors);
+    let handlers = Handlers::new()
+        .on("BOOM", |_, _| panic!("sync boom"))
+        .on("LATER_BOOM", |_, _| {
+            Reply::later(async {
+                tokio::task::yield_now().await;
+                panic!("async boom")
+            })
+        })
+        .on("FINE", |_, _| Reply::ack("fine"))
+        .on_error(move |_, err| {
+            if let ConnError::HandlerPanicked { event, message } = err {
+                seen.lock().unwrap().push(format!("{event}: {message}"));
+            }
+        });
+    let (client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+    send_raw(&mut raw, "BOOM||1||x").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_BOOM||1");
+    send_raw(&mut raw, "LATER_BOOM||2||x").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_LATER_BOOM||2");
+    send_raw(&mut raw, "BOOM||0||no ack wanted").await;
+    send_raw(&mut raw, "FINE||3").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_FINE||3||fine");
+    assert_eq!(
+        *errors.lock().unwrap(),
+        [
+            "BOOM: sync boom",
+            "LATER_BOOM: async boom",
+            "BOOM: sync boom"
+        ]
+    );
+    assert!(!client.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ping_measures_the_round_trip_and_times_out_when_stalled() {
+    let (client, _server, faults) = conns(Handlers::new(), Handlers::new());
+    assert_eq!(client.ping(SECOND).await.unwrap(), Duration::ZERO);
+
+    faults.delay(Duration::from_millis(5));
+    assert_eq!(
+        client.ping(SECOND).await.unwrap(),
+        Duration::from_millis(10)
+    );
+    faults.delay(Duration::ZERO);
+
+    faults.stall();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(
+        client.ping(Duration::from_secs(3)).await,
+        Err(ConnError::PingTimeout(t)) if t == Duration::from_secs(3)
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    faults.release();
+    // The late pong of the timed-out ping is ignored; a new ping works.
+    assert!(client.ping(SECOND).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ack_timeout_forgets_the_ack() {
+    let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    let started = tokio::time::Instant::now();
+    let result = client.emit_with_ack_timeout("E", b"x", SECOND).await;
+    assert!(matches!(result, Err(ConnError::AckTimeout(t)) if t == SECOND));
+    assert_eq!(started.elapsed(), SECOND);
+    assert_eq!(client.pending_acks(), 0);
+    assert_eq!(recv_raw(&mut raw).await, "E||1||x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_flushes_queued_frames_first_and_is_idempotent() {
+    let (server_handlers, mut at_server) = forwarding();
+    let (client, server, faults) = conns(Handlers::new(), server_handlers);
+    for i in 0..100u32 {
+        client.emit("E", i.to_string().as_bytes()).unwrap();
+    }
+    tokio::join!(
+        client.close(CLOSE_NORMAL, "bye"),
+        client.close(4000, "other")
+    );
+    client.close(4001, "again").await;
+    for i in 0..100u32 {
+        assert_eq!(
+            within(at_server.recv()).await.unwrap().1,
+            Bytes::from(i.to_string())
+        );
+    }
+    let ours = within(client.closed()).await;
+    assert!(!ours.by_peer && ours.normal, "{ours:?}");
+    assert_eq!(ours.close.unwrap().reason, "bye");
+    let theirs = within(server.closed()).await;
+    assert!(theirs.by_peer && theirs.normal, "{theirs:?}");
+    assert_eq!(theirs.close.unwrap().code, Some(CLOSE_NORMAL));
+    assert!(matches!(client.emit("E", b""), Err(ConnError::Closed)));
+    // Both ends dropped their sinks and streams: every task of both connections is gone.
+    assert!(!faults.is_open());
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_cancels_running_handlers_and_leaves_nothing_running() {
+    let probe = Arc::new(());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (held, notify) = (Arc::clone(&probe), Arc::clone(&started));
+    let handlers = Handlers::new().on("FOREVER", move |_, _| {
+        let held = Arc::clone(&held);
+        let notify = Arc::clone(&notify);
+        Reply::later(async move {
+            let _held = held;
+            notify.notify_one();
+            std::future::pending::<()>().await;
+            Bytes::new()
+        })
+    });
+    let (client, server, faults) = memory::pair();
+    let client = Conn::spawn(client, Handlers::new(), ConnConfig::default());
+    let server = Conn::spawn(server, handlers, ConnConfig::default());
+    let pending = client.emit_with_ack("FOREVER", b"");
+    started.notified().await;
+    assert_eq!(
+        Arc::strong_count(&probe),
+        3,
+        "handler table + running future"
+    );
+
+    server.close(CLOSE_NORMAL, "shutting down").await;
+    assert_eq!(
+        Arc::strong_count(&probe),
+        1,
+        "the handler future or the table survived close"
+    );
+    assert!(matches!(within(pending).await, Err(ConnError::Closed)));
+    within(client.closed()).await;
+    assert!(!faults.is_open());
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_gives_up_on_a_silent_peer() {
+    let (client, _raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    // The raw end never reads, so it never answers our close.
+    let started = tokio::time::Instant::now();
+    client.close(CLOSE_NORMAL, "bye").await;
+    assert_eq!(started.elapsed(), cluster_transport::conn::CLOSE_TIMEOUT);
+    assert!(!within(client.closed()).await.by_peer);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_tells_why() {
+    // Normal close by the peer.
+    let (client, server, _faults) = conns(Handlers::new(), Handlers::new());
+    server.close(CLOSE_NORMAL, "done").await;
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && end.normal, "{end:?}");
+    assert_eq!(end.close.as_ref().map(|c| c.reason.as_str()), Some("done"));
+    assert!(client.is_closed());
+
+    // Abnormal close by the peer: any code but 1000.
+    let (client, server, _faults) = conns(Handlers::new(), Handlers::new());
+    server.close(4001, "going away badly").await;
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && !end.normal, "{end:?}");
+    assert_eq!(end.close.unwrap().code, Some(4001));
+    let ours = within(server.closed()).await;
+    assert!(!ours.by_peer && !ours.normal, "{ours:?}");
+
+    // Severed: abnormal, no close handshake, on both ends.
+    let (client, server, faults) = conns(Handlers::new(), Handlers::new());
+    faults.sever();
+    for conn in [&client, &server] {
+        let end = within(conn.closed()).await;
+        assert!(end.by_peer && !end.normal && end.close.is_none(), "{end:?}");
+        assert!(!end.reason.is_empty());
+    }
+
+    // The network closed normally on behalf of both ends.
+    let (client, _server, faults) = conns(Handlers::new(), Handlers::new());
+    faults.close_normally();
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && end.normal, "{end:?}");
+
+    // The transport dropped by the peer without a close looks broken.
+    let (client, raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    drop(raw);
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && !end.normal, "{end:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_resolves_for_every_clone_and_every_call() {
+    let (client, server, _faults) = conns(Handlers::new(), Handlers::new());
+    let clone = server.clone();
+    let waiter = tokio::spawn(async move { clone.closed().await });
+    client.close(CLOSE_NORMAL, "").await;
+    let first = waiter.await.unwrap();
+    assert_eq!(first, within(server.closed()).await);
+    assert_eq!(first, within(server.closed()).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_event_names_are_refused() {
+    let (client, _raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    for bad in ["", "A||B", "__ack_E"] {
+        assert!(matches!(
+            client.emit(bad, b""),
+            Err(ConnError::InvalidEventName(_))
+        ));
+        let ack = client.emit_with_ack(bad, b"");
+        assert_eq!(ack.ack_id(), None);
+        assert!(matches!(
+            within(ack).await,
+            Err(ConnError::InvalidEventName(_))
+        ));
+    }
+    assert!(!client.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_handler_table_serves_many_connections() {
+    let handlers = Handlers::new().on("WHO", |conn, _| Reply::ack(conn.id().to_string()));
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (c, s, _faults) = memory::pair();
+        servers.push(Conn::spawn(s, handlers.clone(), ConnConfig::default()));
+        clients.push(Conn::spawn(c, Handlers::new(), ConnConfig::default()));
+    }
+    for (client, server) in clients.iter().zip(&servers) {
+        let answer = within(client.emit_with_ack("WHO", b"")).await.unwrap();
+        assert_eq!(answer, Bytes::from(server.id().to_string()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_message_ends_the_connection_with_1009() {
+    // The server's stream refuses a message over its limit and closes with 1009.
+    let config = memory::MemoryConfig {
+        server_max_message_size: 16,
+        ..memory::MemoryConfig::default()
+    };
+    let (c, s, _faults) = memory::pair_with(&config);
+    let client = Conn::spawn(c, Handlers::new(), ConnConfig::default());
+    let server = Conn::spawn(s, Handlers::new(), ConnConfig::default());
+    let pending = client.emit_with_ack("BIG", &[b'x'; 64]);
+    assert!(matches!(within(pending).await, Err(ConnError::Closed)));
+    let end = within(client.closed()).await;
+    assert!(end.by_peer && !end.normal, "{end:?}");
+    assert_eq!(end.close.and_then(|c| c.code), Some(1009));
+    let end = within(server.closed()).await;
+    assert!(
+        !end.normal && end.reason.contains("over the limit"),
+        "{end:?}"
+    );
+}
+
+/// A sink that records what the writer does with it, and a stream that never yields.
+struct Recorder {
+    log: Arc<Mutex<Vec<String>>>,
+    flushed: mpsc::UnboundedSender<()>,
+}
+
+#[async_trait::async_trait]
+impl cluster_transport::MessageSink for Recorder {
+    async fn feed(&mut self, text: Bytes) -> Result<(), cluster_transport::TransportError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&text).into_owned());
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), cluster_transport::TransportError> {
+        self.log.lock().unwrap().push("FLUSH".to_owned());
+        let _ = self.flushed.send(());
+        Ok(())
+    }
+
+    async fn ping(&mut self, _payload: Bytes) -> Result<(), cluster_transport::TransportError> {
+        Ok(())
+    }
+
+    async fn close(
+        &mut self,
+        code: u16,
+        _reason: &str,
+    ) -> Result<(), cluster_transport::TransportError> {
+        self.log.lock().unwrap().push(format!("CLOSE {code}"));
+        Ok(())
+    }
+}
+
+struct Silent;
+
+#[async_trait::async_trait]
+impl cluster_transport::MessageStream for Silent {
+    async fn recv(&mut self) -> Result<Incoming, cluster_transport::TransportError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_writer_flushes_once_per_burst_or_per_batch() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (flushed, mut flushes) = mpsc::unbounded_channel();
+    let transport = Transport {
+        sink: Box::new(Recorder {
+            log: Arc::clone(&log),
+            flushed,
+        }),
+        stream: Box::new(Silent),
+        peer: "recorder".to_owned(),
+    };
+    let config = ConnConfig {
+        flush_batch: 64,
+        ..ConnConfig::default()
+    };
+    let conn = Conn::spawn(transport, Handlers::new(), config);
+    // 150 frames queued before the writer first runs: 64 + 64 + 22, a flush after each.
+    for i in 0..150 {
+        conn.emit("E", format!("{i}").as_bytes()).unwrap();
+    }
+    for _ in 0..3 {
+        within(flushes.recv()).await.unwrap();
+    }
+    // One more frame later: its own burst, its own flush.
+    conn.emit("E", b"alone").unwrap();
+    within(flushes.recv()).await.unwrap();
+    conn.close(CLOSE_NORMAL, "bye").await;
+
+    let log = log.lock().unwrap().clone();
+    let mut expected: Vec<String> = Vec::new();
+    for i in 0..150 {
+        expected.push(format!("E||0||{i}"));
+        if i == 63 || i == 127 || i == 149 {
+            expected.push("FLUSH".to_owned());
+        }
+    }
+    expected.extend(["E||0||alone", "FLUSH", "CLOSE 1000"].map(str::to_owned));
+    assert_eq!(log, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_emitters_on_two_threads_each_get_their_own_ack() {
+    let server_handlers =
+        Handlers::new()
+            .on("SYNC", |_, data| Reply::Ack(data))
+            .on("ASYNC", |conn, data| {
+                let conn = conn.clone();
+                Reply::later(async move {
+                    tokio::task::yield_now().await;
+                    conn.emit("NOISE", b"n").unwrap();
+                    data
+                })
+            });
+    let (client, server, faults) = conns(Handlers::new(), server_handlers);
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    let event = if i % 2 == 0 { "SYNC" } else { "ASYNC" };
+                    let data = format!("{t}-{i}");
+                    let answer = client.emit_with_ack(event, data.as_bytes()).await.unwrap();
+                    assert_eq!(answer, Bytes::from(data));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within(task).await.unwrap();
+    }
+    assert_eq!(client.pending_acks(), 0);
+    within(server.close(CLOSE_NORMAL, "done")).await;
+    assert!(within(client.closed()).await.normal);
+    assert!(!faults.is_open());
+}
