@@ -71,15 +71,21 @@ pub enum Fault {
 pub enum Direction {
     /// Client → service: an event the service received (and dispatched).
     Received,
-    /// Service → client: an event the service emitted.
+    /// Service → client: an event the service emitted. Recorded when the event is queued on
+    /// the connection (handed to its writer), not when it is written to the socket: a client
+    /// that vanishes at that moment may never get a frame recorded as sent. An event held
+    /// back by [`Fault::Delay`] is recorded when the delay ends and it is queued.
     Sent,
     /// Service → client: the service's answer to a received event ([`RecordedFrame::event`]
     /// is the answered event). It goes out as `__ack_<event>` when the event asked for an ack
     /// (the Go client always does); the handler cannot tell, so it is recorded either way.
+    /// Recorded when the answer is handed to the connection, like [`Direction::Sent`]. An ack
+    /// is not an event: [`FakeConfigService::wait_event`] does not count it.
     Acked,
 }
 
-/// One frame as the service recorded it.
+/// One frame as the service recorded it: received when its handler ran, sent when it was
+/// queued on the connection (see [`Direction`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedFrame {
     seq: u64,
@@ -323,6 +329,7 @@ impl FakeConfigServiceBuilder {
                 ack_faults: HashMap::new(),
                 event_faults: HashMap::new(),
                 delay_line: None,
+                held: HashMap::new(),
                 reaper: None,
                 listeners: Vec::new(),
             }),
@@ -386,7 +393,10 @@ struct Inner {
     refuse: bool,
     ack_faults: HashMap<String, Fault>,
     event_faults: HashMap<String, Fault>,
-    delay_line: Option<mpsc::UnboundedSender<Delayed>>,
+    delay_line: Option<DelayLine>,
+    /// For each connection with notifications in the delay line, how many: its later
+    /// notifications go through the line too, so they cannot overtake the held ones.
+    held: HashMap<ConnId, usize>,
     reaper: Option<mpsc::UnboundedSender<Closing>>,
     listeners: Vec<Listener>,
 }
@@ -429,7 +439,14 @@ struct Listener {
 /// One module event applied to the state (a method of [`ClusterState`]).
 type ApplyFn = fn(&mut ClusterState, ConnId, &[u8]) -> Result<Vec<Notification>, HandleError>;
 
-/// A notification held back by [`Fault::Delay`].
+/// The queue of held-back notifications and its task.
+struct DelayLine {
+    tx: mpsc::UnboundedSender<Delayed>,
+    /// Dropped with the service: the task stops at once, even in the middle of a wait.
+    _stop: oneshot::Sender<()>,
+}
+
+/// A notification held back by [`Fault::Delay`], or queued behind one.
 struct Delayed {
     at: Instant,
     event: Arc<str>,
@@ -562,9 +579,25 @@ impl Shared {
     }
 
     /// Emits held-back notifications when their time comes, in the order they were held.
-    async fn run_delay_line(weak: Weak<Self>, mut rx: mpsc::UnboundedReceiver<Delayed>) {
-        while let Some(delayed) = rx.recv().await {
-            tokio::time::sleep_until(delayed.at).await;
+    /// Ends as soon as the service is gone (`stop` fires when its sender is dropped), also in
+    /// the middle of a wait.
+    async fn run_delay_line(
+        weak: Weak<Self>,
+        mut rx: mpsc::UnboundedReceiver<Delayed>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let delayed = tokio::select! {
+                next = rx.recv() => match next {
+                    Some(delayed) => delayed,
+                    None => return,
+                },
+                _ = &mut stop => return,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(delayed.at) => {}
+                _ = &mut stop => return,
+            }
             let Some(shared) = weak.upgrade() else { return };
             let mut inner = shared.lock();
             inner.emit_now(
@@ -573,6 +606,7 @@ impl Shared {
                 &delayed.frame,
                 &delayed.recipients,
             );
+            inner.release(&delayed.recipients);
             drop(inner);
             shared.bump();
         }
@@ -623,6 +657,12 @@ impl Inner {
 
     /// Queues each notification to its recipients now, or hands it to the delay line, or
     /// drops it, per the event faults.
+    ///
+    /// A recipient that has notifications in the delay line gets its undelayed ones through
+    /// the line too, queued behind them (due at once, so sent right after the last one held
+    /// before it: at `max(now, its last deadline)`). Each connection thus receives its
+    /// notifications in the order the changes happened, whatever the faults; recipients with
+    /// nothing held get theirs at once.
     fn deliver(&mut self, notifications: Vec<Notification>, me: &Weak<Shared>) {
         for n in notifications {
             let fault = self.event_faults.get(&n.event).copied();
@@ -637,18 +677,59 @@ impl Inner {
             let frame = frame::encode_to_bytes(&n.event, 0, &n.payload);
             let event: Arc<str> = n.event.into();
             match fault {
-                Some(Fault::Delay(delay)) => {
-                    let delayed = Delayed {
+                Some(Fault::Delay(delay)) => self.hold(
+                    me,
+                    Delayed {
                         at: Instant::now() + delay,
                         event,
                         payload: n.payload,
                         frame,
                         recipients: n.recipients,
-                    };
-                    // The delay line ends only when this sender is dropped.
-                    let _ = self.delay_line(me).send(delayed);
+                    },
+                ),
+                _ if self.held.is_empty() => {
+                    self.emit_now(&event, &n.payload, &frame, &n.recipients);
                 }
-                _ => self.emit_now(&event, &n.payload, &frame, &n.recipients),
+                _ => {
+                    let (behind, free): (Vec<ConnId>, Vec<ConnId>) = n
+                        .recipients
+                        .into_iter()
+                        .partition(|id| self.held.contains_key(id));
+                    self.emit_now(&event, &n.payload, &frame, &free);
+                    if !behind.is_empty() {
+                        self.hold(
+                            me,
+                            Delayed {
+                                at: Instant::now(),
+                                event,
+                                payload: n.payload,
+                                frame,
+                                recipients: behind,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a notification in the delay line and counts it for each of its recipients.
+    fn hold(&mut self, me: &Weak<Shared>, delayed: Delayed) {
+        for &id in &delayed.recipients {
+            *self.held.entry(id).or_default() += 1;
+        }
+        // The delay line ends only when the service is gone.
+        let _ = self.delay_line(me).send(delayed);
+    }
+
+    /// The delay line sent a notification to `recipients`: one less held for each.
+    fn release(&mut self, recipients: &[ConnId]) {
+        for id in recipients {
+            if let Some(count) = self.held.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held.remove(id);
+                }
             }
         }
     }
@@ -673,11 +754,15 @@ impl Inner {
     }
 
     fn delay_line(&mut self, me: &Weak<Shared>) -> &mpsc::UnboundedSender<Delayed> {
-        self.delay_line.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(Shared::run_delay_line(me.clone(), rx));
-            tx
-        })
+        &self
+            .delay_line
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let (stop, stopped) = oneshot::channel();
+                tokio::spawn(Shared::run_delay_line(me.clone(), rx, stopped));
+                DelayLine { tx, _stop: stop }
+            })
+            .tx
     }
 
     /// The handler's reply for `answer`, through the ack fault of `event`.
@@ -873,7 +958,9 @@ impl FakeConfigService {
 
     // ----- inspection -----
 
-    /// The names of every module that ever connected (or got a config), sorted.
+    /// The names of the known modules, sorted: every module with an open connection, a config
+    /// or a schema. A module that never had a config or schema is forgotten when its last
+    /// connection closes (see [`ClusterState::disconnect`]).
     #[must_use]
     pub fn modules(&self) -> Vec<String> {
         self.shared.lock().state.module_names()
@@ -940,7 +1027,8 @@ impl FakeConfigService {
     }
 
     /// The frames recorded for `target` (both directions), in order. Empty when recording is
-    /// off.
+    /// off. Sent frames are recorded when queued on the connection, not when written (see
+    /// [`Direction::Sent`]).
     #[must_use]
     pub fn frames(&self, target: impl Into<Target>) -> Vec<RecordedFrame> {
         self.shared.lock().frames(&target.into())
@@ -954,7 +1042,8 @@ impl FakeConfigService {
         frames
     }
 
-    /// The frames the service sent to `target`: events and acks.
+    /// The frames the service sent to `target`: events and acks, recorded when queued on the
+    /// connection (see [`Direction::Sent`]).
     #[must_use]
     pub fn sent(&self, target: impl Into<Target>) -> Vec<RecordedFrame> {
         let mut frames = self.frames(target);
@@ -1179,8 +1268,9 @@ impl FakeConfigService {
     /// Injects `fault` on outgoing `event`s (e.g. `CONFIG:SEND_CONFIG_CHANGED` or
     /// `A_MODULE_CONNECTED`), or removes it (`None`). Delayed events keep their order among
     /// themselves (one delay line per service, first in first out: an event is never sent
-    /// early, but may wait for one queued before it), and may be overtaken by events without a
-    /// delay, as with the real service's lag. A swallowed event is not recorded.
+    /// early, but may wait for one queued before it). Per-connection order is kept too: while
+    /// a connection has a delayed event pending, its later events without a fault wait behind
+    /// it (other connections get theirs at once). A swallowed event is not recorded.
     pub fn fault_event(&self, event: &str, fault: Option<Fault>) {
         let mut inner = self.shared.lock();
         match fault {
@@ -1247,8 +1337,13 @@ impl FakeConfigService {
         .await
     }
 
-    /// Waits until a frame named `event` was recorded for `target`, in either direction
-    /// (frames recorded before the call count); returns the first one.
+    /// Waits until an event named `event` was recorded for `target`, received or sent
+    /// (frames recorded before the call count); returns the first one. Acks
+    /// ([`Direction::Acked`]) are not events and do not count: look for them in
+    /// [`FakeConfigService::sent`].
+    ///
+    /// A sent event is recorded when it is queued on the connection, not when it is written:
+    /// when this returns, the client may not have it yet (await it on the client's side).
     ///
     /// # Errors
     /// [`WaitError::Timeout`] listing the frames there were, [`WaitError::RecordingOff`].
@@ -1262,8 +1357,9 @@ impl FakeConfigService {
         Ok(frames.swap_remove(0))
     }
 
-    /// Waits until at least `n` frames named `event` were recorded for `target` (either
-    /// direction); returns all of them, in order.
+    /// Waits until at least `n` events named `event` were recorded for `target` (received
+    /// and sent together; acks do not count, see [`FakeConfigService::wait_event`]); returns
+    /// all of them, in order.
     ///
     /// # Errors
     /// [`WaitError::Timeout`] listing the frames there were, [`WaitError::RecordingOff`].
@@ -1275,7 +1371,7 @@ impl FakeConfigService {
         timeout: Duration,
     ) -> Result<Vec<RecordedFrame>, WaitError> {
         let target = target.into();
-        let expected = || format!("{n} frame(s) {event:?} of {target}");
+        let expected = || format!("{n} event(s) {event:?} of {target}");
         if !self.shared.lock().recording {
             return Err(WaitError::RecordingOff {
                 expected: expected(),
@@ -1286,7 +1382,7 @@ impl FakeConfigService {
             expected,
             |inner| {
                 let mut frames = inner.frames(&target);
-                frames.retain(|f| f.event() == event);
+                frames.retain(|f| f.direction != Direction::Acked && f.event() == event);
                 (frames.len() >= n).then_some(frames)
             },
             |inner| inner.describe_frames(&target),
@@ -1349,7 +1445,10 @@ impl Inner {
     fn describe_module(&self, module: &str) -> String {
         let Some(snapshot) = self.state.module(module) else {
             let known = self.state.module_names();
-            return format!("module {module:?} never connected (known modules: {known:?})");
+            return format!(
+                "module {module:?} is unknown: it never connected, or left without a config \
+                 or schema (known modules: {known:?})"
+            );
         };
         let ready: Vec<String> = snapshot
             .ready

@@ -28,7 +28,7 @@ use cluster_proto::payload::{
     self, AddressConfiguration, BackendDeclaration, GRPC_TRANSPORT, PayloadError,
 };
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// The id of one client connection: [`cluster_transport::conn::Conn::id`] of its connection.
@@ -265,7 +265,21 @@ pub enum HandleError {
     /// The connection is not registered (it already went away).
     #[error("unknown connection {0}")]
     UnknownConnection(ConnId),
+    /// `MODULE:SEND_REQUIREMENTS` names more modules than a connection may require (see
+    /// [`ClusterState::module_requirements`]).
+    #[error("too many required modules: {count} (at most {max})")]
+    TooManyRequiredModules {
+        /// How many the message names, or how many distinct modules the connection would
+        /// require with it.
+        count: usize,
+        /// [`MAX_REQUIRED_MODULES`].
+        max: usize,
+    },
 }
+
+/// The most modules one connection may require (per `MODULE:SEND_REQUIREMENTS` message and in
+/// total): 1,024.
+pub const MAX_REQUIRED_MODULES: usize = 1024;
 
 struct SchemaEntry {
     stored: StoredSchema,
@@ -420,9 +434,20 @@ impl ClusterState {
     /// wanted, `CONFIG:SEND_ROUTES_WHEN_CONNECTED` and a subscription. Sending requirements
     /// again adds to the subscriptions (as the real service does: it never leaves a room).
     ///
+    /// The `<m>_MODULE_CONNECTED` events follow the order of the names in the message, each
+    /// name once (its first place counts); names required by an earlier message are answered
+    /// again.
+    ///
+    /// A connection requires at most [`MAX_REQUIRED_MODULES`] modules: a message with more
+    /// names than that, or one that would take the connection's distinct required modules over
+    /// it, is refused with [`HandleError::TooManyRequiredModules`] before anything changes.
+    /// (The Go client sends the handful of modules a service calls; the cap keeps a hostile or
+    /// broken peer from making the service do unbounded work and queue unbounded frames under
+    /// its one lock. The real service would fail too, on its database, with some error text.)
+    ///
     /// # Errors
-    /// [`HandleError`] for a payload that is not a `ModuleRequirements` or an unknown
-    /// connection; nothing changes then.
+    /// [`HandleError`] for a payload that is not a `ModuleRequirements`, too many required
+    /// modules or an unknown connection; nothing changes then.
     pub fn module_requirements(
         &mut self,
         conn: ConnId,
@@ -433,25 +458,52 @@ impl ClusterState {
             .conns
             .get_mut(&conn)
             .ok_or(HandleError::UnknownConnection(conn))?;
-        let mut notifications = Vec::new();
-        let mut seen = BTreeSet::new();
-        for module in &requirements.required_modules {
-            if !seen.insert(module.as_str()) {
-                continue;
+        let asked = requirements.required_modules.len();
+        if asked > MAX_REQUIRED_MODULES {
+            return Err(HandleError::TooManyRequiredModules {
+                count: asked,
+                max: MAX_REQUIRED_MODULES,
+            });
+        }
+        // The names of this message, in order, each once.
+        let mut seen = HashSet::with_capacity(asked);
+        let order: Vec<&str> = requirements
+            .required_modules
+            .iter()
+            .map(String::as_str)
+            .filter(|m| seen.insert(*m))
+            .collect();
+        let already: HashSet<&str> = entry.required.iter().map(String::as_str).collect();
+        let added: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|m| !already.contains(m))
+            .collect();
+        let total = entry.required.len() + added.len();
+        if total > MAX_REQUIRED_MODULES {
+            return Err(HandleError::TooManyRequiredModules {
+                count: total,
+                max: MAX_REQUIRED_MODULES,
+            });
+        }
+        entry.required.extend(added.iter().map(|m| (*m).to_owned()));
+        for module in &order {
+            match self.dependents.get_mut(*module) {
+                Some(set) => {
+                    set.insert(conn);
+                }
+                None => {
+                    self.dependents
+                        .insert((*module).to_owned(), BTreeSet::from([conn]));
+                }
             }
-            if !entry.required.contains(module) {
-                entry.required.push(module.clone());
-            }
-            self.dependents
-                .entry(module.clone())
-                .or_default()
-                .insert(conn);
         }
         if requirements.require_routes {
             entry.routes = true;
             self.routing_subscribers.insert(conn);
         }
-        for module in seen {
+        let mut notifications = Vec::with_capacity(order.len() + 1);
+        for module in order {
             notifications.push(Notification::new(
                 event::module_connected(module),
                 self.addresses_payload(module),
@@ -525,6 +577,10 @@ impl ClusterState {
     /// The connection is gone: its ready instance is dropped and its subscriptions end. If it
     /// was ready, returns the same notifications as [`ClusterState::module_ready`] (to the
     /// remaining subscribers). Disconnecting an unknown id does nothing.
+    ///
+    /// When it was the module's last connection and the module has neither a config nor a
+    /// schema (it never sent `MODULE:SEND_CONFIG_SCHEMA` and no config was set for it), the
+    /// module is forgotten: [`ClusterState::module_names`] no longer lists it.
     pub fn disconnect(&mut self, conn: ConnId) -> Vec<Notification> {
         let Some(entry) = self.conns.remove(&conn) else {
             return Vec::new();
@@ -543,12 +599,18 @@ impl ClusterState {
         };
         module.connections.remove(&conn);
         module.config_subscribers.remove(&conn);
+        if let Some(instance) = &entry.instance {
+            module.instances.remove(&instance.seq);
+            self.ready.remove(&instance.seq);
+        }
+        // A module that has nothing left to remember is forgotten, so peers that connect under
+        // ever new names do not grow the state; one with a config or a schema stays (as in the
+        // real service).
+        if module.connections.is_empty() && module.config.is_none() && module.schema.is_none() {
+            self.modules.remove(&entry.module);
+        }
         match entry.instance {
-            Some(instance) => {
-                module.instances.remove(&instance.seq);
-                self.ready.remove(&instance.seq);
-                self.instances_changed(&entry.module)
-            }
+            Some(_) => self.instances_changed(&entry.module),
             None => Vec::new(),
         }
     }
@@ -679,7 +741,8 @@ impl ClusterState {
 
     // ----- getters -----
 
-    /// The names of all modules that ever connected (or were given a config), sorted.
+    /// The names of the known modules, sorted: those with an open connection, a config or a
+    /// schema (see [`ClusterState::disconnect`]).
     #[must_use]
     pub fn module_names(&self) -> Vec<String> {
         self.modules.keys().cloned().collect()
@@ -1255,7 +1318,126 @@ mod tests {
         s.disconnect(ConnId(1));
         s.disconnect(ConnId(2));
         assert!(s.error_event("A", ErrorEvent::Config, "x").is_none());
-        assert_eq!(s.module_names(), ["A", "B"]);
         assert_eq!(s.connection_ids(), [ConnId(3)]);
+    }
+
+    #[test]
+    fn required_modules_are_answered_in_the_order_given() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "B", "p");
+        let n = s
+            .module_requirements(ConnId(1), br#"{"requiredModules":["C","A","C"]}"#)
+            .unwrap();
+        let events: Vec<&str> = n.iter().map(|n| n.event.as_str()).collect();
+        assert_eq!(events, ["C_MODULE_CONNECTED", "A_MODULE_CONNECTED"]);
+        assert_eq!(
+            s.connection(ConnId(1)).unwrap().required_modules,
+            ["C", "A"]
+        );
+
+        // Again, with a known name after a new one: answered in this message's order, each
+        // stored once.
+        let n = s
+            .module_requirements(ConnId(1), br#"{"requiredModules":["D","C"]}"#)
+            .unwrap();
+        let events: Vec<&str> = n.iter().map(|n| n.event.as_str()).collect();
+        assert_eq!(events, ["D_MODULE_CONNECTED", "C_MODULE_CONNECTED"]);
+        assert_eq!(
+            s.connection(ConnId(1)).unwrap().required_modules,
+            ["C", "A", "D"]
+        );
+    }
+
+    fn requirements(names: impl Iterator<Item = String>) -> Vec<u8> {
+        let names: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+        format!(r#"{{"requiredModules":[{}]}}"#, names.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn too_many_required_modules_are_refused_without_change() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "B", "p");
+        // A 1 MiB frame's worth of names: refused at once, nothing subscribed.
+        let huge = requirements((0..250_000).map(|i| format!("m{i}")));
+        let err = s.module_requirements(ConnId(1), &huge).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HandleError::TooManyRequiredModules {
+                    count: 250_000,
+                    max: MAX_REQUIRED_MODULES
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "too many required modules: 250000 (at most 1024)"
+        );
+        assert!(s.connection(ConnId(1)).unwrap().required_modules.is_empty());
+        assert!(s.dependents.is_empty());
+
+        // Exactly the cap is fine; one more distinct module later is not.
+        let full = requirements((0..MAX_REQUIRED_MODULES).map(|i| format!("m{i}")));
+        assert_eq!(
+            s.module_requirements(ConnId(1), &full).unwrap().len(),
+            MAX_REQUIRED_MODULES
+        );
+        let again = requirements(["m0".to_owned(), "m1".to_owned()].into_iter());
+        assert_eq!(s.module_requirements(ConnId(1), &again).unwrap().len(), 2);
+        let one_more = requirements(["m0".to_owned(), "new".to_owned()].into_iter());
+        assert!(matches!(
+            s.module_requirements(ConnId(1), &one_more),
+            Err(HandleError::TooManyRequiredModules {
+                count: 1025,
+                max: MAX_REQUIRED_MODULES
+            })
+        ));
+        assert!(!s.dependents.contains_key("new"));
+        assert_eq!(
+            s.connection(ConnId(1)).unwrap().required_modules.len(),
+            MAX_REQUIRED_MODULES
+        );
+    }
+
+    #[test]
+    fn modules_with_nothing_to_remember_are_forgotten_when_their_last_connection_goes() {
+        let mut s = ClusterState::new();
+        s.connect(ConnId(1), "ephemeral", "p");
+        s.connect(ConnId(2), "ephemeral", "p");
+        s.module_ready(ConnId(2), ready_json("ephemeral", "1").as_bytes())
+            .unwrap();
+        s.connect(ConnId(3), "with-schema", "p");
+        s.config_schema(ConnId(3), SCHEMA.as_bytes()).unwrap();
+        let seeded = s
+            .set_config(
+                "seeded",
+                Bytes::from_static(b"{}"),
+                None,
+                UpdateMode::Unsafe,
+            )
+            .unwrap();
+        assert!(seeded.notifications.is_empty());
+        s.connect(ConnId(4), "seeded", "p");
+
+        s.disconnect(ConnId(1));
+        assert!(s.module("ephemeral").is_some(), "one connection is left");
+        for id in 2..=4 {
+            s.disconnect(ConnId(id));
+        }
+        assert_eq!(s.module_names(), ["seeded", "with-schema"]);
+        assert!(s.module("ephemeral").is_none());
+        assert_eq!(s.active_config("seeded").unwrap().version, 1);
+        assert!(s.schema("with-schema").is_some());
+
+        // Many peers under ever new names leave nothing behind.
+        for id in 10..1010 {
+            s.connect(ConnId(id), &format!("random-{id}"), "p");
+            s.module_requirements(ConnId(id), br#"{"requiredModules":["x"]}"#)
+                .unwrap();
+            s.disconnect(ConnId(id));
+        }
+        assert_eq!(s.module_names().len(), 2);
+        assert!(s.dependents.is_empty());
     }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use cluster_proto::event;
 use cluster_testkit::{
     ConfigUpdateError, Direction, ErrorEvent, FakeConfigService, Fault, WaitError,
@@ -339,6 +340,128 @@ async fn delayed_events_keep_their_order() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_event_without_delay_waits_behind_a_delayed_one_to_the_same_connection() {
+    let service = FakeConfigService::new();
+    let (connector, host) = common::memory(&service);
+    // Subscribed to config changes.
+    let mut a = ready_a(&connector, &host, "10.0.0.1").await;
+    // Not subscribed: nothing of it is held back.
+    let mut other = Client::connect(&connector, &host, "A").await;
+    service.wait_connections("A", 2, WAIT).await.unwrap();
+    service.fault_event(
+        event::CONFIG_SEND_CONFIG_CHANGED,
+        Some(Fault::Delay(Duration::from_secs(1))),
+    );
+    let started = Instant::now();
+    service
+        .set_config("A", r#"{"someString":"late"}"#, None)
+        .unwrap();
+    assert_eq!(service.send_error("A", ErrorEvent::Config, "after"), 2);
+
+    assert_eq!(other.expect(event::ERROR_CONFIG).await, "after");
+    assert_eq!(started.elapsed(), Duration::ZERO, "nothing held for it");
+    assert_eq!(
+        a.expect(event::CONFIG_SEND_CONFIG_CHANGED).await,
+        r#"{"someString":"late"}"#
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(a.expect(event::ERROR_CONFIG).await, "after");
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+    // The line is empty again: events without a delay go out at once.
+    let now = Instant::now();
+    assert_eq!(service.send_error("A", ErrorEvent::Connection, "now"), 2);
+    assert_eq!(a.expect(event::ERROR_CONNECTION).await, "now");
+    assert_eq!(now.elapsed(), Duration::ZERO);
+    // Recorded in the order they were queued.
+    let id = service.connections("A")[0].id;
+    let sent: Vec<String> = service
+        .sent(id)
+        .iter()
+        .filter(|f| f.direction() == Direction::Sent)
+        .map(|f| f.event().to_owned())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED,
+            event::CONFIG_SEND_CONFIG_CHANGED,
+            event::ERROR_CONFIG,
+            event::ERROR_CONNECTION
+        ]
+    );
+}
+
+/// Config bytes that say when they are freed.
+struct Tracked {
+    json: &'static [u8],
+    _freed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        self.json
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_service_ends_its_delay_line_in_the_middle_of_a_wait() {
+    let service = FakeConfigService::new();
+    let (connector, host) = common::memory(&service);
+    let mut a = ready_a(&connector, &host, "10.0.0.1").await;
+    service.fault_event(
+        event::ERROR_CONFIG,
+        Some(Fault::Delay(Duration::from_millis(10))),
+    );
+    service.fault_event(
+        event::CONFIG_SEND_CONFIG_CHANGED,
+        Some(Fault::Delay(Duration::from_secs(3600))),
+    );
+    let (freed, on_free) = tokio::sync::oneshot::channel();
+    let config = Bytes::from_owner(Tracked {
+        json: br#"{"someString":"held for an hour"}"#,
+        _freed: freed,
+    });
+    assert_eq!(service.send_error("A", ErrorEvent::Config, "first"), 1);
+    assert_eq!(service.set_config("A", config, None).unwrap().notified, 1);
+    // The line sent the first event and, in the same turn, took the config change and
+    // started its hour-long wait.
+    assert_eq!(a.expect(event::ERROR_CONFIG).await, "first");
+    drop(service);
+    // Only the delay line still holds the config. It lets go when the service goes, not an
+    // hour later (under paused time the 5 s timeout fires first if it keeps waiting).
+    let started = Instant::now();
+    assert!(
+        tokio::time::timeout(WAIT, on_free).await.is_ok(),
+        "the delay line outlived the service"
+    );
+    assert!(started.elapsed() < WAIT);
+}
+
+#[tokio::test]
+async fn too_many_required_modules_are_refused_in_the_ack() {
+    let service = FakeConfigService::new();
+    let (connector, host) = common::memory(&service);
+    let mut b = Client::connect(&connector, &host, "B").await;
+    let names: Vec<String> = (0..=cluster_testkit::state::MAX_REQUIRED_MODULES)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ack = b
+        .ack(
+            event::MODULE_SEND_REQUIREMENTS,
+            requirements_payload(&names, true).as_bytes(),
+        )
+        .await;
+    assert_eq!(ack, "too many required modules: 1025 (at most 1024)");
+    let info = &service.connections("B")[0];
+    assert!(info.required_modules.is_empty() && !info.wants_routes);
+    // Nothing was sent to it (the barrier's ack comes after anything queued before it).
+    b.barrier().await;
+    assert_eq!(b.drain(), []);
+}
+
 #[tokio::test]
 async fn a_swallowed_event_is_neither_sent_nor_recorded() {
     let service = FakeConfigService::new();
@@ -471,7 +594,11 @@ async fn await_helpers_say_what_was_expected_and_what_there_is() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains(r#"module "Z" never connected (known modules: ["A"])"#),
+            .contains(r#"module "Z" is unknown: it never connected"#),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(r#"(known modules: ["A"])"#),
         "{err}"
     );
 
@@ -481,7 +608,7 @@ async fn await_helpers_say_what_was_expected_and_what_there_is() {
         .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains(r#"1 frame(s) "ERROR_CONFIG" of module "A""#),
+        text.contains(r#"1 event(s) "ERROR_CONFIG" of module "A""#),
         "{text}"
     );
     assert!(text.contains("<- MODULE:READY"), "{text}");
@@ -502,10 +629,40 @@ async fn await_helpers_wake_on_changes() {
     let ips: Vec<&str> = ready.iter().map(|d| d.address.ip.as_str()).collect();
     assert_eq!(ips, ["10.0.0.2", "10.0.0.1"]);
     let events = service
-        .wait_events("A", event::MODULE_READY, 4, WAIT)
+        .wait_events("A", event::MODULE_READY, 2, WAIT)
         .await
         .unwrap();
-    assert_eq!(events.len(), 4, "two received, two acked");
+    assert_eq!(events.len(), 2, "two received; acks do not count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_events_counts_events_not_their_acks() {
+    let service = FakeConfigService::new();
+    let (connector, host) = common::memory(&service);
+    let _a = ready_a(&connector, &host, "10.0.0.1").await;
+    let acked = service
+        .sent("A")
+        .into_iter()
+        .filter(|f| f.direction() == Direction::Acked && f.event() == event::MODULE_READY)
+        .count();
+    assert_eq!(acked, 1, "the READY was acked and the ack recorded");
+    // One READY and its ack are not two READY events.
+    let err = service
+        .wait_events("A", event::MODULE_READY, 2, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"2 event(s) "MODULE:READY" of module "A""#),
+        "{err}"
+    );
+    let ready = service
+        .wait_events("A", event::MODULE_READY, 1, WAIT)
+        .await
+        .unwrap();
+    let directions: Vec<Direction> = ready.iter().map(|f| f.direction()).collect();
+    assert_eq!(directions, [Direction::Received]);
 }
 
 #[tokio::test]

@@ -113,15 +113,19 @@ async fn vanishing_with_ready_in_flight_leaves_no_instance() {
 }
 
 #[tokio::test]
-async fn a_client_that_is_never_heard_from_is_just_a_connection() {
+async fn a_client_that_is_never_heard_from_leaves_nothing_behind() {
     let service = FakeConfigService::new();
     let (connector, host) = common::memory(&service);
     let a = Client::connect(&connector, &host, "A").await;
     service.wait_connections("A", 1, WAIT).await.unwrap();
     assert!(service.module("A").unwrap().config.is_none());
+    assert_eq!(service.modules(), ["A"]);
     a.close().await;
     service.wait_connections("A", 0, WAIT).await.unwrap();
-    assert_eq!(service.modules(), ["A"]);
+    // No config, no schema, no connection: the module is forgotten (one that sent its schema
+    // stays, as in the real service: see `vanishing_before_ready_leaves_no_trace_and_bothers_nobody`).
+    assert!(service.modules().is_empty());
+    assert!(service.module("A").is_none());
 }
 
 #[tokio::test]

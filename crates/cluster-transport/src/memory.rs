@@ -4,7 +4,8 @@
 //! steer it. A [`MemoryNetwork`] is a registry of listeners by `host:port`: [`MemoryNetwork::bind`]
 //! gives a [`MemoryAcceptor`], [`MemoryNetwork::connector`] a [`Connector`] that dials them, and
 //! [`MemoryNetwork::connections`] / [`MemoryNetwork::connection`] hand a test the [`Faults`] of
-//! every connection dialled, so it can sever the current client connection of a server.
+//! the connections dialled, so it can sever the current client connection of a server. Closed
+//! connections are listed too, up to the newest [`CLOSED_CONNECTIONS_KEPT`] of them.
 //!
 //! # Semantics (those of the WebSocket transport)
 //! - Messages are [`Bytes`], moved through tokio mpsc channels without a copy. Each direction is
@@ -51,6 +52,10 @@ pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// How many dialled connections a [`MemoryAcceptor`] holds before `accept` takes them; over
 /// that, dialling fails with [`TransportError::Connect`].
 pub const ACCEPT_BACKLOG: usize = 1024;
+/// How many closed connections (severed, closed, or dropped by both ends) a [`MemoryNetwork`]
+/// keeps listing: the newest 1,024. Older closed ones are forgotten as new connections are
+/// dialled, so a long test or load run does not keep every connection it ever made.
+pub const CLOSED_CONNECTIONS_KEPT: usize = 1024;
 
 const SEVERED: &str = "connection severed by the memory network";
 const CLOSED_BY_NETWORK: &str = "closed by the memory network";
@@ -537,10 +542,44 @@ struct Listener {
     tx: mpsc::Sender<Accepted>,
 }
 
+/// The connections of a network, as [`MemoryNetwork::connections`] lists them.
+#[derive(Default)]
+struct Dials {
+    /// Open connections and the newest closed ones, ascending by index.
+    list: Vec<MemoryConnection>,
+    /// How many connections were ever dialled: the index of the next one.
+    count: usize,
+    /// The list length at which closed connections are pruned next.
+    prune_at: usize,
+}
+
+impl Dials {
+    /// Forgets all closed connections but the newest [`CLOSED_CONNECTIONS_KEPT`], then sets the
+    /// next pruning so that each costs at most one check per connection dialled since the
+    /// last one (amortised O(1) per dial).
+    fn prune(&mut self) {
+        let closed: Vec<bool> = self.list.iter().map(|c| !c.faults.is_open()).collect();
+        let mut excess = closed
+            .iter()
+            .filter(|c| **c)
+            .count()
+            .saturating_sub(CLOSED_CONNECTIONS_KEPT);
+        let mut closed = closed.into_iter();
+        self.list.retain(|_| {
+            let forget = closed.next().unwrap_or(false) && excess > 0;
+            if forget {
+                excess -= 1;
+            }
+            !forget
+        });
+        self.prune_at = self.list.len() + self.list.len().max(CLOSED_CONNECTIONS_KEPT);
+    }
+}
+
 struct NetInner {
     config: MemoryConfig,
     listeners: Mutex<HashMap<String, Listener>>,
-    connections: watch::Sender<Vec<MemoryConnection>>,
+    connections: watch::Sender<Dials>,
     next_id: AtomicU64,
     next_port: AtomicU16,
 }
@@ -586,7 +625,11 @@ impl MemoryNetwork {
             inner: Arc::new(NetInner {
                 config,
                 listeners: Mutex::new(HashMap::new()),
-                connections: watch::channel(Vec::new()).0,
+                connections: watch::channel(Dials {
+                    prune_at: 2 * CLOSED_CONNECTIONS_KEPT,
+                    ..Dials::default()
+                })
+                .0,
                 next_id: AtomicU64::new(1),
                 next_port: AtomicU16::new(49152),
             }),
@@ -665,19 +708,46 @@ impl MemoryNetwork {
         }
     }
 
-    /// Every connection dialled so far, in order (severed and closed ones included).
+    /// The connections dialled so far, in order: every open one, and closed ones (severed,
+    /// closed, or dropped by both ends) up to the newest [`CLOSED_CONNECTIONS_KEPT`] of them;
+    /// older closed ones are forgotten when new connections are dialled. Use
+    /// [`MemoryNetwork::dials`] to count dials.
     #[must_use]
     pub fn connections(&self) -> Vec<MemoryConnection> {
-        self.inner.connections.borrow().clone()
+        self.inner.connections.borrow().list.clone()
+    }
+
+    /// How many connections were dialled on this network so far (forgotten ones included).
+    #[must_use]
+    pub fn dials(&self) -> usize {
+        self.inner.connections.borrow().count
     }
 
     /// Waits until the connection with `index` (from 0, in order of dials) exists and returns
     /// it: `connection(0)` is the first dial, `connection(1)` the first reconnect, and so on.
+    ///
+    /// # Panics
+    /// When that connection was closed and has since been forgotten (see
+    /// [`MemoryNetwork::connections`]): only after more than [`CLOSED_CONNECTIONS_KEPT`]
+    /// later connections closed.
     pub async fn connection(&self, index: usize) -> MemoryConnection {
         let mut rx = self.inner.connections.subscribe();
         loop {
-            if let Some(conn) = rx.borrow_and_update().get(index) {
-                return conn.clone();
+            {
+                let dials = rx.borrow_and_update();
+                if index < dials.count {
+                    let found = dials
+                        .list
+                        .binary_search_by_key(&index, |c| c.index)
+                        .ok()
+                        .map(|i| dials.list[i].clone());
+                    return found.unwrap_or_else(|| {
+                        panic!(
+                            "memory connection {index} was closed and forgotten (a network \
+                             lists only the newest {CLOSED_CONNECTIONS_KEPT} closed connections)"
+                        )
+                    });
+                }
             }
             // The sender lives in `self.inner`, so this never fails.
             let _ = rx.changed().await;
@@ -739,14 +809,18 @@ impl Connector for MemoryConnector {
         let (client, server, faults) = {
             let connections = &self.network.connections;
             let mut made = None;
-            connections.send_modify(|list| {
-                index = list.len();
+            connections.send_modify(|dials| {
+                if dials.list.len() >= dials.prune_at {
+                    dials.prune();
+                }
+                index = dials.count;
+                dials.count += 1;
                 let pair = named_pair(
                     &self.network.config,
                     addr.clone(),
                     format!("mem-client-{index}"),
                 );
-                list.push(MemoryConnection {
+                dials.list.push(MemoryConnection {
                     index,
                     addr: addr.clone(),
                     module_name: module_name.to_owned(),
@@ -859,6 +933,7 @@ mod tests {
         let (_c, mut s, faults) = pair();
         let reader = tokio::spawn(async move { s.stream.recv().await });
         tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "the reader is waiting");
         faults.sever();
         assert!(matches!(
             reader.await.unwrap(),
@@ -1062,6 +1137,48 @@ mod tests {
         assert!(matches!(refused, TransportError::Connect { .. }));
         let any = network.bind("10.0.0.1:0").unwrap();
         assert_ne!(any.local_addr(), "10.0.0.1:0");
+    }
+
+    #[tokio::test]
+    async fn closed_connections_are_forgotten_beyond_the_newest_kept() {
+        let network = MemoryNetwork::new();
+        let mut acceptor = network.bind("10.0.0.1:7000").unwrap();
+        let endpoint: Endpoint = "10.0.0.1:7000".parse().unwrap();
+        let connector = network.connector();
+        // One connection stays open throughout; all the others close at once.
+        let open_client = connector.connect(&endpoint, "open").await.unwrap();
+        let open_server = acceptor.accept().await.unwrap();
+        let dials = 3 * CLOSED_CONNECTIONS_KEPT + 100;
+        for _ in 1..dials {
+            let client = connector.connect(&endpoint, "short").await.unwrap();
+            let server = acceptor.accept().await.unwrap();
+            drop((client, server));
+        }
+        assert_eq!(network.dials(), dials);
+        let listed = network.connections();
+        assert!(
+            listed.len() > CLOSED_CONNECTIONS_KEPT && listed.len() <= 2 * CLOSED_CONNECTIONS_KEPT,
+            "{} listed",
+            listed.len()
+        );
+        assert!(listed.windows(2).all(|w| w[0].index < w[1].index));
+        assert_eq!(
+            (listed[0].index, listed[0].module_name.as_str()),
+            (0, "open")
+        );
+        assert!(listed[0].faults.is_open());
+        assert!(listed[1..].iter().all(|c| !c.faults.is_open()));
+        assert_eq!(listed.last().map(|c| c.index), Some(dials - 1));
+        assert_eq!(network.connection(dials - 1).await.index, dials - 1);
+        assert_eq!(network.connection(0).await.module_name, "open");
+
+        // Asking for a forgotten one is a clear panic, not a wait forever.
+        let forgotten = tokio::spawn({
+            let network = network.clone();
+            async move { network.connection(1).await }
+        });
+        assert!(forgotten.await.unwrap_err().is_panic());
+        drop((open_client, open_server));
     }
 
     #[tokio::test]

@@ -40,9 +40,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -73,6 +73,11 @@ pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Handshaken connections waiting for [`WsAcceptor::accept`].
 const ACCEPT_QUEUE: usize = 1024;
+/// The listen backlog of a [`WsAcceptor`]: 4,096 TCP connections waiting for the accept loop
+/// (Linux caps it at `net.core.somaxconn`, 4,096 by default since 5.4). tokio's
+/// `TcpListener::bind` uses 1,024: 10,000 clients connecting at once overflow that, and the
+/// kernel drops their SYNs, which the clients retry only a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// The longest close reason a close frame can carry (125 bytes of payload minus the code).
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -380,11 +385,13 @@ impl WsServerConfig {
 
 /// Accepts WebSocket clients on [`ETP_PATH`].
 ///
-/// A background task accepts TCP connections and runs each one's TLS and upgrade handshake in
-/// its own task (bounded by [`WsServerConfig::handshake_timeout`]), so a slow or silent client
-/// never holds up the others. A request whose path is not under [`ETP_PATH`] gets HTTP 404; one
-/// without a non-empty `module_name` gets HTTP 400. Refusals and failed handshakes are logged
-/// and the acceptor keeps going. Dropping the acceptor stops listening.
+/// A background task accepts TCP connections (listen backlog [`LISTEN_BACKLOG`]) and runs each
+/// one's TLS and upgrade handshake in its own task (bounded by
+/// [`WsServerConfig::handshake_timeout`]), so a slow or silent client never holds up the
+/// others. A request whose path is not under [`ETP_PATH`] gets HTTP 404; one without a
+/// non-empty `module_name` gets HTTP 400. Refusals and failed handshakes are logged and the
+/// acceptor keeps going. Dropping the acceptor stops listening and cancels the handshakes in
+/// progress: their clients see the connection close at once.
 pub struct WsAcceptor {
     local_addr: SocketAddr,
     rx: mpsc::Receiver<Accepted>,
@@ -406,15 +413,17 @@ impl Drop for WsAcceptor {
 }
 
 impl WsAcceptor {
-    /// Listens on `addr` (`127.0.0.1:0` picks a port: see [`WsAcceptor::local_addr`]).
+    /// Listens on `addr` (`127.0.0.1:0` picks a port: see [`WsAcceptor::local_addr`]), with a
+    /// backlog of [`LISTEN_BACKLOG`]. When `addr` resolves to several addresses, the first
+    /// that can be bound is used.
     ///
     /// # Errors
-    /// [`TransportError::Io`] when the address cannot be bound.
+    /// [`TransportError::Io`] when the address cannot be resolved or bound.
     pub async fn bind(
         addr: impl ToSocketAddrs,
         config: WsServerConfig,
     ) -> Result<Self, TransportError> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr).await?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx));
@@ -442,16 +451,52 @@ impl Acceptor for WsAcceptor {
     }
 }
 
+/// A TCP listener on the first address `addr` resolves to that can be bound, with a backlog of
+/// [`LISTEN_BACKLOG`] (and, as `TcpListener::bind`, `SO_REUSEADDR` outside Windows).
+async fn listen(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match listen_on(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to no address",
+        )
+    }))
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepts TCP connections and runs their handshakes. The handshake tasks belong to this task
+/// (a `JoinSet`): when it ends (the acceptor was dropped) they are aborted with it, instead of
+/// finishing an upgrade nobody will take.
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<WsServerConfig>,
     tx: mpsc::Sender<Accepted>,
 ) {
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut handshakes = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
+            // Reap finished handshakes so the set holds only those in progress.
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
         };
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -466,7 +511,7 @@ async fn accept_loop(
         let tx = tx.clone();
         let config = config.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        handshakes.spawn(async move {
             let handshake = async {
                 match tls {
                     Some(tls) => {
@@ -898,6 +943,52 @@ mod tests {
         let frame = close_frame(1000, &long);
         assert!(frame.reason.len() <= MAX_CLOSE_REASON);
         assert_eq!(frame.reason.len(), 122);
+    }
+
+    #[tokio::test]
+    async fn the_listen_backlog_holds_2000_clients_nobody_accepts_yet() {
+        let listener = listen("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nobody accepts: a connect completes only if the backlog has room for it (a full
+        // backlog drops the SYN, and the client's retries keep failing until someone accepts).
+        let connects = (0..2000).map(|_| TcpStream::connect(addr));
+        let clients = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::future::try_join_all(connects),
+        )
+        .await
+        .expect("connects beyond the backlog hang")
+        .unwrap();
+        assert_eq!(clients.len(), 2000);
+        // Still all there to be accepted.
+        let (first, _) = listener.accept().await.unwrap();
+        assert_eq!(first.local_addr().unwrap(), addr);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_acceptor_ends_handshakes_in_progress() {
+        use tokio::io::AsyncReadExt;
+        let config = WsServerConfig::default().with_handshake_timeout(Duration::from_secs(600));
+        let mut acceptor = WsAcceptor::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = acceptor.local_addr();
+        // Connects and says nothing: its handshake waits for a request.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Connects after it and upgrades. Once it is accepted, the accept loop (which takes
+        // connections in order) has taken the silent one too and started its handshake.
+        let endpoint: Endpoint = format!("ws://{addr}").parse().unwrap();
+        let _client = WsConnector::new(WsConfig::default())
+            .unwrap()
+            .connect(&endpoint, "m")
+            .await
+            .unwrap();
+        assert_eq!(acceptor.accept().await.unwrap().module_name, "m");
+
+        drop(acceptor);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte))
+            .await
+            .expect("the handshake outlived its acceptor: the connection stayed open");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 
     #[test]
