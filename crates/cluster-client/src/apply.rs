@@ -4,7 +4,9 @@
 //! An [`Applier`] is owned by the client's run loop and polled by whatever the loop is waiting
 //! on (a session, a connect, a backoff), so an application goes on across a reconnect and
 //! nothing of it outlives the loop: dropping the applier drops (cancels) what runs and what is
-//! queued.
+//! queued. When a new session starts, what older sessions left queued is dropped
+//! ([`Applier::drop_queued`]): the new session's first config and routing table supersede it,
+//! and waiting behind it could outlast the new session's handshake.
 
 use crate::error::BoxError;
 use futures_util::FutureExt;
@@ -98,6 +100,19 @@ impl Applier {
             }
         }
         self.queue.push_back(Queued { job, superseded });
+    }
+
+    /// Drops the queued jobs (not the one running, which finishes or times out); returns how
+    /// many were dropped.
+    pub(crate) fn drop_queued(&mut self) -> usize {
+        let dropped = self.queue.len();
+        for queued in self.queue.drain(..) {
+            tracing::debug!(
+                event_id = queued.job.event_id,
+                "queued application dropped: a new session supersedes it"
+            );
+        }
+        dropped
     }
 
     /// Whether nothing runs and nothing waits.
@@ -252,6 +267,26 @@ mod tests {
                 "start ok",
                 "end ok"
             ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_queued_keeps_the_running_job() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut a = Applier::new(Order::Fifo, Duration::from_secs(5));
+        a.push(job(&log, "1", None, Duration::from_millis(10)));
+        assert!(a.done().now_or_never().is_none(), "1 runs");
+        a.push(job(&log, "2", None, Duration::from_millis(10)));
+        a.push(job(&log, "3", None, Duration::from_millis(10)));
+        assert_eq!(a.drop_queued(), 2);
+        a.push(job(&log, "4", Some(9), Duration::from_millis(10)));
+        assert_eq!(a.done().await.tag, None);
+        assert_eq!(a.done().await.tag, Some(9));
+        assert!(a.is_idle());
+        assert_eq!(a.drop_queued(), 0);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["start 1", "end 1", "start 4", "end 4"]
         );
     }
 

@@ -48,13 +48,18 @@ pub enum ClientState {
         /// The id of the session in the logs.
         session_id: String,
     },
-    /// The last session failed (or could not connect); the next starts at `until`.
+    /// The last session ended (it failed, was disconnected, or could not connect); the next
+    /// starts at `until`. The client enters this state the moment the session ends: the
+    /// health check fails from then on, while the old connection is still being closed.
     BackingOff {
         /// When the next session starts.
         until: tokio::time::Instant,
         /// The delay that was chosen.
         delay: Duration,
-        /// How many sessions in a row failed without reaching ready.
+        /// How many sessions in a row have ended since the last one that was ready, counting
+        /// the one that just ended (whether or not it was ready itself): 1 after the first
+        /// failure and after a ready session drops, then 2, 3, … while sessions fail before
+        /// ready. It is the backoff's step: the delay grows with it.
         failures: u32,
     },
     /// The client was closed: it will not connect again.
@@ -96,6 +101,17 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn set_state(&self, state: ClientState) {
         self.state.send_replace(state);
+    }
+
+    /// `Idle` becomes `Closed` (a closed client that no run is ending).
+    fn closed_if_idle(&self) {
+        self.state.send_if_modified(|s| {
+            let idle = *s == ClientState::Idle;
+            if idle {
+                *s = ClientState::Closed;
+            }
+            idle
+        });
     }
 }
 
@@ -176,14 +192,25 @@ impl Client {
 
     /// Runs sessions with `handler` until the client is closed; returns `Ok(())` then.
     /// Dropping the future closes the connection (normal closure) and cancels the
-    /// applications in progress. Called after [`Client::close`], returns `Ok(())` at once.
+    /// applications in progress. Called after [`Client::close`] (or
+    /// [`Client::start_close`]), returns `Ok(())` at once, whatever the settings.
+    ///
+    /// The returned future must be polled for the client to do anything, and for
+    /// [`Client::close`] to return: spawn it (`tokio::spawn`) or poll it concurrently with the
+    /// code that closes the client (`tokio::select!`, `join!`). Awaiting `close()` while this
+    /// future sits unpolled waits forever; dropping it is fine.
     ///
     /// # Errors
     /// Only for unusable settings, before anything is dialed: [`ClientError::NoHosts`],
     /// [`ClientError::InvalidHost`] (also for a host the default WebSocket connector cannot
-    /// dial, `tcp://` say), [`ClientError::Connector`] (a bad TLS setting), and
-    /// [`ClientError::AlreadyRunning`] while another `run` of this client goes on.
+    /// dial, `tcp://` say), [`ClientError::EmptyModuleName`], [`ClientError::Connector`] (a bad
+    /// TLS setting), and [`ClientError::AlreadyRunning`] while another `run` of this client
+    /// goes on.
     pub async fn run(&self, handler: EventHandler) -> Result<(), ClientError> {
+        if self.is_closed() {
+            self.shared.closed_if_idle();
+            return Ok(());
+        }
         let plan = self.plan(&handler)?;
         let shared = &*self.shared;
         if !shared
@@ -201,17 +228,15 @@ impl Client {
     /// progress, and returns once [`Client::run`] has finished, so that nothing of the client
     /// runs after it returns. Idempotent; honoured when called before `run` (which then
     /// returns at once). May be called from a receiver: its application is cancelled too.
+    ///
+    /// It waits for the `run` future to notice: that future must be spawned or polled
+    /// concurrently (see [`Client::run`]). If it exists but is never polled (nor dropped),
+    /// `close` never returns; use [`Client::start_close`] where you cannot wait.
     pub async fn close(&self) {
         self.start_close();
         let mut running = self.shared.running.subscribe();
         let _ = running.wait_for(|r| !*r).await;
-        self.shared.state.send_if_modified(|s| {
-            let idle = *s == ClientState::Idle;
-            if idle {
-                *s = ClientState::Closed;
-            }
-            idle
-        });
+        self.shared.closed_if_idle();
     }
 
     /// Starts [`Client::close`] without waiting for `run` to finish (from synchronous code).
@@ -267,8 +292,12 @@ impl Client {
             .map(|h| h.parse::<Endpoint>())
             .collect::<Result<Vec<_>, _>>()?;
         let connector = self.connector(&endpoints)?;
+        if settings.module_info.module_name.is_empty() {
+            return Err(ClientError::EmptyModuleName);
+        }
         let mut timeouts = settings.timeouts;
-        timeouts.config = settings.config_wait + handler.config_timeout;
+        // Saturating: a `Duration::MAX` wait means no deadline, not a panic.
+        timeouts.config = settings.config_wait.saturating_add(handler.config_timeout);
         Ok(Plan {
             endpoints,
             connector,
@@ -389,7 +418,9 @@ impl ClientBuilder {
         self
     }
 
-    /// How long each emit may wait for its ack. Default 1 s.
+    /// How long each emit may wait for its ack. Default 1 s. Every timeout of this builder
+    /// may be as long as you like: one too long for an `Instant` (`Duration::MAX`) means no
+    /// deadline.
     #[must_use]
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeouts.ack = timeout;
@@ -413,7 +444,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The interval between pings once ready. Default 5 s.
+    /// The interval between pings once ready. Default 5 s. [`Duration::ZERO`] turns pings
+    /// off (as does `Duration::MAX`); a half-open connection then goes unnoticed.
     #[must_use]
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.settings.timeouts.ping_interval = interval;

@@ -6,17 +6,26 @@
 //! starts over. The driver of one session is a single `select!` loop:
 //!
 //! - inputs: the server's events (forwarded in arrival order by ONE catch-all handler of the
-//!   connection into an unbounded channel), the outcomes of acknowledged emits and pings
+//!   connection into a bounded [`Inbox`]), the outcomes of acknowledged emits and pings
 //!   (futures polled by this task, so nothing outlives it), the end of the connection, the
 //!   end of an application of a receiver, and ONE sleep reset to [`Session::poll_timeout`];
 //! - after every input, [`Session::poll_transmit`] is sent and [`Session::poll_event`] is
 //!   dispatched: configs and routing tables to their [`Applier`]s, host lists to the upgraders
 //!   (inline), and the verdicts on the first ones back to the session with
-//!   [`Session::handle_applied`].
+//!   [`Session::handle_applied`]. Nothing in there awaits: a failed session leaves the
+//!   [`ClientState::Ready`] state at the very input that failed it, and its connection is
+//!   closed by the run loop during the backoff.
 //!
 //! The select is biased so that the server's events are always taken before the outcome of an
 //! ack that arrived after them: the connection's reader forwards an event before it resolves a
-//! later ack, so the session sees the wire order.
+//! later ack, so the session sees the wire order. Two bounds keep that from starving the rest:
+//! after [`EVENT_BUDGET`] events in a row the driver lets its other inputs go first once, and
+//! when the inbox is full (the driver is behind by [`EVENT_QUEUE`] events) the reader parks the
+//! events, in order, and stops reading once the connection's
+//! [`max_concurrent_handlers`](cluster_transport::conn::ConnConfig::max_concurrent_handlers)
+//! are parked. In either case an ack may overtake events that arrived before it; the session
+//! tolerates that (early events count), except that an error event overtaken by the ack of
+//! `MODULE:READY` is then logged rather than failing the handshake.
 
 use crate::apply::{Applier, Done, Job, Order, panic_message};
 use crate::client::{ClientState, Shared};
@@ -36,9 +45,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -46,6 +56,10 @@ use tracing::Instrument;
 const REASON_CLOSED: &str = "client closed";
 /// The close reason sent when a session failed.
 const REASON_FAILED: &str = "session failed";
+/// How many of the server's events the [`Inbox`] holds before the reader parks them.
+pub(crate) const EVENT_QUEUE: usize = 1024;
+/// How many events the driver takes in a row before its other inputs get a turn.
+pub(crate) const EVENT_BUDGET: u32 = 64;
 
 /// What one run needs, prepared once.
 pub(crate) struct Plan {
@@ -117,10 +131,27 @@ impl Appliers {
 
 /// How a session ended.
 struct Outcome {
-    /// The client was closed.
+    /// The client was closed (the connection, if any, is closed too).
     closed: bool,
     /// The session reached ready.
     ready: bool,
+    /// The connection of a failed session, still to be closed (it may take up to
+    /// [`CLOSE_TIMEOUT`](cluster_transport::conn::CLOSE_TIMEOUT) with a peer that does not
+    /// answer); `None` when the connect failed or the client was closed.
+    conn: Option<Conn>,
+}
+
+impl Outcome {
+    const CLOSED: Self = Self {
+        closed: true,
+        ready: false,
+        conn: None,
+    };
+    const NOT_CONNECTED: Self = Self {
+        closed: false,
+        ready: false,
+        conn: None,
+    };
 }
 
 /// Runs sessions until the client is closed.
@@ -153,19 +184,11 @@ pub(crate) async fn run(
             shared.set_state(ClientState::Connecting { host: host.clone() });
             let connect = plan.connector.connect(endpoint, &plan.module_name);
             let transport = match appliers.wait(cancel, connect).await {
-                None => {
-                    return Outcome {
-                        closed: true,
-                        ready: false,
-                    };
-                }
+                None => return Outcome::CLOSED,
                 Some(Ok(transport)) => transport,
                 Some(Err(err)) => {
                     log_connect_error(&err);
-                    return Outcome {
-                        closed: false,
-                        ready: false,
-                    };
+                    return Outcome::NOT_CONNECTED;
                 }
             };
             shared.set_state(ClientState::Handshaking {
@@ -184,11 +207,13 @@ pub(crate) async fn run(
             );
             *guard = Some(driver.conn.clone());
             let outcome = driver.drive().await;
-            *guard = None;
+            if outcome.conn.is_none() {
+                *guard = None;
+            }
             tracing::info!("config service session stopped");
             outcome
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await;
         if outcome.closed {
             break;
@@ -196,14 +221,24 @@ pub(crate) async fn run(
         if outcome.ready {
             reconnect.reset();
         }
+        // Leave the session's state (ready, say) before anything is awaited.
         let delay = reconnect.next_delay();
-        let until = tokio::time::Instant::now() + delay;
+        let until = deadline_after(delay);
         shared.set_state(ClientState::BackingOff {
             until,
             delay,
             failures: reconnect.failures(),
         });
         tracing::debug!(?delay, "waiting before the next session");
+        if let Some(conn) = outcome.conn {
+            let closed = close_failed(&mut appliers, cancel, &conn)
+                .instrument(span)
+                .await;
+            *guard = None;
+            if closed {
+                break;
+            }
+        }
         if appliers
             .wait(cancel, tokio::time::sleep_until(until))
             .await
@@ -217,6 +252,26 @@ pub(crate) async fn run(
 
 fn log_connect_error(err: &TransportError) {
     tracing::error!(error = %err, "connect to config service");
+}
+
+/// `delay` from now; a delay too long for an instant means about thirty years.
+fn deadline_after(delay: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// Closes the connection of a failed session while the applications go on (this is part of
+/// the backoff). Returns whether the client was closed meanwhile; the close is then finished
+/// before returning all the same, so that nothing of the connection outlives `Client::close`.
+async fn close_failed(appliers: &mut Appliers, cancel: &CancellationToken, conn: &Conn) -> bool {
+    let close = conn.close(CLOSE_NORMAL, REASON_FAILED);
+    tokio::pin!(close);
+    if appliers.wait(cancel, close.as_mut()).await.is_some() {
+        return false;
+    }
+    close.await;
+    true
 }
 
 /// What the driver's futures resolve to.
@@ -239,7 +294,7 @@ struct Driver<'a> {
     appliers: &'a mut Appliers,
     conn: Conn,
     session: Session,
-    events: mpsc::UnboundedReceiver<(Box<str>, Bytes)>,
+    events: mpsc::Receiver<InboxItem>,
     pending: FuturesUnordered<BoxFuture<'static, Settled>>,
     generation: u64,
     host: Arc<str>,
@@ -266,12 +321,16 @@ impl<'a> Driver<'a> {
         host: Arc<str>,
         session_id: String,
     ) -> Self {
-        let (tx, events) = mpsc::unbounded_channel();
+        // What an older session left queued is superseded by this session's first config and
+        // routing table; waiting behind it could outlast this session's handshake.
+        let dropped = appliers.config.drop_queued() + appliers.routes.drop_queued();
+        if dropped > 0 {
+            tracing::debug!(dropped, "queued applications of an earlier session dropped");
+        }
+        let (inbox, events) = Inbox::new(EVENT_QUEUE);
         // ONE catch-all handler: every event goes to the driver, in arrival order.
-        let handlers = Handlers::new().on_unknown(move |_conn, name, data| {
-            let _ = tx.send((Box::from(name), data));
-            Reply::default()
-        });
+        let handlers =
+            Handlers::new().on_unknown(move |_conn, name, data| inbox.deliver(name, data));
         let conn = Conn::spawn(transport, handlers, shared.settings.conn_config.clone());
         let session = Session::new(config.clone(), now());
         Self {
@@ -300,8 +359,9 @@ impl<'a> Driver<'a> {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut disconnected = false;
+        let mut budget = EVENT_BUDGET;
         loop {
-            self.flush().await;
+            self.flush();
             if self.session.is_finished() {
                 break;
             }
@@ -318,7 +378,10 @@ impl<'a> Driver<'a> {
                     self.closed = true;
                     self.session.close(now());
                 }
-                Some((name, data)) = self.events.recv() => self.on_event(&name, data),
+                Some((name, data)) = next_event(&mut self.events, &mut budget) => {
+                    budget = budget.saturating_sub(1);
+                    self.on_event(&name, data);
+                }
                 Some(outcome) = self.pending.next(), if !self.pending.is_empty() => {
                     self.on_outcome(outcome);
                 }
@@ -331,27 +394,27 @@ impl<'a> Driver<'a> {
                 () = &mut sleep, if deadline.is_some() => self.session.handle_timeout(now()),
             }
         }
-        // The session is over: make sure the connection is, and that its tasks have ended.
-        let reason = if self.closed {
-            REASON_CLOSED
-        } else {
-            REASON_FAILED
-        };
-        self.conn.close(CLOSE_NORMAL, reason).await;
+        if self.closed {
+            // Closed by the application: the connection's end is awaited here, before `run`
+            // returns. A failed session's is left to the run loop, once the state says so.
+            self.conn.close(CLOSE_NORMAL, REASON_CLOSED).await;
+            return Outcome::CLOSED;
+        }
         Outcome {
-            closed: self.closed,
+            closed: false,
             ready: self.ready,
+            conn: Some(self.conn.clone()),
         }
     }
 
     /// Sends what the session wants sent and hands its events to the application, until both
-    /// queues are empty (handing out an event can produce more to send).
-    async fn flush(&mut self) {
+    /// queues are empty (handing out an event can produce more to send). Never waits.
+    fn flush(&mut self) {
         loop {
             let mut progressed = false;
             while let Some(transmit) = self.session.poll_transmit() {
                 progressed = true;
-                self.transmit(transmit).await;
+                self.transmit(transmit);
             }
             while let Some(event) = self.session.poll_event() {
                 progressed = true;
@@ -363,7 +426,7 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn transmit(&mut self, transmit: Transmit) {
+    fn transmit(&mut self, transmit: Transmit) {
         match transmit {
             Transmit::Emit { event, data, ack } => {
                 tracing::debug!(
@@ -399,13 +462,15 @@ impl<'a> Driver<'a> {
                     }
                 }));
             }
+            // Only started here: the session is over, and the end of the connection is
+            // awaited after the state has left `Ready` (see `run` and `drive`).
             Transmit::Close => {
                 let reason = if self.closed {
                     REASON_CLOSED
                 } else {
                     REASON_FAILED
                 };
-                self.conn.close(CLOSE_NORMAL, reason).await;
+                self.conn.start_close(CLOSE_NORMAL, reason);
             }
         }
     }
@@ -570,11 +635,186 @@ impl<'a> Driver<'a> {
     }
 }
 
+/// One event of the server: its name and data.
+type InboxItem = (Box<str>, Bytes);
+
+/// Where the connection's reader puts the server's events for the driver: a queue bounded to
+/// [`EVENT_QUEUE`] events that keeps their arrival order.
+///
+/// [`Inbox::deliver`] runs in the reader, in arrival order. While the queue has room and no
+/// event is parked, the event is queued at once. Otherwise it is parked in a [`Reply::Later`]
+/// future with a numbered turn: parked events reach the queue strictly by turn (the
+/// connection runs `Later` futures concurrently, in no set order), and none is queued directly
+/// while any is parked. Parked futures count against the connection's
+/// `max_concurrent_handlers`: once that many are parked the reader stops reading, so a server
+/// that outruns the driver is slowed down instead of filling memory.
+struct Inbox {
+    tx: mpsc::Sender<InboxItem>,
+    turns: Mutex<Turns>,
+    served: Notify,
+}
+
+/// The turns of parked events.
+#[derive(Default)]
+struct Turns {
+    /// Turns handed out so far.
+    issued: u64,
+    /// Turns whose event is queued; `served == issued` when nothing is parked.
+    served: u64,
+}
+
+impl Inbox {
+    fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<InboxItem>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let inbox = Self {
+            tx,
+            turns: Mutex::new(Turns::default()),
+            served: Notify::new(),
+        };
+        (Arc::new(inbox), rx)
+    }
+
+    fn turns(&self) -> MutexGuard<'_, Turns> {
+        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the event `name` with `data`, or parks it (see [`Inbox`]). Once the driver is
+    /// gone (the session is over) the event is dropped.
+    fn deliver(self: &Arc<Self>, name: &str, data: Bytes) -> Reply {
+        let mut item: InboxItem = (Box::from(name), data);
+        let turn = {
+            let mut turns = self.turns();
+            if turns.issued == turns.served {
+                match self.tx.try_send(item) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => return Reply::default(),
+                    Err(TrySendError::Full(back)) => item = back,
+                }
+            }
+            let turn = turns.issued;
+            turns.issued += 1;
+            turn
+        };
+        tracing::trace!(turn, "event parked: the driver is behind");
+        let inbox = Arc::clone(self);
+        Reply::later(async move {
+            inbox.park(turn, item).await;
+            Bytes::new()
+        })
+    }
+
+    /// Waits for `turn`, then for room in the queue.
+    async fn park(&self, turn: u64, item: InboxItem) {
+        loop {
+            let served = self.served.notified();
+            tokio::pin!(served);
+            served.as_mut().enable();
+            if self.turns().served == turn {
+                break;
+            }
+            served.await;
+        }
+        // An error means the driver is gone: the event is dropped with the session.
+        let _ = self.tx.send(item).await;
+        self.turns().served += 1;
+        self.served.notify_waiters();
+    }
+}
+
+/// The next event, unless `budget` events were taken in a row: then it first yields once, so
+/// that the select's other inputs (acks, pongs, applications, timers) and the connection's
+/// tasks get a turn, and starts a new budget.
+async fn next_event(events: &mut mpsc::Receiver<InboxItem>, budget: &mut u32) -> Option<InboxItem> {
+    if *budget == 0 {
+        *budget = EVENT_BUDGET;
+        tokio::task::yield_now().await;
+    }
+    events.recv().await
+}
+
 /// Formats a config with its secrets masked, only when the log line is written.
 struct Masked<'a>(&'a SecretMasker, &'a [u8]);
 
 impl fmt::Display for Masked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.mask(self.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(item: &InboxItem) -> &str {
+        &item.0
+    }
+
+    #[tokio::test]
+    async fn the_inbox_is_bounded_and_keeps_arrival_order() {
+        let (inbox, mut rx) = Inbox::new(2);
+        let mut parked = Vec::new();
+        for i in 0..6 {
+            match inbox.deliver(&format!("E{i}"), Bytes::new()) {
+                Reply::Later(future) => parked.push(future),
+                _ => assert!(i < 2, "E{i} was queued although the queue was full"),
+            }
+        }
+        assert_eq!(parked.len(), 4, "parked once the queue is full");
+        // Room again, but E2..E5 are parked: E6 must wait its turn behind them.
+        assert_eq!(name(&rx.try_recv().unwrap()), "E0");
+        assert_eq!(name(&rx.try_recv().unwrap()), "E1");
+        let Reply::Later(e6) = inbox.deliver("E6", Bytes::new()) else {
+            panic!("E6 overtook the parked events");
+        };
+        parked.push(e6);
+        // The connection runs parked replies concurrently in no set order: start the last first.
+        let tasks: Vec<_> = parked.into_iter().rev().map(tokio::spawn).collect();
+        let mut names = Vec::new();
+        for _ in 2..7 {
+            names.push(name(&rx.recv().await.unwrap()).to_owned());
+        }
+        assert_eq!(names, ["E2", "E3", "E4", "E5", "E6"]);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Nothing parked any more: straight into the queue.
+        assert!(matches!(inbox.deliver("E7", Bytes::new()), Reply::Ack(_)));
+        assert_eq!(name(&rx.recv().await.unwrap()), "E7");
+        // Once the driver is gone, events are dropped without parking.
+        drop(rx);
+        for _ in 0..3 {
+            assert!(matches!(inbox.deliver("late", Bytes::new()), Reply::Ack(_)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_events_lets_other_inputs_in_after_the_budget() {
+        let (tx, mut rx) = mpsc::channel(1000);
+        for i in 0..200 {
+            tx.try_send((Box::from(format!("E{i}")), Bytes::new()))
+                .unwrap();
+        }
+        let mut budget = EVENT_BUDGET;
+        let mut taken = Vec::new();
+        // Like the driver: events first, another input that is always ready after them.
+        for _ in 0..3 {
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(item) = next_event(&mut rx, &mut budget) => {
+                        budget = budget.saturating_sub(1);
+                        taken.push(item);
+                    }
+                    () = std::future::ready(()) => break,
+                }
+            }
+        }
+        assert_eq!(taken.len(), 3 * EVENT_BUDGET as usize);
+        assert!(
+            taken
+                .iter()
+                .enumerate()
+                .all(|(i, item)| name(item) == format!("E{i}")),
+            "in order"
+        );
     }
 }

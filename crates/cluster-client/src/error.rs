@@ -21,6 +21,10 @@ pub enum ClientError {
     /// `mem://` with a matching connector).
     #[error(transparent)]
     InvalidHost(#[from] EndpointParseError),
+    /// The module name is empty: the config service refuses such a connection (Go sends it
+    /// all the same and fails every session).
+    #[error("the module name is empty")]
+    EmptyModuleName,
     /// The connector cannot be set up (a TLS setting that does not load, say).
     #[error("cannot set up the connector: {0}")]
     Connector(#[from] TransportError),

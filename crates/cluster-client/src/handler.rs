@@ -46,6 +46,27 @@ pub const DEFAULT_CONFIG_TIMEOUT: Duration = Duration::from_secs(5);
 /// **dropped** (cancelled) and counts as a failure. A returned error or a panic is logged and
 /// the client goes on; for the initial config of a session it fails the handshake, which is
 /// retried after the backoff (as in Go).
+///
+/// # Must not block
+/// The call is awaited by the task that drives the session (Go runs it in a goroutine of its
+/// own): a receiver that blocks the thread (synchronous IO, a long computation, a
+/// `std::sync` lock held for long) stalls the session's acks and pings with it, and the
+/// timeout cannot cancel it. Await, or move blocking work to `tokio::task::spawn_blocking`:
+///
+/// ```
+/// use bytes::Bytes;
+/// use cluster_client::{BoxError, EventHandler};
+///
+/// fn reload_slowly(config: &[u8]) -> Result<(), BoxError> {
+///     let _ = config; // parse, rebuild caches, ...
+///     Ok(())
+/// }
+///
+/// let handler = EventHandler::new().remote_config_receiver(|config: Bytes| async move {
+///     tokio::task::spawn_blocking(move || reload_slowly(&config)).await?
+/// });
+/// # drop(handler);
+/// ```
 #[async_trait]
 pub trait RemoteConfigReceiver: Send + Sync + 'static {
     /// Applies `config`, the raw JSON object the config service sent (byte for byte).
@@ -74,6 +95,12 @@ where
 /// bounded by the handler's routes timeout ([`EventHandler::routes_receiver_with_timeout`],
 /// default 5 s; the Go client has none). An error or a panic is logged; for the initial table
 /// it fails the handshake.
+///
+/// # Must not block
+/// As for [`RemoteConfigReceiver`]: the call is awaited by the session's task, so a receiver
+/// that blocks the thread stalls the session's acks and pings. Await, or use
+/// `tokio::task::spawn_blocking`. Keep it well under the handshake's 1 s wait for the
+/// initial table ([`ClientBuilder::event_timeout`](crate::ClientBuilder::event_timeout)).
 #[async_trait]
 pub trait RoutesReceiver: Send + Sync + 'static {
     /// Applies `routes`.

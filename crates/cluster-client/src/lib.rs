@@ -49,6 +49,8 @@
 //!         config_data_for::<RemoteConfig>("1.0.0")?,
 //!         ["10.0.0.1:9001", "10.0.0.2:9001"], // `ip:port` is ws://; wss://name:port is TLS
 //!     );
+//!     // `run` does the work: spawn it (or poll it alongside, with `select!`). `close` waits
+//!     // for it to finish, so awaiting `close` while `run` is never polled would hang.
 //!     let session = tokio::spawn({
 //!         let client = client.clone();
 //!         async move { client.run(handler).await }
@@ -59,11 +61,17 @@
 //!     println!("health: {:?}", client.healthcheck()); // Ok(()) while the session is ready
 //!
 //!     tokio::signal::ctrl_c().await?;
-//!     client.close().await; // nothing of the client runs after this
-//!     session.await??;
+//!     client.close().await; // the spawned `run` ends; nothing of the client runs after this
+//!     session.await??; // Ok(()): a closed client's run ends without error
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Receivers run inside the session task
+//! The receivers are awaited by the task that drives the session (one application at a time,
+//! as in Go's serial config handling), so they must not block the thread: a blocking receiver
+//! stalls the acks and pings of the session too. Put blocking work in
+//! `tokio::task::spawn_blocking` (Go runs each receiver in a goroutine of its own).
 //!
 //! # Layout
 //! - [`client`](Client): [`Client`] (`run`, `close`, `healthcheck`, `state`) and its builder.

@@ -58,13 +58,14 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TypedConfigError {
-    /// The JSON does not match the type. String values are redacted from the message (a
-    /// config may hold secrets); the position is kept.
+    /// The JSON does not match the type. What the message quotes from the config is
+    /// redacted (a config may hold secrets): string values, numbers, unknown variant and field
+    /// names; the position and the names of the type are kept.
     #[error("config does not match {type_name}: {message}")]
     Parse {
         /// The Rust type.
         type_name: &'static str,
-        /// serde_json's reason, with quoted values replaced by `"***"`.
+        /// serde_json's reason, with the config's values replaced by `***`.
         message: String,
     },
     /// The application's validation refused it.
@@ -179,7 +180,7 @@ where
     pub async fn accept(&self, config: &[u8]) -> Result<Arc<T>, TypedConfigError> {
         let value: T = serde_json::from_slice(config).map_err(|err| TypedConfigError::Parse {
             type_name: std::any::type_name::<T>(),
-            message: redact_quoted(&err.to_string()),
+            message: redact_input(&err.to_string()),
         })?;
         if let Some(validate) = &self.validate {
             validate(&value).map_err(TypedConfigError::Invalid)?;
@@ -306,18 +307,61 @@ where
     })
 }
 
-/// Replaces every `"..."` in `message` by `"***"`.
-fn redact_quoted(message: &str) -> String {
+/// Hides what a serde error message quotes from the input, which may be a secret:
+/// - every `"…"` (serde writes string values with `{:?}`, so `\"` inside is skipped over);
+/// - the backticked part before the type's own `, expected …` (or `, there are no …`) list,
+///   where serde names unknown enum variants, unknown fields and numbers
+///   (`` unknown variant `s3cr3t`, expected one of `a`, `b` ``,
+///   `` invalid value: integer `1234`, expected … ``), from its first backtick to its last
+///   (a backtick inside the value cannot end the hiding early).
+///
+/// What names the type stays: the `expected` list, and the field of `missing field` and
+/// `duplicate field`.
+fn redact_input(message: &str) -> String {
+    let own_field = message.starts_with("missing field") || message.starts_with("duplicate field");
+    let input_end = if own_field {
+        0
+    } else {
+        [", expected", ", there are no"]
+            .iter()
+            .filter_map(|marker| message.rfind(marker))
+            .min()
+            .unwrap_or(message.len())
+    };
+    let head = &message[..input_end];
+    let hidden = match (head.find('`'), head.rfind('`')) {
+        (Some(first), Some(last)) if first < last => Some((first, last)),
+        _ => None,
+    };
     let mut out = String::with_capacity(message.len());
-    let mut parts = message.split('"');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    let mut inside = true;
-    for part in parts {
-        out.push('"');
-        out.push_str(if inside { "***" } else { part });
-        inside = !inside;
+    let mut chars = message.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if let Some((first, last)) = hidden {
+            if i == first {
+                out.push_str("`***`");
+                for (j, _) in chars.by_ref() {
+                    if j == last {
+                        break;
+                    }
+                }
+                continue;
+            }
+        }
+        out.push(c);
+        if c == '"' {
+            out.push_str("***");
+            let mut escaped = false;
+            for (_, c) in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    out.push('"');
+                    break;
+                }
+            }
+        }
     }
     out
 }
@@ -369,7 +413,59 @@ mod tests {
         assert!(matches!(err, TypedConfigError::Parse { .. }));
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(text.contains("line 1"), "{text}");
-        assert_eq!(redact_quoted(r#"a "b" c "d" e"#), r#"a "***" c "***" e"#);
+        assert_eq!(redact_input(r#"a "b" c "d" e"#), r#"a "***" c "***" e"#);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        mode: Mode,
+        pin: u8,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+        Safe,
+    }
+
+    fn parse_error(config: &str) -> String {
+        let typed = TypedConfig::<Strict>::new();
+        let err = futures_util::FutureExt::now_or_never(typed.accept(config.as_bytes()))
+            .expect("accept does not wait")
+            .unwrap_err();
+        assert!(matches!(err, TypedConfigError::Parse { .. }), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn backticked_values_are_redacted_too() {
+        // serde names an unknown variant in backticks: hidden, the expected ones kept.
+        let text = parse_error(r#"{"mode":"s3cr3t","pin":1}"#);
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("unknown variant `***`"), "{text}");
+        assert!(text.contains("`fast`") && text.contains("`safe`"), "{text}");
+        // Numbers too.
+        let text = parse_error(r#"{"mode":"fast","pin":4321}"#);
+        assert!(!text.contains("4321"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+        // Unknown field names (a key could be a secret pasted in the wrong place).
+        let text = parse_error(r#"{"mode":"fast","pin":1,"hunter2":0}"#);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("`mode`"), "the type's fields stay: {text}");
+        // The type's own names stay.
+        assert!(parse_error(r#"{"mode":"fast"}"#).contains("missing field `pin`"));
+        // A backtick or an escaped quote inside a value does not end the hiding early.
+        let text = parse_error(r#"{"mode":"a`leak`b","pin":1}"#);
+        assert!(!text.contains("leak"), "{text}");
+        let text = parse_error(r#"{"mode":"fast","pin":"x\"leak"}"#);
+        assert!(!text.contains("leak"), "{text}");
+        assert_eq!(
+            redact_input(r#"invalid type: string "a\"leak", expected u8"#),
+            r#"invalid type: string "***", expected u8"#
+        );
     }
 
     #[tokio::test]

@@ -153,6 +153,21 @@ async fn close_before_run_is_honoured() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn run_after_close_is_ok_even_with_unusable_settings() {
+    let bad_host = Client::new(module("A", "10.0.0.1"), config_data("{}"), ["127.0.0.1"]);
+    bad_host.close().await;
+    bad_host.run(EventHandler::new()).await.unwrap();
+    let no_hosts = Client::new(
+        module("A", "10.0.0.1"),
+        config_data("{}"),
+        Vec::<String>::new(),
+    );
+    no_hosts.start_close();
+    no_hosts.run(EventHandler::new()).await.unwrap();
+    assert_eq!(*no_hosts.state().borrow(), ClientState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn close_during_backoff_returns_at_once() {
     let (service, listener) = service();
     service.refuse_connections(true);
@@ -196,7 +211,7 @@ async fn dropping_run_closes_the_connection_and_allows_a_new_run() {
 
 #[tokio::test(start_paused = true)]
 async fn unusable_settings_are_errors() {
-    let (_service, listener) = service();
+    let (service, listener) = service();
     let info = || module("A", "10.0.0.1");
     let none = Client::new(info(), config_data("{}"), Vec::<String>::new());
     assert!(matches!(
@@ -213,6 +228,17 @@ async fn unusable_settings_are_errors() {
     assert!(
         err.to_string().contains("default WebSocket connector"),
         "{err}"
+    );
+
+    // The server refuses a connection without a module name: caught before any dial.
+    let nameless = builder(&listener, module("", "10.0.0.1"), "{}").build();
+    assert!(matches!(
+        nameless.run(EventHandler::new()).await,
+        Err(ClientError::EmptyModuleName)
+    ));
+    assert!(
+        service.memory_network().connections().is_empty(),
+        "never dialed"
     );
 
     let client = builder(&listener, info(), "{}").build();

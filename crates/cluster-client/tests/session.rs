@@ -596,29 +596,115 @@ async fn server_closing_the_connection_means_reconnect_after_one_second() {
 #[tokio::test(start_paused = true)]
 async fn half_open_connection_is_detected_by_missed_pongs() {
     let (service, listener) = service();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let counter = PingCounter::default();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .connector(counter.connector(listener.connector.clone()))
+        .build();
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
+    let ready_at = Instant::now();
     let conn = service.memory_network().connection(0).await;
-    // Pings are answered while the link flows.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // A ping every 5 s, each answered while the link flows.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    assert_eq!((counter.pings(), counter.pongs()), (6, 6));
     assert!(client.healthcheck().is_ok());
 
-    let stalled_at = Instant::now();
     conn.faults.stall();
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
-    let detected = stalled_at.elapsed();
-    // Two pings (5 s apart) and their 3 s pong timeouts, plus at most 1 s to give up closing.
+    // The pings of 35 s and 40 s go unanswered; the second pong deadline (43 s) ends the
+    // session, and the health check fails at that very instant: the close, which the
+    // stalled peer never answers (up to 1 s), goes on during the backoff.
+    wait_state(&client, "not ready", |s| !s.is_ready()).await;
+    assert_eq!(ready_at.elapsed(), Duration::from_secs(43));
+    assert!(client.healthcheck().is_err());
     assert!(
-        detected >= Duration::from_secs(8) && detected <= Duration::from_secs(14),
-        "{detected:?}"
+        matches!(*client.state().borrow(), ClientState::BackingOff { .. }),
+        "{:?}",
+        *client.state().borrow()
     );
+    assert_eq!((counter.pings(), counter.pongs()), (8, 6));
+
     wait_ready(&client).await;
     let second = service.memory_network().connection(1).await;
     assert!(second.faults.is_open());
+    client.close().await;
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_routes_backlog_does_not_keep_a_new_session_from_ready() {
+    let (service, listener) = service();
+    // (entries, whether B is among them) of each table applied, 300 ms each.
+    let tables = Recorder::<(usize, bool)>::new();
+    let t = tables.clone();
+    let b = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let run_b = spawn_run(
+        &b,
+        EventHandler::new().routes_receiver(move |routes: RoutingConfig| {
+            let t = t.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                t.push((routes.len(), routes.iter().any(|d| d.module_name == "B")));
+                Ok::<(), BoxError>(())
+            }
+        }),
+    );
+    wait_ready(&b).await;
+    // Ten instances of A get ready at once: ten routing tables, 3 s of work for B.
+    let mut others = Vec::new();
+    for i in 0..10 {
+        let a = builder(&listener, module("A", &format!("10.0.1.{i}")), "{}").build();
+        others.push((a.clone(), spawn_run(&a, EventHandler::new())));
+    }
+    service.wait_ready_instances("A", 10, WAIT).await.unwrap();
+    // B's session ends with most of that backlog still queued.
+    assert_eq!(service.disconnect_module("B").await, 1);
+    wait_state(&b, "backing off", |s| {
+        matches!(s, ClientState::BackingOff { .. })
+    })
+    .await;
+    wait_ready(&b).await;
+    // The new session's initial table did not wait behind the old session's (1 s limit):
+    // ready on the first reconnect.
+    let dials = service
+        .memory_network()
+        .connections()
+        .iter()
+        .filter(|c| c.module_name == "B")
+        .count();
+    assert_eq!(dials, 2, "ready on the first reconnect");
+    assert!(
+        tables.all().contains(&(10, false)),
+        "the new session's initial table: {:?}",
+        tables.all()
+    );
+    b.close().await;
+    run_b.await.unwrap().unwrap();
+    for (a, run) in others {
+        a.close().await;
+        run.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_timeouts_mean_no_deadline() {
+    let (_service, listener) = service();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .ack_timeout(Duration::MAX)
+        .event_timeout(Duration::MAX)
+        .config_wait(Duration::MAX)
+        .ping_interval(Duration::MAX)
+        .pong_timeout(Duration::MAX)
+        .build();
+    let configs = Configs::new();
+    let run = spawn_run(
+        &client,
+        EventHandler::new()
+            .remote_config_receiver_with_timeout(configs.clone(), Duration::MAX)
+            .routes_receiver_with_timeout(Recorder::<RoutingConfig>::new(), Duration::MAX),
+    );
+    wait_ready(&client).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(client.healthcheck().is_ok());
     client.close().await;
     run.await.unwrap().unwrap();
 }

@@ -89,7 +89,8 @@ impl Reconnect {
         let base = (cfg.initial.as_secs_f64() * exp).min(cfg.max.as_secs_f64());
         let jitter = cfg.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - jitter * self.rng.next_f64();
-        Duration::from_secs_f64((base * factor).max(0.0))
+        // `try_from` keeps a cap near `Duration::MAX` from panicking on float rounding.
+        Duration::try_from_secs_f64((base * factor).max(0.0)).unwrap_or(cfg.max)
     }
 
     /// Forgets the failures: called once a session reaches ready.
@@ -168,6 +169,19 @@ mod tests {
         r.reset();
         assert_eq!(r.failures(), 0);
         assert_eq!(r.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_huge_cap_never_panics() {
+        let cfg = BackoffConfig {
+            max: Duration::MAX,
+            initial: Duration::from_secs(u64::MAX / 2),
+            ..BackoffConfig::default()
+        };
+        let mut r = Reconnect::new(1, cfg, 3);
+        for _ in 0..100 {
+            assert!(r.next_delay() <= Duration::MAX);
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! session, and so does an ack whose text is not `ok` (the Go client ignores the text; we
 //! don't: a server that says it failed has not stored what we sent).
 //!
+//! Every timeout may be as long as the caller likes: a deadline past what [`Instant`] can hold
+//! (`Duration::MAX`, say) means no deadline at all. A zero [`SessionTimeouts::ping_interval`]
+//! turns pings off.
+//!
 //! The first events (initial config, initial routes, each required module's addresses) count
 //! once the application has applied them ([`Session::handle_applied`]); a rejection fails the
 //! handshake, as in Go. Events that arrive before the wait starts still count. Each expected
@@ -51,7 +55,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Timeouts of a session. Every default is the Go client's value.
+/// Timeouts of a session. Every default is the Go client's value. A timeout too long for
+/// [`Instant`] to hold (`Duration::MAX`) means no deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimeouts {
     /// How long to wait for the ack of each emit. Default: 1 s.
@@ -63,9 +68,10 @@ pub struct SessionTimeouts {
     pub routes: Duration,
     /// How long to wait for each required module's first address list. Default: 1 s.
     pub hosts: Duration,
-    /// The interval between pings once ready. Default: 5 s.
+    /// The interval between pings once ready. Default: 5 s. Zero turns pings off (rather than
+    /// pinging without pause); so does an interval too long for [`Instant`] to hold.
     pub ping_interval: Duration,
-    /// How long a pong may take. Default: 3 s.
+    /// How long a pong may take. Default: 3 s. Zero counts every pong as missed.
     pub pong_timeout: Duration,
     /// How many pongs in a row may be missed before the connection is declared dead. The Go
     /// client only logs a missed pong, leaving half-open sessions alive. Default: 2.
@@ -312,7 +318,8 @@ struct Wait {
 struct PendingAck {
     token: AckToken,
     event: &'static str,
-    deadline: Instant,
+    /// `None`: the ack timeout is too long to have a deadline.
+    deadline: Option<Instant>,
 }
 
 /// The client side of one connection: see the [module docs](self).
@@ -324,7 +331,8 @@ pub struct Session {
     pending_ack: Option<PendingAck>,
     next_token: u64,
     next_ping: Option<Instant>,
-    pending_ping: Option<(PingToken, Instant)>,
+    /// The ping awaiting its pong, with its deadline (`None`: no deadline).
+    pending_ping: Option<(PingToken, Option<Instant>)>,
     missed_pongs: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
@@ -439,14 +447,14 @@ impl Session {
                 self.state = SessionState::AwaitingEvents;
                 for wait in &mut self.waits {
                     if wait.status != WaitStatus::Done {
-                        wait.deadline = Some(now + wait.timeout);
+                        wait.deadline = now.checked_add(wait.timeout);
                     }
                 }
                 self.maybe_declare_ready(now);
             }
             SessionState::ReadySent => {
                 self.state = SessionState::Ready;
-                self.next_ping = Some(now + self.config.timeouts.ping_interval);
+                self.next_ping = self.ping_after(now);
                 self.events.push_back(SessionEvent::Ready);
             }
             _ => {}
@@ -562,7 +570,7 @@ impl Session {
             return;
         }
         if let Some(pending) = self.pending_ack {
-            if pending.deadline <= now {
+            if pending.deadline.is_some_and(|d| d <= now) {
                 self.fail(SessionError::AckTimeout {
                     event: pending.event,
                     timeout: self.config.timeouts.ack,
@@ -583,7 +591,7 @@ impl Session {
             return;
         }
         if let Some((_, deadline)) = self.pending_ping {
-            if deadline <= now {
+            if deadline.is_some_and(|d| d <= now) {
                 self.pending_ping = None;
                 self.missed_pongs += 1;
                 if self.missed_pongs >= self.config.timeouts.max_missed_pongs.max(1) {
@@ -598,11 +606,12 @@ impl Session {
             if at <= now && self.pending_ping.is_none() {
                 let token = PingToken(self.take_token());
                 self.transmits.push_back(Transmit::Ping(token));
-                self.pending_ping = Some((token, now + self.config.timeouts.pong_timeout));
-                self.next_ping = Some(now + self.config.timeouts.ping_interval);
+                let deadline = now.checked_add(self.config.timeouts.pong_timeout);
+                self.pending_ping = Some((token, deadline));
+                self.next_ping = self.ping_after(now);
             } else if at <= now {
                 // A pong is still outstanding: ping again once it is settled.
-                self.next_ping = Some(now + self.config.timeouts.ping_interval);
+                self.next_ping = self.ping_after(now);
             }
         }
     }
@@ -656,9 +665,9 @@ impl Session {
         if self.is_finished() {
             return None;
         }
-        let ack = self.pending_ack.map(|p| p.deadline);
+        let ack = self.pending_ack.and_then(|p| p.deadline);
         let waits = self.waits.iter().filter_map(|w| w.deadline).min();
-        let pong = self.pending_ping.map(|(_, d)| d);
+        let pong = self.pending_ping.and_then(|(_, d)| d);
         [ack, waits, pong, self.next_ping]
             .into_iter()
             .flatten()
@@ -678,13 +687,23 @@ impl Session {
         self.pending_ack = Some(PendingAck {
             token,
             event,
-            deadline: now + self.config.timeouts.ack,
+            deadline: now.checked_add(self.config.timeouts.ack),
         });
         self.transmits.push_back(Transmit::Emit {
             event,
             data,
             ack: Some(token),
         });
+    }
+
+    /// When to ping next after `now`: `None` (no pings) for a zero interval, which would
+    /// otherwise ping without pause, or one too long to have a deadline.
+    fn ping_after(&self, now: Instant) -> Option<Instant> {
+        let interval = self.config.timeouts.ping_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        now.checked_add(interval)
     }
 
     /// Marks a first event as delivered; returns whether it is the first (awaiting a verdict).

@@ -142,6 +142,18 @@ impl Harness {
             .expect("a ping was sent")
     }
 
+    /// The first events of [`config`]`(true)`, each applied, once the requirements are acked.
+    fn handshake_events(&mut self) {
+        self.event(event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, b"{}");
+        self.event(event::CONFIG_SEND_ROUTES_WHEN_CONNECTED, b"[]");
+        self.event("A_MODULE_CONNECTED", b"[]");
+        self.event("C_MODULE_CONNECTED", b"[]");
+        self.applied(Applied::Config, Ok(()));
+        self.applied(Applied::Routes, Ok(()));
+        self.applied(Applied::Hosts("A".into()), Ok(()));
+        self.applied(Applied::Hosts("C".into()), Ok(()));
+    }
+
     /// Runs the whole golden handshake in the order the Go peers produce it.
     fn handshake(&mut self) {
         // The config arrives before the schema ack (observed order).
@@ -559,4 +571,79 @@ fn close_is_idempotent_and_final() {
     assert_eq!(h.session.poll_timeout(), None);
     h.session.handle_disconnect(h.now, true, "closed by us");
     assert_eq!(h.session.state(), SessionState::Closed);
+}
+
+#[test]
+fn timeouts_too_long_for_an_instant_mean_no_deadline() {
+    let mut cfg = config(true);
+    cfg.timeouts = SessionTimeouts {
+        ack: Duration::MAX,
+        config: Duration::MAX,
+        routes: Duration::MAX,
+        hosts: Duration::MAX,
+        ping_interval: Duration::MAX,
+        pong_timeout: Duration::MAX,
+        max_missed_pongs: 1,
+    };
+    // Every stage waits without a deadline.
+    let mut h = Harness::new(cfg);
+    assert_eq!(h.session.poll_timeout(), None, "schema ack");
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    assert_eq!(h.session.poll_timeout(), None, "requirements ack");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    assert_eq!(h.session.poll_timeout(), None, "first events");
+    h.advance(Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(h.session.state(), SessionState::AwaitingEvents);
+    h.handshake_events();
+    assert_eq!(h.session.state(), SessionState::ReadySent);
+    assert_eq!(h.session.poll_timeout(), None, "ready ack");
+    h.ack(event::MODULE_READY, b"ok");
+    assert!(h.session.is_ready());
+    assert_eq!(h.session.poll_timeout(), None, "no pings");
+    h.advance(Duration::from_secs(365 * 24 * 3600));
+    assert!(h.session.is_ready());
+    assert!(!h.sent.iter().any(|t| matches!(t, Transmit::Ping(_))));
+}
+
+#[test]
+fn a_long_pong_timeout_never_misses() {
+    let mut cfg = config(false);
+    cfg.timeouts.pong_timeout = Duration::MAX;
+    cfg.timeouts.max_missed_pongs = 1;
+    let mut h = Harness::new(cfg);
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    h.ack(event::MODULE_READY, b"ok");
+    assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
+    let ping = h.last_ping();
+    // No pong deadline: only the next ping time is set, and it does not count a miss.
+    assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
+    assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
+    assert!(h.session.is_ready());
+    assert_eq!(
+        h.last_ping(),
+        ping,
+        "no new ping while the pong is outstanding"
+    );
+    h.session.handle_pong(h.now, ping);
+    assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
+    assert_ne!(h.last_ping(), ping);
+}
+
+#[test]
+fn a_zero_ping_interval_turns_pings_off() {
+    let mut cfg = config(false);
+    cfg.timeouts.ping_interval = Duration::ZERO;
+    let mut h = Harness::new(cfg);
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    h.ack(event::MODULE_READY, b"ok");
+    assert!(h.session.is_ready());
+    // Nothing to wake up for: a deadline at `now` over and over would spin the runtime.
+    assert_eq!(h.session.poll_timeout(), None);
+    h.advance(Duration::ZERO);
+    h.advance(Duration::from_secs(60));
+    assert!(h.session.is_ready());
+    assert!(!h.sent.iter().any(|t| matches!(t, Transmit::Ping(_))));
+    assert_eq!(h.session.poll_timeout(), None);
 }

@@ -294,8 +294,10 @@ impl FromStr for Endpoint {
     type Err = EndpointParseError;
 
     /// Parses `host:port` (WebSocket, as in the Go client), `ws://host:port`,
-    /// `wss://host:port`, `tcp://host:port` or `mem://host:port`. A trailing `/` is allowed;
-    /// any other path, a missing or zero port, or an empty host is an error.
+    /// `wss://host:port`, `tcp://host:port` or `mem://host:port`; the scheme in any case
+    /// (`WSS://`, as URLs allow). A trailing `/` is allowed; any other path, a query, user
+    /// info (`user@host`), a port that is not 1-65535 written in ASCII digits (no sign), or
+    /// an empty host is an error.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let err = |reason| EndpointParseError {
             input: input.to_owned(),
@@ -304,15 +306,26 @@ impl FromStr for Endpoint {
         let trimmed = input.trim();
         let (scheme, rest) = match trimmed.split_once("://") {
             None => (Scheme::Ws, trimmed),
-            Some(("ws", rest)) => (Scheme::Ws, rest),
-            Some(("wss", rest)) => (Scheme::Wss, rest),
-            Some(("tcp", rest)) => (Scheme::Tcp, rest),
-            Some(("mem", rest)) => (Scheme::Memory, rest),
-            Some(_) => return Err(err("unknown scheme (use ws, wss, tcp or mem)")),
+            Some((name, rest)) => {
+                let scheme = [
+                    ("ws", Scheme::Ws),
+                    ("wss", Scheme::Wss),
+                    ("tcp", Scheme::Tcp),
+                    ("mem", Scheme::Memory),
+                ]
+                .into_iter()
+                .find(|(known, _)| name.eq_ignore_ascii_case(known))
+                .map(|(_, scheme)| scheme)
+                .ok_or_else(|| err("unknown scheme (use ws, wss, tcp or mem)"))?;
+                (scheme, rest)
+            }
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('?') || rest.contains('#') {
             return Err(err("a host entry has no path"));
+        }
+        if rest.contains('@') {
+            return Err(err("a host entry has no user info"));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
@@ -326,6 +339,10 @@ impl FromStr for Endpoint {
         }
         if host.contains(':') && !rest.starts_with('[') {
             return Err(err("an IPv6 host goes in brackets"));
+        }
+        // `u16::from_str` takes a leading `+`: digits only.
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err("port is not a number 1-65535"));
         }
         let port: u16 = port
             .parse()
@@ -366,6 +383,48 @@ mod tests {
             "mem://a:1".parse::<Endpoint>().unwrap().scheme,
             Scheme::Memory
         );
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for (input, scheme) in [
+            ("WS://h:1", Scheme::Ws),
+            ("Wss://h:1", Scheme::Wss),
+            ("TCP://h:1", Scheme::Tcp),
+            ("mEm://h:1", Scheme::Memory),
+        ] {
+            let e: Endpoint = input.parse().unwrap();
+            assert_eq!((e.scheme, e.host.as_str(), e.port), (scheme, "h", 1));
+        }
+        assert_eq!(
+            "WSS://h:443".parse::<Endpoint>().unwrap().to_string(),
+            "wss://h:443"
+        );
+    }
+
+    #[test]
+    fn refuses_user_info_and_signed_or_odd_ports() {
+        for bad in [
+            "user@h:80",
+            "ws://user:pass@h:80",
+            "wss://@h:443",
+            "h:+80",
+            "h:-80",
+            "ws://h:+80",
+            "[::1]:+80",
+            "h: 80",
+            "h:8 0",
+            "h:٨٠",
+            "h:0x50",
+        ] {
+            let err = bad.parse::<Endpoint>().unwrap_err();
+            assert_eq!(err.input, bad);
+        }
+        assert_eq!(
+            "user@h:80".parse::<Endpoint>().unwrap_err().reason,
+            "a host entry has no user info"
+        );
+        assert_eq!("h:080".parse::<Endpoint>().unwrap().port, 80);
     }
 
     #[test]

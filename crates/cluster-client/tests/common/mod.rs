@@ -5,17 +5,19 @@
 
 use bytes::Bytes;
 use cluster_client::Connector;
-use cluster_client::transport::Acceptor;
 use cluster_client::transport::conn::{Conn, ConnConfig, Handlers};
 use cluster_client::transport::memory::MemoryNetwork;
+use cluster_client::transport::{Acceptor, Incoming, MessageSink, MessageStream};
 use cluster_client::{
     AddressConfiguration, BoxError, Client, ClientBuilder, ClientError, ClientState, ConfigData,
     EndpointDescriptor, EventHandler, ModuleInfo, RemoteConfigReceiver, RoutesReceiver,
     RoutingConfig, async_trait,
 };
+use cluster_client::{Endpoint, Transport, TransportError};
 use cluster_testkit::{FakeConfigService, MemoryListener};
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -222,4 +224,83 @@ pub fn scripted(handlers: impl Fn(Recorder<(u64, String)>) -> Handlers) -> Scrip
 
 pub fn record(events: &Recorder<(u64, String)>, conn: &Conn, event: &str) {
     events.push((conn.id(), event.to_owned()));
+}
+
+/// Counts the pings the client sends and the pongs it receives, over every connection it
+/// dials through [`PingCounter::connector`].
+#[derive(Clone, Default)]
+pub struct PingCounter {
+    pings: Arc<AtomicUsize>,
+    pongs: Arc<AtomicUsize>,
+}
+
+impl PingCounter {
+    /// `inner`, with every dialed transport counted.
+    pub fn connector(&self, inner: Arc<dyn Connector>) -> CountingConnector {
+        CountingConnector {
+            inner,
+            counter: self.clone(),
+        }
+    }
+
+    pub fn pings(&self) -> usize {
+        self.pings.load(Ordering::SeqCst)
+    }
+
+    pub fn pongs(&self) -> usize {
+        self.pongs.load(Ordering::SeqCst)
+    }
+}
+
+pub struct CountingConnector {
+    inner: Arc<dyn Connector>,
+    counter: PingCounter,
+}
+
+#[async_trait]
+impl Connector for CountingConnector {
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        module_name: &str,
+    ) -> Result<Transport, TransportError> {
+        let transport = self.inner.connect(endpoint, module_name).await?;
+        Ok(Transport {
+            sink: Box::new(CountingSink(transport.sink, self.counter.pings.clone())),
+            stream: Box::new(CountingStream(transport.stream, self.counter.pongs.clone())),
+            peer: transport.peer,
+        })
+    }
+}
+
+struct CountingSink(Box<dyn MessageSink>, Arc<AtomicUsize>);
+
+#[async_trait]
+impl MessageSink for CountingSink {
+    async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
+        self.0.feed(text).await
+    }
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.0.flush().await
+    }
+    async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.ping(payload).await
+    }
+    async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
+        self.0.close(code, reason).await
+    }
+}
+
+struct CountingStream(Box<dyn MessageStream>, Arc<AtomicUsize>);
+
+#[async_trait]
+impl MessageStream for CountingStream {
+    async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        let incoming = self.0.recv().await?;
+        if matches!(incoming, Incoming::Pong(_)) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(incoming)
+    }
 }
