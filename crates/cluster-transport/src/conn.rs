@@ -5,11 +5,34 @@
 //! - the **reader** receives messages, decodes ETP frames, resolves acks and pongs, and
 //!   dispatches events to the [`Handlers`]. The synchronous part of a handler runs inline, in
 //!   arrival order; a [`Reply::Later`] future is spawned, at most
-//!   [`ConnConfig::max_concurrent_handlers`] at once (at the bound the reader waits: the peer
-//!   is back-pressured and memory stays bounded).
-//! - the **writer** drains an unbounded queue of encoded frames into the sink. It feeds frames
-//!   while the queue has more and flushes when the queue is empty or after
-//!   [`ConnConfig::flush_batch`] frames: one flush per burst, not per frame.
+//!   [`ConnConfig::max_concurrent_handlers`] at once.
+//! - the **writer** drains the queue of encoded frames into the sink. It feeds frames while the
+//!   queue has more and flushes when the queue is empty or after [`ConnConfig::flush_batch`]
+//!   frames: one flush per burst, not per frame.
+//!
+//! # Backpressure
+//! `emit*` never blocks: it queues the frame for the writer. The queue is bounded by bytes:
+//! - above [`ConnConfig::queued_bytes_high_water`] (4 MiB by default) the reader dispatches no
+//!   further event until the writer has drained the queue below it, as a synchronous write
+//!   would hold up the Go peer's reader. A peer that sends requests but does not read the
+//!   answers is slowed down to its own reading pace.
+//! - above [`ConnConfig::max_queued_bytes`] (64 MiB by default) a frame is refused with
+//!   [`ConnError::QueueFull`], and the connection is closed with code 1008 (a peer that does
+//!   not read 64 MiB is dead or hostile).
+//! - at [`ConnConfig::max_concurrent_handlers`] running [`Reply::Later`] futures the reader
+//!   dispatches no further event until one finishes.
+//!
+//! While it waits (for the queue or a handler slot), the reader still reads: acks, pongs and
+//! the peer's close are handled as they come (so a handler waiting for an ack does not wait
+//! forever, and pings are answered), malformed frames are reported, and the first event that
+//! arrives is held. Only once it holds an event does it stop reading: the peer is then
+//! back-pressured by the transport, and the reader never holds more than one frame.
+//!
+//! The price of that bound: a [`Reply::Later`] future that waits for the peer's ack (its own
+//! [`Conn::emit_with_ack`]) while all handler slots are busy *and* an event is held waits for
+//! a slot to free up by other means, since the ack is queued behind the held event. (The Go
+//! peer reads on without bound instead, one goroutine per event.) Give such handlers enough
+//! slots for the peer's pipelining, or a deadline ([`Conn::emit_with_ack_timeout`]).
 //!
 //! Everything else is shared state behind an [`Arc`]: the pending acks (a map from ack id to a
 //! oneshot sender, behind a `std` mutex that is never held across an `await`), the pending pings,
@@ -67,7 +90,7 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -79,6 +102,13 @@ use tokio::time::Instant;
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 /// The default of [`ConnConfig::flush_batch`].
 pub const DEFAULT_FLUSH_BATCH: usize = 64;
+/// The default of [`ConnConfig::queued_bytes_high_water`]: 4 MiB.
+pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = 4 << 20;
+/// The default of [`ConnConfig::max_queued_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+/// The close code sent when the write queue goes over [`ConnConfig::max_queued_bytes`]
+/// (1008, policy violation: the peer does not read what it is sent).
+pub const CLOSE_QUEUE_OVERFLOW: u16 = 1008;
 /// How long the end of a connection may take: after we send a close, how long we wait for the
 /// peer's close reply (and for the writer to flush what was queued before it); after the peer
 /// closed, how long the writer may take to flush and echo the close. Past it the transport is
@@ -97,6 +127,18 @@ pub struct ConnConfig {
     /// without a flush, whichever comes first (default [`DEFAULT_FLUSH_BATCH`], 64). `0` is
     /// taken as `1` (flush every frame).
     pub flush_batch: usize,
+    /// When more bytes than this wait in the write queue, the reader dispatches no further
+    /// event until the writer has drained the queue to this mark (default
+    /// [`DEFAULT_QUEUED_BYTES_HIGH_WATER`], 4 MiB). Acks, pongs and the peer's close are still
+    /// read meanwhile; see the [module docs](self#backpressure). `0` means: dispatch an event
+    /// only when the queue is empty.
+    pub queued_bytes_high_water: usize,
+    /// The most bytes the write queue holds (default [`DEFAULT_MAX_QUEUED_BYTES`], 64 MiB). A
+    /// frame that would take the queue over it is refused with [`ConnError::QueueFull`], and
+    /// the connection is closed with [`CLOSE_QUEUE_OVERFLOW`] after what is queued (or dropped
+    /// after [`CLOSE_TIMEOUT`] if the peer still does not read). Keep it well above
+    /// `queued_bytes_high_water` and the largest frame you send.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for ConnConfig {
@@ -104,6 +146,8 @@ impl Default for ConnConfig {
         Self {
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
             flush_batch: DEFAULT_FLUSH_BATCH,
+            queued_bytes_high_water: DEFAULT_QUEUED_BYTES_HIGH_WATER,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -133,6 +177,23 @@ pub enum ConnError {
     /// with `__ack_` (the peer would take it for an acknowledgement).
     #[error("invalid event name {0:?}")]
     InvalidEventName(String),
+    /// The caller gave data (or an encoded frame) that is not UTF-8: ETP frames travel as
+    /// WebSocket text messages, which must be. Nothing was sent; the connection goes on.
+    #[error("data is not valid UTF-8 (valid up to byte {valid_up_to}); ETP frames are text")]
+    NotUtf8 {
+        /// The length of the valid UTF-8 prefix.
+        valid_up_to: usize,
+    },
+    /// The write queue is full: the frame would take it over [`ConnConfig::max_queued_bytes`]
+    /// because the peer does not read. The frame was not queued, and the connection is being
+    /// closed with [`CLOSE_QUEUE_OVERFLOW`].
+    #[error("write queue full: {queued} bytes queued, limit {limit}; the peer does not read")]
+    QueueFull {
+        /// The bytes queued when the frame was refused.
+        queued: usize,
+        /// [`ConnConfig::max_queued_bytes`].
+        limit: usize,
+    },
     /// A handler panicked. The panic was caught; if the peer asked for an ack it got one with
     /// empty data, and the connection goes on.
     #[error("handler of {event:?} panicked: {message}")]
@@ -145,6 +206,11 @@ pub enum ConnError {
 }
 
 /// Why a connection ended, as [`Conn::closed`] reports it.
+///
+/// When we closed ([`Conn::close`]) but our close frame could not be written (the transport
+/// broke, or the peer did not read it within [`CLOSE_TIMEOUT`]), the end is reported as
+/// `by_peer: false` (we ended it), `normal: false` and `close: None` (there was no close
+/// handshake), with the failure in `reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
     /// Whether the peer ended it (its close, or the transport breaking) rather than we did
@@ -184,6 +250,16 @@ impl Disconnect {
             normal: false,
             close: None,
             reason,
+        }
+    }
+
+    /// Our close `info` could not be written: `why`.
+    fn close_failed(info: &CloseInfo, why: &str) -> Self {
+        Self {
+            by_peer: false,
+            normal: false,
+            close: None,
+            reason: format!("closing by us ({info}) failed: {why}"),
         }
     }
 }
@@ -465,6 +541,10 @@ struct Outbox {
     commands: VecDeque<Command>,
     /// `false` once the writer has ended: nothing can be queued any more.
     open: bool,
+    /// `false` once the last command (our close, or the echo of the peer's) is queued: frames
+    /// and pings are refused from then on. Checked under the lock, so a frame is either queued
+    /// before the close or refused, never accepted and then dropped.
+    accepting: bool,
 }
 
 struct Inner {
@@ -476,8 +556,16 @@ struct Inner {
     outbox_ready: Notify,
     next_ack: AtomicU64,
     next_ping: AtomicU64,
-    /// No more frames are accepted (closing or closed).
+    /// No more frames are accepted (closing or closed). A fast check; the authority is
+    /// `Outbox::accepting`.
     closed: AtomicBool,
+    /// Bytes of the frames queued and not yet handed to the sink: added when a frame is
+    /// queued, subtracted by the writer once the sink took it.
+    queued: AtomicUsize,
+    high_water: usize,
+    max_queued: usize,
+    /// Wakes the reader when the writer brings `queued` down to `high_water`.
+    drained: Notify,
     /// Running handler futures must stop.
     handlers_stopping: AtomicBool,
     max_handlers: u32,
@@ -503,11 +591,16 @@ impl Inner {
             outbox: Mutex::new(Outbox {
                 commands: VecDeque::new(),
                 open: true,
+                accepting: true,
             }),
             outbox_ready: Notify::new(),
             next_ack: AtomicU64::new(1),
             next_ping: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            high_water: config.queued_bytes_high_water,
+            max_queued: config.max_queued_bytes,
+            drained: Notify::new(),
             handlers_stopping: AtomicBool::new(false),
             max_handlers,
             permits: Semaphore::new(max_handlers as usize),
@@ -529,22 +622,26 @@ impl Inner {
         self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a frame unless the connection is closing or closed.
-    fn send(&self, command: Command) -> Result<(), ConnError> {
+    /// Queues an encoded frame unless the connection is closing or closed, or the queue is
+    /// full (which closes the connection).
+    fn send_frame(&self, frame: Bytes) -> Result<(), ConnError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ConnError::Closed);
         }
-        self.push(command)
-    }
-
-    /// Queues a command for the writer unless the writer has ended.
-    fn push(&self, command: Command) -> Result<(), ConnError> {
+        let len = frame.len();
         let was_empty = {
             let mut outbox = self.outbox();
-            if !outbox.open {
+            if !outbox.open || !outbox.accepting {
                 return Err(ConnError::Closed);
             }
-            outbox.commands.push_back(command);
+            // Only the writer lowers `queued` meanwhile: the check cannot be outdated upwards.
+            let queued = self.queued.load(Ordering::Acquire);
+            if queued.saturating_add(len) > self.max_queued {
+                drop(outbox);
+                return Err(self.overflow(queued, len));
+            }
+            self.queued.fetch_add(len, Ordering::AcqRel);
+            outbox.commands.push_back(Command::Frame(frame));
             outbox.commands.len() == 1
         };
         if was_empty {
@@ -553,27 +650,114 @@ impl Inner {
         Ok(())
     }
 
+    /// Queues a control command: a ping (refused once closing), or the last command (our
+    /// close, the echo of the peer's), after which nothing more is accepted.
+    fn send_control(&self, control: Control) -> Result<(), ConnError> {
+        let last = !matches!(control, Control::Ping(_));
+        let was_empty = {
+            let mut outbox = self.outbox();
+            if !outbox.open || (!last && !outbox.accepting) {
+                return Err(ConnError::Closed);
+            }
+            if last {
+                outbox.accepting = false;
+            }
+            outbox
+                .commands
+                .push_back(Command::Control(Box::new(control)));
+            outbox.commands.len() == 1
+        };
+        if was_empty {
+            self.outbox_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The queue cannot take `len` more bytes: starts closing with 1008.
+    fn overflow(&self, queued: usize, len: usize) -> ConnError {
+        if !self.closed.load(Ordering::Acquire) {
+            tracing::warn!(
+                conn = self.id,
+                peer = &*self.peer,
+                queued,
+                frame = len,
+                limit = self.max_queued,
+                "write queue full: the peer does not read; closing with 1008"
+            );
+        }
+        self.start_close(CLOSE_QUEUE_OVERFLOW, "write queue full");
+        ConnError::QueueFull {
+            queued,
+            limit: self.max_queued,
+        }
+    }
+
+    /// Called by the writer once the sink took a frame of `len` bytes.
+    fn written(&self, len: usize) {
+        let before = self.queued.fetch_sub(len, Ordering::AcqRel);
+        if before > self.high_water && before - len <= self.high_water {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn over_high_water(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > self.high_water
+    }
+
+    /// Resolves once the write queue is at or under the high-water mark.
+    async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.over_high_water() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Called when the writer ends: refuses new commands and drops the queued ones.
     fn close_outbox(&self) {
         let dropped = {
             let mut outbox = self.outbox();
             outbox.open = false;
+            outbox.accepting = false;
+            self.queued.store(0, Ordering::Release);
             std::mem::take(&mut outbox.commands)
         };
         drop(dropped);
+        self.drained.notify_waiters();
     }
 
+    /// Queues the ack of `event`/`ack_id` with `data`; data that is not UTF-8 cannot travel
+    /// in a text message, so it is logged and the ack goes out empty.
     fn send_ack(&self, event: &str, ack_id: u64, data: &[u8]) {
+        let data = match std::str::from_utf8(data) {
+            Ok(_) => data,
+            Err(err) => {
+                tracing::warn!(
+                    conn = self.id,
+                    peer = &*self.peer,
+                    event,
+                    ack_id,
+                    valid_up_to = err.valid_up_to(),
+                    "handler reply is not UTF-8; acking with empty data"
+                );
+                &[]
+            }
+        };
         let len = ACK_PREFIX.len() + frame::encoded_len(event, ack_id, data);
         let mut buf = Vec::with_capacity(len);
         frame::encode_ack(event, ack_id, data, &mut buf);
-        if self.send(Command::Frame(Bytes::from(buf))).is_err() {
+        if let Err(err) = self.send_frame(Bytes::from(buf)) {
             tracing::debug!(
                 conn = self.id,
                 peer = &*self.peer,
                 event,
                 ack_id,
-                "ack not sent: connection closed"
+                %err,
+                "ack not sent"
             );
         }
     }
@@ -679,6 +863,7 @@ impl Inner {
             state.cause = Some(Disconnect::local(info.clone()));
             state.stop_reader.take()
         };
+        self.closed.store(true, Ordering::Release);
         tracing::debug!(
             conn = self.id,
             peer = &*self.peer,
@@ -686,12 +871,32 @@ impl Inner {
             reason,
             "closing ETP connection"
         );
-        // Queue the close before refusing new frames, so it follows everything queued so far.
-        let _ = self.push(Command::Control(Box::new(Control::Close(info))));
-        self.closed.store(true, Ordering::Release);
+        // Queued after every frame accepted so far; frames are refused from here on (under
+        // the outbox lock, so none slips in behind the close).
+        let _ = self.send_control(Control::Close(info));
         if let Some(stop) = stop {
             let _ = stop.send(Stop::Drain);
         }
+    }
+
+    /// Our close could not be written (`why`): replaces the normal close recorded by
+    /// `start_close`, so that `closed()` does not claim a close handshake that did not happen.
+    /// Returns whether it did (i.e. we were closing).
+    fn close_failed(&self, why: &str) -> bool {
+        let mut state = self.state();
+        if !state.close_started {
+            return false;
+        }
+        if let Some(Disconnect {
+            by_peer: false,
+            close: Some(info),
+            ..
+        }) = &state.cause
+        {
+            let failed = Disconnect::close_failed(info, why);
+            state.cause = Some(failed);
+        }
+        true
     }
 
     /// Resolves once handler futures must stop.
@@ -719,20 +924,29 @@ impl Inner {
         }
     }
 
-    /// Publishes the end: called once, when the reader (the last task) is done.
-    fn finish(&self) {
+    /// The final cause, once the reader wound down (or `lost` if none was recorded).
+    fn final_cause(&self) -> Disconnect {
         self.end_with(Disconnect::lost("the connection ended".to_owned()));
-        let cause = self
-            .state()
+        self.state()
             .cause
             .clone()
-            .unwrap_or_else(|| Disconnect::lost("the connection ended".to_owned()));
-        self.state().stop_reader = None;
+            .unwrap_or_else(|| Disconnect::lost("the connection ended".to_owned()))
+    }
+
+    /// Logs the end of the connection, once everything of it has stopped.
+    fn log_end(&self) {
+        let cause = self.final_cause();
         if cause.normal {
             tracing::info!(conn = self.id, peer = &*self.peer, by_peer = cause.by_peer, reason = %cause.reason, "ETP connection ended");
         } else {
             tracing::warn!(conn = self.id, peer = &*self.peer, by_peer = cause.by_peer, reason = %cause.reason, "ETP connection ended abnormally");
         }
+    }
+
+    /// Publishes the end: called once, when the reader (the last task) is done.
+    fn finish(&self) {
+        let cause = self.final_cause();
+        self.state().stop_reader = None;
         let _ = self.done.set(cause);
         self.events.notify_waiters();
     }
@@ -793,27 +1007,43 @@ impl Conn {
         &self.inner.peer
     }
 
-    /// Queues `event` with `data`, without ack (ack id 0). Never blocks: the queue is
-    /// unbounded, so a peer that stops reading makes it grow; ack and ping deadlines are how
-    /// such a peer is found out.
+    /// Queues `event` with `data`, without ack (ack id 0). Never blocks.
+    ///
+    /// `Ok` means *queued*, not delivered: the frame is written after everything queued before
+    /// it and before our close, but the transport may still break first. The queue is bounded
+    /// ([`ConnConfig::max_queued_bytes`]); see the [module docs](self#backpressure).
     ///
     /// # Errors
     /// [`ConnError::Closed`] once the connection is closing or closed;
-    /// [`ConnError::InvalidEventName`] for a name that cannot be sent.
+    /// [`ConnError::InvalidEventName`] for a name that cannot be sent; [`ConnError::NotUtf8`]
+    /// for data that is not UTF-8; [`ConnError::QueueFull`] when the peer does not read (the
+    /// connection is then closing).
     pub fn emit(&self, event: &str, data: &[u8]) -> Result<(), ConnError> {
         check_event_name(event)?;
+        check_utf8(data)?;
         self.inner
-            .send(Command::Frame(frame::encode_to_bytes(event, 0, data)))
+            .send_frame(frame::encode_to_bytes(event, 0, data))
     }
 
     /// Queues an already encoded frame as it is, e.g. one event fanned out to many connections:
     /// encode it once ([`frame::encode_to_bytes`]) and give each connection a clone of the
-    /// [`Bytes`]. The frame is not checked. Never blocks.
+    /// [`Bytes`]. The frame is checked to be UTF-8, not to be a valid ETP frame. Never blocks;
+    /// `Ok` means queued, as for [`Conn::emit`].
     ///
     /// # Errors
-    /// [`ConnError::Closed`] once the connection is closing or closed.
+    /// [`ConnError::Closed`] once the connection is closing or closed; [`ConnError::NotUtf8`]
+    /// for a frame that is not UTF-8; [`ConnError::QueueFull`] when the peer does not read.
     pub fn emit_encoded(&self, frame: Bytes) -> Result<(), ConnError> {
-        self.inner.send(Command::Frame(frame))
+        check_utf8(&frame)?;
+        self.inner.send_frame(frame)
+    }
+
+    /// Bytes of the frames queued for this connection and not yet handed to the transport
+    /// (what [`ConnConfig::queued_bytes_high_water`] and [`ConnConfig::max_queued_bytes`]
+    /// bound). For metrics and tests.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Acquire)
     }
 
     /// Queues `event` with `data` and the next ack id (a per-connection sequence from 1), and
@@ -824,9 +1054,11 @@ impl Conn {
     /// the caller owns deadlines (see [`Conn::emit_with_ack_timeout`]).
     ///
     /// The future resolves to [`ConnError::Closed`] if the connection is closed or ends before
-    /// the ack arrives, and to [`ConnError::InvalidEventName`] for a name that cannot be sent.
+    /// the ack arrives, and at once to the errors of [`Conn::emit`] if the frame cannot be
+    /// queued ([`ConnError::InvalidEventName`], [`ConnError::NotUtf8`],
+    /// [`ConnError::QueueFull`]).
     pub fn emit_with_ack(&self, event: &str, data: &[u8]) -> AckFuture {
-        if let Err(err) = check_event_name(event) {
+        if let Err(err) = check_event_name(event).and_then(|()| check_utf8(data)) {
             return AckFuture::ready(Err(err));
         }
         let inner = &self.inner;
@@ -842,7 +1074,7 @@ impl Conn {
             }
             state.acks.insert(ack_id, tx);
         }
-        let sent = inner.send(Command::Frame(frame::encode_to_bytes(event, ack_id, data)));
+        let sent = inner.send_frame(frame::encode_to_bytes(event, ack_id, data));
         if let Err(err) = sent {
             inner.forget_ack(ack_id);
             return AckFuture::ready(Err(err));
@@ -897,7 +1129,7 @@ impl Conn {
         }
         let _forget = Forget(inner, id);
         let started = Instant::now();
-        inner.send(Command::Control(Box::new(Control::Ping(id))))?;
+        inner.send_control(Control::Ping(id))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(_)) => Err(ConnError::Closed),
@@ -948,6 +1180,15 @@ impl Conn {
     #[must_use]
     pub fn pending_acks(&self) -> usize {
         self.inner.state().acks.len()
+    }
+}
+
+fn check_utf8(data: &[u8]) -> Result<(), ConnError> {
+    match std::str::from_utf8(data) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(ConnError::NotUtf8 {
+            valid_up_to: err.valid_up_to(),
+        }),
     }
 }
 
@@ -1038,7 +1279,9 @@ impl Drop for AckFuture {
     }
 }
 
-/// Returns a handler permit when a handler future is dropped (done, cancelled or panicked).
+/// Returns a handler permit when a handler task ends (done, cancelled or panicked). The task
+/// drops it after everything else it held, so once the reader has every permit back no
+/// handler holds anything any more.
 struct PermitGuard(Arc<Inner>);
 
 impl Drop for PermitGuard {
@@ -1047,12 +1290,15 @@ impl Drop for PermitGuard {
     }
 }
 
-/// Publishes the end of the connection when the reader is done, even if it panicked.
-struct FinishGuard(Arc<Inner>);
+/// Publishes the end of the connection when the reader is done, even if it panicked. It holds
+/// a `Weak`, upgraded only to publish: if no handle is left there is no one to tell.
+struct FinishGuard(Weak<Inner>);
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
-        self.0.finish();
+        if let Some(inner) = self.0.upgrade() {
+            inner.finish();
+        }
     }
 }
 
@@ -1069,7 +1315,7 @@ async fn run_reader(
     stop: oneshot::Receiver<Stop>,
     writer: JoinHandle<()>,
 ) {
-    let _finish = FinishGuard(Arc::clone(&conn.inner));
+    let _finish = FinishGuard(Arc::downgrade(&conn.inner));
     read_loop(conn, stream, handlers, stop, writer).await;
     // Everything the reader held is dropped here, before `_finish` publishes the end.
 }
@@ -1082,25 +1328,119 @@ async fn read_loop(
     mut writer: JoinHandle<()>,
 ) {
     let inner = &*conn.inner;
+    // An event read while the reader waited (for the writer or a handler slot), to dispatch
+    // before reading on.
+    let mut held: Option<Frame> = None;
     let end = loop {
-        let incoming = tokio::select! {
-            biased;
-            stop = &mut stop => break End::Stop(stop.unwrap_or(Stop::Now)),
-            incoming = stream.recv() => incoming,
-        };
-        match incoming {
-            Ok(Incoming::Text(message)) => {
-                if let Some(stop) = dispatch(&conn, &handlers, message, &mut stop).await {
-                    break End::Stop(stop);
+        let frame = match held.take() {
+            Some(frame) => frame,
+            None => {
+                let incoming = tokio::select! {
+                    biased;
+                    stop = &mut stop => break End::Stop(stop.unwrap_or(Stop::Now)),
+                    incoming = stream.recv() => incoming,
+                };
+                match take_incoming(&conn, &handlers, incoming) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => continue,
+                    Err(end) => break end,
                 }
             }
-            Ok(Incoming::Pong(payload)) => inner.on_pong(&payload),
-            Ok(Incoming::Closed(info)) => break End::PeerClosed(info),
-            Err(err) => break End::Lost(err),
+        };
+        // The waits are rare: boxed, so their state does not weigh on the reader's future.
+        let waited = if inner.over_high_water() {
+            let reader = Reader {
+                conn: &conn,
+                handlers: &handlers,
+                stream: &mut *stream,
+                stop: &mut stop,
+                held: &mut held,
+            };
+            Box::pin(dispatch_after_drain(reader, frame)).await
+        } else if let Some(later) = dispatch(&conn, &handlers, frame) {
+            let reader = Reader {
+                conn: &conn,
+                handlers: &handlers,
+                stream: &mut *stream,
+                stop: &mut stop,
+                held: &mut held,
+            };
+            Box::pin(spawn_when_free(reader, later)).await
+        } else {
+            Ok(())
+        };
+        if let Err(end) = waited {
+            break end;
         }
     };
+    drop(held);
     // The end is rare and needs timers: boxed, so the reader's future stays small while it runs.
     Box::pin(wind_down(inner, end, &mut *stream, &mut writer)).await;
+    inner.log_end();
+}
+
+/// What the reader lends to `dispatch` and `wait_reading`.
+struct Reader<'a> {
+    conn: &'a Conn,
+    handlers: &'a Handlers,
+    stream: &'a mut dyn MessageStream,
+    stop: &'a mut oneshot::Receiver<Stop>,
+    held: &'a mut Option<Frame>,
+}
+
+/// Handles what the stream gave, except events: acks, pongs and malformed frames are dealt
+/// with here; an event frame is returned; the end of the stream is `Err`.
+fn take_incoming(
+    conn: &Conn,
+    handlers: &Handlers,
+    incoming: Result<Incoming, TransportError>,
+) -> Result<Option<Frame>, End> {
+    match incoming {
+        Ok(Incoming::Text(message)) => match Frame::decode(message) {
+            Ok(frame) if frame.is_ack() => {
+                conn.inner.on_ack(frame.ack_id(), frame.into_data());
+                Ok(None)
+            }
+            Ok(frame) => Ok(Some(frame)),
+            Err(err) => {
+                handlers.report(conn, &ConnError::Malformed(err));
+                Ok(None)
+            }
+        },
+        Ok(Incoming::Pong(payload)) => {
+            conn.inner.on_pong(&payload);
+            Ok(None)
+        }
+        Ok(Incoming::Closed(info)) => Err(End::PeerClosed(info)),
+        Err(err) => Err(End::Lost(err)),
+    }
+}
+
+/// Waits for `ready` while reading on: acks, pongs and malformed frames are handled, the
+/// first event is kept in `held` and then reading stops; a stop or the end of the stream ends
+/// the wait with `Err`.
+async fn wait_reading<T>(
+    reader: &mut Reader<'_>,
+    ready: impl Future<Output = T>,
+) -> Result<T, End> {
+    tokio::pin!(ready);
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            stop = &mut *reader.stop => return Err(End::Stop(stop.unwrap_or(Stop::Now))),
+            out = &mut ready => return Ok(out),
+            incoming = reader.stream.recv(), if reader.held.is_none() => incoming,
+        };
+        if let Some(frame) = take_incoming(reader.conn, reader.handlers, incoming)? {
+            tracing::trace!(
+                conn = reader.conn.id(),
+                peer = reader.conn.peer(),
+                event = frame.name(),
+                "event held until the reader may dispatch it; reading paused"
+            );
+            *reader.held = Some(frame);
+        }
+    }
 }
 
 /// Ends the connection once the read loop is over: records why, stops the handlers, lets the
@@ -1131,7 +1471,7 @@ async fn wind_down(
         }
         End::PeerClosed(info) => {
             inner.end_with(Disconnect::peer_closed(info.clone()));
-            let _ = inner.push(Command::Control(Box::new(Control::Finish(info))));
+            let _ = inner.send_control(Control::Finish(info));
             inner.stop_handlers().await;
             wait_writer(inner, writer, deadline).await;
         }
@@ -1190,69 +1530,65 @@ async fn wait_writer(inner: &Inner, writer: &mut JoinHandle<()>, deadline: Insta
             peer = &*inner.peer,
             "writer did not finish in time; dropping the transport"
         );
+        inner.close_failed("the peer did not read it in time");
         writer.abort();
         let _ = writer.await;
     }
 }
 
-/// Handles one text message. Returns `Some` when told to stop while waiting for a permit.
-async fn dispatch(
-    conn: &Conn,
-    handlers: &Handlers,
-    message: Bytes,
-    stop: &mut oneshot::Receiver<Stop>,
-) -> Option<Stop> {
+/// A [`Reply::Later`] future waiting for a handler slot, with its frame.
+type Later = (Frame, BoxFuture<'static, Bytes>);
+
+/// Dispatches one event now: runs the handler's synchronous part, queues its ack, spawns its
+/// [`Reply::Later`] future if a handler slot is free, or returns it to wait for one.
+fn dispatch(conn: &Conn, handlers: &Handlers, frame: Frame) -> Option<Later> {
     let inner = &*conn.inner;
-    let frame = match Frame::decode(message) {
-        Ok(frame) => frame,
-        Err(err) => {
-            handlers.report(conn, &ConnError::Malformed(err));
-            return None;
-        }
-    };
-    if frame.is_ack() {
-        inner.on_ack(frame.ack_id(), frame.into_data());
-        return None;
-    }
     match handlers.call(conn, &frame) {
         Ok(Reply::Ack(data)) => {
             if frame.ack_id() != 0 {
                 inner.send_ack(frame.name(), frame.ack_id(), &data);
             }
         }
-        Ok(Reply::Later(future)) => {
-            // Each permit is given back by the `PermitGuard` of its task.
-            match inner.permits.try_acquire() {
-                Ok(permit) => permit.forget(),
-                Err(_) => {
-                    // At the bound: wait (boxed, so the waiting state does not weigh on the
-                    // reader's future the rest of the time).
-                    if let Some(stop) = Box::pin(wait_for_permit(inner, stop)).await {
-                        return Some(stop);
-                    }
-                }
+        Ok(Reply::Later(future)) => match inner.permits.try_acquire() {
+            Ok(permit) => {
+                // Given back by the `PermitGuard` of the task.
+                permit.forget();
+                spawn_handler(conn.clone(), handlers.clone(), frame, future);
             }
-            spawn_handler(conn.clone(), handlers.clone(), frame, future);
-        }
-        Err(message) => {
-            handler_panicked(conn, handlers, &frame, message);
-        }
+            Err(_) => return Some((frame, future)),
+        },
+        Err(message) => handler_panicked(conn, handlers, &frame, message),
     }
     None
 }
 
-/// Waits for a handler permit and forgets it, unless told to stop first.
-async fn wait_for_permit(inner: &Inner, stop: &mut oneshot::Receiver<Stop>) -> Option<Stop> {
-    tokio::select! {
-        biased;
-        stop = stop => Some(stop.unwrap_or(Stop::Now)),
-        permit = inner.permits.acquire() => {
-            if let Ok(permit) = permit {
-                permit.forget();
-            }
-            None
-        }
+/// Waits (reading on) until the write queue is at its high-water mark, then dispatches
+/// `frame` (waiting for a handler slot if it must). `Err` when the connection ends meanwhile.
+async fn dispatch_after_drain(mut reader: Reader<'_>, frame: Frame) -> Result<(), End> {
+    let inner = &*reader.conn.inner;
+    tracing::debug!(
+        conn = inner.id,
+        peer = &*inner.peer,
+        queued = inner.queued.load(Ordering::Acquire),
+        "write queue over its high-water mark; dispatching waits for the writer"
+    );
+    wait_reading(&mut reader, inner.drained()).await?;
+    match dispatch(reader.conn, reader.handlers, frame) {
+        Some(later) => spawn_when_free(reader, later).await,
+        None => Ok(()),
     }
+}
+
+/// Waits (reading on) for a handler slot, then spawns the future. `Err` when the connection
+/// ends meanwhile; the future is then dropped unpolled.
+async fn spawn_when_free(mut reader: Reader<'_>, (frame, future): Later) -> Result<(), End> {
+    let inner = &*reader.conn.inner;
+    if let Ok(permit) = wait_reading(&mut reader, inner.permits.acquire()).await? {
+        // Given back by the `PermitGuard` of the task.
+        permit.forget();
+    }
+    spawn_handler(reader.conn.clone(), reader.handlers.clone(), frame, future);
+    Ok(())
 }
 
 fn handler_panicked(conn: &Conn, handlers: &Handlers, frame: &Frame, message: String) {
@@ -1272,22 +1608,34 @@ fn spawn_handler(conn: Conn, handlers: Handlers, frame: Frame, future: BoxFuture
     // Built outside the task so the permit comes back even if the task never runs.
     let guard = PermitGuard(Arc::clone(&conn.inner));
     tokio::spawn(async move {
-        let _guard = guard;
-        let inner = &*conn.inner;
-        let outcome = tokio::select! {
-            biased;
-            () = inner.handlers_stopped() => return,
-            outcome = AssertUnwindSafe(future).catch_unwind() => outcome,
-        };
-        match outcome {
-            Ok(data) => {
-                if frame.ack_id() != 0 {
-                    inner.send_ack(frame.name(), frame.ack_id(), &data);
-                }
-            }
-            Err(panic) => handler_panicked(&conn, &handlers, &frame, panic_message(panic)),
-        }
+        // Moved into `run_handler`, all of it is dropped when that ends, before the permit
+        // comes back: `close()` waits for every permit, so when it returns no handler task
+        // holds the connection, the handler table, the frame or the future.
+        run_handler(conn, handlers, frame, future).await;
+        drop(guard);
     });
+}
+
+async fn run_handler(
+    conn: Conn,
+    handlers: Handlers,
+    frame: Frame,
+    future: BoxFuture<'static, Bytes>,
+) {
+    let inner = &*conn.inner;
+    let outcome = tokio::select! {
+        biased;
+        () = inner.handlers_stopped() => return,
+        outcome = AssertUnwindSafe(future).catch_unwind() => outcome,
+    };
+    match outcome {
+        Ok(data) => {
+            if frame.ack_id() != 0 {
+                inner.send_ack(frame.name(), frame.ack_id(), &data);
+            }
+        }
+        Err(panic) => handler_panicked(&conn, &handlers, &frame, panic_message(panic)),
+    }
 }
 
 /// Closes the outbox when the writer ends, however it ends (done, failed, aborted).
@@ -1302,12 +1650,18 @@ impl Drop for WriterGuard {
 async fn run_writer(inner: Arc<Inner>, mut sink: Box<dyn MessageSink>, flush_batch: usize) {
     let _guard = WriterGuard(Arc::clone(&inner));
     if let Err(err) = write_loop(&inner, &mut *sink, flush_batch).await {
-        let cause = match &err {
-            // The peer's close got to the transport before it got to our reader.
-            TransportError::Closed(info) => Disconnect::peer_closed(info.clone()),
-            other => Disconnect::lost(format!("write failed: {other}")),
+        let recorded = match &err {
+            // The peer's close got to the transport before it got to our reader. (If we were
+            // closing too, the closes crossed: our recorded close stands.)
+            TransportError::Closed(info) => inner.end_with(Disconnect::peer_closed(info.clone())),
+            other => {
+                let why = format!("write failed: {other}");
+                // If we were closing, our close never made it out.
+                let failed = inner.close_failed(&why);
+                inner.end_with(Disconnect::lost(why)) || failed
+            }
         };
-        if inner.end_with(cause) {
+        if recorded {
             tracing::debug!(conn = inner.id, peer = &*inner.peer, %err, "write failed; ending the connection");
         }
         inner.stop_reader(Stop::Now);
@@ -1338,7 +1692,9 @@ async fn write_loop(
         while let Some(command) = batch.pop_front() {
             match command {
                 Command::Frame(text) => {
+                    let len = text.len();
                     sink.feed(text).await?;
+                    inner.written(len);
                     unflushed += 1;
                     if unflushed >= flush_batch {
                         sink.flush().await?;

@@ -4,7 +4,7 @@
 //! [`Transport`] on the other, to see and forge the exact frames on the wire.
 
 use bytes::Bytes;
-use cluster_transport::conn::{Conn, ConnConfig, ConnError, Handlers, Reply};
+use cluster_transport::conn::{CLOSE_QUEUE_OVERFLOW, Conn, ConnConfig, ConnError, Handlers, Reply};
 use cluster_transport::memory::{self, Faults};
 use cluster_transport::{CLOSE_NORMAL, Incoming, Transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -714,4 +714,429 @@ async fn concurrent_emitters_on_two_threads_each_get_their_own_ack() {
     within(server.close(CLOSE_NORMAL, "done")).await;
     assert!(within(client.closed()).await.normal);
     assert!(!faults.is_open());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Review fixes.
+
+/// Finding 3: while every handler slot is busy the reader still reads acks, so a `Later`
+/// handler that waits for the ack of its own `emit_with_ack` finishes even at bound 1.
+#[tokio::test(start_paused = true)]
+async fn a_later_handler_awaiting_an_ack_completes_while_the_slot_is_busy() {
+    let server_handlers = Handlers::new().on("ASK", |conn, data| {
+        let conn = conn.clone();
+        Reply::later(async move { conn.emit_with_ack("Q", &data).await.unwrap() })
+    });
+    let client_handlers = Handlers::new().on("Q", |_, data| Reply::ack(data.to_ascii_uppercase()));
+    let (c, s, _faults) = memory::pair();
+    let client = Conn::spawn(c, client_handlers, ConnConfig::default());
+    let config = ConnConfig {
+        max_concurrent_handlers: 1,
+        ..ConnConfig::default()
+    };
+    let _server = Conn::spawn(s, server_handlers, config);
+    // The first runs; the second waits for the slot while the ack of the first's question
+    // comes in behind it.
+    let first = client.emit_with_ack("ASK", b"a");
+    let second = client.emit_with_ack("ASK", b"b");
+    assert_eq!(within(first).await.unwrap(), Bytes::from_static(b"A"));
+    assert_eq!(within(second).await.unwrap(), Bytes::from_static(b"B"));
+    assert_eq!(
+        within(client.emit_with_ack("ASK", b"c")).await.unwrap(),
+        Bytes::from_static(b"C")
+    );
+}
+
+/// Finding 3: pings work both ways while the only handler slot is busy and one more event
+/// waits for it; the reader stops reading only once it would have to hold a second event.
+#[tokio::test(start_paused = true)]
+async fn pings_are_answered_while_the_handler_slot_is_busy() {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (called_tx, mut called) = mpsc::unbounded_channel();
+    let gate = Arc::clone(&release);
+    let server_handlers = Handlers::new().on("HOLD", move |_, data| {
+        let _ = called_tx.send(data.clone());
+        let gate = Arc::clone(&gate);
+        Reply::later(async move {
+            gate.acquire().await.unwrap().forget();
+            data
+        })
+    });
+    let (c, s, _faults) = memory::pair();
+    let client = Conn::spawn(c, Handlers::new(), ConnConfig::default());
+    let config = ConnConfig {
+        max_concurrent_handlers: 1,
+        ..ConnConfig::default()
+    };
+    let server = Conn::spawn(s, server_handlers, config);
+
+    let first = client.emit_with_ack("HOLD", b"1");
+    let second = client.emit_with_ack("HOLD", b"2");
+    // Both sync parts ran: the first future holds the slot, the second waits for it.
+    assert_eq!(within(called.recv()).await.unwrap(), "1");
+    assert_eq!(within(called.recv()).await.unwrap(), "2");
+    assert!(server.ping(SECOND).await.is_ok(), "our pong was not read");
+    assert!(
+        client.ping(SECOND).await.is_ok(),
+        "the peer's ping was not read"
+    );
+
+    // A third event is held unread-on: from then on the reader waits, pings go unanswered.
+    let third = client.emit_with_ack("HOLD", b"3");
+    assert!(matches!(
+        client.ping(SECOND).await,
+        Err(ConnError::PingTimeout(_))
+    ));
+    assert!(called.try_recv().is_err(), "the third event ran too early");
+
+    release.add_permits(3);
+    assert_eq!(within(first).await.unwrap(), "1");
+    assert_eq!(within(second).await.unwrap(), "2");
+    assert_eq!(within(third).await.unwrap(), "3");
+    assert_eq!(within(called.recv()).await.unwrap(), "3");
+    assert!(client.ping(SECOND).await.is_ok());
+}
+
+/// The data of a frame, owned by something whose drop takes a while (say, a pool that closes
+/// its connections): the slow destructor widens the window in which a task could still be
+/// dropping it after `close()` returned.
+struct SlowOwner {
+    text: Vec<u8>,
+    drop_time: Duration,
+    _alive: Arc<()>,
+}
+
+impl AsRef<[u8]> for SlowOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+impl Drop for SlowOwner {
+    fn drop(&mut self) {
+        std::thread::sleep(self.drop_time);
+    }
+}
+
+/// Finding 7: when `close()` returns, the handler tasks have dropped everything they held
+/// (their future, the frame, the handler table), on a multi-thread runtime too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_nothing_a_handler_held_is_alive() {
+    for _round in 0..20 {
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let table_probe = Arc::new(());
+        let in_table = Arc::clone(&table_probe);
+        let handlers = Handlers::new().on("HOLD", move |_, _| {
+            let _ = &in_table;
+            let started = started_tx.clone();
+            Reply::later(async move {
+                let _ = started.send(());
+                std::future::pending::<Bytes>().await
+            })
+        });
+        let (c, mut raw, _faults) = {
+            let (c, s, faults) = memory::pair();
+            (Conn::spawn(c, handlers, ConnConfig::default()), s, faults)
+        };
+        let mut frames = Vec::new();
+        for i in 0..4 {
+            let alive = Arc::new(());
+            frames.push(Arc::downgrade(&alive));
+            // Different drop times, so that whichever task ends last, another is still busy.
+            let owner = SlowOwner {
+                text: format!("HOLD||0||{i}").into_bytes(),
+                drop_time: Duration::from_millis(10 * (i + 1)),
+                _alive: alive,
+            };
+            raw.sink.feed(Bytes::from_owner(owner)).await.unwrap();
+        }
+        raw.sink.flush().await.unwrap();
+        for _ in 0..4 {
+            within(started.recv()).await.unwrap();
+        }
+        // The raw end answers our close at once (its stream echoes it).
+        let answering =
+            tokio::spawn(
+                async move { while let Ok(Incoming::Text(_)) = raw.stream.recv().await {} },
+            );
+        let table = Arc::downgrade(&table_probe);
+        drop(table_probe);
+        within(c.close(CLOSE_NORMAL, "bye")).await;
+        assert!(table.upgrade().is_none(), "the handler table is alive");
+        for frame in &frames {
+            assert!(frame.upgrade().is_none(), "a handler's frame is alive");
+        }
+        within(answering).await.unwrap();
+    }
+}
+
+/// Finding 10: every emit that returned `Ok` is delivered before our close, however the emit
+/// and the close race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_that_returned_ok_is_sent_before_the_close() {
+    for _round in 0..20 {
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
+        let server_handlers = Handlers::new().on("E", move |_, _| {
+            count.fetch_add(1, Ordering::SeqCst);
+            Reply::default()
+        });
+        let (client, server, _faults) = conns(Handlers::new(), server_handlers);
+        let (going_tx, going) = tokio::sync::oneshot::channel();
+        let emitter = {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut going_tx = Some(going_tx);
+                let mut sent = 0usize;
+                while client.emit("E", b"x").is_ok() {
+                    sent += 1;
+                    if sent == 100
+                        && let Some(tx) = going_tx.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                sent
+            })
+        };
+        going.await.unwrap();
+        within(client.close(CLOSE_NORMAL, "bye")).await;
+        let sent = emitter.join().unwrap();
+        let end = within(server.closed()).await;
+        assert!(end.normal, "{end:?}");
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            sent,
+            "an emit that returned Ok was lost"
+        );
+    }
+}
+
+/// A sink whose close fails as on a broken transport (frames still go through).
+struct BrokenOnClose;
+
+#[async_trait::async_trait]
+impl cluster_transport::MessageSink for BrokenOnClose {
+    async fn feed(&mut self, _text: Bytes) -> Result<(), cluster_transport::TransportError> {
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), cluster_transport::TransportError> {
+        Ok(())
+    }
+
+    async fn ping(&mut self, _payload: Bytes) -> Result<(), cluster_transport::TransportError> {
+        Ok(())
+    }
+
+    async fn close(
+        &mut self,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), cluster_transport::TransportError> {
+        Err(cluster_transport::TransportError::Lost(
+            "connection reset by peer".to_owned(),
+        ))
+    }
+}
+
+/// Finding 11: a close that could not be written is not reported as a normal close.
+#[tokio::test(start_paused = true)]
+async fn a_close_that_could_not_be_sent_is_not_normal() {
+    let transport = Transport {
+        sink: Box::new(BrokenOnClose),
+        stream: Box::new(Silent),
+        peer: "broken".to_owned(),
+    };
+    let conn = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
+    conn.emit("E", b"x").unwrap();
+    conn.close(CLOSE_NORMAL, "bye").await;
+    let end = within(conn.closed()).await;
+    assert!(
+        !end.normal && !end.by_peer && end.close.is_none(),
+        "{end:?}"
+    );
+    assert!(end.reason.contains("connection reset by peer"), "{end:?}");
+}
+
+/// Finding 9: a handler reply that is not UTF-8 cannot travel in a text message: the ack goes
+/// out empty and the connection stays.
+#[tokio::test(start_paused = true)]
+async fn a_non_utf8_reply_is_acked_empty_and_the_connection_stays() {
+    let handlers = Handlers::new()
+        .on("BIN", |_, _| Reply::ack(vec![b'a', 0xff, 0xfe]))
+        .on("LATER_BIN", |_, _| {
+            Reply::later(async { Bytes::from_static(&[0xc3]) })
+        })
+        .on("TEXT", |_, _| Reply::ack("fine"));
+    let (client, mut raw, _faults) = conn_and_raw(handlers, ConnConfig::default());
+    send_raw(&mut raw, "BIN||1").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_BIN||1");
+    send_raw(&mut raw, "LATER_BIN||2").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_LATER_BIN||2");
+    send_raw(&mut raw, "TEXT||3").await;
+    assert_eq!(recv_raw(&mut raw).await, "__ack_TEXT||3||fine");
+    assert!(!client.is_closed());
+}
+
+/// Finding 9: data that is not UTF-8 cannot travel in a text message: it is refused with a
+/// typed error before it is queued, and the connection stays.
+#[tokio::test(start_paused = true)]
+async fn non_utf8_data_is_refused_and_the_connection_stays() {
+    let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
+    assert!(matches!(
+        client.emit("E", b"ok\xff"),
+        Err(ConnError::NotUtf8 { valid_up_to: 2 })
+    ));
+    assert!(matches!(
+        client.emit_encoded(Bytes::from_static(b"E||0||\xc3")),
+        Err(ConnError::NotUtf8 { valid_up_to: 6 })
+    ));
+    let refused = client.emit_with_ack("E", b"\xfe");
+    assert_eq!(refused.ack_id(), None);
+    assert!(matches!(
+        within(refused).await,
+        Err(ConnError::NotUtf8 { valid_up_to: 0 })
+    ));
+    assert_eq!(client.queued_bytes(), 0);
+
+    client.emit("E", "still here ✓".as_bytes()).unwrap();
+    assert_eq!(recv_raw(&mut raw).await, "E||0||still here ✓");
+    // No ack id was used up by the refused emit.
+    let next = client.emit_with_ack("E", b"");
+    assert_eq!(next.ack_id(), Some(1));
+    assert_eq!(recv_raw(&mut raw).await, "E||1");
+    assert!(!client.is_closed());
+}
+
+/// Finding 1: a peer that sends requests and never reads the answers is slowed down to its
+/// own reading pace. The write queue stays at about the high-water mark instead of growing
+/// without bound, the connection stays, and everything is answered once the peer reads.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_does_not_read_is_back_pressured() {
+    const REPLY: usize = 64 << 10;
+    const FRAME: usize = REPLY + "BIG||0||".len();
+    const HIGH_WATER: usize = 256 << 10;
+    const REQUESTS: usize = 1000;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&handled);
+    let reply = vec![b'x'; REPLY];
+    let handlers = Handlers::new().on("REQ", move |conn, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+        conn.emit("BIG", &reply).unwrap();
+        Reply::default()
+    });
+    let small_buffers = memory::MemoryConfig {
+        capacity: 8,
+        ..memory::MemoryConfig::default()
+    };
+    let (client, server, _faults) = memory::pair_with(&small_buffers);
+    let config = ConnConfig {
+        queued_bytes_high_water: HIGH_WATER,
+        ..ConnConfig::default()
+    };
+    let server = Conn::spawn(server, handlers, config);
+    let Transport {
+        sink: mut client_sink,
+        stream: mut client_stream,
+        ..
+    } = client;
+    let mut flood = tokio::spawn(async move {
+        for _ in 0..REQUESTS {
+            client_sink
+                .feed(Bytes::from_static(b"REQ||0"))
+                .await
+                .unwrap();
+            client_sink.flush().await.unwrap();
+        }
+        client_sink
+    });
+
+    // The client does not read, so the flood cannot finish: the paused clock moves on only
+    // once every task waits.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), &mut flood)
+            .await
+            .is_err()
+    );
+    let stalled = handled.load(Ordering::SeqCst);
+    assert!(stalled < 30, "{stalled} requests were handled");
+    let queued = server.queued_bytes();
+    assert!(
+        queued > HIGH_WATER && queued <= HIGH_WATER + FRAME,
+        "{queued} bytes queued"
+    );
+    assert!(!server.is_closed());
+
+    // The client reads at last: every request is answered, in order, and the queue empties.
+    for _ in 0..REQUESTS {
+        match within(client_stream.recv()).await.unwrap() {
+            Incoming::Text(text) => assert_eq!(text.len(), FRAME),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+    let _client_sink = within(flood).await.unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), REQUESTS);
+    assert_eq!(server.queued_bytes(), 0);
+    assert!(!server.is_closed());
+}
+
+/// Finding 1: past `max_queued_bytes` an emit is refused with `QueueFull` and the connection
+/// is closed with 1008 after what was queued.
+#[tokio::test(start_paused = true)]
+async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
+    const REPLY: usize = 64 << 10;
+    const FRAME: usize = REPLY + "BIG||0||".len();
+    const LIMIT: usize = 1 << 20;
+    let (errors_tx, mut errors) = mpsc::unbounded_channel();
+    let reply = vec![b'x'; REPLY];
+    let handlers = Handlers::new().on("BURST", move |conn, _| {
+        for accepted in 0..100 {
+            if let Err(err) = conn.emit("BIG", &reply) {
+                let _ = errors_tx.send((accepted, err, conn.queued_bytes()));
+                break;
+            }
+        }
+        Reply::default()
+    });
+    let small_buffers = memory::MemoryConfig {
+        capacity: 8,
+        ..memory::MemoryConfig::default()
+    };
+    let (mut client, server, _faults) = memory::pair_with(&small_buffers);
+    let config = ConnConfig {
+        max_queued_bytes: LIMIT,
+        ..ConnConfig::default()
+    };
+    let server = Conn::spawn(server, handlers, config);
+    send_raw(&mut client, "BURST||0").await;
+
+    let (accepted, err, queued) = within(errors.recv()).await.unwrap();
+    assert!(
+        matches!(err, ConnError::QueueFull { limit: LIMIT, .. }),
+        "{err}"
+    );
+    assert_eq!(accepted, LIMIT / FRAME);
+    assert!(queued <= LIMIT, "{queued} bytes queued");
+    assert!(server.is_closed());
+    assert!(matches!(server.emit("E", b""), Err(ConnError::Closed)));
+
+    // The client reads at last: what was accepted, then the close.
+    let mut received = 0;
+    let close = loop {
+        match within(client.stream.recv()).await.unwrap() {
+            Incoming::Text(text) => {
+                assert_eq!(text.len(), FRAME);
+                received += 1;
+            }
+            Incoming::Closed(info) => break info,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(received, accepted);
+    assert_eq!(close.code, Some(CLOSE_QUEUE_OVERFLOW));
+    let end = within(server.closed()).await;
+    assert!(!end.by_peer && !end.normal, "{end:?}");
+    assert_eq!(end.close.and_then(|c| c.code), Some(CLOSE_QUEUE_OVERFLOW));
+    assert_eq!(server.queued_bytes(), 0);
 }
