@@ -5,9 +5,9 @@ mod common;
 
 use bytes::Bytes;
 use cluster_client::{
-    BoxError, ClientState, EventHandler, RemoteConfigReceiver, RoutingConfig, async_trait,
+    BoxError, Client, ClientState, EventHandler, RemoteConfigReceiver, RoutingConfig, async_trait,
 };
-use cluster_testkit::{ErrorEvent, Fault};
+use cluster_testkit::{ErrorEvent, Fault, MemoryListener};
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,18 +44,10 @@ async fn acceptance_scenario_two_a_and_b_requiring_a() {
     wait_ready(&a2).await;
     service.wait_ready_instances("A", 2, WAIT).await.unwrap();
 
-    let configs = Configs::new();
-    let routes = Recorder::<RoutingConfig>::new();
-    let (hosts, upgrader) = hosts_recorder();
+    let (handler, watched) = watching("A");
     let b_default = r#"{"db":{"password":"p@ss","host":"h"},"someString":"first"}"#;
     let b = builder(&listener, module("B", "127.0.9.3"), b_default).build();
-    let run_b = spawn_run(
-        &b,
-        EventHandler::new()
-            .remote_config_receiver(configs.clone())
-            .routes_receiver(routes.clone())
-            .require_module("A", upgrader),
-    );
+    let run_b = spawn_run(&b, handler);
     wait_ready(&b).await;
     assert!(b.healthcheck().is_ok());
     service.wait_ready_instances("B", 1, WAIT).await.unwrap();
@@ -90,23 +82,23 @@ async fn acceptance_scenario_two_a_and_b_requiring_a() {
     // B's config is updated.
     let new_config = r#"{"someString":"second","nested":{"a||b":"x||y"}}"#;
     service.set_config("B", new_config, None).unwrap();
-    configs.wait_len(2).await;
+    watched.configs.wait_len(2).await;
 
     // One A leaves.
-    a2.close().await;
-    run_a2.await.unwrap().unwrap();
-    hosts.wait_len(2).await;
-    routes.wait_len(3).await;
+    close_and_join(&a2, run_a2).await;
+    watched.hosts.wait_len(2).await;
+    watched.routes.wait_len(3).await;
 
-    assert_eq!(configs.all(), [b_default, new_config]);
+    assert_eq!(watched.configs.all(), [b_default, new_config]);
     assert_eq!(
-        hosts.all(),
+        watched.hosts.all(),
         [
             vec!["127.0.9.2:9999".to_owned(), "127.0.9.1:9999".to_owned()],
             vec!["127.0.9.1:9999".to_owned()],
         ]
     );
-    let tables: Vec<Vec<(String, String)>> = routes
+    let tables: Vec<Vec<(String, String)>> = watched
+        .routes
         .all()
         .iter()
         .map(|t| {
@@ -130,8 +122,7 @@ async fn acceptance_scenario_two_a_and_b_requiring_a() {
     );
 
     b.close().await;
-    a1.close().await;
-    run_b.await.unwrap().unwrap();
+    close_and_join(&a1, run_b).await;
     run_a1.await.unwrap().unwrap();
     service.wait_connections("A", 0, WAIT).await.unwrap();
     service.wait_connections("B", 0, WAIT).await.unwrap();
@@ -168,10 +159,7 @@ async fn rejected_initial_config_keeps_the_module_not_ready_and_retries() {
         EventHandler::new().remote_config_receiver(receiver),
     );
 
-    let failed = wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    let failed = wait_backing_off(&client).await;
     let ClientState::BackingOff {
         delay, failures, ..
     } = failed
@@ -197,8 +185,7 @@ async fn rejected_initial_config_keeps_the_module_not_ready_and_retries() {
             READY_EVENT
         ]
     );
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,8 +216,7 @@ async fn server_refusing_connections_means_backoff_until_it_accepts() {
     service.refuse_connections(false);
     wait_ready(&client).await;
     service.wait_ready_instances("A", 1, WAIT).await.unwrap();
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,18 +230,14 @@ async fn missing_ack_fails_the_session_after_the_ack_timeout() {
 
     service.wait_event("A", READY_EVENT, WAIT).await.unwrap();
     let sent_at = Instant::now();
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&client).await;
     assert_eq!(sent_at.elapsed(), Duration::from_millis(500));
     // The session closed its connection: the instance is gone.
     service.wait_ready_instances("A", 0, WAIT).await.unwrap();
 
     service.clear_faults();
     wait_ready(&client).await;
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,10 +257,7 @@ async fn error_event_during_handshake_fails_it_at_once() {
 
     let t0 = Instant::now();
     assert_eq!(service.send_error("B", ErrorEvent::Config, "bad config"), 1);
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&client).await;
     assert_eq!(
         t0.elapsed(),
         Duration::ZERO,
@@ -288,8 +267,7 @@ async fn error_event_during_handshake_fails_it_at_once() {
 
     service.clear_faults();
     wait_ready(&client).await;
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -315,21 +293,21 @@ async fn error_events_after_ready_are_logged_and_the_session_goes_on() {
     assert_eq!(configs.wait_len(2).await[1], r#"{"someString":"after"}"#);
     assert!(client.healthcheck().is_ok());
     assert_eq!(service.connections("B")[0].id, conn, "same connection");
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
-/// A config receiver that is slow or panics on chosen calls, recording starts, ends and drops.
+/// A config receiver that misbehaves on chosen calls (numbered from 0) and is fine on the
+/// others, recording starts, ends and drops.
 #[derive(Clone)]
 struct Flaky {
     calls: Arc<AtomicUsize>,
     log: Recorder<String>,
-    behave: fn(usize) -> Behaviour,
+    on: &'static [usize],
+    bad: Misbehaviour,
 }
 
 #[derive(Clone, Copy)]
-enum Behaviour {
-    Ok,
+enum Misbehaviour {
     Sleep(Duration),
     Panic,
 }
@@ -349,45 +327,52 @@ impl RemoteConfigReceiver for Flaky {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         self.log.push(format!("start {n}"));
         let mut finish = Finish(self.log.clone(), n, false);
-        match (self.behave)(n) {
-            Behaviour::Ok => {}
-            Behaviour::Sleep(d) => tokio::time::sleep(d).await,
-            Behaviour::Panic => panic!("receiver bug"),
+        if self.on.contains(&n) {
+            match self.bad {
+                Misbehaviour::Sleep(d) => tokio::time::sleep(d).await,
+                Misbehaviour::Panic => panic!("receiver bug"),
+            }
         }
         finish.2 = true;
         Ok(())
     }
 }
 
-fn flaky(behave: fn(usize) -> Behaviour) -> Flaky {
-    Flaky {
+/// Starts module B on `listener` with a [`Flaky`] config receiver, each call bounded by
+/// `timeout` (`None`: the default bound). Returns the client, its run and the receiver's log.
+fn start_flaky(
+    listener: &MemoryListener,
+    on: &'static [usize],
+    bad: Misbehaviour,
+    timeout: Option<Duration>,
+) -> (Client, Run, Recorder<String>) {
+    let receiver = Flaky {
         calls: Arc::new(AtomicUsize::new(0)),
         log: Recorder::new(),
-        behave,
-    }
+        on,
+        bad,
+    };
+    let log = receiver.log.clone();
+    let handler = match timeout {
+        Some(timeout) => EventHandler::new().remote_config_receiver_with_timeout(receiver, timeout),
+        None => EventHandler::new().remote_config_receiver(receiver),
+    };
+    let client = builder(listener, module("B", "10.0.0.2"), "{}").build();
+    let run = spawn_run(&client, handler);
+    (client, run, log)
 }
 
 #[tokio::test(start_paused = true)]
 async fn too_slow_initial_config_is_cancelled_and_retried() {
     let (_service, listener) = service();
-    let receiver = flaky(|n| {
-        if n == 0 {
-            Behaviour::Sleep(Duration::from_secs(10))
-        } else {
-            Behaviour::Ok
-        }
-    });
-    let log = receiver.log.clone();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
-    let run = spawn_run(
-        &client,
-        EventHandler::new().remote_config_receiver_with_timeout(receiver, Duration::from_secs(2)),
+    let (client, run, log) = start_flaky(
+        &listener,
+        &[0],
+        Misbehaviour::Sleep(Duration::from_secs(10)),
+        Some(Duration::from_secs(2)),
     );
     let t0 = Instant::now();
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&client).await;
     assert_eq!(
         t0.elapsed(),
         Duration::from_secs(2),
@@ -396,25 +381,17 @@ async fn too_slow_initial_config_is_cancelled_and_retried() {
     wait_ready(&client).await;
     // The slow application was dropped before the next one started.
     assert_eq!(log.all(), ["start 0", "dropped 0", "start 1", "end 1"]);
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn too_slow_config_change_is_cancelled_and_the_client_survives() {
     let (service, listener) = service();
-    let receiver = flaky(|n| {
-        if n == 1 {
-            Behaviour::Sleep(Duration::from_secs(10))
-        } else {
-            Behaviour::Ok
-        }
-    });
-    let log = receiver.log.clone();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
-    let run = spawn_run(
-        &client,
-        EventHandler::new().remote_config_receiver_with_timeout(receiver, Duration::from_secs(2)),
+    let (client, run, log) = start_flaky(
+        &listener,
+        &[1],
+        Misbehaviour::Sleep(Duration::from_secs(10)),
+        Some(Duration::from_secs(2)),
     );
     wait_ready(&client).await;
     service
@@ -438,31 +415,15 @@ async fn too_slow_config_change_is_cancelled_and_the_client_survives() {
     );
     assert!(client.healthcheck().is_ok());
     assert_eq!(service.connections("B").len(), 1);
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn panicking_receiver_is_reported_and_the_client_survives() {
     let (service, listener) = service();
     // Panics on the initial config of the first session and on the first change.
-    let receiver = flaky(|n| {
-        if n == 0 || n == 2 {
-            Behaviour::Panic
-        } else {
-            Behaviour::Ok
-        }
-    });
-    let log = receiver.log.clone();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
-    let run = spawn_run(
-        &client,
-        EventHandler::new().remote_config_receiver(receiver),
-    );
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    let (client, run, log) = start_flaky(&listener, &[0, 2], Misbehaviour::Panic, None);
+    wait_backing_off(&client).await;
     wait_ready(&client).await;
     service
         .set_config("B", r#"{"someString":"boom"}"#, None)
@@ -486,8 +447,7 @@ async fn panicking_receiver_is_reported_and_the_client_survives() {
         ]
     );
     assert!(client.healthcheck().is_ok());
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -504,15 +464,11 @@ async fn panicking_hosts_upgrader_fails_the_handshake_but_not_the_client() {
             }
         }),
     );
-    wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&client).await;
     wait_ready(&client).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(service.ready_instances("B").len(), 1);
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 /// Holds the client at one stage of the handshake, then breaks the connection there.
@@ -557,10 +513,7 @@ async fn disconnect_at_every_stage_reconnects_and_gets_ready() {
         service.clear_faults();
         let first = service.memory_network().connection(0).await;
         first.faults.sever();
-        wait_state(&client, "backing off", |s| {
-            matches!(s, ClientState::BackingOff { .. })
-        })
-        .await;
+        wait_backing_off(&client).await;
         wait_ready(&client).await;
         let second = within("a second dial", service.memory_network().connection(1)).await;
         assert!(
@@ -568,8 +521,7 @@ async fn disconnect_at_every_stage_reconnects_and_gets_ready() {
             "stage {stage}: ready on the new connection"
         );
         service.wait_ready_instances("B", 1, WAIT).await.unwrap();
-        client.close().await;
-        run.await.unwrap().unwrap();
+        close_and_join(&client, run).await;
     }
 }
 
@@ -580,17 +532,13 @@ async fn server_closing_the_connection_means_reconnect_after_one_second() {
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     assert_eq!(service.disconnect_module("B").await, 1);
-    let backoff = wait_state(&client, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    let backoff = wait_backing_off(&client).await;
     assert!(
         matches!(backoff, ClientState::BackingOff { delay, .. } if delay == Duration::from_secs(1))
     );
     wait_ready(&client).await;
     service.wait_ready_instances("B", 1, WAIT).await.unwrap();
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -626,8 +574,7 @@ async fn half_open_connection_is_detected_by_missed_pongs() {
     wait_ready(&client).await;
     let second = service.memory_network().connection(1).await;
     assert!(second.faults.is_open());
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -658,10 +605,7 @@ async fn slow_routes_backlog_does_not_keep_a_new_session_from_ready() {
     service.wait_ready_instances("A", 10, WAIT).await.unwrap();
     // B's session ends with most of that backlog still queued.
     assert_eq!(service.disconnect_module("B").await, 1);
-    wait_state(&b, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&b).await;
     wait_ready(&b).await;
     // The new session's initial table did not wait behind the old session's (1 s limit):
     // ready on the first reconnect.
@@ -677,11 +621,9 @@ async fn slow_routes_backlog_does_not_keep_a_new_session_from_ready() {
         "the new session's initial table: {:?}",
         tables.all()
     );
-    b.close().await;
-    run_b.await.unwrap().unwrap();
+    close_and_join(&b, run_b).await;
     for (a, run) in others {
-        a.close().await;
-        run.await.unwrap().unwrap();
+        close_and_join(&a, run).await;
     }
 }
 
@@ -705,8 +647,7 @@ async fn huge_timeouts_mean_no_deadline() {
     wait_ready(&client).await;
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(client.healthcheck().is_ok());
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -752,8 +693,7 @@ async fn config_burst_ends_with_the_last_config_and_never_goes_back() {
         rx.len()
     );
     assert!(client.healthcheck().is_ok());
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ mod common;
 
 use cluster_client::transport::tls::server_config_from_pem;
 use cluster_client::transport::ws::WsServerConfig;
-use cluster_client::{Client, ClientState, EventHandler, RoutingConfig, TlsConfig};
+use cluster_client::{Client, ClientState, EventHandler, TlsConfig};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -19,41 +19,31 @@ async fn ready_config_routes_and_hosts_over_loopback_websocket() {
     let run_a = spawn_run(&a, EventHandler::new());
     wait_ready(&a).await;
 
-    let configs = Configs::new();
-    let routes = Recorder::<RoutingConfig>::new();
-    let (hosts, upgrader) = hosts_recorder();
+    let (handler, watched) = watching("A");
     let b = Client::new(
         module("B", "127.0.9.2"),
         config_data(r#"{"someString":"x"}"#),
         [format!("ws://{host}")],
     );
-    let run_b = spawn_run(
-        &b,
-        EventHandler::new()
-            .remote_config_receiver(configs.clone())
-            .routes_receiver(routes.clone())
-            .require_module("A", upgrader),
-    );
+    let run_b = spawn_run(&b, handler);
     let ready = wait_ready(&b).await;
     assert!(
         matches!(ready, ClientState::Ready { ref host, .. } if host.starts_with("ws://127.0.0.1:"))
     );
-    assert_eq!(hosts.wait_len(1).await[0], ["127.0.9.1:9999"]);
-    assert_eq!(routes.wait_len(1).await[0][0].module_name, "A");
+    assert_eq!(watched.hosts.wait_len(1).await[0], ["127.0.9.1:9999"]);
+    assert_eq!(watched.routes.wait_len(1).await[0][0].module_name, "A");
 
     service
         .set_config("B", r#"{"someString":"y"}"#, None)
         .unwrap();
     assert_eq!(
-        configs.wait_len(2).await,
+        watched.configs.wait_len(2).await,
         [r#"{"someString":"x"}"#, r#"{"someString":"y"}"#]
     );
 
-    a.close().await;
-    run_a.await.unwrap().unwrap();
-    assert_eq!(hosts.wait_len(2).await[1], Vec::<String>::new());
-    b.close().await;
-    run_b.await.unwrap().unwrap();
+    close_and_join(&a, run_a).await;
+    assert_eq!(watched.hosts.wait_len(2).await[1], Vec::<String>::new());
+    close_and_join(&b, run_b).await;
     service.wait_connections("B", 0, WAIT).await.unwrap();
 }
 
@@ -88,13 +78,9 @@ async fn wss_host_uses_tls_with_the_configured_ca() {
     // Without the CA the certificate is refused: the client backs off and retries.
     let untrusted = Client::new(module("S", "127.0.9.5"), config_data("{}"), [host.clone()]);
     let run = spawn_run(&untrusted, EventHandler::new());
-    wait_state(&untrusted, "backing off", |s| {
-        matches!(s, ClientState::BackingOff { .. })
-    })
-    .await;
+    wait_backing_off(&untrusted).await;
     assert!(service.connections("S").is_empty());
-    untrusted.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&untrusted, run).await;
 
     let client = Client::builder(module("S", "127.0.9.5"), config_data("{}"), [host])
         .tls(TlsConfig::custom_ca_pem(ca))
@@ -107,6 +93,5 @@ async fn wss_host_uses_tls_with_the_configured_ca() {
     wait_ready(&client).await;
     assert_eq!(configs.wait_len(1).await, ["{}"]);
     service.wait_ready_instances("S", 1, WAIT).await.unwrap();
-    client.close().await;
-    run.await.unwrap().unwrap();
+    close_and_join(&client, run).await;
 }

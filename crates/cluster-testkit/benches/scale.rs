@@ -23,13 +23,17 @@
 //!
 //! `cargo bench -p cluster-testkit --bench scale`; `SCALE_N=1000,5000` picks the sizes.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use bytes::Bytes;
 use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
+use common::ChildGuard;
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,7 +153,7 @@ fn mib(bytes: u64) -> f64 {
 
 /// The server process; killed if the bench fails before it stopped it.
 struct Server {
-    child: Option<Child>,
+    child: ChildGuard,
     pid: u32,
     ws: SocketAddr,
     admin: SocketAddr,
@@ -157,52 +161,29 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn fake-config-service");
+        let mut child = common::spawn_service_binary(Stdio::inherit());
         let stdout = child.stdout.take().expect("stdout");
         let lines: Vec<String> = std::io::BufReader::new(stdout)
             .lines()
             .take(2)
             .map_while(Result::ok)
             .collect();
-        let addr = |prefix: &str| -> SocketAddr {
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix(prefix))
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
-        };
+        let (ws, admin) = common::bound_addresses(&lines);
         Self {
             pid: child.id(),
-            ws: addr("listen ws://"),
-            admin: addr("admin http://"),
-            child: Some(child),
+            ws,
+            admin,
+            child: ChildGuard(Some(child)),
         }
     }
 
     /// SIGTERM, then waits for the exit; returns the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
+        let mut child = self.child.0.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();
         child.wait().ok()?.code()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

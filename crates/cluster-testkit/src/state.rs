@@ -316,6 +316,22 @@ struct ConnEntry {
     config_subscribed: bool,
 }
 
+/// The preamble of every module-event handler: decodes the payload with `decode`, then finds
+/// the sending connection's entry. The payload is checked first, so a malformed payload is
+/// reported as such even from a connection that already went away.
+fn decode_from<'a, T>(
+    conns: &'a mut HashMap<ConnId, ConnEntry>,
+    conn: ConnId,
+    data: &[u8],
+    decode: fn(&[u8]) -> Result<T, PayloadError>,
+) -> Result<(T, &'a mut ConnEntry), HandleError> {
+    let payload = decode(data)?;
+    let entry = conns
+        .get_mut(&conn)
+        .ok_or(HandleError::UnknownConnection(conn))?;
+    Ok((payload, entry))
+}
+
 /// The fake config service's state. See the [module docs](self).
 #[derive(Default)]
 pub struct ClusterState {
@@ -388,11 +404,8 @@ impl ClusterState {
         conn: ConnId,
         data: &[u8],
     ) -> Result<Vec<Notification>, HandleError> {
-        let config_data = payload::decode_config_data(data)?;
-        let entry = self
-            .conns
-            .get_mut(&conn)
-            .ok_or(HandleError::UnknownConnection(conn))?;
+        let (config_data, entry) =
+            decode_from(&mut self.conns, conn, data, payload::decode_config_data)?;
         entry.config_subscribed = true;
         let module = self.modules.entry(entry.module.clone()).or_default();
         let config = module
@@ -453,11 +466,12 @@ impl ClusterState {
         conn: ConnId,
         data: &[u8],
     ) -> Result<Vec<Notification>, HandleError> {
-        let requirements = payload::decode_module_requirements(data)?;
-        let entry = self
-            .conns
-            .get_mut(&conn)
-            .ok_or(HandleError::UnknownConnection(conn))?;
+        let (requirements, entry) = decode_from(
+            &mut self.conns,
+            conn,
+            data,
+            payload::decode_module_requirements,
+        )?;
         let asked = requirements.required_modules.len();
         if asked > MAX_REQUIRED_MODULES {
             return Err(HandleError::TooManyRequiredModules {
@@ -539,11 +553,12 @@ impl ClusterState {
         conn: ConnId,
         data: &[u8],
     ) -> Result<Vec<Notification>, HandleError> {
-        let mut declaration = payload::decode_backend_declaration(data)?;
-        let entry = self
-            .conns
-            .get_mut(&conn)
-            .ok_or(HandleError::UnknownConnection(conn))?;
+        let (mut declaration, entry) = decode_from(
+            &mut self.conns,
+            conn,
+            data,
+            payload::decode_backend_declaration,
+        )?;
         if declaration.transport == GRPC_TRANSPORT {
             for endpoint in &mut declaration.endpoints {
                 if endpoint.http_method.is_empty() {
@@ -934,6 +949,7 @@ fn json_kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use UpdateMode::{Unsafe, Validated};
 
     const SCHEMA: &str = r#"{"version":"1.0.0","schema":{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"someString":{"type":"string"}}},"config":{}}"#;
 
@@ -941,6 +957,17 @@ mod tests {
         format!(
             r#"{{"moduleName":"{module}","version":"1.0.0","libVersion":"1.0.0","endpoints":null,"requiredModules":[],"address":{{"ip":"{ip}","port":"9999"}}}}"#
         )
+    }
+
+    /// [`ClusterState::set_config`] of a JSON literal.
+    fn set(
+        s: &mut ClusterState,
+        mode: UpdateMode,
+        module: &str,
+        json: &'static [u8],
+        expected_version: Option<u64>,
+    ) -> Result<ConfigUpdate, ConfigUpdateError> {
+        s.set_config(module, Bytes::from_static(json), expected_version, mode)
     }
 
     fn single(mut n: Vec<Notification>) -> Notification {
@@ -996,6 +1023,11 @@ mod tests {
         assert!(matches!(
             s.module_ready(ConnId(9), ready_json("A", "1").as_bytes()),
             Err(HandleError::UnknownConnection(ConnId(9)))
+        ));
+        // The payload is checked before the connection.
+        assert!(matches!(
+            s.module_ready(ConnId(9), b""),
+            Err(HandleError::Payload(_))
         ));
     }
 
@@ -1149,23 +1181,9 @@ mod tests {
     #[test]
     fn equal_config_changes_nothing_even_with_other_spacing() {
         let mut s = state_with_schema();
-        let first = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"a":1,"b":2}"#),
-                None,
-                UpdateMode::Validated,
-            )
-            .unwrap();
+        let first = set(&mut s, Validated, "A", br#"{"a":1,"b":2}"#, None).unwrap();
         assert_eq!(first.version, 2);
-        let u = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{ "b": 2, "a": 1 }"#),
-                Some(1),
-                UpdateMode::Validated,
-            )
-            .unwrap();
+        let u = set(&mut s, Validated, "A", br#"{ "b": 2, "a": 1 }"#, Some(1)).unwrap();
         assert!(!u.changed);
         assert_eq!(u.version, 2);
         assert!(u.notifications.is_empty());
@@ -1175,23 +1193,9 @@ mod tests {
     #[test]
     fn stale_version_is_refused() {
         let mut s = state_with_schema();
-        let first = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"a":1}"#),
-                Some(1),
-                UpdateMode::Validated,
-            )
-            .unwrap();
+        let first = set(&mut s, Validated, "A", br#"{"a":1}"#, Some(1)).unwrap();
         assert_eq!(first.version, 2);
-        let err = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"a":2}"#),
-                Some(1),
-                UpdateMode::Validated,
-            )
-            .unwrap_err();
+        let err = set(&mut s, Validated, "A", br#"{"a":2}"#, Some(1)).unwrap_err();
         assert_eq!(
             err,
             ConfigUpdateError::VersionConflict {
@@ -1206,14 +1210,7 @@ mod tests {
     #[test]
     fn invalid_config_lists_every_issue() {
         let mut s = state_with_schema();
-        let err = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"someString":5}"#),
-                None,
-                UpdateMode::Validated,
-            )
-            .unwrap_err();
+        let err = set(&mut s, Validated, "A", br#"{"someString":5}"#, None).unwrap_err();
         let ConfigUpdateError::Invalid { issues, .. } = &err else {
             panic!("{err:?}");
         };
@@ -1228,14 +1225,7 @@ mod tests {
         assert_eq!(s.active_config("A").unwrap().version, 1);
 
         // Unsafe stores it anyway.
-        let u = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"someString":5}"#),
-                None,
-                UpdateMode::Unsafe,
-            )
-            .unwrap();
+        let u = set(&mut s, Unsafe, "A", br#"{"someString":5}"#, None).unwrap();
         assert_eq!(u.version, 2);
     }
 
@@ -1247,23 +1237,9 @@ mod tests {
         let data =
             r#"{"version":"1","schema":{"type":"object","dependencies":{"a":["b"]}},"config":{}}"#;
         s.config_schema(ConnId(1), data.as_bytes()).unwrap();
-        let err = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"a":1}"#),
-                None,
-                UpdateMode::Validated,
-            )
-            .unwrap_err();
+        let err = set(&mut s, Validated, "A", br#"{"a":1}"#, None).unwrap_err();
         assert!(matches!(err, ConfigUpdateError::Invalid { .. }), "{err:?}");
-        let ok = s
-            .set_config(
-                "A",
-                Bytes::from_static(br#"{"a":1,"b":2}"#),
-                None,
-                UpdateMode::Validated,
-            )
-            .unwrap();
+        let ok = set(&mut s, Validated, "A", br#"{"a":1,"b":2}"#, None).unwrap();
         assert!(ok.changed);
     }
 
@@ -1277,22 +1253,15 @@ mod tests {
         ));
         assert!(s.module("X").is_none());
         assert!(matches!(
-            s.set_config("X", Bytes::from_static(b"[1]"), None, UpdateMode::Unsafe),
+            set(&mut s, Unsafe, "X", b"[1]", None),
             Err(ConfigUpdateError::NotAnObject { .. })
         ));
         assert!(matches!(
-            s.set_config("X", Bytes::from_static(b"{"), None, UpdateMode::Unsafe),
+            set(&mut s, Unsafe, "X", b"{", None),
             Err(ConfigUpdateError::NotAnObject { .. })
         ));
         // Unsafe pre-seeds an unknown module; its first instance gets this config.
-        let u = s
-            .set_config(
-                "X",
-                Bytes::from_static(br#"{"seed":1}"#),
-                Some(0),
-                UpdateMode::Unsafe,
-            )
-            .unwrap();
+        let u = set(&mut s, Unsafe, "X", br#"{"seed":1}"#, Some(0)).unwrap();
         assert_eq!(u.version, 1);
         s.connect(ConnId(1), "X", "p");
         let data = r#"{"version":"1","schema":{"type":"object","minProperties":"x"},"config":{}}"#;
@@ -1409,14 +1378,7 @@ mod tests {
             .unwrap();
         s.connect(ConnId(3), "with-schema", "p");
         s.config_schema(ConnId(3), SCHEMA.as_bytes()).unwrap();
-        let seeded = s
-            .set_config(
-                "seeded",
-                Bytes::from_static(b"{}"),
-                None,
-                UpdateMode::Unsafe,
-            )
-            .unwrap();
+        let seeded = set(&mut s, Unsafe, "seeded", b"{}", None).unwrap();
         assert!(seeded.notifications.is_empty());
         s.connect(ConnId(4), "seeded", "p");
 

@@ -9,29 +9,14 @@ use cluster_proto::event;
 use cluster_testkit::{Direction, FakeConfigService};
 use cluster_transport::Connector;
 use common::{
-    Client, WAIT, addresses, ready_payload, requirements_payload, routes, schema_payload,
+    Client, WAIT, addresses, ready_instance, ready_payload, requirements_payload, routes,
+    schema_payload,
 };
 use std::sync::Arc;
 
 async fn scenario(service: &FakeConfigService, connector: Arc<dyn Connector>, host: &str) {
-    let a1 = Client::connect(&connector, host, "A").await;
-    let acks = a1
-        .handshake(
-            &schema_payload("{}"),
-            &requirements_payload(&[], false),
-            &ready_payload("A", "10.0.0.1", "9999"),
-        )
-        .await;
-    assert_eq!(acks, ["ok", "ok", "ok"]);
-    let a2 = Client::connect(&connector, host, "A").await;
-    let acks = a2
-        .handshake(
-            &schema_payload("{}"),
-            &requirements_payload(&[], false),
-            &ready_payload("A", "10.0.0.2", "9999"),
-        )
-        .await;
-    assert_eq!(acks, ["ok", "ok", "ok"]);
+    let a1 = ready_instance(&connector, host, "A", "10.0.0.1").await;
+    let a2 = ready_instance(&connector, host, "A", "10.0.0.2").await;
     service.wait_ready_instances("A", 2, WAIT).await.unwrap();
 
     let mut b = Client::connect(&connector, host, "B").await;

@@ -1,16 +1,17 @@
 //! The admin HTTP API over real HTTP on 127.0.0.1, with modules connected over a real
 //! WebSocket through the transport runtime; and the `fake-config-service` binary as a process.
 
-use bytes::Bytes;
+mod common;
+
 use cluster_testkit::FakeConfigService;
-use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
-use cluster_transport::ws::{WsConfig, WsConnector};
-use cluster_transport::{Connector, Endpoint};
+use cluster_transport::Connector;
+use common::{ChildGuard, Client, bound_addresses, requirements_payload, spawn_service_binary};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -102,7 +103,8 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpRe
 
 struct Harness {
     service: FakeConfigService,
-    ws: SocketAddr,
+    connector: Arc<dyn Connector>,
+    host: String,
     admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -111,7 +113,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         let service = FakeConfigService::new();
-        let ws = service.listen_ws("127.0.0.1:0").await.expect("ws listener");
+        let (connector, host) = common::ws(&service).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("admin listener");
@@ -126,7 +128,8 @@ impl Harness {
         ));
         Self {
             service,
-            ws,
+            connector,
+            host,
             admin,
             stop: Some(stop),
             server: Some(server),
@@ -145,9 +148,21 @@ impl Harness {
         http(self.admin, "POST", path, body.as_bytes()).await
     }
 
-    /// A module that went through the Go client's handshake: schema, requirements, ready.
-    async fn ready_module(&self, module: &str, ip: &str, requirements: &str) -> Module {
-        let mut client = Module::connect(self.ws, module).await;
+    /// A raw ETP client of `module`, connected over WebSocket.
+    async fn module(&self, module: &str) -> Client {
+        Client::connect(&self.connector, &self.host, module).await
+    }
+
+    /// A module that went through the Go client's handshake: schema, requirements (`required`
+    /// modules, and routes if `routes`), ready.
+    async fn ready_module(
+        &self,
+        module: &str,
+        ip: &str,
+        required: &[&str],
+        routes: bool,
+    ) -> Client {
+        let mut client = self.module(module).await;
         assert_eq!(
             client
                 .ack(
@@ -162,7 +177,12 @@ impl Harness {
             r#"{"port":1}"#
         );
         assert_eq!(
-            client.ack("MODULE:SEND_REQUIREMENTS", requirements).await,
+            client
+                .ack(
+                    "MODULE:SEND_REQUIREMENTS",
+                    requirements_payload(required, routes)
+                )
+                .await,
             "ok"
         );
         assert_eq!(
@@ -189,71 +209,14 @@ impl Harness {
     }
 }
 
-/// A module instance speaking raw ETP over WebSocket.
-struct Module {
-    conn: Conn,
-    events: mpsc::UnboundedReceiver<(String, Bytes)>,
-}
-
-impl Module {
-    async fn connect(addr: SocketAddr, module: &str) -> Self {
-        let connector = WsConnector::new(WsConfig::default()).expect("connector");
-        let endpoint: Endpoint = addr.to_string().parse().expect("endpoint");
-        let transport = tokio::time::timeout(WAIT, connector.connect(&endpoint, module))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        let (tx, events) = mpsc::unbounded_channel();
-        let handlers = Handlers::new().on_unknown(move |_, name, data| {
-            let _ = tx.send((name.to_owned(), data));
-            Reply::default()
-        });
-        Self {
-            conn: Conn::spawn(transport, handlers, ConnConfig::default()),
-            events,
-        }
-    }
-
-    async fn ack(&self, event: &str, data: &str) -> String {
-        let ack = self
-            .conn
-            .emit_with_ack_timeout(event, data.as_bytes(), WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("ack of {event}: {e}"));
-        String::from_utf8_lossy(&ack).into_owned()
-    }
-
-    /// The next event, which must be `name`; its data as text.
-    async fn expect(&mut self, name: &str) -> String {
-        let (event, data) = tokio::time::timeout(WAIT, self.events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {name} in time"))
-            .expect("connection gone");
-        assert_eq!(event, name, "unexpected event with {data:?}");
-        String::from_utf8_lossy(&data).into_owned()
-    }
-
-    async fn closed(&self) -> Disconnect {
-        tokio::time::timeout(WAIT, self.conn.closed())
-            .await
-            .expect("the connection did not close")
-    }
-}
-
 // ----- our routes -----
 
 #[tokio::test]
 async fn modules_lists_connections_instances_config_and_schema() {
     let h = Harness::start().await;
     assert_eq!(h.get("/modules").await.json(), json!([]));
-    let _a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":["B"],"requireRoutes":true}"#,
-        )
-        .await;
-    let _pending = Module::connect(h.ws, "B").await;
+    let _a = h.ready_module("A", "10.0.0.1", &["B"], true).await;
+    let _pending = h.module("B").await;
     h.service
         .wait_connections("B", 1, WAIT)
         .await
@@ -296,13 +259,7 @@ async fn modules_lists_connections_instances_config_and_schema() {
 #[tokio::test]
 async fn config_is_served_raw_and_unknown_modules_are_404() {
     let h = Harness::start().await;
-    let _a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":[],"requireRoutes":false}"#,
-        )
-        .await;
+    let _a = h.ready_module("A", "10.0.0.1", &[], false).await;
     let response = h.get("/modules/A/config").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.content_type.as_deref(), Some("application/json"));
@@ -317,7 +274,7 @@ async fn config_is_served_raw_and_unknown_modules_are_404() {
     assert_eq!(unknown.status, 404);
     assert!(unknown.json()["error"].as_str().unwrap().contains("nobody"));
 
-    let _silent = Module::connect(h.ws, "Silent").await;
+    let _silent = h.module("Silent").await;
     h.service.wait_connections("Silent", 1, WAIT).await.unwrap();
     let no_config = h.get("/modules/Silent/config").await;
     assert_eq!(no_config.status, 404);
@@ -333,13 +290,7 @@ async fn config_is_served_raw_and_unknown_modules_are_404() {
 #[tokio::test]
 async fn put_config_reaches_the_module_and_refuses_what_it_must() {
     let h = Harness::start().await;
-    let mut a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":[],"requireRoutes":false}"#,
-        )
-        .await;
+    let mut a = h.ready_module("A", "10.0.0.1", &[], false).await;
 
     let new = r#"{"port":2,"name":"a||b"}"#;
     let response = h.put("/modules/A/config?version=1", new).await;
@@ -410,7 +361,7 @@ async fn put_config_reaches_the_module_and_refuses_what_it_must() {
     // Unsafe creates a module that never connected: its config is waiting for it.
     let preload = h.put("/modules/Later/config?unsafe", r#"{"port":7}"#).await;
     assert_eq!(preload.json()["version"], 1);
-    let mut later = Module::connect(h.ws, "Later").await;
+    let mut later = h.module("Later").await;
     assert_eq!(
         later
             .ack(
@@ -430,9 +381,8 @@ async fn put_config_reaches_the_module_and_refuses_what_it_must() {
 #[tokio::test]
 async fn error_events_reach_every_connection_of_the_module() {
     let h = Harness::start().await;
-    let reqs = r#"{"requiredModules":[],"requireRoutes":false}"#;
-    let mut a1 = h.ready_module("A", "10.0.0.1", reqs).await;
-    let mut a2 = h.ready_module("A", "10.0.0.2", reqs).await;
+    let mut a1 = h.ready_module("A", "10.0.0.1", &[], false).await;
+    let mut a2 = h.ready_module("A", "10.0.0.2", &[], false).await;
 
     let response = h
         .post(
@@ -480,20 +430,8 @@ async fn error_events_reach_every_connection_of_the_module() {
 #[tokio::test]
 async fn disconnect_closes_the_module_normally_and_tells_the_others() {
     let h = Harness::start().await;
-    let a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":[],"requireRoutes":false}"#,
-        )
-        .await;
-    let mut b = h
-        .ready_module(
-            "B",
-            "10.0.0.9",
-            r#"{"requiredModules":["A"],"requireRoutes":false}"#,
-        )
-        .await;
+    let a = h.ready_module("A", "10.0.0.1", &[], false).await;
+    let mut b = h.ready_module("B", "10.0.0.9", &["A"], false).await;
     assert_eq!(
         b.expect("A_MODULE_CONNECTED").await,
         r#"[{"ip":"10.0.0.1","port":"9000"}]"#
@@ -521,9 +459,8 @@ async fn disconnect_closes_the_module_normally_and_tells_the_others() {
 async fn routes_are_the_routing_table_as_modules_get_it() {
     let h = Harness::start().await;
     assert_eq!(h.get("/routes").await.text(), "[]");
-    let reqs = r#"{"requiredModules":[],"requireRoutes":false}"#;
-    let _a1 = h.ready_module("A", "10.0.0.1", reqs).await;
-    let mut watcher = Module::connect(h.ws, "W").await;
+    let _a1 = h.ready_module("A", "10.0.0.1", &[], false).await;
+    let mut watcher = h.module("W").await;
     assert_eq!(
         watcher
             .ack(
@@ -534,7 +471,7 @@ async fn routes_are_the_routing_table_as_modules_get_it() {
         "ok"
     );
     watcher.expect("CONFIG:SEND_ROUTES_WHEN_CONNECTED").await;
-    let mut a2 = Module::connect(h.ws, "A").await;
+    let mut a2 = h.module("A").await;
     a2.ack("MODULE:SEND_CONFIG_SCHEMA", &schema_payload("{}"))
         .await;
     a2.expect("CONFIG:SEND_CONFIG_WHEN_CONNECTED").await;
@@ -579,13 +516,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 #[tokio::test]
 async fn isp_get_active_config_by_module_name() {
     let h = Harness::start().await;
-    let _a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":[],"requireRoutes":false}"#,
-        )
-        .await;
+    let _a = h.ready_module("A", "10.0.0.1", &[], false).await;
     let path = "/config/config/get_active_config_by_module_name";
     let response = h.post(path, r#"{"moduleName":"A"}"#).await;
     assert_eq!(response.status, 200);
@@ -606,7 +537,7 @@ async fn isp_get_active_config_by_module_name() {
         unknown.json(),
         json!({"errorCode": 2001, "errorMessage": "module not found"})
     );
-    let _silent = Module::connect(h.ws, "Silent").await;
+    let _silent = h.module("Silent").await;
     h.service.wait_connections("Silent", 1, WAIT).await.unwrap();
     let no_config = h.post(path, r#"{"moduleName":"Silent"}"#).await;
     assert_eq!(no_config.json()["errorCode"], 2002);
@@ -626,13 +557,7 @@ async fn isp_get_active_config_by_module_name() {
 #[tokio::test]
 async fn isp_create_update_config() {
     let h = Harness::start().await;
-    let mut a = h
-        .ready_module(
-            "A",
-            "10.0.0.1",
-            r#"{"requiredModules":[],"requireRoutes":false}"#,
-        )
-        .await;
+    let mut a = h.ready_module("A", "10.0.0.1", &[], false).await;
     let path = "/config/config/create_update_config";
 
     let update = r#"{"id":"A","name":"A","moduleId":"A","version":1,"data":{"port":5}}"#;
@@ -712,9 +637,9 @@ async fn isp_create_update_config() {
 #[tokio::test]
 async fn isp_modules_info_and_routes() {
     let h = Harness::start().await;
-    let _silent = Module::connect(h.ws, "Quiet").await;
+    let _silent = h.module("Quiet").await;
     h.service.wait_connections("Quiet", 1, WAIT).await.unwrap();
-    let a = Module::connect(h.ws, "A").await;
+    let a = h.module("A").await;
     a.ack("MODULE:SEND_CONFIG_SCHEMA", &schema_payload("{}"))
         .await;
     let endpoints = r#"[{"path":"a/z","inner":true,"userAuthRequired":false,"extra":null},{"path":"a/b","inner":false,"userAuthRequired":true,"extra":{"reqAdminPerm":"x"}}]"#;
@@ -753,31 +678,12 @@ async fn isp_modules_info_and_routes() {
 
 // ----- the binary -----
 
-/// Kills the child if the test fails before it exited.
-struct ChildGuard(Option<std::process::Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_shuts_down_cleanly_on_sigterm() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn fake-config-service");
+    let mut child = spawn_service_binary(Stdio::null());
     let stdout = child.stdout.take().expect("stdout");
     let pid = child.id();
     let mut guard = ChildGuard(Some(child));
@@ -796,18 +702,9 @@ async fn the_binary_serves_and_shuts_down_cleanly_on_sigterm() {
         .await
         .expect("no addresses printed")
         .expect("stdout reader");
-    let addr = |prefix: &str| -> SocketAddr {
-        lines
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
-    };
-    let ws = addr("listen ws://");
-    let admin = addr("admin http://");
+    let (ws, admin) = bound_addresses(&lines);
 
-    let module = Module::connect(ws, "A").await;
+    let module = Client::connect(&common::ws_connector(), &ws.to_string(), "A").await;
     assert_eq!(
         module
             .ack(

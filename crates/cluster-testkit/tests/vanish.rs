@@ -55,15 +55,7 @@ async fn vanishing_after_ready_drops_the_instance_and_notifies() {
     let service = FakeConfigService::new();
     let (connector, host) = common::memory(&service);
     let mut b = watcher(&connector, &host).await;
-    let a = Client::connect(&connector, &host, "A").await;
-    let acks = a
-        .handshake(
-            &schema_payload("{}"),
-            &requirements_payload(&[], false),
-            &ready_payload("A", "10.0.0.1", "9999"),
-        )
-        .await;
-    assert_eq!(acks, ["ok", "ok", "ok"]);
+    let _a = common::ready_instance(&connector, &host, "A", "10.0.0.1").await;
     assert_eq!(
         b.expect(event::CONFIG_SEND_ROUTES_CHANGED).await,
         common::routes(&[("A", "10.0.0.1", "9999")])

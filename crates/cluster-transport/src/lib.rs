@@ -37,8 +37,11 @@ use bytes::Bytes;
 use std::fmt;
 use std::str::FromStr;
 
+mod acceptor;
 pub mod conn;
 pub mod memory;
+mod socket;
+mod stream_end;
 pub mod tcp;
 pub mod tls;
 pub mod ws;

@@ -29,6 +29,7 @@
 //!
 //! Time (the [`Faults::delay`] knob) is tokio time: it works under `tokio::time::pause()`.
 
+use crate::stream_end::StreamEnd;
 use crate::{
     Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, Endpoint, Incoming,
     MessageSink, MessageStream, Transport, TransportError,
@@ -338,11 +339,6 @@ impl MessageSink for MemorySink {
     }
 }
 
-enum Done {
-    Closed(CloseInfo),
-    Failed,
-}
-
 struct MemoryStream {
     rx: mpsc::Receiver<Envelope>,
     /// Towards the peer, for pongs and close replies.
@@ -352,7 +348,7 @@ struct MemoryStream {
     end: Arc<EndState>,
     max_message_size: usize,
     pending: Option<Envelope>,
-    done: Option<Done>,
+    done: StreamEnd,
 }
 
 impl MemoryStream {
@@ -433,21 +429,11 @@ impl MemoryStream {
 #[async_trait]
 impl MessageStream for MemoryStream {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        match &self.done {
-            Some(Done::Closed(info)) => return Err(TransportError::Closed(info.clone())),
-            Some(Done::Failed) => {
-                return Err(TransportError::Lost("the stream has ended".to_owned()));
-            }
-            None => {}
-        }
+        self.done.check()?;
         let result = self.next().await;
-        match &result {
-            Ok(Incoming::Closed(info)) => self.done = Some(Done::Closed(info.clone())),
-            Err(_) => {
-                self.done = Some(Done::Failed);
-                self.rx.close();
-            }
-            Ok(_) => {}
+        self.done.record(&result);
+        if result.is_err() {
+            self.rx.close();
         }
         result
     }
@@ -502,7 +488,7 @@ fn named_pair(
                 end,
                 max_message_size,
                 pending: None,
-                done: None,
+                done: StreamEnd::default(),
             }),
             peer,
         }

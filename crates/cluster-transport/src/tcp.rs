@@ -26,6 +26,9 @@
 //! Pongs and close replies are written by the reading half without waiting for the socket
 //! (`try_write`); whatever does not fit goes out with the next write or flush.
 
+use crate::acceptor::ChannelAcceptor;
+use crate::socket::{accepted_tcp, dial_tcp};
+use crate::stream_end::StreamEnd;
 use crate::{
     Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, Endpoint, Incoming,
     MessageSink, MessageStream, Scheme, Transport, TransportError,
@@ -43,9 +46,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Default connect timeout of [`TcpConfig`] (5 s), connect and hello together.
@@ -69,7 +71,6 @@ const TAG_CLOSE: u8 = 5;
 /// A feed flushes by itself once this much is buffered.
 const WRITE_HIGH_WATER: usize = 64 << 10;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-const ACCEPT_QUEUE: usize = 1024;
 
 /// Settings of a [`TcpConnector`].
 #[derive(Debug, Clone)]
@@ -273,7 +274,7 @@ fn transport(
         stream: Box::new(TcpStreamHalf {
             reader,
             shared,
-            done: None,
+            done: StreamEnd::default(),
         }),
         peer,
     }
@@ -347,15 +348,10 @@ impl MessageSink for TcpSink {
     }
 }
 
-enum Done {
-    Closed(CloseInfo),
-    Failed,
-}
-
 struct TcpStreamHalf {
     reader: FramedRead<OwnedReadHalf, FrameDecoder>,
     shared: Arc<Shared>,
-    done: Option<Done>,
+    done: StreamEnd,
 }
 
 fn parse_close(body: &[u8]) -> Result<CloseInfo, TransportError> {
@@ -455,19 +451,9 @@ impl TcpStreamHalf {
 #[async_trait]
 impl MessageStream for TcpStreamHalf {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        match &self.done {
-            Some(Done::Closed(info)) => return Err(TransportError::Closed(info.clone())),
-            Some(Done::Failed) => {
-                return Err(TransportError::Lost("the stream has ended".to_owned()));
-            }
-            None => {}
-        }
+        self.done.check()?;
         let result = self.next_incoming().await;
-        match &result {
-            Ok(Incoming::Closed(info)) => self.done = Some(Done::Closed(info.clone())),
-            Err(_) => self.done = Some(Done::Failed),
-            Ok(_) => {}
-        }
+        self.done.record(&result);
         result
     }
 }
@@ -490,16 +476,7 @@ impl TcpConnector {
         endpoint: &Endpoint,
         module_name: &str,
     ) -> Result<Transport, TransportError> {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-            .await
-            .map_err(|e| TransportError::Connect {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let peer = tcp
-            .peer_addr()
-            .map_or_else(|_| endpoint.authority(), |a| a.to_string());
+        let (tcp, peer) = dial_tcp(endpoint).await?;
         let (read, write) = tcp.into_split();
         let reader = FramedRead::new(read, FrameDecoder::new(self.config.max_message_size));
         // The hello goes first; the server answers nothing unless it refuses (close 1008).
@@ -549,23 +526,11 @@ impl Connector for TcpConnector {
 
 /// Accepts clients of the TCP transport. Each client's hello is awaited in its own task, so a
 /// silent client holds up no one. Dropping the acceptor stops listening.
-pub struct TcpAcceptor {
-    local_addr: SocketAddr,
-    rx: mpsc::Receiver<Accepted>,
-    task: JoinHandle<()>,
-}
+pub struct TcpAcceptor(ChannelAcceptor);
 
 impl fmt::Debug for TcpAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpAcceptor")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for TcpAcceptor {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.0.fmt(f)
     }
 }
 
@@ -588,29 +553,25 @@ impl TcpAcceptor {
     ) -> Result<Self, TransportError> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, config, tx));
-        Ok(Self {
+        Ok(Self(ChannelAcceptor::spawn(
+            "TcpAcceptor",
+            "the TCP listener stopped",
             local_addr,
-            rx,
-            task,
-        })
+            |tx| accept_loop(listener, config, tx),
+        )))
     }
 
     /// The address it listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 }
 
 #[async_trait]
 impl Acceptor for TcpAcceptor {
     async fn accept(&mut self) -> Result<Accepted, TransportError> {
-        self.rx
-            .recv()
-            .await
-            .ok_or_else(|| TransportError::Lost("the TCP listener stopped".to_owned()))
+        self.0.accept().await
     }
 }
 
@@ -620,15 +581,9 @@ async fn accept_loop(listener: TcpListener, config: TcpServerConfig, tx: mpsc::S
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
         };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "TCP listener failed to accept");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Some((tcp, peer)) = accepted_tcp(accepted, "TCP").await else {
+            continue;
         };
-        let _ = tcp.set_nodelay(true);
         let tx = tx.clone();
         let config = config.clone();
         tokio::spawn(async move {
@@ -704,6 +659,7 @@ mod tests {
 mod acceptor_tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn refuses_a_client_without_hello_and_keeps_accepting() {

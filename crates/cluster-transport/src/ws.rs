@@ -24,6 +24,9 @@
 //! poll (never across an await), so the reading half can also write: it flushes pong and close
 //! replies, and sends the 1003 and 1009 closes.
 
+use crate::acceptor::ChannelAcceptor;
+use crate::socket::{accepted_tcp, dial_tcp};
+use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
 use crate::{
     Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, ETP_PATH, Endpoint, Incoming,
@@ -40,9 +43,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -71,8 +74,6 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 /// How long the reading half waits to write out a close reply or its own close (1 s).
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Handshaken connections waiting for [`WsAcceptor::accept`].
-const ACCEPT_QUEUE: usize = 1024;
 /// The listen backlog of a [`WsAcceptor`]: 4,096 TCP connections waiting for the accept loop
 /// (Linux caps it at `net.core.somaxconn`, 4,096 by default since 5.4). tokio's
 /// `TcpListener::bind` uses 1,024: 10,000 clients connecting at once overflow that, and the
@@ -228,16 +229,7 @@ impl WsConnector {
         module_name: &str,
     ) -> Result<Transport, TransportError> {
         let target = endpoint.to_string();
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-            .await
-            .map_err(|e| TransportError::Connect {
-                endpoint: target.clone(),
-                reason: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let peer = tcp
-            .peer_addr()
-            .map_or_else(|_| endpoint.authority(), |a| a.to_string());
+        let (tcp, peer) = dial_tcp(endpoint).await?;
         let request = etp_url(endpoint, module_name)
             .into_client_request()
             .map_err(|e| TransportError::Handshake {
@@ -392,23 +384,11 @@ impl WsServerConfig {
 /// non-empty `module_name` gets HTTP 400. Refusals and failed handshakes are logged and the
 /// acceptor keeps going. Dropping the acceptor stops listening and cancels the handshakes in
 /// progress: their clients see the connection close at once.
-pub struct WsAcceptor {
-    local_addr: SocketAddr,
-    rx: mpsc::Receiver<Accepted>,
-    task: JoinHandle<()>,
-}
+pub struct WsAcceptor(ChannelAcceptor);
 
 impl fmt::Debug for WsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WsAcceptor")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for WsAcceptor {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.0.fmt(f)
     }
 }
 
@@ -425,29 +405,25 @@ impl WsAcceptor {
     ) -> Result<Self, TransportError> {
         let listener = listen(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx));
-        Ok(Self {
+        Ok(Self(ChannelAcceptor::spawn(
+            "WsAcceptor",
+            "the WebSocket listener stopped",
             local_addr,
-            rx,
-            task,
-        })
+            |tx| accept_loop(listener, Arc::new(config), tx),
+        )))
     }
 
     /// The address it listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 }
 
 #[async_trait]
 impl Acceptor for WsAcceptor {
     async fn accept(&mut self) -> Result<Accepted, TransportError> {
-        self.rx
-            .recv()
-            .await
-            .ok_or_else(|| TransportError::Lost("the WebSocket listener stopped".to_owned()))
+        self.0.accept().await
     }
 }
 
@@ -498,16 +474,9 @@ async fn accept_loop(
             // Reap finished handshakes so the set holds only those in progress.
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
         };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "WebSocket listener failed to accept");
-                // Out of file descriptors and the like: give the system a moment.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Some((tcp, peer)) = accepted_tcp(accepted, "WebSocket").await else {
+            continue;
         };
-        let _ = tcp.set_nodelay(true);
         let tx = tx.clone();
         let config = config.clone();
         let tls = tls.clone();
@@ -721,7 +690,10 @@ where
         sink: Box::new(WsSink {
             shared: shared.clone(),
         }),
-        stream: Box::new(WsStream { shared, done: None }),
+        stream: Box::new(WsStream {
+            shared,
+            done: StreamEnd::default(),
+        }),
         peer,
     }
 }
@@ -803,14 +775,9 @@ where
     }
 }
 
-enum Done {
-    Closed(CloseInfo),
-    Failed,
-}
-
 struct WsStream<S> {
     shared: Arc<Shared<S>>,
-    done: Option<Done>,
+    done: StreamEnd,
 }
 
 impl<S> WsStream<S>
@@ -891,19 +858,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        match &self.done {
-            Some(Done::Closed(info)) => return Err(TransportError::Closed(info.clone())),
-            Some(Done::Failed) => {
-                return Err(TransportError::Lost("the stream has ended".to_owned()));
-            }
-            None => {}
-        }
+        self.done.check()?;
         let result = self.next_incoming().await;
-        match &result {
-            Ok(Incoming::Closed(info)) => self.done = Some(Done::Closed(info.clone())),
-            Err(_) => self.done = Some(Done::Failed),
-            Ok(_) => {}
-        }
+        self.done.record(&result);
         result
     }
 }
@@ -911,6 +868,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn escapes_like_go_query_escape() {

@@ -53,9 +53,18 @@ pub fn builder(listener: &MemoryListener, info: ModuleInfo, default: &str) -> Cl
         .seed(7)
 }
 
-pub fn spawn_run(client: &Client, handler: EventHandler) -> JoinHandle<Result<(), ClientError>> {
+/// A client's `run`, spawned.
+pub type Run = JoinHandle<Result<(), ClientError>>;
+
+pub fn spawn_run(client: &Client, handler: EventHandler) -> Run {
     let client = client.clone();
     tokio::spawn(async move { client.run(handler).await })
+}
+
+/// Closes `client` and checks that its `run` ended cleanly.
+pub async fn close_and_join(client: &Client, run: Run) {
+    client.close().await;
+    run.await.unwrap().unwrap();
 }
 
 /// Waits (virtual time) until the client's state satisfies `pred`; returns it.
@@ -74,6 +83,13 @@ pub async fn wait_state(
 
 pub async fn wait_ready(client: &Client) -> ClientState {
     wait_state(client, "ready", ClientState::is_ready).await
+}
+
+pub async fn wait_backing_off(client: &Client) -> ClientState {
+    wait_state(client, "backing off", |s| {
+        matches!(s, ClientState::BackingOff { .. })
+    })
+    .await
 }
 
 /// Records every value it receives, in order, and lets a test await them.
@@ -135,6 +151,33 @@ pub fn hosts_recorder() -> (
     let rec = Recorder::new();
     let r = rec.clone();
     (rec, move |hosts: Vec<String>| r.push(hosts))
+}
+
+/// What a [`watching`] handler records: configs, routing tables, and the required module's
+/// host lists.
+pub struct Watched {
+    pub configs: Configs,
+    pub routes: Recorder<RoutingConfig>,
+    pub hosts: Recorder<Vec<String>>,
+}
+
+/// A handler that records configs and routes and requires `module`, recording its hosts.
+pub fn watching(module: &str) -> (EventHandler, Watched) {
+    let configs = Configs::new();
+    let routes = Recorder::<RoutingConfig>::new();
+    let (hosts, upgrader) = hosts_recorder();
+    let handler = EventHandler::new()
+        .remote_config_receiver(configs.clone())
+        .routes_receiver(routes.clone())
+        .require_module(module, upgrader);
+    (
+        handler,
+        Watched {
+            configs,
+            routes,
+            hosts,
+        },
+    )
 }
 
 /// A flag set when dropped: proves a future was cancelled.

@@ -8,6 +8,8 @@ use cluster_testkit::FakeConfigService;
 use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -56,10 +58,10 @@ impl Client {
     }
 
     /// Emits with ack and returns the ack text.
-    pub async fn ack(&self, event: &str, data: &[u8]) -> String {
+    pub async fn ack(&self, event: &str, data: impl AsRef<[u8]>) -> String {
         let ack = self
             .conn
-            .emit_with_ack_timeout(event, data, WAIT)
+            .emit_with_ack_timeout(event, data.as_ref(), WAIT)
             .await
             .unwrap_or_else(|e| panic!("ack of {event}: {e}"));
         String::from_utf8_lossy(&ack).into_owned()
@@ -101,6 +103,13 @@ impl Client {
         self.conn.closed().await
     }
 
+    /// Waits for the connection to close (from the other side).
+    pub async fn closed(&self) -> Disconnect {
+        tokio::time::timeout(WAIT, self.conn.closed())
+            .await
+            .expect("the connection did not close")
+    }
+
     /// The Go client's handshake, minus the waits: schema, requirements, ready. Returns the
     /// three ack texts.
     pub async fn handshake(&self, schema: &str, requirements: &str, ready: &str) -> [String; 3] {
@@ -112,6 +121,26 @@ impl Client {
             self.ack("MODULE:READY", ready.as_bytes()).await,
         ]
     }
+}
+
+/// An instance of `module` at `ip:9999` that went through the handshake (config `{}`, no
+/// requirements) with three `ok` acks.
+pub async fn ready_instance(
+    connector: &Arc<dyn Connector>,
+    host: &str,
+    module: &str,
+    ip: &str,
+) -> Client {
+    let client = Client::connect(connector, host, module).await;
+    let acks = client
+        .handshake(
+            &schema_payload("{}"),
+            &requirements_payload(&[], false),
+            &ready_payload(module, ip, "9999"),
+        )
+        .await;
+    assert_eq!(acks, ["ok", "ok", "ok"]);
+    client
 }
 
 /// A `ConfigData` payload with the fixture's schema.
@@ -155,16 +184,61 @@ pub fn routes(instances: &[(&str, &str, &str)]) -> String {
     format!("[{}]", items.join(","))
 }
 
+/// A WebSocket connector with the default settings.
+pub fn ws_connector() -> Arc<dyn Connector> {
+    Arc::new(WsConnector::new(WsConfig::default()).expect("ws connector"))
+}
+
 /// A WebSocket listener of `service` and a connector for it.
 pub async fn ws(service: &FakeConfigService) -> (Arc<dyn Connector>, String) {
     let addr = service.listen_ws("127.0.0.1:0").await.expect("bind");
-    let connector: Arc<dyn Connector> =
-        Arc::new(WsConnector::new(WsConfig::default()).expect("ws connector"));
-    (connector, addr.to_string())
+    (ws_connector(), addr.to_string())
 }
 
 /// An in-memory listener of `service` and its connector.
 pub fn memory(service: &FakeConfigService) -> (Arc<dyn Connector>, String) {
     let listener = service.listen_memory().expect("bind");
     (listener.connector, listener.host)
+}
+
+// ----- the `fake-config-service` binary -----
+
+/// Starts the `fake-config-service` binary with both listeners on `127.0.0.1:0`,
+/// `RUST_LOG=warn`, stdin closed and stdout piped: its first two lines are the bound
+/// addresses (see [`bound_addresses`]).
+pub fn spawn_service_binary(stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn fake-config-service")
+}
+
+/// The (WebSocket, admin) addresses in the binary's first lines of output.
+pub fn bound_addresses(lines: &[String]) -> (SocketAddr, SocketAddr) {
+    let addr = |prefix: &str| -> SocketAddr {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+    };
+    (addr("listen ws://"), addr("admin http://"))
+}
+
+/// Kills the child when dropped (a test or bench that failed before it stopped it), unless
+/// it was taken out.
+pub struct ChildGuard(pub Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
