@@ -18,6 +18,17 @@
 //!    sending the request until the last of the N connections had the change;
 //! 4. SIGTERM to the server: the time until it has closed all N connections and exited.
 //!
+//! 5. the loopback floor of step 3, for comparison: the same N, rounds and two-process layout,
+//!    with nothing but tokio and TCP. The server is this bench executable re-executed with the
+//!    `floor-server` role: it accepts one control connection and N plain TCP connections on
+//!    127.0.0.1, and whenever the control connection sends a byte it writes as many bytes as our
+//!    fan-out frame had on the wire (the WebSocket frame of `CONFIG:SEND_CONFIG_CHANGED`, header
+//!    included) to every connection; the clients measure the time from sending that byte until
+//!    the last connection had read them all. Two shapes of server: `direct` (one task writes to
+//!    the N sockets in turn) and `tasks` (one writer task per connection, woken through its own
+//!    channel: the shape of the service's per-connection queues). It prints our p50 over the
+//!    floor's.
+//!
 //! The server and the clients are separate processes (the open-file limit is 20,000 per
 //! process); each raises its soft open-file limit to the hard one.
 //!
@@ -27,6 +38,7 @@
 mod common;
 
 use bytes::Bytes;
+use cluster_proto::{event, frame};
 use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
@@ -219,9 +231,21 @@ struct FanOut {
     target: usize,
     last: Mutex<Option<Instant>>,
     done: Notify,
+    /// The size of the last change's payload (bytes).
+    payload: AtomicUsize,
 }
 
 impl FanOut {
+    fn new(target: usize) -> Self {
+        Self {
+            arrived: AtomicUsize::new(0),
+            target,
+            last: Mutex::new(None),
+            done: Notify::new(),
+            payload: AtomicUsize::new(0),
+        }
+    }
+
     fn arrive(&self) {
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.target {
             *self.last.lock().expect("lock") = Some(Instant::now());
@@ -267,7 +291,8 @@ async fn session(
     let handlers = Handlers::new()
         .on("CONFIG:SEND_CONFIG_WHEN_CONNECTED", on(|p| &p.config))
         .on("dep_MODULE_CONNECTED", on(|p| &p.hosts))
-        .on("CONFIG:SEND_CONFIG_CHANGED", move |_, _| {
+        .on(event::CONFIG_SEND_CONFIG_CHANGED, move |_, data: Bytes| {
+            fan_out.payload.store(data.len(), Ordering::Relaxed);
             fan_out.arrive();
             Reply::default()
         })
@@ -328,7 +353,16 @@ async fn dep_instance(connector: &Arc<dyn Connector>, endpoint: &Endpoint) -> Co
     conn
 }
 
-async fn run(n: usize, rounds: usize, concurrency: usize) {
+/// Our fan-out figures, for the comparison with the floor.
+struct Ours {
+    /// p50 of the fan-out (ms).
+    p50: f64,
+    /// Bytes of one change's frame on the wire: the WebSocket frame of the ETP frame.
+    wire_bytes: usize,
+}
+
+/// Runs steps 1 to 4 for `n` sessions.
+async fn run(n: usize, rounds: usize, concurrency: usize) -> Ours {
     let mut server = Server::start();
     eprintln!("scale N={n}: server pid {}", server.pid);
     let connector: Arc<dyn Connector> =
@@ -337,12 +371,7 @@ async fn run(n: usize, rounds: usize, concurrency: usize) {
     let dep = dep_instance(&connector, &endpoint).await;
     let rss_before = rss_bytes(server.pid);
 
-    let fan_out = Arc::new(FanOut {
-        arrived: AtomicUsize::new(0),
-        target: n,
-        last: Mutex::new(None),
-        done: Notify::new(),
-    });
+    let fan_out = Arc::new(FanOut::new(n));
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let (server_cpu, client_cpu, overflows) = (cpu_of(server.pid), own_cpu(), listen_overflows());
     let started = Instant::now();
@@ -455,6 +484,17 @@ async fn run(n: usize, rounds: usize, concurrency: usize) {
         ms(client_cpu) / rounds as f64,
     );
     let rss_after = rss_bytes(server.pid);
+    let etp = frame::encoded_len(
+        event::CONFIG_SEND_CONFIG_CHANGED,
+        0,
+        &vec![0; fan_out.payload.load(Ordering::Relaxed)],
+    );
+    // A server-to-client WebSocket frame is unmasked; its header is 2 bytes up to 125 B of
+    // payload, 4 up to 65,535.
+    let wire_bytes = etp + if etp < 126 { 2 } else { 4 };
+    println!(
+        "scale N={n}: one change on the wire: ETP frame {etp} B, WebSocket frame {wire_bytes} B"
+    );
 
     let stopping = Instant::now();
     let code = tokio::task::block_in_place(|| server.terminate());
@@ -471,10 +511,221 @@ async fn run(n: usize, rounds: usize, concurrency: usize) {
         mib(rss_after),
         stop_time.as_secs_f64(),
     );
+    Ours {
+        p50: percentile(&all, 0.5),
+        wire_bytes,
+    }
+}
+
+/// How the floor server writes to its N connections.
+#[derive(Clone, Copy)]
+enum FloorShape {
+    /// One task writes to the N sockets in turn.
+    Direct,
+    /// One writer task per connection, woken through its own unbounded channel.
+    Tasks,
+}
+
+impl FloorShape {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Tasks => "tasks",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Direct => "one task writes all",
+            Self::Tasks => "one writer task per connection, woken by a channel",
+        }
+    }
+}
+
+/// The `floor-server` role: `floor-server <n> <bytes> <direct|tasks>`. Prints
+/// `listen <addr> control <addr>`, accepts a control connection on the second address
+/// (a listener of its own: the order of accepts on one listener need not be the order of the
+/// client's connects) and `n` connections on the first (writing one byte to each once
+/// accepted), writes one byte to
+/// the control connection, then writes `bytes` bytes to every connection for each byte read
+/// from the control connection, until it closes.
+fn floor_server(args: &[String]) {
+    let n: usize = args.first().and_then(|a| a.parse().ok()).expect("n");
+    let bytes: usize = args.get(1).and_then(|a| a.parse().ok()).expect("bytes");
+    let shape = match args.get(2).map(String::as_str) {
+        Some("direct") => FloorShape::Direct,
+        Some("tasks") => FloorShape::Tasks,
+        other => panic!("unknown floor shape {other:?}"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let control_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!(
+            "listen {} control {}",
+            listener.local_addr().expect("local addr"),
+            control_listener.local_addr().expect("local addr")
+        );
+        std::io::Write::flush(&mut std::io::stdout()).expect("flush");
+        let (mut control, _) = control_listener.accept().await.expect("accept control");
+        let _ = control.set_nodelay(true);
+        let mut streams = Vec::with_capacity(n);
+        while streams.len() < n {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let _ = stream.set_nodelay(true);
+            stream.write_all(b"a").await.expect("accepted");
+            streams.push(stream);
+        }
+        let payload = Bytes::from(vec![b'x'; bytes]);
+        let mut senders = Vec::new();
+        if let FloorShape::Tasks = shape {
+            for mut stream in streams.drain(..) {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+                tokio::spawn(async move {
+                    while let Some(data) = rx.recv().await {
+                        if stream.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                senders.push(tx);
+            }
+        }
+        control.write_all(b"r").await.expect("ready");
+        let mut go = [0u8; 1];
+        while control.read_exact(&mut go).await.is_ok() {
+            for stream in &mut streams {
+                stream.write_all(&payload).await.expect("write");
+            }
+            for tx in &senders {
+                let _ = tx.send(payload.clone());
+            }
+        }
+    });
+}
+
+/// Step 5: the bare-tokio floor of the fan-out; returns its p50 (ms).
+async fn floor(
+    n: usize,
+    bytes: usize,
+    shape: FloorShape,
+    rounds: usize,
+    concurrency: usize,
+) -> f64 {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .args([
+            "floor-server",
+            &n.to_string(),
+            &bytes.to_string(),
+            shape.arg(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn floor server");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+    let mut guard = ChildGuard(Some(child));
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("floor server output");
+    let (addr, control_addr): (SocketAddr, SocketAddr) = line
+        .trim()
+        .strip_prefix("listen ")
+        .and_then(|rest| rest.split_once(" control "))
+        .and_then(|(a, c)| Some((a.parse().ok()?, c.parse().ok()?)))
+        .unwrap_or_else(|| panic!("no listen line: {line:?}"));
+    let mut control = tokio::net::TcpStream::connect(control_addr)
+        .await
+        .expect("connect control");
+    let _ = control.set_nodelay(true);
+    let fan_out = Arc::new(FanOut::new(n));
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let connected = Arc::new(AtomicUsize::new(0));
+    for _ in 0..n {
+        let fan_out = fan_out.clone();
+        let gate = gate.clone();
+        let connected = connected.clone();
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.expect("gate");
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            // Held until the server has accepted: a connect completes before the accept, and
+            // more than the listen backlog of unaccepted connections would be dropped.
+            let mut accepted = [0u8; 1];
+            stream.read_exact(&mut accepted).await.expect("accepted");
+            drop(permit);
+            connected.fetch_add(1, Ordering::Relaxed);
+            let mut buf = vec![0; bytes];
+            while stream.read_exact(&mut buf).await.is_ok() {
+                fan_out.arrive();
+            }
+        });
+    }
+    let mut ready = [0u8; 1];
+    tokio::time::timeout(WAIT, control.read_exact(&mut ready))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the floor server did not accept every connection ({} of {n} connected)",
+                connected.load(Ordering::Relaxed)
+            )
+        })
+        .expect("floor server ready");
+
+    let mut all = Vec::new();
+    let (mut server_cpu, mut client_cpu) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..=rounds {
+        let cpu_before = (cpu_of(pid), own_cpu());
+        fan_out.arrived.store(0, Ordering::Release);
+        *fan_out.last.lock().expect("lock") = None;
+        let done = fan_out.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let sent = Instant::now();
+        control.write_all(b"g").await.expect("go");
+        tokio::time::timeout(WAIT, done)
+            .await
+            .expect("the bytes did not reach every connection");
+        let last = fan_out.last.lock().expect("lock").expect("last arrival");
+        if round > 0 {
+            all.push(ms(last.duration_since(sent)));
+            server_cpu += cpu_of(pid) - cpu_before.0;
+            client_cpu += own_cpu() - cpu_before.1;
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    drop(control);
+    let mut child = guard.0.take().expect("child");
+    tokio::task::block_in_place(|| child.wait()).expect("floor server exit");
+    println!(
+        "scale N={n}: fan-out floor (bare tokio TCP, {bytes} B, {}), {rounds} rounds: \
+         p50 {:.2} ms (min {:.2}, max {:.2}); CPU per round: server {:.1} ms, clients {:.1} ms",
+        shape.describe(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.0),
+        percentile(&all, 1.0),
+        ms(server_cpu) / rounds as f64,
+        ms(client_cpu) / rounds as f64,
+    );
+    percentile(&all, 0.5)
 }
 
 fn main() {
     let limit = raise_open_file_limit();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("floor-server") {
+        floor_server(&args[1..]);
+        return;
+    }
     let sizes = env_list("SCALE_N", &[1_000, 10_000]);
     let rounds = env_usize("SCALE_ROUNDS", 7).max(1);
     let concurrency = env_usize("SCALE_CONCURRENCY", 128);
@@ -488,6 +739,18 @@ fn main() {
         .build()
         .expect("runtime");
     for n in sizes {
-        runtime.block_on(run(n, rounds, concurrency));
+        runtime.block_on(async {
+            let ours = run(n, rounds, concurrency).await;
+            for shape in [FloorShape::Direct, FloorShape::Tasks] {
+                let floor = floor(n, ours.wire_bytes, shape, rounds, concurrency).await;
+                println!(
+                    "scale N={n}: fan-out p50: ours {:.2} ms, floor ({}) {floor:.2} ms; \
+                     ours / floor = {:.2}",
+                    ours.p50,
+                    shape.arg(),
+                    ours.p50 / floor,
+                );
+            }
+        });
     }
 }
