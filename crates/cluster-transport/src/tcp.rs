@@ -48,6 +48,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Default connect timeout of [`TcpConfig`] (5 s), connect and hello together.
@@ -575,18 +576,23 @@ impl Acceptor for TcpAcceptor {
     }
 }
 
+/// Accepts TCP connections and awaits their hellos. The hello tasks belong to this task (a
+/// `JoinSet`), as in the WebSocket acceptor: dropping the acceptor aborts them too.
 async fn accept_loop(listener: TcpListener, config: TcpServerConfig, tx: mpsc::Sender<Accepted>) {
+    let mut hellos = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
+            // Reap finished hellos so the set holds only those in progress.
+            Some(_) = hellos.join_next(), if !hellos.is_empty() => continue,
         };
         let Some((tcp, peer)) = accepted_tcp(accepted, "TCP").await else {
             continue;
         };
         let tx = tx.clone();
         let config = config.clone();
-        tokio::spawn(async move {
+        hellos.spawn(async move {
             let (read, write) = tcp.into_split();
             let mut reader = FramedRead::new(read, FrameDecoder::new(config.max_message_size));
             let hello = tokio::time::timeout(config.handshake_timeout, reader.next()).await;
@@ -687,6 +693,33 @@ mod acceptor_tests {
             .await
             .unwrap();
         assert_eq!(acceptor.accept().await.unwrap().module_name, "polite");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_acceptor_ends_hellos_in_progress() {
+        let config = TcpServerConfig {
+            handshake_timeout: Duration::from_secs(600),
+            ..TcpServerConfig::default()
+        };
+        let mut acceptor = TcpAcceptor::bind_with("127.0.0.1:0", config).await.unwrap();
+        let addr = acceptor.local_addr();
+        // Connects and says nothing: its hello task waits.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Once a later client is accepted, the loop (which takes connections in order) has
+        // taken the silent one too and started waiting for its hello.
+        let endpoint: Endpoint = format!("tcp://{addr}").parse().unwrap();
+        let _client = TcpConnector::default()
+            .connect(&endpoint, "m")
+            .await
+            .unwrap();
+        assert_eq!(acceptor.accept().await.unwrap().module_name, "m");
+
+        drop(acceptor);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte))
+            .await
+            .expect("the hello task outlived its acceptor: the connection stayed open");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 
     #[tokio::test]
