@@ -1,11 +1,14 @@
-//! TCP plumbing shared by the socket transports (TCP and WebSocket): dialing a host and taking
-//! the result of an accept.
+//! TCP plumbing shared by the socket transports (TCP and WebSocket): dialing a host, and the
+//! accept loop that runs each client's opening handshake in a task of its own.
 
-use crate::{Endpoint, TransportError};
+use crate::{Accepted, Endpoint, TransportError};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 /// Opens a TCP connection to `endpoint`'s host and port, with Nagle's algorithm off. Returns it
 /// with the peer's address as text (the endpoint's `host:port` if the socket cannot tell).
@@ -32,7 +35,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 /// What an accept loop does with one `TcpListener::accept` result: the stream, with Nagle's
 /// algorithm off; or, after logging the error and pausing [`ACCEPT_RETRY`] (out of file
 /// descriptors and the like: give the system a moment), `None`, to accept again.
-pub(crate) async fn accepted_tcp(
+async fn accepted_tcp(
     accepted: io::Result<(TcpStream, SocketAddr)>,
     transport: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
@@ -46,6 +49,42 @@ pub(crate) async fn accepted_tcp(
             tokio::time::sleep(ACCEPT_RETRY).await;
             None
         }
+    }
+}
+
+/// Accepts TCP connections on `listener` until `tx` is closed (the acceptor was dropped), and
+/// runs `handshake` for each in a task of its own, so a slow or silent client holds up no one.
+/// A handshake that yields an [`Accepted`] hands it to `tx`; one that yields `None` refused its
+/// client (and logged why). The handshake tasks belong to the loop (a `JoinSet`): when it ends
+/// they are aborted with it, instead of finishing a handshake nobody will take.
+pub(crate) async fn accept_loop<H, F>(
+    listener: TcpListener,
+    transport: &'static str,
+    tx: mpsc::Sender<Accepted>,
+    handshake: H,
+) where
+    H: Fn(TcpStream, SocketAddr) -> F,
+    F: Future<Output = Option<Accepted>> + Send + 'static,
+{
+    let mut handshakes = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = tx.closed() => return,
+            // Reap finished handshakes so the set holds only those in progress.
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let Some((tcp, peer)) = accepted_tcp(accepted, transport).await else {
+            continue;
+        };
+        let tx = tx.clone();
+        let handshake = handshake(tcp, peer);
+        handshakes.spawn(async move {
+            if let Some(accepted) = handshake.await {
+                tracing::debug!(%peer, module_name = %accepted.module_name, "{transport} client accepted");
+                let _ = tx.send(accepted).await;
+            }
+        });
     }
 }
 

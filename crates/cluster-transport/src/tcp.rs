@@ -27,7 +27,7 @@
 //! (`try_write`); whatever does not fit goes out with the next write or flush.
 
 use crate::acceptor::ChannelAcceptor;
-use crate::socket::{accepted_tcp, dial_tcp};
+use crate::socket::{self, dial_tcp};
 use crate::stream_end::StreamEnd;
 use crate::{
     Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, Endpoint, Incoming,
@@ -45,10 +45,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Default connect timeout of [`TcpConfig`] (5 s), connect and hello together.
@@ -558,7 +557,11 @@ impl TcpAcceptor {
             "TcpAcceptor",
             "the TCP listener stopped",
             local_addr,
-            |tx| accept_loop(listener, config, tx),
+            |tx| {
+                socket::accept_loop(listener, "TCP", tx, move |tcp, peer| {
+                    hello(tcp, peer, config.clone())
+                })
+            },
         )))
     }
 
@@ -576,60 +579,39 @@ impl Acceptor for TcpAcceptor {
     }
 }
 
-/// Accepts TCP connections and awaits their hellos. The hello tasks belong to this task (a
-/// `JoinSet`), as in the WebSocket acceptor: dropping the acceptor aborts them too.
-async fn accept_loop(listener: TcpListener, config: TcpServerConfig, tx: mpsc::Sender<Accepted>) {
-    let mut hellos = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = tx.closed() => return,
-            // Reap finished hellos so the set holds only those in progress.
-            Some(_) = hellos.join_next(), if !hellos.is_empty() => continue,
-        };
-        let Some((tcp, peer)) = accepted_tcp(accepted, "TCP").await else {
-            continue;
-        };
-        let tx = tx.clone();
-        let config = config.clone();
-        hellos.spawn(async move {
-            let (read, write) = tcp.into_split();
-            let mut reader = FramedRead::new(read, FrameDecoder::new(config.max_message_size));
-            let hello = tokio::time::timeout(config.handshake_timeout, reader.next()).await;
-            let module_name = match hello {
-                Ok(Some(Ok(frame))) if frame.first() == Some(&TAG_HELLO) => {
-                    match std::str::from_utf8(&frame[1..]) {
-                        Ok(name) if !name.is_empty() => Ok(name.to_owned()),
-                        _ => Err("hello without a module name"),
-                    }
-                }
-                Ok(Some(Ok(_))) => Err("the first frame is not a hello"),
-                Ok(Some(Err(_))) => Err("unreadable hello"),
-                Ok(None) => Err("connection ended before the hello"),
-                Err(_) => Err("no hello in time"),
-            };
-            let transport = transport(reader, write, peer.to_string(), BytesMut::new());
-            match module_name {
-                Ok(module_name) => {
-                    tracing::debug!(%peer, %module_name, "TCP client accepted");
-                    let _ = tx
-                        .send(Accepted {
-                            transport,
-                            module_name,
-                        })
-                        .await;
-                }
-                Err(reason) => {
-                    tracing::warn!(%peer, reason, "TCP client refused");
-                    let mut transport = transport;
-                    let _ = tokio::time::timeout(
-                        CLOSE_WRITE_TIMEOUT,
-                        transport.sink.close(CLOSE_POLICY_VIOLATION, reason),
-                    )
-                    .await;
-                }
+/// Awaits a TCP client's hello (see [`socket::accept_loop`]): its module name, or a close with
+/// 1008 and the reason.
+async fn hello(tcp: TcpStream, peer: SocketAddr, config: TcpServerConfig) -> Option<Accepted> {
+    let (read, write) = tcp.into_split();
+    let mut reader = FramedRead::new(read, FrameDecoder::new(config.max_message_size));
+    let hello = tokio::time::timeout(config.handshake_timeout, reader.next()).await;
+    let module_name = match hello {
+        Ok(Some(Ok(frame))) if frame.first() == Some(&TAG_HELLO) => {
+            match std::str::from_utf8(&frame[1..]) {
+                Ok(name) if !name.is_empty() => Ok(name.to_owned()),
+                _ => Err("hello without a module name"),
             }
-        });
+        }
+        Ok(Some(Ok(_))) => Err("the first frame is not a hello"),
+        Ok(Some(Err(_))) => Err("unreadable hello"),
+        Ok(None) => Err("connection ended before the hello"),
+        Err(_) => Err("no hello in time"),
+    };
+    let mut transport = transport(reader, write, peer.to_string(), BytesMut::new());
+    match module_name {
+        Ok(module_name) => Some(Accepted {
+            transport,
+            module_name,
+        }),
+        Err(reason) => {
+            tracing::warn!(%peer, reason, "TCP client refused");
+            let _ = tokio::time::timeout(
+                CLOSE_WRITE_TIMEOUT,
+                transport.sink.close(CLOSE_POLICY_VIOLATION, reason),
+            )
+            .await;
+            None
+        }
     }
 }
 

@@ -25,7 +25,7 @@
 //! replies, and sends the 1003 and 1009 closes.
 
 use crate::acceptor::ChannelAcceptor;
-use crate::socket::{accepted_tcp, dial_tcp};
+use crate::socket::{self, dial_tcp};
 use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
 use crate::{
@@ -43,9 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -409,7 +408,13 @@ impl WsAcceptor {
             "WsAcceptor",
             "the WebSocket listener stopped",
             local_addr,
-            |tx| accept_loop(listener, Arc::new(config), tx),
+            |tx| {
+                let config = Arc::new(config);
+                let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+                socket::accept_loop(listener, "WebSocket", tx, move |tcp, peer| {
+                    handshake(tcp, peer, Arc::clone(&config), tls.clone())
+                })
+            },
         )))
     }
 
@@ -457,55 +462,40 @@ fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts TCP connections and runs their handshakes. The handshake tasks belong to this task
-/// (a `JoinSet`): when it ends (the acceptor was dropped) they are aborted with it, instead of
-/// finishing an upgrade nobody will take.
-async fn accept_loop(
-    listener: TcpListener,
+/// Runs a WebSocket client's opening handshake (TLS first when configured; see
+/// [`socket::accept_loop`]), bounded by the handshake timeout; `None` when refused.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
     config: Arc<WsServerConfig>,
-    tx: mpsc::Sender<Accepted>,
-) {
-    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let mut handshakes = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = tx.closed() => return,
-            // Reap finished handshakes so the set holds only those in progress.
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
-        };
-        let Some((tcp, peer)) = accepted_tcp(accepted, "WebSocket").await else {
-            continue;
-        };
-        let tx = tx.clone();
-        let config = config.clone();
-        let tls = tls.clone();
-        handshakes.spawn(async move {
-            let handshake = async {
-                match tls {
-                    Some(tls) => {
-                        let stream = tls
-                            .accept(tcp)
-                            .await
-                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                        server_upgrade(stream, peer, &config).await
-                    }
-                    None => server_upgrade(tcp, peer, &config).await,
-                }
-            };
-            match tokio::time::timeout(config.handshake_timeout, handshake).await {
-                Ok(Ok(accepted)) => {
-                    tracing::debug!(%peer, module_name = %accepted.module_name, "WebSocket client accepted");
-                    let _ = tx.send(accepted).await;
-                }
-                Ok(Err(reason)) => tracing::warn!(%peer, %reason, "WebSocket client refused"),
-                Err(_) => tracing::warn!(
-                    %peer,
-                    timeout = ?config.handshake_timeout,
-                    "WebSocket client refused: handshake timed out"
-                ),
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Option<Accepted> {
+    let handshake = async {
+        match tls {
+            Some(tls) => {
+                let stream = tls
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                server_upgrade(stream, peer, &config).await
             }
-        });
+            None => server_upgrade(tcp, peer, &config).await,
+        }
+    };
+    match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(reason)) => {
+            tracing::warn!(%peer, %reason, "WebSocket client refused");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                timeout = ?config.handshake_timeout,
+                "WebSocket client refused: handshake timed out"
+            );
+            None
+        }
     }
 }
 
