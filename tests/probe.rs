@@ -171,7 +171,7 @@ async fn prints_config_hosts_routes_then_ready_and_follows_changes() {
 
     // The handshake's three first events come in any order, all before ready. The routing
     // change caused by the probe's own MODULE:READY may come before or after its ready line
-    // (the fake service sends it before the ack; PROTOCOL.md leaves the order free).
+    // (the fake service sends it before the ack; docs/protocol.md leaves the order free).
     let (before, ready) = probe.until("ready").await;
     assert!(ready["us"].as_u64().is_some(), "{ready}");
     let count = |kind: &str| before.iter().filter(|l| l["kind"] == kind).count();

@@ -121,7 +121,7 @@ impl Shared {
 /// the session alive; [`Client::close`] ends it. Cloning gives another handle to the same
 /// client (to close it from another task, say).
 ///
-/// # Behaviour (PROTOCOL.md §5, with the differences noted)
+/// # Behaviour (docs/protocol.md §5, with the differences noted)
 /// - Hosts are tried round-robin from a random start; after a failure the next host is tried
 ///   after a backoff: 1 s, then doubling with jitter up to 30 s, back to 1 s once a session
 ///   was ready (Go always waits 1 s).

@@ -1,7 +1,7 @@
 //! Benchmarks of the ETP frame codec: `Frame::decode` of a received message and
 //! `frame::encode` into a reused buffer, at 64 B, 1 KiB and 1 MiB of data.
 //!
-//! Run: `cargo bench -p cluster-proto --bench frame`. Targets (PERFORMANCE.md): decode ≤ 40 ns
+//! Run: `cargo bench -p cluster-proto --bench frame`. Targets (Go figures in `docs/performance.md`): decode ≤ 40 ns
 //! without allocating, encode into a reused buffer ≤ 55 ns at 1 KiB.
 
 use cluster_proto::event;

@@ -9,7 +9,7 @@
 //! clone. Encoding writes into a caller's buffer ([`BufMut`]), so a writer can reuse one
 //! buffer for every frame.
 //!
-//! Rules (PROTOCOL.md §2):
+//! Rules (docs/protocol.md §2):
 //! - split on the first two `||` only: the data may contain `||`, the name never does;
 //! - empty data is sent as `<name>||<ackId>` and a two-part frame decodes to empty data;
 //! - the ack id is a decimal `u64`, `0` meaning "no acknowledgement wanted";

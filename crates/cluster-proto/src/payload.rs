@@ -1,4 +1,4 @@
-//! The JSON payloads of the cluster protocol (PROTOCOL.md §4), encoded exactly as isp-kit does.
+//! The JSON payloads of the cluster protocol (docs/protocol.md §4), encoded exactly as isp-kit does.
 //!
 //! # Encoding
 //! isp-kit names a JSON field after its Go field with the first letter lower-cased
@@ -16,7 +16,7 @@
 //! - the newer fields `transport`, `httpMethod` and `metricsAutodiscovery` are **omitted**
 //!   when unset, so older servers see exactly what the reference client sends. When set, they
 //!   sit where the newest isp-kit Go structs put them: `transport` after `libVersion`,
-//!   `httpMethod` before `extra`, `metricsAutodiscovery` last. (PROTOCOL.md §4 lists
+//!   `httpMethod` before `extra`, `metricsAutodiscovery` last. (docs/protocol.md §4 lists
 //!   `transport` and `httpMethod` later; JSON field order carries no meaning for the Go
 //!   decoder, and we follow the Go structs.)
 //!

@@ -1,4 +1,4 @@
-//! Masking of secret values in remote configs before they are logged (PROTOCOL.md §5).
+//! Masking of secret values in remote configs before they are logged (docs/protocol.md §5).
 //!
 //! A [`SecretMasker`] replaces with `"***"` every non-empty value whose key path contains one
 //! of its substrings (by default `password`, `secret`, `token`, `credentials`), compared

@@ -1,5 +1,5 @@
 //! Golden tests: the frames captured between the real Go client and a server on the real ETP
-//! library (`shared/fixtures/*.jsonl`) decode into our types and re-encode byte for byte.
+//! library (`fixtures/etp/*.jsonl`) decode into our types and re-encode byte for byte.
 
 use bytes::Bytes;
 use cluster_proto::event;
@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 
 const SESSION: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/go-session-frames.jsonl"
+    "/../../fixtures/etp/go-session-frames.jsonl"
 );
 const ERRORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/go-error-frames.jsonl"
+    "/../../fixtures/etp/go-error-frames.jsonl"
 );
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
 //! A fake isp-config-service, for testing isp cluster clients: in memory, or on a loopback
 //! WebSocket that real Go isp-kit services can be pointed at.
 //!
-//! It does for modules what isp-config-service does (PROTOCOL.md §6): it records each module
+//! It does for modules what isp-config-service does (docs/protocol.md §6): it records each module
 //! that connects, hands out its active remote config and stores its schema, answers required
 //! modules with the addresses of their ready instances and the routing table to those who want
 //! it, and tells every subscriber when instances come and go or a config changes. On top, a

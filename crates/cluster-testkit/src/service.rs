@@ -21,7 +21,7 @@
 //!   500 ms); use [`FakeConfigService::fault_event`] with [`Fault::Delay`] to add lag.
 //! - So the `CONFIG:SEND_ROUTES_CHANGED` / `<m>_MODULE_CONNECTED` caused by a connection's own
 //!   `MODULE:READY` reach it **before** the ack of `MODULE:READY` (the real service sends them
-//!   later, after the ack). PROTOCOL.md leaves this order free.
+//!   later, after the ack). docs/protocol.md leaves this order free.
 //! - Config variables (`_Var(name)` in isp-config-service) are not supported: configs are sent
 //!   as stored.
 

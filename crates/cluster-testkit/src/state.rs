@@ -1,5 +1,5 @@
 //! The state of the fake config service, without IO: modules, configs, schemas, ready
-//! instances and subscriptions (PROTOCOL.md §6).
+//! instances and subscriptions (docs/protocol.md §6).
 //!
 //! [`ClusterState`] is a plain data structure. Its inputs are the three module events, a
 //! connection coming and going, and the admin operations; every input that changes what some

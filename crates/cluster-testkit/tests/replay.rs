@@ -1,6 +1,6 @@
-//! A scripted client replays the real Go client's frames (`shared/fixtures/*.jsonl`) byte for
+//! A scripted client replays the real Go client's frames (`fixtures/etp/*.jsonl`) byte for
 //! byte and must get the frames the reference server sent: the same events and payloads, in
-//! the same order where PROTOCOL.md fixes the order (the config before the schema ack), as a
+//! the same order where docs/protocol.md fixes the order (the config before the schema ack), as a
 //! multiset where it leaves the order free (the answers to requirements and to READY, the
 //! notifications of an instance leaving). Over the in-memory transport and a real WebSocket.
 
@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 const SESSION: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/go-session-frames.jsonl"
+    "/../../fixtures/etp/go-session-frames.jsonl"
 );
 const ERRORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/go-error-frames.jsonl"
+    "/../../fixtures/etp/go-error-frames.jsonl"
 );
 
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ enum Cause {
 #[derive(Debug)]
 struct Group {
     cause: Cause,
-    /// Whether the order of the frames is fixed by PROTOCOL.md.
+    /// Whether the order of the frames is fixed by docs/protocol.md.
     ordered: bool,
     frames: Vec<String>,
 }

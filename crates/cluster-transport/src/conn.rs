@@ -46,7 +46,7 @@
 //! its own owned buffer anyway (the WebSocket sink takes it without a copy), so a reused
 //! encoding buffer would only add a copy.
 //!
-//! # Rules (PROTOCOL.md §2)
+//! # Rules (docs/protocol.md §2)
 //! - A malformed frame is reported to [`Handlers::on_error`] and skipped; the connection stays.
 //! - A frame whose name starts with `__ack_` is an acknowledgement, matched by its ack id only,
 //!   and never dispatched. An ack for an unknown id (never sent, timed out, forgotten) is ignored.

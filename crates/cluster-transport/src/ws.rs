@@ -15,7 +15,7 @@
 //!
 //! # Buffers
 //! tungstenite zero-fills its whole read buffer on every read (128 KiB by default, ~130 KiB per
-//! connection and ~5 µs per round trip, see PERFORMANCE.md). Both configs default to a 4 KiB
+//! connection and ~5 µs per round trip, see `docs/performance.md`). Both configs default to a 4 KiB
 //! read buffer and a 32 KiB write buffer (writes are coalesced up to that size until a flush);
 //! an idle connection costs ~10 KiB for both ends together.
 //!
