@@ -482,7 +482,7 @@ impl ClientBuilder {
     }
 
     /// The masker applied to configs before they are logged. Default: a new
-    /// [`SecretMasker`] (`password`, `secret`, `token`, `credentials`).
+    /// [`SecretMasker`] (the default rule: `cluster_proto::secrets` module docs).
     #[must_use]
     pub fn secret_masker(mut self, masker: Arc<SecretMasker>) -> Self {
         self.settings.masker = masker;

@@ -1,9 +1,15 @@
 //! Masking of secret values in remote configs before they are logged (docs/protocol.md §5).
 //!
 //! A [`SecretMasker`] replaces with `"***"` every non-empty value whose key path contains one
-//! of its substrings (by default `password`, `secret`, `token`, `credentials`), compared
-//! case-insensitively against each key on the path, through nested objects and arrays. The
-//! substring list can be changed at run time while other tasks mask.
+//! of its substrings, compared case-insensitively against each key on the path, through nested
+//! objects and arrays. The substring list can be changed at run time while other tasks mask.
+//!
+//! # The default rule
+//! A value is masked when any key on its path contains, in any letter case, one of
+//! [`DEFAULT_SECRET_TAGS`]: `password`, `secret`, `token`, `credentials`, `apikey`, `api_key`,
+//! `privatekey`, `private_key`. So `dbPassword`, `CLIENT_SECRET`, `accessToken`, `apiKey`,
+//! `X-Api_Key`, `privateKeyPem` and everything nested under `credentials` are masked; `host`,
+//! `user` and `publicKey` are not. Add your own with [`SecretMasker::add`].
 //!
 //! # Differences from isp-kit (`cluster.HideSecrets`)
 //! - isp-kit **fails open**: a payload it cannot parse is logged raw. [`SecretMasker::mask`]
@@ -11,7 +17,8 @@
 //!   its length.
 //! - isp-kit masks every value but the empty string, `null` included; here `null` and `""` are
 //!   both kept (neither holds a secret, and keeping them shows that the value is unset).
-//! - isp-kit's default list is `password`, `secret`, `token`; ours adds `credentials`.
+//! - isp-kit's default list is `password`, `secret`, `token`; ours adds `credentials`,
+//!   `apikey`, `api_key`, `privatekey` and `private_key`.
 //! - isp-kit matches a substring against the dotted path (`db.password`), so a substring
 //!   holding a `.` could match across two keys; here each key is matched on its own.
 //! - isp-kit's list is process-global; here each masker has its own (the client shares one).
@@ -26,7 +33,16 @@ use std::sync::{PoisonError, RwLock};
 pub const MASK: &str = "***";
 
 /// The substrings a new [`SecretMasker`] starts with.
-pub const DEFAULT_SECRET_TAGS: [&str; 4] = ["password", "secret", "token", "credentials"];
+pub const DEFAULT_SECRET_TAGS: [&str; 8] = [
+    "password",
+    "secret",
+    "token",
+    "credentials",
+    "apikey",
+    "api_key",
+    "privatekey",
+    "private_key",
+];
 
 /// Masks secret values in JSON configs. Cheap to share: wrap it in an `Arc` and call it from
 /// any task; [`add`](Self::add) and [`remove`](Self::remove) take effect for the next call.
@@ -204,6 +220,19 @@ mod tests {
     }
 
     #[test]
+    fn default_rule_covers_api_and_private_keys_in_any_case() {
+        let m = SecretMasker::new();
+        let out = m.mask(
+            br#"{"apiKey":"a1","API_KEY":"a2","x-api_key":"a3","privateKey":"p1",
+                 "PRIVATE_KEY_PEM":"p2","tls":{"privatekey":"p3"},"publicKey":"pub","host":"h"}"#,
+        );
+        assert_eq!(
+            out,
+            r#"{"API_KEY":"***","PRIVATE_KEY_PEM":"***","apiKey":"***","host":"h","privateKey":"***","publicKey":"pub","tls":{"privatekey":"***"},"x-api_key":"***"}"#
+        );
+    }
+
+    #[test]
     fn fails_closed() {
         let m = SecretMasker::new();
         for bad in [
@@ -230,7 +259,19 @@ mod tests {
         m.add("PIN");
         m.add("pin");
         m.add("");
-        assert_eq!(m.tags(), ["secret", "token", "credentials", "pin"]);
+        assert_eq!(
+            m.tags(),
+            [
+                "secret",
+                "token",
+                "credentials",
+                "apikey",
+                "api_key",
+                "privatekey",
+                "private_key",
+                "pin"
+            ]
+        );
         assert_eq!(m.mask(br#"{"cardPin":"1234"}"#), r#"{"cardPin":"***"}"#);
     }
 
