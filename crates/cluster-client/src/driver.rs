@@ -133,8 +133,8 @@ impl Appliers {
 struct Outcome {
     /// The client was closed (the connection, if any, is closed too).
     closed: bool,
-    /// The session reached ready.
-    ready: bool,
+    /// How long the session stayed ready (`None`: it never was).
+    ready_for: Option<Duration>,
     /// The connection of a failed session, still to be closed (it may take up to
     /// [`CLOSE_TIMEOUT`](cluster_transport::conn::CLOSE_TIMEOUT) with a peer that does not
     /// answer); `None` when the connect failed or the client was closed.
@@ -144,12 +144,12 @@ struct Outcome {
 impl Outcome {
     const CLOSED: Self = Self {
         closed: true,
-        ready: false,
+        ready_for: None,
         conn: None,
     };
     const NOT_CONNECTED: Self = Self {
         closed: false,
-        ready: false,
+        ready_for: None,
         conn: None,
     };
 }
@@ -218,9 +218,9 @@ pub(crate) async fn run(
         if outcome.closed {
             break;
         }
-        if outcome.ready {
-            reconnect.reset();
-        }
+        // A session that stayed ready long enough resets the backoff; one dropped at once
+        // counts as a failure, so a server that accepts and drops is not hammered every second.
+        reconnect.session_ended(outcome.ready_for);
         // Leave the session's state (ready, say) before anything is awaited.
         let delay = reconnect.next_delay();
         let until = deadline_after(delay);
@@ -302,7 +302,8 @@ struct Driver<'a> {
     event_seq: u64,
     pong_timeout: Duration,
     closed: bool,
-    ready: bool,
+    /// When the session became ready.
+    ready_at: Option<tokio::time::Instant>,
 }
 
 fn now() -> Instant {
@@ -347,7 +348,7 @@ impl<'a> Driver<'a> {
             event_seq: 0,
             pong_timeout: config.timeouts.pong_timeout,
             closed: false,
-            ready: false,
+            ready_at: None,
         }
     }
 
@@ -402,7 +403,7 @@ impl<'a> Driver<'a> {
         }
         Outcome {
             closed: false,
-            ready: self.ready,
+            ready_for: self.ready_at.map(|at| at.elapsed()),
             conn: Some(self.conn.clone()),
         }
     }
@@ -574,7 +575,7 @@ impl<'a> Driver<'a> {
                 tracing::warn!(event_id, event = %name, "unexpected event from config service");
             }
             SessionEvent::Ready => {
-                self.ready = true;
+                self.ready_at = Some(tokio::time::Instant::now());
                 tracing::info!("module ready: session active");
                 self.shared.set_state(ClientState::Ready {
                     host: self.host.clone(),

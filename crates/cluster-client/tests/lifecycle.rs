@@ -126,11 +126,41 @@ async fn all_hosts_down_then_one_back() {
     service.restart().await.unwrap();
     wait_ready(&client).await;
     service.wait_ready_instances("A", 1, WAIT).await.unwrap();
-    // Once ready, the backoff starts over.
+    // Once ready for a ping interval (virtual time), the backoff starts over.
+    tokio::time::sleep(BackoffConfig::default().stable_after).await;
     service.disconnect_all().await;
     let seen = backoffs.wait_len(7).await;
     assert_eq!(seen[6], (Duration::from_secs(1), 1));
     wait_ready(&client).await;
+    client.close().await;
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_drops_every_ready_session_at_once_gets_a_growing_backoff() {
+    let (service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .backoff(BackoffConfig {
+            jitter: 0.0,
+            ..BackoffConfig::default()
+        })
+        .build();
+    let backoffs = backoff_states(&client);
+    let run = spawn_run(&client, EventHandler::new());
+    for _ in 0..4 {
+        wait_ready(&client).await;
+        service.disconnect_all().await;
+        wait_state(&client, "backing off", |s| {
+            matches!(s, ClientState::BackingOff { .. })
+        })
+        .await;
+    }
+    let delays: Vec<u64> = backoffs.all().iter().map(|(d, _)| d.as_secs()).collect();
+    assert_eq!(
+        delays,
+        [1, 2, 4, 8],
+        "ready for no time at all is no reason to come back in 1 s"
+    );
     client.close().await;
     run.await.unwrap().unwrap();
 }

@@ -4,7 +4,10 @@
 //! comes from a seed the caller gives, so a test can fix it. The delay before a reconnect is
 //! [`BackoffConfig::initial`] (1 s, the Go value) the first time, then grows exponentially
 //! with jitter up to [`BackoffConfig::max`] (30 s), and falls back to the initial delay once
-//! a session reaches ready ([`Reconnect::reset`]). The Go client always waits 1 s.
+//! a session has stayed ready for [`BackoffConfig::stable_after`] (5 s, one ping interval:
+//! [`Reconnect::session_ended`]). A session dropped as soon as it is ready counts as a failure,
+//! so a server that accepts and drops at once does not get every client back each second.
+//! The Go client always waits 1 s.
 
 use std::time::Duration;
 
@@ -21,6 +24,10 @@ pub struct BackoffConfig {
     /// multiplied by a random factor in `(1 - jitter, 1]`, so jitter never exceeds the cap.
     /// Default: 0.2.
     pub jitter: f64,
+    /// How long a session must stay ready for its end to reset the delay to
+    /// [`initial`](Self::initial). Default: 5 s (the ping interval: the peer has answered at
+    /// least once after ready).
+    pub stable_after: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -30,6 +37,7 @@ impl Default for BackoffConfig {
             multiplier: 2.0,
             max: Duration::from_secs(30),
             jitter: 0.2,
+            stable_after: Duration::from_secs(5),
         }
     }
 }
@@ -93,9 +101,18 @@ impl Reconnect {
         Duration::try_from_secs_f64((base * factor).max(0.0)).unwrap_or(cfg.max)
     }
 
-    /// Forgets the failures: called once a session reaches ready.
+    /// Forgets the failures.
     pub fn reset(&mut self) {
         self.failures = 0;
+    }
+
+    /// Records the end of a session that stayed ready for `ready_for` (`None`: it never became
+    /// ready): the failures are forgotten when it was ready for at least
+    /// [`BackoffConfig::stable_after`], and kept otherwise.
+    pub fn session_ended(&mut self, ready_for: Option<Duration>) {
+        if ready_for.is_some_and(|d| d >= self.config.stable_after) {
+            self.reset();
+        }
     }
 
     /// How many failures in a row have been counted since the last reset.
@@ -167,6 +184,27 @@ mod tests {
         let replay: Vec<Duration> = (0..10).map(|_| again.next_delay()).collect();
         assert_eq!(delays, replay, "deterministic for a seed");
         r.reset();
+        assert_eq!(r.failures(), 0);
+        assert_eq!(r.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_session_ready_long_enough_resets_the_delay() {
+        let cfg = BackoffConfig {
+            jitter: 0.0,
+            ..BackoffConfig::default()
+        };
+        let mut r = Reconnect::new(1, cfg, 1);
+        assert_eq!(r.next_delay(), Duration::from_secs(1));
+        r.session_ended(None);
+        assert_eq!(r.next_delay(), Duration::from_secs(2));
+        // Ready, then dropped at once: still growing.
+        r.session_ended(Some(Duration::from_millis(10)));
+        assert_eq!(r.next_delay(), Duration::from_secs(4));
+        r.session_ended(Some(cfg.stable_after - Duration::from_millis(1)));
+        assert_eq!(r.next_delay(), Duration::from_secs(8));
+        // Ready for a whole ping interval: back to the first delay.
+        r.session_ended(Some(cfg.stable_after));
         assert_eq!(r.failures(), 0);
         assert_eq!(r.next_delay(), Duration::from_secs(1));
     }
