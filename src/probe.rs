@@ -52,8 +52,8 @@ use serde_json::value::RawValue;
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -538,9 +538,11 @@ impl Probe {
 
     /// Runs the probe: joins the cluster and writes one line to `out` for each thing it
     /// receives, until `shutdown` resolves, `--duration` elapses, or (`--ready-exit`) the
-    /// module is ready. Then it closes the client (normal closure) and returns. Each line is
-    /// written with one `write_all` and flushed; a write error is logged once and the probe
-    /// goes on.
+    /// module is ready. Then it closes the client (normal closure), waits until every line is
+    /// written, and returns. Lines are written on tokio's blocking pool (a `write_all` and a
+    /// flush per batch), so an `out` that blocks (a pipe nobody reads) never stalls the
+    /// session; a write error is logged once and the probe goes on. Call it inside a tokio
+    /// runtime.
     ///
     /// # Errors
     /// [`ProbeError`] when the client cannot start.
@@ -551,7 +553,7 @@ impl Probe {
     {
         let started = Instant::now();
         let options = self.options.clone();
-        let out = Out::new(out);
+        let (out, out_writer) = Out::start(out);
         let config_data =
             ConfigData::from_json(&options.version, &options.schema, &options.default_config)
                 .map_err(ProbeError::ConfigData)?;
@@ -617,6 +619,9 @@ impl Probe {
         if let Err(err) = run.await {
             tracing::warn!(error = %err, "the client ended with an error");
         }
+        // The handler's copies went with the client's run; this is the last one.
+        drop(out);
+        out_writer.finish().await;
         let exit_code = u8::from(options.ready_exit && !was_ready);
         Ok(ProbeReport {
             stopped_by,
@@ -626,7 +631,7 @@ impl Probe {
     }
 }
 
-fn handler<W: Write + Send + 'static>(options: &ProbeOptions, out: &Out<W>) -> EventHandler {
+fn handler(options: &ProbeOptions, out: &Out) -> EventHandler {
     let mut handler = EventHandler::new();
     if options.config || options.reject_config {
         let out = out.clone();
@@ -659,39 +664,99 @@ fn handler<W: Write + Send + 'static>(options: &ProbeOptions, out: &Out<W>) -> E
     handler
 }
 
-/// The probe's output: whole lines, one writer at a time.
-struct Out<W> {
-    writer: Arc<Mutex<W>>,
-    failed: Arc<AtomicBool>,
+/// How many lines may wait for the output writer; past it, lines are dropped (and counted)
+/// rather than block the runtime.
+pub const OUTPUT_QUEUE_LINES: usize = 4096;
+
+/// The probe's output: whole lines, queued to a writer task that writes them on tokio's
+/// blocking pool. A stdout that nobody reads (a full pipe) then blocks a pool thread only,
+/// never a runtime thread, so the session keeps answering pings and acks; once
+/// [`OUTPUT_QUEUE_LINES`] are waiting, further lines are dropped and counted. (A blocking-pool
+/// task, unlike a thread of our own, also holds tokio's paused clock still while it writes.)
+#[derive(Clone)]
+struct Out {
+    lines: tokio::sync::mpsc::Sender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
 }
 
-impl<W> Clone for Out<W> {
-    fn clone(&self) -> Self {
-        Self {
-            writer: self.writer.clone(),
-            failed: self.failed.clone(),
-        }
-    }
+/// The writer task, to be awaited once every [`Out`] is gone.
+struct OutWriter {
+    task: tokio::task::JoinHandle<()>,
+    dropped: Arc<AtomicU64>,
 }
 
-impl<W: Write> Out<W> {
-    fn new(writer: W) -> Self {
-        Self {
-            writer: Arc::new(Mutex::new(writer)),
-            failed: Arc::new(AtomicBool::new(false)),
-        }
+impl Out {
+    fn start<W: Write + Send + 'static>(writer: W) -> (Self, OutWriter) {
+        let (lines, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(OUTPUT_QUEUE_LINES);
+        let task = tokio::spawn(async move {
+            let mut writer = Some(writer);
+            let mut failed = false;
+            // Ends once every sender is dropped and the queue is drained.
+            while let Some(mut batch) = queue.recv().await {
+                while let Ok(more) = queue.try_recv() {
+                    batch.extend_from_slice(&more);
+                }
+                let Some(mut w) = writer.take() else { break };
+                if failed {
+                    writer = Some(w);
+                    continue;
+                }
+                let written = tokio::task::spawn_blocking(move || {
+                    let result = w.write_all(&batch).and_then(|()| w.flush());
+                    (w, result)
+                })
+                .await;
+                match written {
+                    Ok((w, result)) => {
+                        writer = Some(w);
+                        if let Err(err) = result {
+                            failed = true;
+                            tracing::warn!(error = %err, "cannot write the probe's output");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the probe's output writer failed");
+                        break;
+                    }
+                }
+            }
+        });
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = OutWriter {
+            task,
+            dropped: dropped.clone(),
+        };
+        (Self { lines, dropped }, writer)
     }
 
     fn line(&self, line: &str) {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = writer.write_all(&bytes).and_then(|()| writer.flush());
-        if let Err(err) = result
-            && !self.failed.swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!(error = %err, "cannot write the probe's output");
+        match self.lines.try_send(bytes) {
+            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        queued = OUTPUT_QUEUE_LINES,
+                        "the probe's output is not being read: dropping lines"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl OutWriter {
+    /// Waits until every queued line is written.
+    async fn finish(self) {
+        let Self { task, dropped } = self;
+        if task.await.is_err() {
+            tracing::warn!("the probe's output writer failed");
+        }
+        let dropped = dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(dropped, "output lines were dropped: stdout was not read");
         }
     }
 }

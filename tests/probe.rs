@@ -497,3 +497,88 @@ fn lines_are_one_json_object_each() {
     assert_eq!(ready_line(12), r#"{"kind":"ready","us":12}"#);
     assert_eq!(unready_line(34), r#"{"kind":"unready","us":34}"#);
 }
+
+/// A writer that blocks on its first write until the test releases it, like a stdout pipe
+/// that nobody reads; then it passes every line on to the test.
+struct BlockedWriter {
+    release: Option<std::sync::mpsc::Receiver<()>>,
+    lines: LineWriter,
+}
+
+impl Write for BlockedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(release) = self.release.take() {
+            // Blocks this thread until released (or the test is gone).
+            let _ = release.recv();
+        }
+        self.lines.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// The probe's own runtime is current-thread: a blocking write on it would freeze everything.
+// It runs on a thread of its own here, so that a frozen probe fails the test instead of
+// hanging it.
+#[tokio::test]
+async fn an_unread_stdout_does_not_freeze_the_session() {
+    const REAL_WAIT: Duration = Duration::from_secs(20);
+    let service = FakeConfigService::new();
+    let listener = service.listen_memory().unwrap();
+    let (release, blocked) = std::sync::mpsc::channel();
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let out = BlockedWriter {
+        release: Some(blocked),
+        lines: LineWriter {
+            partial: Vec::new(),
+            lines: tx,
+        },
+    };
+    let mut options = ProbeOptions::new("A");
+    options.hosts = vec![listener.host.clone()];
+    options.config = true;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (done, report) = oneshot::channel();
+    let probe = Probe::new(options)
+        .connector(listener.connector.clone())
+        .seed(3);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shutdown = async move {
+            let _ = stopped.await;
+            Signal::Interrupt
+        };
+        let _ = done.send(runtime.block_on(probe.run(out, shutdown)));
+    });
+    // The config line is written before the session can go on, and it blocks the writer:
+    // the session still gets ready.
+    let ready = service.wait_ready_instances("A", 1, REAL_WAIT).await;
+    release.send(()).unwrap();
+    ready.expect("the probe became ready while its stdout was blocked");
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("ready") {
+        let line = tokio::time::timeout(REAL_WAIT, lines.recv())
+            .await
+            .expect("a line")
+            .expect("the probe writes");
+        let line: Value = serde_json::from_str(&line).unwrap();
+        kinds.push(line["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        kinds,
+        ["config", "ready"],
+        "every line written once released"
+    );
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(REAL_WAIT, report)
+        .await
+        .expect("the probe ends")
+        .unwrap()
+        .expect("the probe runs");
+    assert!(report.was_ready);
+}
