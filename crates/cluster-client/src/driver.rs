@@ -523,11 +523,20 @@ impl<'a> Driver<'a> {
         let event_id = self.event_seq;
         match event {
             SessionEvent::Config { data, initial } => {
+                // INFO says which config (size and a fingerprint of its masked form); the
+                // masked content itself is for DEBUG.
+                let masker = &self.shared.settings.masker;
                 tracing::info!(
                     event_id,
                     initial,
-                    config = %Masked(&self.shared.settings.masker, &data),
+                    bytes = data.len(),
+                    hash = %masker.fingerprint(&data),
                     "remote config received; applying"
+                );
+                tracing::debug!(
+                    event_id,
+                    config = %Masked(masker, &data),
+                    "remote config content (secrets masked)"
                 );
                 let Some(receiver) = self.handler.config.clone() else {
                     return;

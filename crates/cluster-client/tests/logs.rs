@@ -56,6 +56,28 @@ async fn unknown_events_are_logged_and_configs_only_masked() {
         !text.contains("p@ss") && !text.contains("t0k3n"),
         "secrets leaked: {text}"
     );
+    // INFO names the config (size and fingerprint); its masked content is for DEBUG only.
+    let received = text
+        .lines()
+        .find(|l| l.contains("remote config received"))
+        .unwrap_or_else(|| panic!("no config line: {text}"));
+    assert!(received.contains(" INFO "), "{received}");
+    assert!(
+        received.contains("bytes=58") && received.contains("hash="),
+        "{received}"
+    );
+    assert!(
+        !received.contains("dbhost"),
+        "no content at INFO: {received}"
+    );
+    let content = text
+        .lines()
+        .find(|l| l.contains("remote config content"))
+        .unwrap_or_else(|| panic!("no content line: {text}"));
+    assert!(
+        content.contains(" DEBUG ") && content.contains(r#""password":"***""#),
+        "{content}"
+    );
     assert!(text.contains("session_id"), "one span per session: {text}");
     assert!(text.contains("event_id"), "an id per event: {text}");
 

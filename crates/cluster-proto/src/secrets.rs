@@ -151,6 +151,34 @@ impl SecretMasker {
         }
     }
 
+    /// A short fingerprint of a config for log lines that must not carry the config itself:
+    /// FNV-1a (64 bits) of its masked form ([`mask`](Self::mask)), as 16 hex digits. Two
+    /// instances that log the same fingerprint hold the same config, up to the secrets: the
+    /// fingerprint is taken after masking so that it gives nothing away about a secret (a hash
+    /// of the raw bytes would let anyone who knows the rest of the config test guesses of a
+    /// weak password against it).
+    ///
+    /// # Examples
+    /// ```
+    /// use cluster_proto::secrets::SecretMasker;
+    ///
+    /// let masker = SecretMasker::new();
+    /// let a = masker.fingerprint(br#"{"workers":4,"password":"one"}"#);
+    /// assert_eq!(a.len(), 16);
+    /// assert_eq!(a, masker.fingerprint(br#"{"password":"two","workers":4}"#));
+    /// assert_ne!(a, masker.fingerprint(br#"{"workers":5,"password":"one"}"#));
+    /// ```
+    #[must_use]
+    pub fn fingerprint(&self, config: &[u8]) -> String {
+        let masked = self.mask(config);
+        let hash = masked
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{hash:016x}")
+    }
+
     /// Masks the secret values of `value` in place (any JSON value: the fail-closed rule of
     /// [`mask`](Self::mask) is about bytes, not about this).
     pub fn mask_value(&self, value: &mut Value) {
