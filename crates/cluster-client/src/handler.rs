@@ -26,10 +26,11 @@
 //! assert_eq!(handler.required_modules().collect::<Vec<_>>(), ["auth"]);
 //! ```
 
-use crate::error::BoxError;
+use crate::error::{BoxError, ClientError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cluster_proto::RoutingConfig;
+use cluster_proto::event::check_module_name;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -265,6 +266,21 @@ impl EventHandler {
     #[must_use]
     pub fn config_timeout(&self) -> Duration {
         self.config_timeout
+    }
+
+    /// Checks every required module's name against the wire's rules ([`check_module_name`]);
+    /// [`Client::run`](crate::Client::run) does it before dialing.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidRequiredModule`] for the first name that breaks a rule.
+    pub fn check(&self) -> Result<(), ClientError> {
+        for name in self.required_modules() {
+            check_module_name(name).map_err(|error| ClientError::InvalidRequiredModule {
+                name: name.to_owned(),
+                error,
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn upgrader(&self, module: &str) -> Option<&Arc<dyn HostsUpgrader>> {

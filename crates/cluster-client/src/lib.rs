@@ -12,13 +12,21 @@
 //!
 //! # Example: the default flow
 //! ```no_run
-//! use cluster_client::typed::{config_data_for, TypedConfig};
+//! use cluster_client::typed::TypedConfig;
 //! use cluster_client::{AddressConfiguration, Client, EventHandler, ModuleInfo, RoundRobin, RoutingConfig};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+//! #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 //! struct RemoteConfig {
 //!     workers: u32,
+//! }
+//!
+//! // The default config: a config service that has none for the module stores it and sends
+//! // it back, so it must pass the validation (`TypedConfig::config_data` checks it).
+//! impl Default for RemoteConfig {
+//!     fn default() -> Self {
+//!         Self { workers: 4 }
+//!     }
 //! }
 //!
 //! #[tokio::main]
@@ -33,6 +41,7 @@
 //!     // The remote config, parsed and validated; `config` always holds the latest valid one.
 //!     let typed = TypedConfig::<RemoteConfig>::new()
 //!         .validate(|c: &RemoteConfig| if c.workers > 0 { Ok(()) } else { Err("workers must be > 0") });
+//!     let config_data = typed.config_data("1.0.0")?; // schema + checked default
 //!     let mut config = typed.handle();
 //!     // The addresses of the `auth` module's instances, kept up to date.
 //!     let auth = RoundRobin::default();
@@ -44,28 +53,24 @@
 //!         })
 //!         .require_module("auth", auth.clone());
 //!
-//!     let client = Client::new(
-//!         module,
-//!         config_data_for::<RemoteConfig>("1.0.0")?,
-//!         ["10.0.0.1:9001", "10.0.0.2:9001"], // `ip:port` is ws://; wss://name:port is TLS
-//!     );
-//!     // `run` does the work: spawn it (or poll it alongside, with `select!`). `close` waits
-//!     // for it to finish, so awaiting `close` while `run` is never polled would hang.
-//!     let session = tokio::spawn({
-//!         let client = client.clone();
-//!         async move { client.run(handler).await }
-//!     });
+//!     // Bad hosts or module names are errors here, before anything runs.
+//!     // `ip:port` is ws://; wss://name:port is TLS.
+//!     let client = Client::new(module, config_data, ["10.0.0.1:9001", "10.0.0.2:9001"])?;
 //!
-//!     let first = config.wait().await.expect("a config");
-//!     println!("running {} workers; auth at {:?}", first.workers, auth.next());
-//!     println!("health: {:?}", client.healthcheck()); // Ok(()) while the session is ready
-//!
-//!     tokio::signal::ctrl_c().await?;
-//!     client.close().await; // the spawned `run` ends; nothing of the client runs after this
-//!     session.await??; // Ok(()): a closed client's run ends without error
+//!     // Runs the sessions until the application future ends, then closes the client.
+//!     client
+//!         .run_until(handler, async {
+//!             if let Some(first) = config.wait().await {
+//!                 println!("running {} workers; auth at {:?}", first.workers, auth.next());
+//!             }
+//!             tokio::signal::ctrl_c().await.ok();
+//!         })
+//!         .await?;
 //!     Ok(())
 //! }
 //! ```
+//!
+//! [`Client::run`] is there for the other shapes (spawned, in a `select!`): see its docs.
 //!
 //! # Receivers run inside the session task
 //! The receivers are awaited by the task that drives the session (one application at a time,
@@ -74,7 +79,8 @@
 //! `tokio::task::spawn_blocking` (Go runs each receiver in a goroutine of its own).
 //!
 //! # Layout
-//! - [`client`](Client): [`Client`] (`run`, `close`, `healthcheck`, `state`) and its builder.
+//! - [`client`](Client): [`Client`] (`run_until`, `run`, `close`, `healthcheck`, `state`)
+//!   and its builder, which checks the settings.
 //! - `driver`: the run loop (hosts, backoff) and the task that drives the sans-IO
 //!   [`Session`](cluster_proto::session::Session) over one connection.
 //! - `apply`: serial, time-bounded application of the receivers (latest-wins for configs).
@@ -106,7 +112,9 @@ pub use handler::{
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
-pub use typed::{ConfigHandle, TypedConfig, TypedConfigError, config_data_for};
+pub use typed::{
+    ConfigHandle, ConfigOutcome, ConfigRejection, TypedConfig, TypedConfigError, config_data_for,
+};
 
 // What users need from the lower crates, so that one dependency is enough.
 pub use async_trait::async_trait;
