@@ -714,6 +714,11 @@ impl ClientBuilder {
                 }
             }
         };
+        tracing::debug!(
+            module = %settings.module_info.module_name,
+            hosts = endpoints.len(),
+            "cluster client built; nothing is dialed until `run` or `run_until` is polled"
+        );
         Ok(Client {
             shared: Arc::new(Shared {
                 settings,

@@ -93,8 +93,13 @@
 //! received event, configs logged only with their secrets masked ([`Client::secret_masker`]).
 //!
 //! # Testing
-//! Point the client at `cluster-testkit`'s fake config service: its in-memory connector with
-//! [`ClientBuilder::connector`] and `tokio::time::pause()`, or its WebSocket listener.
+//! Point the client at `cluster-testkit`'s fake config service: its in-memory listener
+//! (`listener.url()`, `mem://…`, with its connector through [`ClientBuilder::connector_arc`])
+//! and `tokio::time::pause()`, or its WebSocket listener. What a test can await instead of
+//! sleeping: [`Client::state`] (a watch; `BackingOff` says why), [`ConfigHandle::wait`],
+//! [`ConfigHandle::wait_outcome`] (config N applied or rejected), [`RoundRobin::wait_for`]
+//! (N hosts of a required module); on the service's side, its `wait_*` helpers, and
+//! `declare_instance` gives a required module ready instances without a second client.
 
 mod apply;
 mod client;
