@@ -140,5 +140,6 @@ pub use cluster_transport::conn::ConnConfig;
 pub use cluster_transport::tls::TlsConfig;
 pub use cluster_transport::ws::WsConfig;
 pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};
-/// schemars, to derive `JsonSchema` for [`typed::config_data_for`].
+/// schemars, to derive `JsonSchema` for [`TypedConfig::config_data`] and
+/// [`typed::config_data_for`].
 pub use schemars;

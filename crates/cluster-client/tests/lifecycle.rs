@@ -7,7 +7,7 @@ use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::transport::{Transport, TransportError};
 use cluster_client::{
     BackoffConfig, Client, ClientError, ClientState, Connector, Endpoint, EventHandler, ModuleInfo,
-    async_trait,
+    TlsConfig, async_trait,
 };
 use common::*;
 use std::sync::Arc;
@@ -271,6 +271,20 @@ async fn unusable_settings_are_errors_when_the_client_is_built() {
             ..
         }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tls_setting_that_does_not_load_is_an_error_when_the_client_is_built() {
+    let err = Client::builder(
+        module("A", "10.0.0.1"),
+        config_data("{}"),
+        ["wss://config.internal:9443"],
+    )
+    .tls(TlsConfig::new().add_ca_file("/nonexistent/cluster-client/ca.pem"))
+    .build()
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Connector(_)), "{err}");
+    assert!(err.to_string().contains("CA file"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
