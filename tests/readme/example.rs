@@ -44,13 +44,17 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // `ip:port` is WebSocket, as in Go; `wss://host:port` is TLS. A bad host is an error here.
     let client = super::harness::client_new(module, config_data, ["10.0.0.1:9001", "10.0.0.2:9001"])?;
 
-    // Runs the sessions until the future ends, then closes the client (normal closure).
-    // If the client stops first, its error is returned here.
+    // Your application: here, it waits for the first config and says what it got.
+    tokio::spawn(async move {
+        if let Some(first) = config.wait().await {
+            println!("running {} workers; auth at {:?}", first.workers, auth.next());
+        }
+    });
+
+    // Runs the sessions until Ctrl-C, then closes the client (normal closure) and returns
+    // once nothing of it runs. If the client stops first, its error is returned here.
     client
         .run_until(handler, async {
-            if let Some(first) = config.wait().await {
-                println!("running {} workers; auth at {:?}", first.workers, auth.next());
-            }
             let _ = super::harness::ctrl_c().await;
         })
         .await?;

@@ -57,12 +57,17 @@
 //!     // `ip:port` is ws://; wss://name:port is TLS.
 //!     let client = Client::new(module, config_data, ["10.0.0.1:9001", "10.0.0.2:9001"])?;
 //!
-//!     // Runs the sessions until the application future ends, then closes the client.
+//!     // The application: here, it waits for the first config and says what it got.
+//!     tokio::spawn(async move {
+//!         if let Some(first) = config.wait().await {
+//!             println!("running {} workers; auth at {:?}", first.workers, auth.next());
+//!         }
+//!     });
+//!
+//!     // Runs the sessions until Ctrl-C, then closes the client and returns once nothing of
+//!     // it runs; if the client stops first (it cannot start), its error is returned here.
 //!     client
 //!         .run_until(handler, async {
-//!             if let Some(first) = config.wait().await {
-//!                 println!("running {} workers; auth at {:?}", first.workers, auth.next());
-//!             }
 //!             tokio::signal::ctrl_c().await.ok();
 //!         })
 //!         .await?;
