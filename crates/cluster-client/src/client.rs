@@ -479,7 +479,12 @@ fn parse_host(input: &str) -> Result<Endpoint, ClientError> {
     let path_ok =
         path.is_empty() || path == "/" || path.strip_suffix('/').unwrap_or(path) == ETP_PATH;
     if !path_ok {
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let bare = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // `ip:port` is WebSocket; other schemes (wss://) stay in the suggestion.
+        let host = match scheme {
+            Some(scheme) if !scheme.eq_ignore_ascii_case("ws") => format!("{scheme}://{bare}"),
+            _ => bare.to_owned(),
+        };
         return Err(invalid(format!(
             "must not have a path: use {host} (the client adds {ETP_PATH}/ itself)"
         )));

@@ -451,9 +451,12 @@ impl<T> Clone for ConfigHandle<T> {
 
 impl<T> fmt::Debug for ConfigHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcomes = self.outcomes.borrow();
         f.debug_struct("ConfigHandle")
             .field("type", &std::any::type_name::<T>())
             .field("has_config", &self.rx.borrow().is_some())
+            .field("received", &outcomes.received)
+            .field("last_rejection", &outcomes.rejection)
             .finish()
     }
 }

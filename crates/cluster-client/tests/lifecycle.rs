@@ -243,6 +243,12 @@ async fn unusable_settings_are_errors_when_the_client_is_built() {
         "invalid host \"ws://127.0.0.1:9001/api/\": must not have a path: use 127.0.0.1:9001 \
          (the client adds /isp-etp/ itself)"
     );
+    let err = build_error(info(), &["wss://config.internal:9443/etp"]);
+    assert!(
+        err.to_string()
+            .contains("must not have a path: use wss://config.internal:9443"),
+        "{err}"
+    );
     // User info is refused and never repeated (it may hold a password).
     let err = build_error(info(), &["ws://user:hunter2@127.0.0.1:9001"]);
     assert!(!err.to_string().contains("hunter2"), "{err}");
