@@ -303,6 +303,7 @@ impl Client {
             return Ok(());
         }
         handler.check()?;
+        let handler = handler.with_default_hint(self.shared.settings.config_data.config.get());
         let plan = self.plan(&handler);
         let shared = &*self.shared;
         if !shared

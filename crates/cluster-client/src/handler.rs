@@ -283,11 +283,52 @@ impl EventHandler {
         Ok(())
     }
 
+    /// Wraps the config receiver so that refusing the module's own default config (`default`,
+    /// the JSON sent in `MODULE:SEND_CONFIG_SCHEMA`) says so in the error: a config service
+    /// that has no config for the module stores that default and sends it back, and a
+    /// receiver that refuses it keeps the module from ever becoming ready.
+    pub(crate) fn with_default_hint(mut self, default: &str) -> Self {
+        if let Some(inner) = self.config.take() {
+            self.config = Some(Arc::new(DefaultHint {
+                inner,
+                default: Arc::from(default),
+            }));
+        }
+        self
+    }
+
     pub(crate) fn upgrader(&self, module: &str) -> Option<&Arc<dyn HostsUpgrader>> {
         self.modules
             .iter()
             .find(|(n, _)| n == module)
             .map(|(_, u)| u)
+    }
+}
+
+/// See [`EventHandler::with_default_hint`].
+struct DefaultHint {
+    inner: Arc<dyn RemoteConfigReceiver>,
+    default: Arc<str>,
+}
+
+#[async_trait]
+impl RemoteConfigReceiver for DefaultHint {
+    async fn receive_config(&self, config: Bytes) -> Result<(), BoxError> {
+        let result = self.inner.receive_config(config.clone()).await;
+        result.map_err(|err| {
+            let same = serde_json::from_slice::<serde_json::Value>(&config).ok()
+                == serde_json::from_str::<serde_json::Value>(&self.default).ok();
+            if same {
+                format!(
+                    "{err} (this is the module's own default config, which a config service \
+                     with no config for the module stores and sends back: give the module a \
+                     default its receiver accepts)"
+                )
+                .into()
+            } else {
+                err
+            }
+        })
     }
 }
 

@@ -95,6 +95,40 @@ async fn a_refused_live_config_is_visible_and_keeps_the_module_out_after_a_recon
 }
 
 #[tokio::test(start_paused = true)]
+async fn refusing_its_own_default_config_says_so() {
+    #[derive(
+        Debug, Default, serde::Serialize, Deserialize, cluster_client::schemars::JsonSchema,
+    )]
+    struct Workers {
+        workers: u32,
+    }
+    let (service, listener) = service();
+    // `config_data_for` does not know the validation: the default (workers: 0) goes out.
+    let config_data = cluster_client::config_data_for::<Workers>("1.0.0").unwrap();
+    let client = Client::builder(module("A", "10.0.0.1"), config_data, [listener.url()])
+        .connector_arc(listener.connector.clone())
+        .build()
+        .unwrap();
+    let typed = TypedConfig::<Workers>::new().validate(|c: &Workers| {
+        if c.workers > 0 {
+            Ok(())
+        } else {
+            Err("workers must be > 0")
+        }
+    });
+    let run = spawn_run(&client, EventHandler::new().remote_config_receiver(typed));
+    let state = wait_backing_off(&client).await;
+    let shown = state.to_string();
+    assert!(shown.contains("workers must be > 0"), "{shown}");
+    assert!(
+        shown.contains("this is the module's own default config"),
+        "{shown}"
+    );
+    assert!(service.ready_instances("A").is_empty());
+    close_and_join(&client, run).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_round_robin_waits_for_the_required_module() {
     let (service, listener) = service();
     let auth = RoundRobin::default();
