@@ -40,8 +40,8 @@
 //!
 //! # Example
 //! Start the service, hand its host and connector to a client, and drive it. The client here
-//! is the raw ETP connection runtime; an isp cluster client takes `listener.host` in its host
-//! list and `listener.connector` as its transport.
+//! is the raw ETP connection runtime; an isp cluster client takes `listener.url()`
+//! (`mem://…`) in its host list and `listener.connector` as its transport.
 //! ```
 //! use cluster_testkit::FakeConfigService;
 //! use cluster_transport::conn::{Conn, ConnConfig, Handlers};
