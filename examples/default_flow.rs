@@ -146,7 +146,7 @@ impl Application {
     /// `application.Run()`). Must be called inside a tokio runtime.
     pub(crate) fn start(hosts: Vec<String>) -> Result<Self, BoxError> {
         let config_data = config_data_for::<RemoteConfig>("1.0.0")?;
-        let cluster_cli = Client::new(module_info(), config_data, hosts);
+        let cluster_cli = Client::new(module_info(), config_data, hosts)?;
 
         // Implements `HostsUpgrader`: it will have auth-service's addresses.
         let auth_service_cli = RoundRobin::default();
@@ -176,7 +176,7 @@ impl Application {
     /// then closes the client (Go: `application.Shutdown()` calling the closers). Each config
     /// the module applies is logged with the address it would call `auth-service` at.
     ///
-    /// Returns early with the runner's error if the client cannot start (a bad host).
+    /// Returns early with the runner's error if the run ends by itself (it cannot start).
     pub(crate) async fn run_until(
         mut self,
         shutdown: impl Future<Output = Signal>,

@@ -564,7 +564,7 @@ impl Probe {
         if let Some(seed) = self.seed {
             builder = builder.seed(seed);
         }
-        let client = builder.build();
+        let client = builder.build().map_err(ProbeError::Client)?;
         let handler = handler(&options, &out);
         tracing::info!(module = %options.module, hosts = ?options.hosts, "probe starting");
 

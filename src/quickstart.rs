@@ -3,7 +3,7 @@
 //! [`quickstart`] is what `cargo run --example quickstart` runs; it lives in the library so
 //! that the test suite runs exactly the same code (`tests/quickstart.rs`).
 
-use cluster_client::typed::{ConfigHandle, TypedConfig, config_data_for};
+use cluster_client::typed::{ConfigHandle, TypedConfig};
 use cluster_client::{
     AddressConfiguration, BoxError, Client, ClientError, ConfigData, EndpointDescriptor,
     EventHandler, ModuleInfo, RoundRobin, RoutingConfig,
@@ -167,7 +167,7 @@ pub async fn quickstart(mut out: impl Write) -> Result<(), BoxError> {
             "{}",
         )?,
         [host.clone()],
-    );
+    )?;
     writeln!(
         out,
         "4. Module {AUTH:?} comes up at {}:{}.",
@@ -302,6 +302,9 @@ impl Orders {
             }
         });
         let config = typed.handle();
+        // The default config, checked against the validation: a default the module would
+        // refuse is an error here rather than a module that never becomes ready.
+        let config_data = typed.config_data("1.0.0")?;
         let hosts = History::new();
         let routes = History::new();
         let balancer = RoundRobin::default();
@@ -324,9 +327,9 @@ impl Orders {
             });
         let client = Client::new(
             module(ORDERS, ORDERS_ADDRESS, "orders/api/create"),
-            config_data_for::<OrdersConfig>("1.0.0")?,
+            config_data,
             [host.to_owned()],
-        );
+        )?;
         Ok(Self {
             client,
             handler,

@@ -136,7 +136,8 @@ async fn start_b(service: &FakeConfigService, listener: &MemoryListener) -> Clie
     )
     .connector_arc(listener.connector.clone())
     .seed(1)
-    .build();
+    .build()
+    .unwrap();
     let run = b.clone();
     tokio::spawn(async move { run.run(EventHandler::new()).await });
     service.wait_ready_instances("B", 1, WAIT).await.unwrap();

@@ -45,6 +45,7 @@ fn handler() -> EventHandler {
 /// does) and cloned here.
 fn client(host: &str, name: &str, config: &ConfigData) -> Client {
     Client::new(module(name, "127.0.0.2"), config.clone(), [host.to_owned()])
+        .expect("valid settings")
 }
 
 async fn until_ready(client: &Client) {

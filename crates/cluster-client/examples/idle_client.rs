@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .remote_config_receiver(|_config: Bytes| async { Ok::<(), Infallible>(()) })
             .routes_receiver(|_routes: RoutingConfig| async { Ok::<(), Infallible>(()) })
             .require_module("A", |_hosts: Vec<String>| {});
-        let client = Client::new(module, config, [host]);
+        let client = Client::new(module, config, [host])?;
         let run = tokio::spawn({
             let client = client.clone();
             async move { client.run(handler).await }

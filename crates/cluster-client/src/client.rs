@@ -5,15 +5,15 @@ use crate::error::ClientError;
 use crate::handler::EventHandler;
 use crate::lb::random_seed;
 use cluster_proto::backoff::BackoffConfig;
+use cluster_proto::event::check_module_name;
 use cluster_proto::session::SessionTimeouts;
 use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
 use cluster_transport::conn::{Conn, ConnConfig};
 use cluster_transport::tls::TlsConfig;
 use cluster_transport::ws::{WsConfig, WsConnector};
-use cluster_transport::{
-    CLOSE_NORMAL, Connector, Endpoint, EndpointParseError, Scheme, TransportError,
-};
+use cluster_transport::{CLOSE_NORMAL, Connector, Endpoint, Scheme, TransportError};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,10 +24,16 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_CONFIG_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a client stands, as [`Client::state`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Display` says it in words (`backing off: next session in 1.5s (2 failures in a row;
+/// last: …)`); `Debug` shows the remaining backoff delay in the same human form rather than
+/// a raw `Instant`.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientState {
-    /// Not running: [`Client::run`] was not called yet, or its future was dropped.
+    /// Not running: no [`Client::run`] future is being polled. Either none was made yet, the
+    /// one made was never polled (a future does nothing until polled: spawn it, or use
+    /// [`Client::run_until`]), or it was dropped.
     Idle,
     /// Dialing `host`.
     Connecting {
@@ -61,6 +67,11 @@ pub enum ClientState {
         /// failure and after a ready session drops, then 2, 3, … while sessions fail before
         /// ready. It is the backoff's step: the delay grows with it.
         failures: u32,
+        /// Why the last session ended, as logged: the connect error, or the session's error
+        /// (`remote config rejected by the application: config is invalid: …` when the
+        /// application refused the config the service holds, which the service sends again at
+        /// every reconnect, keeping the module out of the cluster until an admin fixes it).
+        cause: Arc<str>,
     },
     /// The client was closed: it will not connect again.
     Closed,
@@ -71,6 +82,72 @@ impl ClientState {
     #[must_use]
     pub fn is_ready(&self) -> bool {
         matches!(self, Self::Ready { .. })
+    }
+}
+
+/// The time left until `until`, rounded to the millisecond (for humans).
+fn remaining(until: tokio::time::Instant) -> Duration {
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl fmt::Display for ClientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Idle => f.write_str(
+                "idle: no run is being polled (spawn `Client::run`, or await `Client::run_until`)",
+            ),
+            Self::Connecting { host } => write!(f, "connecting to {host}"),
+            Self::Handshaking { host, session_id } => {
+                write!(f, "handshaking with {host} (session {session_id})")
+            }
+            Self::Ready { host, session_id } => {
+                write!(f, "ready on {host} (session {session_id})")
+            }
+            Self::BackingOff {
+                until,
+                failures,
+                cause,
+                ..
+            } => write!(
+                f,
+                "backing off: next session in {:?} ({failures} failure(s) in a row; last: {cause})",
+                remaining(*until)
+            ),
+            Self::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+impl fmt::Debug for ClientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Idle => f.write_str("Idle"),
+            Self::Connecting { host } => f.debug_struct("Connecting").field("host", host).finish(),
+            Self::Handshaking { host, session_id } => f
+                .debug_struct("Handshaking")
+                .field("host", host)
+                .field("session_id", session_id)
+                .finish(),
+            Self::Ready { host, session_id } => f
+                .debug_struct("Ready")
+                .field("host", host)
+                .field("session_id", session_id)
+                .finish(),
+            Self::BackingOff {
+                until,
+                delay,
+                failures,
+                cause,
+            } => f
+                .debug_struct("BackingOff")
+                .field("next_in", &remaining(*until))
+                .field("delay", delay)
+                .field("failures", failures)
+                .field("cause", cause)
+                .finish(),
+            Self::Closed => f.write_str("Closed"),
+        }
     }
 }
 
@@ -92,10 +169,13 @@ pub(crate) struct Settings {
 /// What the client handle and its run share.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
+    /// The hosts, parsed once by [`ClientBuilder::build`].
+    endpoints: Vec<Endpoint>,
+    /// The connector, set up once by [`ClientBuilder::build`].
+    connector: Arc<dyn Connector>,
     pub(crate) cancel: CancellationToken,
     state: watch::Sender<ClientState>,
     running: watch::Sender<bool>,
-    connector: OnceLock<Arc<dyn Connector>>,
 }
 
 impl Shared {
@@ -154,11 +234,21 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client with every default (WebSocket, the Go timeouts, 1 s → 30 s backoff).
+    /// A client with every default (WebSocket, the Go timeouts, 1 s → 30 s backoff):
+    /// [`Client::builder`]`(…).build()`.
+    ///
     /// `hosts` are `ip:port` (WebSocket, as in Go), `ws://host:port` or `wss://host:port`
-    /// (TLS); they are checked by [`Client::run`].
-    #[must_use]
-    pub fn new<I>(module_info: ModuleInfo, config_data: ConfigData, hosts: I) -> Self
+    /// (TLS). The URL the fake config service prints, `ws://127.0.0.1:9001/isp-etp/`, is
+    /// accepted too (the client adds that path itself).
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::build`]: no hosts, a host that cannot be dialed, a module name the
+    /// config service cannot take, a TLS setting that does not load.
+    pub fn new<I>(
+        module_info: ModuleInfo,
+        config_data: ConfigData,
+        hosts: I,
+    ) -> Result<Self, ClientError>
     where
         I: IntoIterator,
         I::Item: Into<String>,
@@ -167,6 +257,7 @@ impl Client {
     }
 
     /// A builder for the options: connector, timeouts, backoff, TLS, secret masking.
+    /// Nothing is checked before [`ClientBuilder::build`].
     #[must_use]
     pub fn builder<I>(module_info: ModuleInfo, config_data: ConfigData, hosts: I) -> ClientBuilder
     where
@@ -193,25 +284,27 @@ impl Client {
     /// Runs sessions with `handler` until the client is closed; returns `Ok(())` then.
     /// Dropping the future closes the connection (normal closure) and cancels the
     /// applications in progress. Called after [`Client::close`] (or
-    /// [`Client::start_close`]), returns `Ok(())` at once, whatever the settings.
+    /// [`Client::start_close`]), returns `Ok(())` at once.
     ///
-    /// The returned future must be polled for the client to do anything, and for
-    /// [`Client::close`] to return: spawn it (`tokio::spawn`) or poll it concurrently with the
-    /// code that closes the client (`tokio::select!`, `join!`). Awaiting `close()` while this
-    /// future sits unpolled waits forever; dropping it is fine.
+    /// The returned future does nothing until it is polled: spawn it (`tokio::spawn`) or poll
+    /// it concurrently with the code that closes the client (`tokio::select!`, `join!`), or
+    /// use [`Client::run_until`], which does that for you. Until it is first polled the
+    /// client stays [`ClientState::Idle`] (and [`Client::healthcheck`] says so).
     ///
     /// # Errors
-    /// Only for unusable settings, before anything is dialed: [`ClientError::NoHosts`],
-    /// [`ClientError::InvalidHost`] (also for a host the default WebSocket connector cannot
-    /// dial, `tcp://` say), [`ClientError::EmptyModuleName`], [`ClientError::Connector`] (a bad
-    /// TLS setting), and [`ClientError::AlreadyRunning`] while another `run` of this client
-    /// goes on.
+    /// Before anything is dialed: [`ClientError::InvalidRequiredModule`] for a module
+    /// `handler` requires whose name the config service cannot take, and
+    /// [`ClientError::AlreadyRunning`] while another `run` of this client goes on. The
+    /// settings themselves were checked by [`ClientBuilder::build`]. The peer's faults are
+    /// never errors: they are logged and answered by a reconnect.
     pub async fn run(&self, handler: EventHandler) -> Result<(), ClientError> {
         if self.is_closed() {
             self.shared.closed_if_idle();
             return Ok(());
         }
-        let plan = self.plan(&handler)?;
+        handler.check()?;
+        let handler = handler.with_default_hint(self.shared.settings.config_data.config.get());
+        let plan = self.plan(&handler);
         let shared = &*self.shared;
         if !shared
             .running
@@ -224,17 +317,68 @@ impl Client {
         Ok(())
     }
 
-    /// Closes the client: ends the session (normal closure), cancels the applications in
-    /// progress, and returns once [`Client::run`] has finished, so that nothing of the client
-    /// runs after it returns. Idempotent; honoured when called before `run` (which then
-    /// returns at once). May be called from a receiver: its application is cancelled too.
+    /// Runs sessions with `handler` until `shutdown` completes, then closes the client
+    /// (normal closure) and returns once nothing of it runs: the shape of axum's
+    /// `with_graceful_shutdown` and tonic's `serve_with_shutdown`. `shutdown` can be a signal
+    /// (`async { tokio::signal::ctrl_c().await.ok(); }`), a `CancellationToken`'s
+    /// `cancelled()`, or the application itself: an `async` block that waits for the first
+    /// config, serves, and ends when the service should stop.
     ///
-    /// It waits for the `run` future to notice: that future must be spawned or polled
-    /// concurrently (see [`Client::run`]). If it exists but is never polled (nor dropped),
-    /// `close` never returns; use [`Client::start_close`] where you cannot wait.
+    /// If the run ends first (an error, or [`Client::close`] from elsewhere), `shutdown` is
+    /// dropped and the run's result is returned: an error surfaces here, not in a task
+    /// nobody awaits.
+    ///
+    /// ```no_run
+    /// # use cluster_client::{Client, ConfigData, EventHandler, ModuleInfo};
+    /// # async fn example() -> Result<(), cluster_client::ClientError> {
+    /// # let module = ModuleInfo { module_name: "orders".into(), ..ModuleInfo::default() };
+    /// # let config_data = ConfigData::from_json("1.0.0", "{}", "{}").unwrap();
+    /// let client = Client::new(module, config_data, ["10.0.0.1:9001"])?;
+    /// client
+    ///     .run_until(EventHandler::new(), async {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub async fn run_until<F>(&self, handler: EventHandler, shutdown: F) -> Result<(), ClientError>
+    where
+        F: Future<Output = ()>,
+    {
+        let run = self.run(handler);
+        tokio::pin!(run);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            result = &mut run => result,
+            () = &mut shutdown => {
+                tracing::debug!("shutdown: closing the client");
+                self.start_close();
+                run.await
+            }
+        }
+    }
+
+    /// Closes the client: ends the session (normal closure), cancels the applications in
+    /// progress, and returns once no [`Client::run`] of it is going on, so that nothing of the
+    /// client runs after it returns. Idempotent; may be called from a receiver (its
+    /// application is cancelled too).
+    ///
+    /// A `run` goes on from its first poll until it returns or its future is dropped; while
+    /// one does, `close` waits for it to notice, so that future must be spawned or polled
+    /// concurrently (see [`Client::run`]; [`Client::run_until`] does both). When no `run` is
+    /// going on, `close` returns at once: before any `run`, and also when a `run` future was
+    /// made but never polled (that future, polled later, returns `Ok(())` at once without
+    /// dialing). Use [`Client::start_close`] where you cannot wait.
     pub async fn close(&self) {
         self.start_close();
         let mut running = self.shared.running.subscribe();
+        if !*running.borrow() {
+            tracing::debug!("client closed while no run was going on");
+        }
         let _ = running.wait_for(|r| !*r).await;
         self.shared.closed_if_idle();
     }
@@ -253,12 +397,16 @@ impl Client {
     /// `Ok` while the session is active (the module is ready), as Go's `Healthcheck`.
     ///
     /// # Errors
-    /// [`ClientError::SessionInactive`] otherwise.
+    /// [`ClientError::SessionInactive`] otherwise, with the state the client is in (idle,
+    /// connecting, backing off and why, …).
     pub fn healthcheck(&self) -> Result<(), ClientError> {
-        if self.shared.state.borrow().is_ready() {
+        let state = self.shared.state.borrow();
+        if state.is_ready() {
             Ok(())
         } else {
-            Err(ClientError::SessionInactive)
+            Err(ClientError::SessionInactive {
+                state: state.clone(),
+            })
         }
     }
 
@@ -281,56 +429,82 @@ impl Client {
         &self.shared.settings.module_info
     }
 
-    fn plan(&self, handler: &EventHandler) -> Result<Plan, ClientError> {
+    /// The config service hosts, as parsed by [`ClientBuilder::build`].
+    #[must_use]
+    pub fn hosts(&self) -> &[Endpoint] {
+        &self.shared.endpoints
+    }
+
+    fn plan(&self, handler: &EventHandler) -> Plan {
         let settings = &self.shared.settings;
-        if settings.hosts.is_empty() {
-            return Err(ClientError::NoHosts);
-        }
-        let endpoints = settings
-            .hosts
-            .iter()
-            .map(|h| h.parse::<Endpoint>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let connector = self.connector(&endpoints)?;
-        if settings.module_info.module_name.is_empty() {
-            return Err(ClientError::EmptyModuleName);
-        }
         let mut timeouts = settings.timeouts;
         // Saturating: a `Duration::MAX` wait means no deadline, not a panic.
         timeouts.config = settings.config_wait.saturating_add(handler.config_timeout);
-        Ok(Plan {
-            endpoints,
-            connector,
+        Plan {
+            endpoints: self.shared.endpoints.clone(),
+            connector: self.shared.connector.clone(),
             session: Plan::session_config(&self.shared, handler, timeouts),
             module_name: settings.module_info.module_name.clone(),
             seed: settings.seed.unwrap_or_else(random_seed),
-        })
+        }
     }
+}
 
-    fn connector(&self, endpoints: &[Endpoint]) -> Result<Arc<dyn Connector>, ClientError> {
-        let settings = &self.shared.settings;
-        if let Some(connector) = &settings.connector {
-            return Ok(connector.clone());
-        }
-        if let Some(bad) = endpoints
-            .iter()
-            .find(|e| !matches!(e.scheme, Scheme::Ws | Scheme::Wss))
-        {
-            return Err(ClientError::InvalidHost(EndpointParseError {
-                input: bad.to_string(),
-                reason: "the default WebSocket connector dials ws:// and wss:// only; \
-                         set a connector for other schemes",
-            }));
-        }
-        if let Some(connector) = self.shared.connector.get() {
-            return Ok(connector.clone());
-        }
-        let connector: Arc<dyn Connector> = match &settings.ws_config {
-            Some(config) => Arc::new(WsConnector::new(config.clone())?),
-            None => default_connector()?,
+/// The path the config service serves ETP on, which the client adds itself; accepted at the
+/// end of a host entry because the fake config service prints its URL with it.
+const ETP_PATH: &str = "/isp-etp";
+
+/// Parses one host entry, with errors that say what to write instead and never echo user
+/// info (a password) back.
+fn parse_host(input: &str) -> Result<Endpoint, ClientError> {
+    let trimmed = input.trim();
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, trimmed),
+    };
+    let safe_input = || match rest.rsplit_once('@') {
+        Some((_, after)) => match scheme {
+            Some(scheme) => format!("{scheme}://***@{after}"),
+            None => format!("***@{after}"),
+        },
+        None => trimmed.to_owned(),
+    };
+    let invalid = |reason: String| ClientError::InvalidHost {
+        input: safe_input(),
+        reason,
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let path_ok =
+        path.is_empty() || path == "/" || path.strip_suffix('/').unwrap_or(path) == ETP_PATH;
+    if !path_ok {
+        let bare = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // `ip:port` is WebSocket; other schemes (wss://) stay in the suggestion.
+        let host = match scheme {
+            Some(scheme) if !scheme.eq_ignore_ascii_case("ws") => format!("{scheme}://{bare}"),
+            _ => bare.to_owned(),
         };
-        Ok(self.shared.connector.get_or_init(|| connector).clone())
+        return Err(invalid(format!(
+            "must not have a path: use {host} (the client adds {ETP_PATH}/ itself)"
+        )));
     }
+    let entry = match scheme {
+        Some(scheme) => format!("{scheme}://{authority}"),
+        None => authority.to_owned(),
+    };
+    entry.parse::<Endpoint>().map_err(|err| {
+        let reason = match err.reason {
+            "missing port" => format!(
+                "{}: write host:port, as in Go's configServiceAddress (e.g. 127.0.0.1:9001)",
+                err.reason
+            ),
+            "a host entry has no user info" => "must not have user info (user@)".to_owned(),
+            reason => reason.to_owned(),
+        };
+        invalid(reason)
+    })
 }
 
 /// The WebSocket connector with the default [`WsConfig`], built once per process (building
@@ -496,17 +670,70 @@ impl ClientBuilder {
         self
     }
 
-    /// The client.
-    #[must_use]
-    pub fn build(self) -> Client {
-        Client {
+    /// Checks the settings and builds the client; nothing is dialed before
+    /// [`Client::run`].
+    ///
+    /// # Errors
+    /// - [`ClientError::InvalidModuleName`]: the module's name breaks the wire's rules
+    ///   ([`check_module_name`]: empty, longer than 256 bytes, `||`, `__ack_` prefix,
+    ///   control characters);
+    /// - [`ClientError::NoHosts`], [`ClientError::InvalidHost`] (the reason says what to
+    ///   write instead; also for a scheme the default WebSocket connector cannot dial,
+    ///   `tcp://` or `mem://` without [`ClientBuilder::connector`]);
+    /// - [`ClientError::Connector`]: the WebSocket connector cannot be set up (a TLS setting
+    ///   that does not load).
+    pub fn build(self) -> Result<Client, ClientError> {
+        let settings = self.settings;
+        let name = &settings.module_info.module_name;
+        check_module_name(name).map_err(|error| ClientError::InvalidModuleName {
+            name: name.clone(),
+            error,
+        })?;
+        if settings.hosts.is_empty() {
+            return Err(ClientError::NoHosts);
+        }
+        let endpoints = settings
+            .hosts
+            .iter()
+            .map(|h| parse_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connector = match &settings.connector {
+            Some(connector) => connector.clone(),
+            None => {
+                if let Some((input, bad)) = settings
+                    .hosts
+                    .iter()
+                    .zip(&endpoints)
+                    .find(|(_, e)| !matches!(e.scheme, Scheme::Ws | Scheme::Wss))
+                {
+                    return Err(ClientError::InvalidHost {
+                        input: input.clone(),
+                        reason: format!(
+                            "the default WebSocket connector dials ws:// and wss:// only, not \
+                             {bad}; set a connector (ClientBuilder::connector) for other schemes"
+                        ),
+                    });
+                }
+                match &settings.ws_config {
+                    Some(config) => Arc::new(WsConnector::new(config.clone())?),
+                    None => default_connector()?,
+                }
+            }
+        };
+        tracing::debug!(
+            module = %settings.module_info.module_name,
+            hosts = endpoints.len(),
+            "cluster client built; nothing is dialed until `run` or `run_until` is polled"
+        );
+        Ok(Client {
             shared: Arc::new(Shared {
-                settings: self.settings,
+                settings,
+                endpoints,
+                connector,
                 cancel: CancellationToken::new(),
                 state: watch::channel(ClientState::Idle).0,
                 running: watch::channel(false).0,
-                connector: OnceLock::new(),
             }),
-        }
+        })
     }
 }

@@ -139,19 +139,19 @@ struct Outcome {
     /// [`CLOSE_TIMEOUT`](cluster_transport::conn::CLOSE_TIMEOUT) with a peer that does not
     /// answer); `None` when the connect failed or the client was closed.
     conn: Option<Conn>,
+    /// Why it ended, for [`ClientState::BackingOff`].
+    cause: Arc<str>,
 }
 
 impl Outcome {
-    const CLOSED: Self = Self {
-        closed: true,
-        ready_for: None,
-        conn: None,
-    };
-    const NOT_CONNECTED: Self = Self {
-        closed: false,
-        ready_for: None,
-        conn: None,
-    };
+    fn closed() -> Self {
+        Self {
+            closed: true,
+            ready_for: None,
+            conn: None,
+            cause: Arc::from("closed"),
+        }
+    }
 }
 
 /// Runs sessions until the client is closed.
@@ -184,11 +184,16 @@ pub(crate) async fn run(
             shared.set_state(ClientState::Connecting { host: host.clone() });
             let connect = plan.connector.connect(endpoint, &plan.module_name);
             let transport = match appliers.wait(cancel, connect).await {
-                None => return Outcome::CLOSED,
+                None => return Outcome::closed(),
                 Some(Ok(transport)) => transport,
                 Some(Err(err)) => {
                     log_connect_error(&err);
-                    return Outcome::NOT_CONNECTED;
+                    return Outcome {
+                        closed: false,
+                        ready_for: None,
+                        conn: None,
+                        cause: Arc::from(format!("connect: {err}")),
+                    };
                 }
             };
             shared.set_state(ClientState::Handshaking {
@@ -228,8 +233,12 @@ pub(crate) async fn run(
             until,
             delay,
             failures: reconnect.failures(),
+            cause: outcome.cause,
         });
-        tracing::debug!(?delay, "waiting before the next session");
+        tracing::info!(
+            delay = %format_args!("{delay:.1?}"),
+            "next session after the backoff delay"
+        );
         if let Some(conn) = outcome.conn {
             let closed = close_failed(&mut appliers, cancel, &conn)
                 .instrument(span)
@@ -304,6 +313,8 @@ struct Driver<'a> {
     closed: bool,
     /// When the session became ready.
     ready_at: Option<tokio::time::Instant>,
+    /// The session's error, once it failed.
+    failure: Option<Arc<str>>,
 }
 
 fn now() -> Instant {
@@ -349,6 +360,7 @@ impl<'a> Driver<'a> {
             pong_timeout: config.timeouts.pong_timeout,
             closed: false,
             ready_at: None,
+            failure: None,
         }
     }
 
@@ -399,12 +411,16 @@ impl<'a> Driver<'a> {
             // Closed by the application: the connection's end is awaited here, before `run`
             // returns. A failed session's is left to the run loop, once the state says so.
             self.conn.close(CLOSE_NORMAL, REASON_CLOSED).await;
-            return Outcome::CLOSED;
+            return Outcome::closed();
         }
         Outcome {
             closed: false,
             ready_for: self.ready_at.map(|at| at.elapsed()),
             conn: Some(self.conn.clone()),
+            cause: self
+                .failure
+                .take()
+                .unwrap_or_else(|| Arc::from("session ended")),
         }
     }
 
@@ -548,17 +564,30 @@ impl<'a> Driver<'a> {
                 });
             }
             SessionEvent::Routes { data, initial } => {
-                tracing::info!(event_id, initial, len = data.len(), "routes received");
+                let routes = decode_routing_config(&data);
+                match &routes {
+                    Ok(routes) => tracing::info!(
+                        event_id,
+                        initial,
+                        instances = routes.len(),
+                        bytes = data.len(),
+                        "routes received"
+                    ),
+                    Err(err) => tracing::error!(
+                        event_id,
+                        initial,
+                        bytes = data.len(),
+                        error = %err,
+                        "bad routing table"
+                    ),
+                }
                 let Some(receiver) = self.handler.routes.clone() else {
                     return;
                 };
                 self.appliers.routes.push(Job {
                     tag: initial.then_some(self.generation),
                     event_id,
-                    future: Box::pin(async move {
-                        let routes = decode_routing_config(&data)?;
-                        receiver.receive_routes(routes).await
-                    }),
+                    future: Box::pin(async move { receiver.receive_routes(routes?).await }),
                 });
             }
             SessionEvent::Hosts {
@@ -591,7 +620,10 @@ impl<'a> Driver<'a> {
                     session_id: self.session_id.clone(),
                 });
             }
-            SessionEvent::Failed(error) => self.log_failure(&error),
+            SessionEvent::Failed(error) => {
+                self.log_failure(&error);
+                self.failure = Some(Arc::from(error.to_string()));
+            }
         }
     }
 

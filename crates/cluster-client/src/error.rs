@@ -1,16 +1,18 @@
 //! The client's errors: the caller's misuse apart from the peer's faults.
 
-use cluster_transport::{EndpointParseError, TransportError};
+use crate::client::ClientState;
+use cluster_proto::event::ModuleNameError;
+use cluster_transport::TransportError;
 
 /// The error type receivers return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// What [`Client::run`](crate::Client::run) and [`Client::healthcheck`](crate::Client::healthcheck)
-/// report.
+/// What [`ClientBuilder::build`](crate::ClientBuilder::build), [`Client::run`](crate::Client::run)
+/// and [`Client::healthcheck`](crate::Client::healthcheck) report.
 ///
-/// Only the caller's faults end [`Client::run`](crate::Client::run) with an error: the peer's
-/// faults (a refused connection, an error ack, a missing event, a disconnect) are logged and
-/// answered by a reconnect, as the Go client does.
+/// Only the caller's faults are errors, and the settings are checked when the client is
+/// built: the peer's faults (a refused connection, an error ack, a missing event, a
+/// disconnect) are logged and answered by a reconnect, as the Go client does.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -18,13 +20,34 @@ pub enum ClientError {
     #[error("no config service hosts given")]
     NoHosts,
     /// A host entry is not `ip:port`, `ws://host:port` or `wss://host:port` (or `tcp://`,
-    /// `mem://` with a matching connector).
-    #[error(transparent)]
-    InvalidHost(#[from] EndpointParseError),
-    /// The module name is empty: the config service refuses such a connection (Go sends it
-    /// all the same and fails every session).
-    #[error("the module name is empty")]
-    EmptyModuleName,
+    /// `mem://` with a matching connector). `reason` says what to write instead. User info
+    /// (`user:password@`) is never repeated in `input`.
+    #[error("invalid host {input:?}: {reason}")]
+    InvalidHost {
+        /// The entry as given (user info replaced by `***`).
+        input: String,
+        /// What is wrong with it, and what to write instead.
+        reason: String,
+    },
+    /// The module's own name cannot be used on the wire (see
+    /// [`check_module_name`](cluster_proto::event::check_module_name)): the config service
+    /// refuses such a connection, or its events would not parse.
+    #[error("invalid module name {name:?}: {error}")]
+    InvalidModuleName {
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        error: ModuleNameError,
+    },
+    /// A module the [`EventHandler`](crate::EventHandler) requires has a name that cannot be
+    /// used on the wire (its `<name>_MODULE_CONNECTED` event would not parse).
+    #[error("invalid required module name {name:?}: {error}")]
+    InvalidRequiredModule {
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        error: ModuleNameError,
+    },
     /// The connector cannot be set up (a TLS setting that does not load, say).
     #[error("cannot set up the connector: {0}")]
     Connector(#[from] TransportError),
@@ -33,9 +56,12 @@ pub enum ClientError {
     #[error("the client is already running")]
     AlreadyRunning,
     /// [`Client::healthcheck`](crate::Client::healthcheck): the session is not active (not
-    /// ready).
-    #[error("session inactive")]
-    SessionInactive,
+    /// ready); `state` says where the client stands instead.
+    #[error("session inactive: {state}")]
+    SessionInactive {
+        /// The client's state when the check ran.
+        state: ClientState,
+    },
 }
 
 /// What [`OfflineClient::run`](crate::OfflineClient::run) reports.

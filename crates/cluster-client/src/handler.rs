@@ -26,10 +26,11 @@
 //! assert_eq!(handler.required_modules().collect::<Vec<_>>(), ["auth"]);
 //! ```
 
-use crate::error::BoxError;
+use crate::error::{BoxError, ClientError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cluster_proto::RoutingConfig;
+use cluster_proto::event::check_module_name;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -267,11 +268,67 @@ impl EventHandler {
         self.config_timeout
     }
 
+    /// Checks every required module's name against the wire's rules ([`check_module_name`]);
+    /// [`Client::run`](crate::Client::run) does it before dialing.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidRequiredModule`] for the first name that breaks a rule.
+    pub fn check(&self) -> Result<(), ClientError> {
+        for name in self.required_modules() {
+            check_module_name(name).map_err(|error| ClientError::InvalidRequiredModule {
+                name: name.to_owned(),
+                error,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Wraps the config receiver so that refusing the module's own default config (`default`,
+    /// the JSON sent in `MODULE:SEND_CONFIG_SCHEMA`) says so in the error: a config service
+    /// that has no config for the module stores that default and sends it back, and a
+    /// receiver that refuses it keeps the module from ever becoming ready.
+    pub(crate) fn with_default_hint(mut self, default: &str) -> Self {
+        if let Some(inner) = self.config.take() {
+            self.config = Some(Arc::new(DefaultHint {
+                inner,
+                default: Arc::from(default),
+            }));
+        }
+        self
+    }
+
     pub(crate) fn upgrader(&self, module: &str) -> Option<&Arc<dyn HostsUpgrader>> {
         self.modules
             .iter()
             .find(|(n, _)| n == module)
             .map(|(_, u)| u)
+    }
+}
+
+/// See [`EventHandler::with_default_hint`].
+struct DefaultHint {
+    inner: Arc<dyn RemoteConfigReceiver>,
+    default: Arc<str>,
+}
+
+#[async_trait]
+impl RemoteConfigReceiver for DefaultHint {
+    async fn receive_config(&self, config: Bytes) -> Result<(), BoxError> {
+        let result = self.inner.receive_config(config.clone()).await;
+        result.map_err(|err| {
+            let same = serde_json::from_slice::<serde_json::Value>(&config).ok()
+                == serde_json::from_str::<serde_json::Value>(&self.default).ok();
+            if same {
+                format!(
+                    "{err} (this is the module's own default config, which a config service \
+                     with no config for the module stores and sends back: give the module a \
+                     default its receiver accepts)"
+                )
+                .into()
+            } else {
+                err
+            }
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::handler::HostsUpgrader;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
 
 /// [`RoundRobin::next`] found no host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +16,8 @@ struct Inner {
     hosts: Arc<[String]>,
     current: usize,
     rng: u64,
+    /// Every list set, for [`RoundRobin::watch`] and [`RoundRobin::wait_for`].
+    published: watch::Sender<Arc<[String]>>,
 }
 
 /// Distributes calls over a list of hosts in turn, starting at a random one. Thread-safe;
@@ -36,6 +39,20 @@ struct Inner {
 ///
 /// lb.upgrade(vec![]);
 /// assert!(lb.next().is_err());
+/// ```
+///
+/// An application (or a test) can wait for hosts instead of polling [`RoundRobin::next`]:
+///
+/// ```
+/// use cluster_client::{HostsUpgrader, RoundRobin};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let auth = RoundRobin::default();
+/// let upgrader = auth.clone(); // what `EventHandler::require_module` gets
+/// tokio::spawn(async move { upgrader.upgrade(vec!["10.0.0.7:9000".into()]) });
+/// let hosts = auth.wait_for(1).await; // at least one instance
+/// assert_eq!(&*hosts, ["10.0.0.7:9000"]);
+/// # });
 /// ```
 #[derive(Debug, Clone)]
 pub struct RoundRobin {
@@ -72,6 +89,7 @@ impl RoundRobin {
             hosts: Arc::from(Vec::new()),
             current: 0,
             rng: seed,
+            published: watch::channel(Arc::from(Vec::new())).0,
         };
         inner.set(hosts.into_iter().map(Into::into).collect());
         Self {
@@ -106,6 +124,23 @@ impl RoundRobin {
         self.lock().hosts.clone()
     }
 
+    /// Waits until the balancer has at least `n` hosts; returns them. With `n == 0` it
+    /// returns at once. There is no timeout: wrap it in `tokio::time::timeout` if the module
+    /// may never come up.
+    pub async fn wait_for(&self, n: usize) -> Arc<[String]> {
+        let mut rx = self.watch();
+        // The sender lives in `self`: the watch cannot close while we wait.
+        let hosts = rx.wait_for(|hosts| hosts.len() >= n).await;
+        hosts.map_or_else(|_| self.hosts(), |hosts| hosts.clone())
+    }
+
+    /// A watch of the host list: it changes at every [`HostsUpgrader::upgrade`] (each list
+    /// the config service sends for the module), for `select!` loops.
+    #[must_use]
+    pub fn watch(&self) -> watch::Receiver<Arc<[String]>> {
+        self.lock().published.subscribe()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -126,6 +161,7 @@ impl Inner {
             (splitmix(&mut self.rng) % hosts.len() as u64) as usize
         };
         self.hosts = Arc::from(hosts);
+        self.published.send_replace(self.hosts.clone());
     }
 }
 
@@ -181,6 +217,24 @@ mod tests {
         assert_eq!(lb.next().unwrap(), "x:1");
         lb.upgrade(Vec::new());
         assert_eq!(clone.size(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_hosts() {
+        let lb = RoundRobin::default();
+        assert!(lb.wait_for(0).await.is_empty(), "nothing to wait for");
+        let mut watch = lb.watch();
+        let waiter = tokio::spawn({
+            let lb = lb.clone();
+            async move { lb.wait_for(2).await }
+        });
+        lb.upgrade(vec!["a:1".into()]);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one host is not two");
+        lb.upgrade(vec!["a:1".into(), "b:2".into()]);
+        assert_eq!(&*waiter.await.unwrap(), ["a:1", "b:2"]);
+        watch.changed().await.unwrap();
+        assert_eq!(watch.borrow_and_update().len(), 2);
     }
 
     #[test]

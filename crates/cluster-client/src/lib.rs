@@ -12,13 +12,21 @@
 //!
 //! # Example: the default flow
 //! ```no_run
-//! use cluster_client::typed::{config_data_for, TypedConfig};
+//! use cluster_client::typed::TypedConfig;
 //! use cluster_client::{AddressConfiguration, Client, EventHandler, ModuleInfo, RoundRobin, RoutingConfig};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+//! #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 //! struct RemoteConfig {
 //!     workers: u32,
+//! }
+//!
+//! // The default config: a config service that has none for the module stores it and sends
+//! // it back, so it must pass the validation (`TypedConfig::config_data` checks it).
+//! impl Default for RemoteConfig {
+//!     fn default() -> Self {
+//!         Self { workers: 4 }
+//!     }
 //! }
 //!
 //! #[tokio::main]
@@ -33,6 +41,7 @@
 //!     // The remote config, parsed and validated; `config` always holds the latest valid one.
 //!     let typed = TypedConfig::<RemoteConfig>::new()
 //!         .validate(|c: &RemoteConfig| if c.workers > 0 { Ok(()) } else { Err("workers must be > 0") });
+//!     let config_data = typed.config_data("1.0.0")?; // schema + checked default
 //!     let mut config = typed.handle();
 //!     // The addresses of the `auth` module's instances, kept up to date.
 //!     let auth = RoundRobin::default();
@@ -44,28 +53,29 @@
 //!         })
 //!         .require_module("auth", auth.clone());
 //!
-//!     let client = Client::new(
-//!         module,
-//!         config_data_for::<RemoteConfig>("1.0.0")?,
-//!         ["10.0.0.1:9001", "10.0.0.2:9001"], // `ip:port` is ws://; wss://name:port is TLS
-//!     );
-//!     // `run` does the work: spawn it (or poll it alongside, with `select!`). `close` waits
-//!     // for it to finish, so awaiting `close` while `run` is never polled would hang.
-//!     let session = tokio::spawn({
-//!         let client = client.clone();
-//!         async move { client.run(handler).await }
+//!     // Bad hosts or module names are errors here, before anything runs.
+//!     // `ip:port` is ws://; wss://name:port is TLS.
+//!     let client = Client::new(module, config_data, ["10.0.0.1:9001", "10.0.0.2:9001"])?;
+//!
+//!     // The application: here, it waits for the first config and says what it got.
+//!     tokio::spawn(async move {
+//!         if let Some(first) = config.wait().await {
+//!             println!("running {} workers; auth at {:?}", first.workers, auth.next());
+//!         }
 //!     });
 //!
-//!     let first = config.wait().await.expect("a config");
-//!     println!("running {} workers; auth at {:?}", first.workers, auth.next());
-//!     println!("health: {:?}", client.healthcheck()); // Ok(()) while the session is ready
-//!
-//!     tokio::signal::ctrl_c().await?;
-//!     client.close().await; // the spawned `run` ends; nothing of the client runs after this
-//!     session.await??; // Ok(()): a closed client's run ends without error
+//!     // Runs the sessions until Ctrl-C, then closes the client and returns once nothing of
+//!     // it runs; if the client stops first (it cannot start), its error is returned here.
+//!     client
+//!         .run_until(handler, async {
+//!             tokio::signal::ctrl_c().await.ok();
+//!         })
+//!         .await?;
 //!     Ok(())
 //! }
 //! ```
+//!
+//! [`Client::run`] is there for the other shapes (spawned, in a `select!`): see its docs.
 //!
 //! # Receivers run inside the session task
 //! The receivers are awaited by the task that drives the session (one application at a time,
@@ -74,7 +84,8 @@
 //! `tokio::task::spawn_blocking` (Go runs each receiver in a goroutine of its own).
 //!
 //! # Layout
-//! - [`client`](Client): [`Client`] (`run`, `close`, `healthcheck`, `state`) and its builder.
+//! - [`client`](Client): [`Client`] (`run_until`, `run`, `close`, `healthcheck`, `state`)
+//!   and its builder, which checks the settings.
 //! - `driver`: the run loop (hosts, backoff) and the task that drives the sans-IO
 //!   [`Session`](cluster_proto::session::Session) over one connection.
 //! - `apply`: serial, time-bounded application of the receivers (latest-wins for configs).
@@ -87,8 +98,13 @@
 //! received event, configs logged only with their secrets masked ([`Client::secret_masker`]).
 //!
 //! # Testing
-//! Point the client at `cluster-testkit`'s fake config service: its in-memory connector with
-//! [`ClientBuilder::connector`] and `tokio::time::pause()`, or its WebSocket listener.
+//! Point the client at `cluster-testkit`'s fake config service: its in-memory listener
+//! (`listener.url()`, `mem://…`, with its connector through [`ClientBuilder::connector_arc`])
+//! and `tokio::time::pause()`, or its WebSocket listener. What a test can await instead of
+//! sleeping: [`Client::state`] (a watch; `BackingOff` says why), [`ConfigHandle::wait`],
+//! [`ConfigHandle::wait_outcome`] (config N applied or rejected), [`RoundRobin::wait_for`]
+//! (N hosts of a required module); on the service's side, its `wait_*` helpers, and
+//! `declare_instance` gives a required module ready instances without a second client.
 
 mod apply;
 mod client;
@@ -106,7 +122,9 @@ pub use handler::{
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
-pub use typed::{ConfigHandle, TypedConfig, TypedConfigError, config_data_for};
+pub use typed::{
+    ConfigHandle, ConfigOutcome, ConfigRejection, TypedConfig, TypedConfigError, config_data_for,
+};
 
 // What users need from the lower crates, so that one dependency is enough.
 pub use async_trait::async_trait;
@@ -127,5 +145,6 @@ pub use cluster_transport::conn::ConnConfig;
 pub use cluster_transport::tls::TlsConfig;
 pub use cluster_transport::ws::WsConfig;
 pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};
-/// schemars, to derive `JsonSchema` for [`typed::config_data_for`].
+/// schemars, to derive `JsonSchema` for [`TypedConfig::config_data`] and
+/// [`typed::config_data_for`].
 pub use schemars;

@@ -2,15 +2,22 @@
 //! config in a live handle; and the [`ConfigData`] of a type, with its JSON Schema.
 //!
 //! ```
-//! use cluster_client::typed::{config_data_for, TypedConfig};
+//! use cluster_client::typed::TypedConfig;
 //! use cluster_client::{EventHandler, RemoteConfigReceiver};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+//! #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Remote {
 //!     /// How many workers to run.
 //!     workers: u32,
 //!     db: Db,
+//! }
+//! // The default config is what a config service that has none for the module stores and
+//! // sends back: it must pass the validation below (`workers: 0` would not).
+//! impl Default for Remote {
+//!     fn default() -> Self {
+//!         Self { workers: 4, db: Db::default() }
+//!     }
 //! }
 //! #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Db {
@@ -18,13 +25,13 @@
 //!     password: String,
 //! }
 //!
-//! // What MODULE:SEND_CONFIG_SCHEMA carries: the default config and its draft-07 schema.
-//! let config_data = config_data_for::<Remote>("1.0.0").unwrap();
-//! assert!(config_data.schema.get().contains("draft-07"));
-//!
 //! let typed = TypedConfig::<Remote>::new()
 //!     .validate(|c: &Remote| if c.workers == 0 { Err("workers must be > 0") } else { Ok(()) });
 //! let live = typed.handle();
+//! // What MODULE:SEND_CONFIG_SCHEMA carries: the default config (checked against the
+//! // validation) and its draft-07 schema.
+//! let config_data = typed.config_data("1.0.0").unwrap();
+//! assert!(config_data.schema.get().contains("draft-07"));
 //! let handler = EventHandler::new().remote_config_receiver(typed.clone());
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -49,10 +56,15 @@ use schemars::generate::SchemaSettings;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// How many decided configs a [`ConfigHandle`] remembers the outcome of, for
+/// [`ConfigHandle::wait_outcome`].
+pub const OUTCOME_HISTORY: usize = 64;
 
 /// Why a typed config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,118 @@ pub enum TypedConfigError {
     /// The application's callback ([`TypedConfig::on_config`]) refused it.
     #[error("config not applied: {0}")]
     Apply(#[source] BoxError),
+    /// [`TypedConfig::config_data`]: the default config does not pass the validation. A
+    /// config service that has no config for the module stores this default and sends it
+    /// back at every handshake: the module would refuse it and never become ready.
+    #[error(
+        "the default config of {type_name} does not pass the validation ({source}): the module \
+         would refuse its own default at every handshake with a config service that has no \
+         config for it; give {type_name} a default that passes"
+    )]
+    InvalidDefault {
+        /// The Rust type.
+        type_name: &'static str,
+        /// The validation's reason.
+        source: BoxError,
+    },
+    /// [`TypedConfig::config_data`]: the default config does not make a JSON object that
+    /// parses back into the type (a map with non-string keys, a field skipped when
+    /// serialising but required when parsing, …).
+    #[error("the default config of {type_name} does not round-trip through JSON: {message}")]
+    DefaultNotJson {
+        /// The Rust type.
+        type_name: &'static str,
+        /// serde_json's reason (values redacted as for [`TypedConfigError::Parse`]).
+        message: String,
+    },
+}
+
+/// A config the application refused: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config #{seq} rejected: {error}")]
+pub struct ConfigRejection {
+    /// Its number: the configs a [`TypedConfig`] (and its clones) was given, counted from 1.
+    /// The client gives the receiver each config it applies: the session's initial config at
+    /// every (re)connect, then every change. A config replaced by a newer one while it waited
+    /// to be applied never reaches the receiver and has no number.
+    pub seq: u64,
+    /// Why, as [`TypedConfigError`] says it (values from the config redacted). A config whose
+    /// application was cancelled (its timeout passed, the client closed) reads
+    /// `cancelled before it was decided`.
+    pub error: String,
+}
+
+/// What became of one config: [`ConfigHandle::wait_outcome`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigOutcome<T> {
+    /// Accepted and published to the handles.
+    Applied(Arc<T>),
+    /// Refused; the handles keep the previous config.
+    Rejected(ConfigRejection),
+}
+
+impl<T> Clone for ConfigOutcome<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Applied(config) => Self::Applied(config.clone()),
+            Self::Rejected(rejection) => Self::Rejected(rejection.clone()),
+        }
+    }
+}
+
+/// The outcomes of the configs a [`TypedConfig`] was given.
+struct Outcomes<T> {
+    /// Configs given so far (the last number handed out).
+    received: u64,
+    /// The highest number decided.
+    decided: u64,
+    /// The latest rejection.
+    rejection: Option<ConfigRejection>,
+    /// The last [`OUTCOME_HISTORY`] decisions, oldest first.
+    history: VecDeque<(u64, ConfigOutcome<T>)>,
+}
+
+impl<T> Outcomes<T> {
+    fn decide(&mut self, seq: u64, outcome: ConfigOutcome<T>) {
+        if let ConfigOutcome::Rejected(rejection) = &outcome {
+            self.rejection = Some(rejection.clone());
+        }
+        self.decided = self.decided.max(seq);
+        if self.history.len() == OUTCOME_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((seq, outcome));
+    }
+}
+
+/// Records a rejection for a config whose application is dropped before it was decided.
+struct Deciding<'a, T> {
+    outcomes: &'a watch::Sender<Outcomes<T>>,
+    seq: u64,
+    decided: bool,
+}
+
+impl<T> Deciding<'_, T> {
+    fn decide(mut self, outcome: ConfigOutcome<T>) {
+        self.decided = true;
+        let seq = self.seq;
+        self.outcomes.send_modify(|o| o.decide(seq, outcome));
+    }
+}
+
+impl<T> Drop for Deciding<'_, T> {
+    fn drop(&mut self) {
+        if !self.decided {
+            let rejection = ConfigRejection {
+                seq: self.seq,
+                error: "cancelled before it was decided".to_owned(),
+            };
+            let seq = self.seq;
+            self.outcomes
+                .send_modify(|o| o.decide(seq, ConfigOutcome::Rejected(rejection)));
+        }
+    }
 }
 
 type Validate<T> = Arc<dyn Fn(&T) -> Result<(), BoxError> + Send + Sync>;
@@ -90,6 +214,7 @@ pub struct TypedConfig<T> {
     validate: Option<Validate<T>>,
     apply: Option<Apply<T>>,
     live: Arc<watch::Sender<Option<Arc<T>>>>,
+    outcomes: Arc<watch::Sender<Outcomes<T>>>,
 }
 
 impl<T> Clone for TypedConfig<T> {
@@ -98,6 +223,7 @@ impl<T> Clone for TypedConfig<T> {
             validate: self.validate.clone(),
             apply: self.apply.clone(),
             live: self.live.clone(),
+            outcomes: self.outcomes.clone(),
         }
     }
 }
@@ -133,6 +259,15 @@ where
             validate: None,
             apply: None,
             live: Arc::new(watch::channel(None).0),
+            outcomes: Arc::new(
+                watch::channel(Outcomes {
+                    received: 0,
+                    decided: 0,
+                    rejection: None,
+                    history: VecDeque::new(),
+                })
+                .0,
+            ),
         }
     }
 
@@ -169,6 +304,7 @@ where
     pub fn handle(&self) -> ConfigHandle<T> {
         ConfigHandle {
             rx: self.live.subscribe(),
+            outcomes: self.outcomes.subscribe(),
         }
     }
 
@@ -177,7 +313,47 @@ where
     ///
     /// # Errors
     /// See [`TypedConfigError`].
+    /// Each call is numbered (see [`ConfigRejection::seq`]) and its outcome recorded for
+    /// [`ConfigHandle::last_rejection`] and [`ConfigHandle::wait_outcome`].
     pub async fn accept(&self, config: &[u8]) -> Result<Arc<T>, TypedConfigError> {
+        let mut seq = 0;
+        self.outcomes.send_modify(|o| {
+            o.received += 1;
+            seq = o.received;
+        });
+        let deciding = Deciding {
+            outcomes: &self.outcomes,
+            seq,
+            decided: false,
+        };
+        match self.check_and_apply(config).await {
+            Ok(value) => {
+                self.live.send_replace(Some(value.clone()));
+                deciding.decide(ConfigOutcome::Applied(value.clone()));
+                Ok(value)
+            }
+            Err(err) => {
+                deciding.decide(ConfigOutcome::Rejected(ConfigRejection {
+                    seq,
+                    error: err.to_string(),
+                }));
+                Err(err)
+            }
+        }
+    }
+
+    async fn check_and_apply(&self, config: &[u8]) -> Result<Arc<T>, TypedConfigError> {
+        let value = self.parse_and_validate(config)?;
+        let value = Arc::new(value);
+        if let Some(apply) = &self.apply {
+            apply(value.clone())
+                .await
+                .map_err(TypedConfigError::Apply)?;
+        }
+        Ok(value)
+    }
+
+    fn parse_and_validate(&self, config: &[u8]) -> Result<T, TypedConfigError> {
         let value: T = serde_json::from_slice(config).map_err(|err| TypedConfigError::Parse {
             type_name: std::any::type_name::<T>(),
             message: redact_input(&err.to_string()),
@@ -185,14 +361,57 @@ where
         if let Some(validate) = &self.validate {
             validate(&value).map_err(TypedConfigError::Invalid)?;
         }
-        let value = Arc::new(value);
-        if let Some(apply) = &self.apply {
-            apply(value.clone())
-                .await
-                .map_err(TypedConfigError::Apply)?;
-        }
-        self.live.send_replace(Some(value.clone()));
         Ok(value)
+    }
+}
+
+impl<T> TypedConfig<T>
+where
+    T: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static,
+{
+    /// The [`ConfigData`] of `MODULE:SEND_CONFIG_SCHEMA` for this config: `version`, the
+    /// draft-07 schema of `T` ([`json_schema_for`]) and `T::default()` as the default config,
+    /// **checked the way the module will receive it**: serialised, parsed back and passed to
+    /// the validation (not to [`TypedConfig::on_config`], which may have side effects).
+    ///
+    /// A config service that has no config for the module stores the default and sends it
+    /// back; a default the validation refuses would fail every handshake, so it is an error
+    /// here, when the module is set up.
+    ///
+    /// # Errors
+    /// [`TypedConfigError::InvalidDefault`], [`TypedConfigError::DefaultNotJson`].
+    pub fn config_data(&self, version: impl Into<String>) -> Result<ConfigData, TypedConfigError>
+    where
+        T: Default,
+    {
+        self.config_data_with(version, &T::default())
+    }
+
+    /// [`TypedConfig::config_data`] with an explicit default config.
+    ///
+    /// # Errors
+    /// [`TypedConfigError::InvalidDefault`], [`TypedConfigError::DefaultNotJson`].
+    pub fn config_data_with(
+        &self,
+        version: impl Into<String>,
+        default: &T,
+    ) -> Result<ConfigData, TypedConfigError> {
+        let type_name = std::any::type_name::<T>();
+        let not_json = |err: serde_json::Error| TypedConfigError::DefaultNotJson {
+            type_name,
+            message: redact_input(&err.to_string()),
+        };
+        let data = config_data_from(version, default).map_err(not_json)?;
+        match self.parse_and_validate(data.config.get().as_bytes()) {
+            Ok(_) => Ok(data),
+            Err(TypedConfigError::Invalid(source)) => {
+                Err(TypedConfigError::InvalidDefault { type_name, source })
+            }
+            Err(TypedConfigError::Parse { message, .. }) => {
+                Err(TypedConfigError::DefaultNotJson { type_name, message })
+            }
+            Err(other) => Err(other),
+        }
     }
 }
 
@@ -208,23 +427,36 @@ where
 
 /// A live view of the latest config a [`TypedConfig`] accepted (a tokio `watch` underneath).
 /// Cloning is cheap.
+///
+/// Besides the config it tells what became of each config the [`TypedConfig`] was given:
+/// [`ConfigHandle::last_rejection`], [`ConfigHandle::wait_outcome`]. A config the
+/// application refuses leaves the handle's config as it was and keeps the client ready (as
+/// in Go); the config service, however, keeps that config and sends it again at the next
+/// connection, where refusing it fails the handshake: the client then backs off and retries
+/// until an admin fixes the config ([`ClientState::BackingOff`](crate::ClientState) says
+/// why).
 pub struct ConfigHandle<T> {
     rx: watch::Receiver<Option<Arc<T>>>,
+    outcomes: watch::Receiver<Outcomes<T>>,
 }
 
 impl<T> Clone for ConfigHandle<T> {
     fn clone(&self) -> Self {
         Self {
             rx: self.rx.clone(),
+            outcomes: self.outcomes.clone(),
         }
     }
 }
 
 impl<T> fmt::Debug for ConfigHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcomes = self.outcomes.borrow();
         f.debug_struct("ConfigHandle")
             .field("type", &std::any::type_name::<T>())
             .field("has_config", &self.rx.borrow().is_some())
+            .field("received", &outcomes.received)
+            .field("last_rejection", &outcomes.rejection)
             .finish()
     }
 }
@@ -257,6 +489,35 @@ impl<T> ConfigHandle<T> {
         }
     }
 
+    /// The latest config the application refused, if any (it stays until a later one is
+    /// refused: compare its `seq` with [`ConfigHandle::received`]).
+    #[must_use]
+    pub fn last_rejection(&self) -> Option<ConfigRejection> {
+        self.outcomes.borrow().rejection.clone()
+    }
+
+    /// How many configs the [`TypedConfig`] was given so far (the number of the latest).
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.outcomes.borrow().received
+    }
+
+    /// Waits until config number `seq` (see [`ConfigRejection::seq`]) was decided; returns
+    /// whether it was applied or rejected. No timeout of its own (wrap it in
+    /// `tokio::time::timeout`).
+    ///
+    /// `None` if every [`TypedConfig`] it came from was dropped before that, or if the
+    /// outcome is no longer kept (only the last [`OUTCOME_HISTORY`] are).
+    pub async fn wait_outcome(&self, seq: u64) -> Option<ConfigOutcome<T>> {
+        let mut rx = self.outcomes.clone();
+        let outcomes = rx.wait_for(|o| o.decided >= seq).await.ok()?;
+        outcomes
+            .history
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, outcome)| outcome.clone())
+    }
+
     /// The underlying watch receiver, for `select!` loops.
     #[must_use]
     pub fn watch(&self) -> watch::Receiver<Option<Arc<T>>> {
@@ -277,6 +538,10 @@ pub fn json_schema_for<T: JsonSchema>() -> serde_json::Value {
 
 /// The [`ConfigData`] of `MODULE:SEND_CONFIG_SCHEMA` for config type `T`: `version`, the
 /// draft-07 schema of `T` ([`json_schema_for`]), and `T::default()` as the default config.
+///
+/// The default is **not** checked against any validation: with a [`TypedConfig`] that
+/// validates, use [`TypedConfig::config_data`], which refuses a default the module would
+/// refuse itself.
 ///
 /// # Errors
 /// When `T::default()` does not serialise to JSON (a map with non-string keys, say).
@@ -465,6 +730,135 @@ mod tests {
         assert_eq!(
             redact_input(r#"invalid type: string "a\"leak", expected u8"#),
             r#"invalid type: string "***", expected u8"#
+        );
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+    struct Workers {
+        workers: u32,
+    }
+
+    fn positive(c: &Workers) -> Result<(), &'static str> {
+        if c.workers > 0 {
+            Ok(())
+        } else {
+            Err("workers must be > 0")
+        }
+    }
+
+    #[test]
+    fn a_default_the_validation_refuses_is_an_error_when_the_config_data_is_built() {
+        // The pairing the README had: `#[derive(Default)]` (workers: 0) and `workers > 0`.
+        let typed = TypedConfig::<Workers>::new().validate(positive);
+        let err = typed.config_data("1.0.0").unwrap_err();
+        assert!(
+            matches!(err, TypedConfigError::InvalidDefault { .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("default config"), "{text}");
+        assert!(text.contains("workers must be > 0"), "{text}");
+        assert!(
+            text.contains("every handshake"),
+            "says what would happen: {text}"
+        );
+        // A default that passes gives the same ConfigData as `config_data_from`.
+        let data = typed
+            .config_data_with("1.0.0", &Workers { workers: 3 })
+            .unwrap();
+        assert_eq!(data.config.get(), r#"{"workers":3}"#);
+        assert_eq!(
+            data.schema.get(),
+            config_data_for::<Workers>("1.0.0").unwrap().schema.get()
+        );
+        // Without validation, any default goes.
+        assert!(TypedConfig::<Workers>::new().config_data("1.0.0").is_ok());
+    }
+
+    #[derive(Debug, Serialize, Deserialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Skipped {
+        #[serde(skip_serializing)]
+        needed: u32,
+    }
+
+    #[test]
+    fn a_default_that_does_not_parse_back_is_an_error_too() {
+        let typed = TypedConfig::<Skipped>::new();
+        let err = typed
+            .config_data_with("1.0.0", &Skipped { needed: 1 })
+            .unwrap_err();
+        assert!(
+            matches!(err, TypedConfigError::DefaultNotJson { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("missing field `needed`"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_are_numbered_and_awaitable() {
+        let typed = TypedConfig::<Workers>::new().validate(positive);
+        let handle = typed.handle();
+        assert_eq!((handle.received(), handle.last_rejection()), (0, None));
+        let waiting = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.wait_outcome(2).await }
+        });
+        typed.accept(br#"{"workers":2}"#).await.unwrap();
+        assert!(typed.accept(br#"{"workers":0}"#).await.is_err());
+        let Some(ConfigOutcome::Rejected(rejection)) = waiting.await.unwrap() else {
+            panic!("config 2 was rejected");
+        };
+        assert_eq!(rejection.seq, 2);
+        assert!(
+            rejection.error.contains("workers must be > 0"),
+            "{rejection}"
+        );
+        assert_eq!(handle.last_rejection(), Some(rejection));
+        let Some(ConfigOutcome::Applied(first)) = handle.wait_outcome(1).await else {
+            panic!("config 1 was applied");
+        };
+        assert_eq!(first.workers, 2);
+        assert_eq!(
+            handle.get().unwrap().workers,
+            2,
+            "the previous config stays"
+        );
+        // A parse error is a rejection too, redacted.
+        assert!(typed.accept(br#"{"workers":"s3cr3t"}"#).await.is_err());
+        let rejection = handle.last_rejection().unwrap();
+        assert_eq!((rejection.seq, handle.received()), (3, 3));
+        assert!(!rejection.error.contains("s3cr3t"), "{rejection}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_application_is_a_rejection() {
+        let typed = TypedConfig::<Workers>::new()
+            .on_config(|_| std::future::pending::<Result<(), BoxError>>());
+        let handle = typed.handle();
+        let slow = typed.accept(br#"{"workers":1}"#);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), slow)
+                .await
+                .is_err()
+        );
+        let Some(ConfigOutcome::Rejected(rejection)) = handle.wait_outcome(1).await else {
+            panic!("a cancelled config is decided as rejected");
+        };
+        assert_eq!(rejection.error, "cancelled before it was decided");
+        assert!(handle.get().is_none());
+        // Outcomes are kept for the last OUTCOME_HISTORY configs only.
+        let typed = TypedConfig::<Workers>::new();
+        let handle = typed.handle();
+        for _ in 0..=OUTCOME_HISTORY {
+            typed.accept(br#"{"workers":1}"#).await.unwrap();
+        }
+        assert!(handle.wait_outcome(1).await.is_none());
+        assert!(handle.wait_outcome(2).await.is_some());
+        drop(typed);
+        assert!(
+            handle.wait_outcome(1000).await.is_none(),
+            "gone with its TypedConfig"
         );
     }
 

@@ -55,7 +55,8 @@ async fn typed_config_schema_validation_and_live_handle() {
         [listener.host.clone()],
     )
     .connector_arc(listener.connector.clone())
-    .build();
+    .build()
+    .unwrap();
     let run = spawn_run(&client, EventHandler::new().remote_config_receiver(typed));
     wait_ready(&client).await;
     assert_eq!(*live.get().unwrap(), default);
@@ -97,8 +98,12 @@ async fn typed_config_schema_validation_and_live_handle() {
 #[tokio::test(start_paused = true)]
 async fn round_robin_follows_the_required_module() {
     let (service, listener) = service();
-    let a1 = builder(&listener, module("A", "10.0.1.1"), "{}").build();
-    let a2 = builder(&listener, module("A", "10.0.1.2"), "{}").build();
+    let a1 = builder(&listener, module("A", "10.0.1.1"), "{}")
+        .build()
+        .unwrap();
+    let a2 = builder(&listener, module("A", "10.0.1.2"), "{}")
+        .build()
+        .unwrap();
     let run_a1 = spawn_run(&a1, EventHandler::new());
     let run_a2 = spawn_run(&a2, EventHandler::new());
     service.wait_ready_instances("A", 2, WAIT).await.unwrap();
@@ -106,7 +111,9 @@ async fn round_robin_follows_the_required_module() {
     let lb = RoundRobin::with_seed(Vec::<String>::new(), 1);
     let upgrades = Recorder::<Vec<String>>::new();
     let (l, u) = (lb.clone(), upgrades.clone());
-    let b = builder(&listener, module("B", "10.0.1.3"), "{}").build();
+    let b = builder(&listener, module("B", "10.0.1.3"), "{}")
+        .build()
+        .unwrap();
     let run_b = spawn_run(
         &b,
         EventHandler::new().require_module("A", move |hosts: Vec<String>| {

@@ -2,13 +2,16 @@
 
 mod common;
 
+use cluster_client::proto::event::ModuleNameError;
 use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::transport::{Transport, TransportError};
 use cluster_client::{
-    BackoffConfig, Client, ClientError, ClientState, Connector, Endpoint, EventHandler, async_trait,
+    BackoffConfig, Client, ClientError, ClientState, Connector, Endpoint, EventHandler, ModuleInfo,
+    TlsConfig, async_trait,
 };
 use common::*;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -60,7 +63,8 @@ async fn failover_across_three_hosts_with_one_down() {
             log: dials.clone(),
         })
         .seed(3)
-        .build();
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
 
     // Six sessions: each ready one is cut by the service; the down host fails to connect.
@@ -114,7 +118,8 @@ async fn all_hosts_down_then_one_back() {
         ..BackoffConfig::default()
     })
     .seed(11)
-    .build();
+    .build()
+    .unwrap();
     let backoffs = backoff_states(&client);
     let run = spawn_run(&client, EventHandler::new());
 
@@ -144,7 +149,8 @@ async fn a_server_that_drops_every_ready_session_at_once_gets_a_growing_backoff(
             jitter: 0.0,
             ..BackoffConfig::default()
         })
-        .build();
+        .build()
+        .unwrap();
     let backoffs = backoff_states(&client);
     let run = spawn_run(&client, EventHandler::new());
     for _ in 0..4 {
@@ -168,7 +174,9 @@ async fn a_server_that_drops_every_ready_session_at_once_gets_a_growing_backoff(
 #[tokio::test(start_paused = true)]
 async fn close_before_run_is_honoured() {
     let (service, listener) = service();
-    let client = builder(&listener, module("A", "10.0.0.1"), "{}").build();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
     client.close().await;
     client.close().await;
     assert_eq!(*client.state().borrow(), ClientState::Closed);
@@ -183,25 +191,24 @@ async fn close_before_run_is_honoured() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn run_after_close_is_ok_even_with_unusable_settings() {
-    let bad_host = Client::new(module("A", "10.0.0.1"), config_data("{}"), ["127.0.0.1"]);
-    bad_host.close().await;
-    bad_host.run(EventHandler::new()).await.unwrap();
-    let no_hosts = Client::new(
-        module("A", "10.0.0.1"),
-        config_data("{}"),
-        Vec::<String>::new(),
-    );
-    no_hosts.start_close();
-    no_hosts.run(EventHandler::new()).await.unwrap();
-    assert_eq!(*no_hosts.state().borrow(), ClientState::Closed);
+async fn run_after_close_is_ok() {
+    let (service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    client.start_close();
+    client.run(EventHandler::new()).await.unwrap();
+    assert_eq!(*client.state().borrow(), ClientState::Closed);
+    assert!(service.memory_network().connections().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_during_backoff_returns_at_once() {
     let (service, listener) = service();
     service.refuse_connections(true);
-    let client = builder(&listener, module("A", "10.0.0.1"), "{}").build();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
     wait_state(&client, "backing off", |s| {
         matches!(s, ClientState::BackingOff { .. })
@@ -224,7 +231,9 @@ async fn close_during_backoff_returns_at_once() {
 #[tokio::test(start_paused = true)]
 async fn dropping_run_closes_the_connection_and_allows_a_new_run() {
     let (service, listener) = service();
-    let client = builder(&listener, module("A", "10.0.0.1"), "{}").build();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     run.abort();
@@ -239,39 +248,134 @@ async fn dropping_run_closes_the_connection_and_allows_a_new_run() {
     run.await.unwrap().unwrap();
 }
 
+fn build_error(info: ModuleInfo, hosts: &[&str]) -> ClientError {
+    Client::new(info, config_data("{}"), hosts.iter().copied()).unwrap_err()
+}
+
 #[tokio::test(start_paused = true)]
-async fn unusable_settings_are_errors() {
-    let (service, listener) = service();
+async fn unusable_settings_are_errors_when_the_client_is_built() {
     let info = || module("A", "10.0.0.1");
-    let none = Client::new(info(), config_data("{}"), Vec::<String>::new());
-    assert!(matches!(
-        none.run(EventHandler::new()).await,
-        Err(ClientError::NoHosts)
-    ));
-    let bad = Client::new(info(), config_data("{}"), ["127.0.0.1"]);
-    assert!(matches!(
-        bad.run(EventHandler::new()).await,
-        Err(ClientError::InvalidHost(_))
-    ));
-    let mem = Client::new(info(), config_data("{}"), ["mem://a:1"]);
-    let err = mem.run(EventHandler::new()).await.unwrap_err();
+    assert!(matches!(build_error(info(), &[]), ClientError::NoHosts));
+    let err = build_error(info(), &["127.0.0.1"]);
+    assert!(matches!(err, ClientError::InvalidHost { .. }), "{err}");
+    assert!(
+        err.to_string().contains("host:port"),
+        "says what to write: {err}"
+    );
+    let err = build_error(info(), &["mem://a:1"]);
     assert!(
         err.to_string().contains("default WebSocket connector"),
         "{err}"
     );
+    // A path: the error says what to write instead.
+    let err = build_error(info(), &["ws://127.0.0.1:9001/api/"]);
+    assert_eq!(
+        err.to_string(),
+        "invalid host \"ws://127.0.0.1:9001/api/\": must not have a path: use 127.0.0.1:9001 \
+         (the client adds /isp-etp/ itself)"
+    );
+    let err = build_error(info(), &["wss://config.internal:9443/etp"]);
+    assert!(
+        err.to_string()
+            .contains("must not have a path: use wss://config.internal:9443"),
+        "{err}"
+    );
+    // User info is refused and never repeated (it may hold a password).
+    let err = build_error(info(), &["ws://user:hunter2@127.0.0.1:9001"]);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(err.to_string().contains("user info"), "{err}");
+    let err = build_error(info(), &["ws://user:hunter2@127.0.0.1:9001/x"]);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 
-    // The server refuses a connection without a module name: caught before any dial.
-    let nameless = builder(&listener, module("", "10.0.0.1"), "{}").build();
+    // The module's own name follows the wire's rules (issue 9), checked before any dial.
+    for (name, rule) in [
+        ("", ModuleNameError::Empty),
+        ("a||b", ModuleNameError::Separator),
+        ("__ack_x", ModuleNameError::AckPrefix),
+        ("a\nb", ModuleNameError::Control),
+    ] {
+        let err = build_error(module(name, "10.0.0.1"), &["127.0.0.1:9001"]);
+        assert!(
+            matches!(&err, ClientError::InvalidModuleName { name: n, error } if n == name && *error == rule),
+            "{name:?}: {err}"
+        );
+    }
+    let long = "m".repeat(257);
     assert!(matches!(
-        nameless.run(EventHandler::new()).await,
-        Err(ClientError::EmptyModuleName)
+        build_error(module(&long, "10.0.0.1"), &["127.0.0.1:9001"]),
+        ClientError::InvalidModuleName {
+            error: ModuleNameError::TooLong,
+            ..
+        }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tls_setting_that_does_not_load_is_an_error_when_the_client_is_built() {
+    let err = Client::builder(
+        module("A", "10.0.0.1"),
+        config_data("{}"),
+        ["wss://config.internal:9443"],
+    )
+    .tls(TlsConfig::new().add_ca_file("/nonexistent/cluster-client/ca.pem"))
+    .build()
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Connector(_)), "{err}");
+    assert!(err.to_string().contains("CA file"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_url_the_fake_service_prints_is_a_host() {
+    // `fake-config-service` prints `ws://127.0.0.1:9001/isp-etp/`: accepted as it is.
+    for host in [
+        "ws://127.0.0.1:9001/isp-etp/",
+        "ws://127.0.0.1:9001/isp-etp",
+        "127.0.0.1:9001/isp-etp/",
+        "ws://127.0.0.1:9001/",
+    ] {
+        let client = Client::new(module("A", "10.0.0.1"), config_data("{}"), [host]).unwrap();
+        assert_eq!(
+            client.hosts()[0].to_string(),
+            "ws://127.0.0.1:9001",
+            "{host}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_required_module_names_fail_run_before_any_dial() {
+    let (service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    let handler = EventHandler::new()
+        .require_module("auth", |_: Vec<String>| {})
+        .require_module("bad||name", |_: Vec<String>| {});
+    let err = handler.check().unwrap_err();
+    assert!(
+        matches!(err, ClientError::InvalidRequiredModule { .. }),
+        "{err}"
+    );
+    let err = client.run(handler).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::InvalidRequiredModule { name, error: ModuleNameError::Separator } if name == "bad||name"),
+        "{err}"
+    );
     assert!(
         service.memory_network().connections().is_empty(),
         "never dialed"
     );
+    // The client is still usable with a good handler.
+    let run = spawn_run(&client, EventHandler::new());
+    wait_ready(&client).await;
+    close_and_join(&client, run).await;
+}
 
-    let client = builder(&listener, info(), "{}").build();
+#[tokio::test(start_paused = true)]
+async fn a_second_run_is_an_error() {
+    let (_service, listener) = service();
+    let info = || module("A", "10.0.0.1");
+    let client = builder(&listener, info(), "{}").build().unwrap();
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     assert!(matches!(
@@ -281,6 +385,115 @@ async fn unusable_settings_are_errors() {
     assert!(client.healthcheck().is_ok(), "the first run goes on");
     client.close().await;
     run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_closes_the_client_when_shutdown_completes() {
+    let (service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    let configs = Configs::new();
+    let handler = EventHandler::new().remote_config_receiver(configs.clone());
+    // The application itself is the shutdown future: it ends once it saw its config.
+    let seen = client
+        .run_until(handler, async {
+            configs.wait_len(1).await;
+            service.wait_ready_instances("A", 1, WAIT).await.unwrap();
+        })
+        .await;
+    seen.unwrap();
+    assert_eq!(*client.state().borrow(), ClientState::Closed);
+    assert!(client.is_closed());
+    service.wait_connections("A", 0, WAIT).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_returns_the_run_error_and_drops_the_shutdown_future() {
+    let (_service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let handler = EventHandler::new().require_module("x||y", |_: Vec<String>| {});
+    let err = client
+        .run_until(handler, async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::InvalidRequiredModule { .. }),
+        "{err}"
+    );
+    assert!(dropped.load(Ordering::SeqCst));
+
+    // Closed from elsewhere: run_until returns Ok without its shutdown future.
+    let run = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .run_until(EventHandler::new(), std::future::pending())
+                .await
+        })
+    };
+    wait_ready(&client).await;
+    client.close().await;
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unpolled_run_leaves_the_client_idle_and_says_so() {
+    let (service, listener) = service();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    let run = client.run(EventHandler::new()); // never polled yet
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(*client.state().borrow(), ClientState::Idle);
+    let err = client.healthcheck().unwrap_err();
+    assert!(
+        err.to_string().contains("idle: no run is being polled"),
+        "the health check says why: {err}"
+    );
+    // No run is going on: close returns at once, as documented.
+    let t0 = Instant::now();
+    client.close().await;
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(*client.state().borrow(), ClientState::Closed);
+    // The future polled now returns at once, without dialing.
+    run.await.unwrap();
+    assert!(service.memory_network().connections().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn states_read_right() {
+    let (service, listener) = service();
+    service.refuse_connections(true);
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    let state = wait_backing_off(&client).await;
+    // The remaining delay in human form, not an `Instant`.
+    let debug = format!("{state:?}");
+    assert!(debug.contains("next_in: 1"), "{debug}");
+    assert!(
+        !debug.contains("tv_sec") && !debug.contains("Instant"),
+        "{debug}"
+    );
+    let shown = state.to_string();
+    assert!(
+        shown.starts_with("backing off: next session in 1"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 failure(s) in a row"), "{shown}");
+    assert!(shown.contains("connect"), "the cause: {shown}");
+    let err = client.healthcheck().unwrap_err();
+    assert!(err.to_string().contains("backing off"), "{err}");
+    close_and_join(&client, run).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,7 +514,8 @@ async fn ack_with_error_text_fails_the_session() {
         [server.host.clone()],
     )
     .connector_arc(server.connector.clone())
-    .build();
+    .build()
+    .unwrap();
     let run = spawn_run(&client, EventHandler::new());
     let failed = wait_state(&client, "backing off", |s| {
         matches!(s, ClientState::BackingOff { .. })

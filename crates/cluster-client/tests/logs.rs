@@ -31,7 +31,8 @@ async fn unknown_events_are_logged_and_configs_only_masked() {
         [server.host.clone()],
     )
     .connector_arc(server.connector.clone())
-    .build();
+    .build()
+    .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(configs.clone()),
@@ -84,4 +85,48 @@ async fn unknown_events_are_logged_and_configs_only_masked() {
     // Masking can be extended at run time.
     client.secret_masker().add("host");
     assert!(client.secret_masker().is_secret_key("dbHost"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_name_the_routes_size_and_the_in_memory_scheme() {
+    let (logs, _guard) = Logs::capture();
+    let (service, listener) = service();
+    let _b = service
+        .declare_instance(cluster_testkit::declared::instance(
+            "B",
+            "10.0.0.2",
+            "9000",
+            &[],
+        ))
+        .await
+        .unwrap();
+    let client = Client::builder(module("A", "10.0.0.1"), config_data("{}"), [listener.url()])
+        .connector_arc(listener.connector.clone())
+        .build()
+        .unwrap();
+    let recorder = Recorder::<cluster_client::RoutingConfig>::new();
+    let run = spawn_run(
+        &client,
+        EventHandler::new().routes_receiver(recorder.clone()),
+    );
+    wait_ready(&client).await;
+    let table = recorder.wait_len(1).await.remove(0);
+    close_and_join(&client, run).await;
+
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("routes received"))
+        .unwrap_or_else(|| panic!("no routes line: {text}"));
+    assert!(
+        line.contains(&format!("instances={}", table.len())),
+        "{line}"
+    );
+    assert!(line.contains("bytes="), "a byte count says so: {line}");
+    assert!(!line.contains(" len="), "{line}");
+    assert!(
+        text.contains("host=mem://fake-config-service:"),
+        "the in-memory scheme: {text}"
+    );
+    assert!(!text.contains("host=ws://"), "{text}");
 }

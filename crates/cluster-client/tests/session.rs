@@ -30,13 +30,17 @@ fn received_events(service: &cluster_testkit::FakeConfigService, module: &str) -
 #[tokio::test(start_paused = true)]
 async fn acceptance_scenario_two_a_and_b_requiring_a() {
     let (service, listener) = service();
-    let a1 = builder(&listener, module("A", "127.0.9.1"), "{}").build();
+    let a1 = builder(&listener, module("A", "127.0.9.1"), "{}")
+        .build()
+        .unwrap();
     let run_a1 = spawn_run(
         &a1,
         EventHandler::new().remote_config_receiver(Configs::new()),
     );
     wait_ready(&a1).await;
-    let a2 = builder(&listener, module("A", "127.0.9.2"), "{}").build();
+    let a2 = builder(&listener, module("A", "127.0.9.2"), "{}")
+        .build()
+        .unwrap();
     let run_a2 = spawn_run(
         &a2,
         EventHandler::new().remote_config_receiver(Configs::new()),
@@ -46,7 +50,9 @@ async fn acceptance_scenario_two_a_and_b_requiring_a() {
 
     let (handler, watched) = watching("A");
     let b_default = r#"{"db":{"password":"p@ss","host":"h"},"someString":"first"}"#;
-    let b = builder(&listener, module("B", "127.0.9.3"), b_default).build();
+    let b = builder(&listener, module("B", "127.0.9.3"), b_default)
+        .build()
+        .unwrap();
     let run_b = spawn_run(&b, handler);
     wait_ready(&b).await;
     assert!(b.healthcheck().is_ok());
@@ -153,7 +159,9 @@ async fn rejected_initial_config_keeps_the_module_not_ready_and_retries() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
-    let client = builder(&listener, module("D", "10.0.0.4"), "{}").build();
+    let client = builder(&listener, module("D", "10.0.0.4"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(receiver),
@@ -192,7 +200,9 @@ async fn rejected_initial_config_keeps_the_module_not_ready_and_retries() {
 async fn server_refusing_connections_means_backoff_until_it_accepts() {
     let (service, listener) = service();
     service.refuse_connections(true);
-    let client = builder(&listener, module("A", "10.0.0.1"), "{}").build();
+    let client = builder(&listener, module("A", "10.0.0.1"), "{}")
+        .build()
+        .unwrap();
     let mut states = client.state();
     let run = spawn_run(&client, EventHandler::new());
 
@@ -225,7 +235,8 @@ async fn missing_ack_fails_the_session_after_the_ack_timeout() {
     service.fault_ack(READY_EVENT, Some(Fault::Swallow));
     let client = builder(&listener, module("A", "10.0.0.1"), "{}")
         .ack_timeout(Duration::from_millis(500))
-        .build();
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
 
     service.wait_event("A", READY_EVENT, WAIT).await.unwrap();
@@ -245,7 +256,9 @@ async fn error_event_during_handshake_fails_it_at_once() {
     let (service, listener) = service();
     // Hold the initial config back: the client waits for it.
     service.fault_event(CONFIG_WHEN_CONNECTED, Some(Fault::Swallow));
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(Configs::new()),
@@ -274,7 +287,9 @@ async fn error_event_during_handshake_fails_it_at_once() {
 async fn error_events_after_ready_are_logged_and_the_session_goes_on() {
     let (service, listener) = service();
     let configs = Configs::new();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(configs.clone()),
@@ -357,7 +372,9 @@ fn start_flaky(
         Some(timeout) => EventHandler::new().remote_config_receiver_with_timeout(receiver, timeout),
         None => EventHandler::new().remote_config_receiver(receiver),
     };
-    let client = builder(listener, module("B", "10.0.0.2"), "{}").build();
+    let client = builder(listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(&client, handler);
     (client, run, log)
 }
@@ -455,7 +472,9 @@ async fn panicking_hosts_upgrader_fails_the_handshake_but_not_the_client() {
     let (service, listener) = service();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().require_module("A", move |_hosts: Vec<String>| {
@@ -501,7 +520,9 @@ async fn disconnect_at_every_stage_reconnects_and_gets_ready() {
             Hold::Event(event) => service.fault_event(event, Some(Fault::Swallow)),
             Hold::Ready => {}
         }
-        let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+        let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+            .build()
+            .unwrap();
         let run = spawn_run(
             &client,
             EventHandler::new().remote_config_receiver(Configs::new()),
@@ -528,7 +549,9 @@ async fn disconnect_at_every_stage_reconnects_and_gets_ready() {
 #[tokio::test(start_paused = true)]
 async fn server_closing_the_connection_means_reconnect_after_one_second() {
     let (service, listener) = service();
-    let client = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     assert_eq!(service.disconnect_module("B").await, 1);
@@ -547,7 +570,8 @@ async fn half_open_connection_is_detected_by_missed_pongs() {
     let counter = PingCounter::default();
     let client = builder(&listener, module("B", "10.0.0.2"), "{}")
         .connector(counter.connector(listener.connector.clone()))
-        .build();
+        .build()
+        .unwrap();
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     let ready_at = Instant::now();
@@ -583,7 +607,9 @@ async fn slow_routes_backlog_does_not_keep_a_new_session_from_ready() {
     // (entries, whether B is among them) of each table applied, 300 ms each.
     let tables = Recorder::<(usize, bool)>::new();
     let t = tables.clone();
-    let b = builder(&listener, module("B", "10.0.0.2"), "{}").build();
+    let b = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
     let run_b = spawn_run(
         &b,
         EventHandler::new().routes_receiver(move |routes: RoutingConfig| {
@@ -599,7 +625,9 @@ async fn slow_routes_backlog_does_not_keep_a_new_session_from_ready() {
     // Ten instances of A get ready at once: ten routing tables, 3 s of work for B.
     let mut others = Vec::new();
     for i in 0..10 {
-        let a = builder(&listener, module("A", &format!("10.0.1.{i}")), "{}").build();
+        let a = builder(&listener, module("A", &format!("10.0.1.{i}")), "{}")
+            .build()
+            .unwrap();
         others.push((a.clone(), spawn_run(&a, EventHandler::new())));
     }
     service.wait_ready_instances("A", 10, WAIT).await.unwrap();
@@ -636,7 +664,8 @@ async fn huge_timeouts_mean_no_deadline() {
         .config_wait(Duration::MAX)
         .ping_interval(Duration::MAX)
         .pong_timeout(Duration::MAX)
-        .build();
+        .build()
+        .unwrap();
     let configs = Configs::new();
     let run = spawn_run(
         &client,
@@ -655,7 +684,9 @@ async fn config_burst_ends_with_the_last_config_and_never_goes_back() {
     let (service, listener) = service();
     let applied = Recorder::<u32>::new();
     let a = applied.clone();
-    let client = builder(&listener, module("B", "10.0.0.2"), r#"{"someString":"0"}"#).build();
+    let client = builder(&listener, module("B", "10.0.0.2"), r#"{"someString":"0"}"#)
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(move |config: Bytes| {
@@ -702,7 +733,9 @@ async fn close_during_a_config_application_cancels_it_before_returning() {
     let dropped = Arc::new(AtomicBool::new(false));
     let started = Recorder::<()>::new();
     let (d, s) = (dropped.clone(), started.clone());
-    let client = builder(&listener, module("B", "10.0.0.2"), r#"{"someString":"0"}"#).build();
+    let client = builder(&listener, module("B", "10.0.0.2"), r#"{"someString":"0"}"#)
+        .build()
+        .unwrap();
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver_with_timeout(

@@ -15,7 +15,7 @@ async fn ready_config_routes_and_hosts_over_loopback_websocket() {
     let addr = service.listen_ws("127.0.0.1:0").await.unwrap();
     let host = addr.to_string(); // `ip:port`, as in Go: WebSocket
 
-    let a = Client::new(module("A", "127.0.9.1"), config_data("{}"), [host.clone()]);
+    let a = Client::new(module("A", "127.0.9.1"), config_data("{}"), [host.clone()]).unwrap();
     let run_a = spawn_run(&a, EventHandler::new());
     wait_ready(&a).await;
 
@@ -24,7 +24,8 @@ async fn ready_config_routes_and_hosts_over_loopback_websocket() {
         module("B", "127.0.9.2"),
         config_data(r#"{"someString":"x"}"#),
         [format!("ws://{host}")],
-    );
+    )
+    .unwrap();
     let run_b = spawn_run(&b, handler);
     let ready = wait_ready(&b).await;
     assert!(
@@ -76,7 +77,8 @@ async fn wss_host_uses_tls_with_the_configured_ca() {
     let host = format!("wss://localhost:{}", addr.port());
 
     // Without the CA the certificate is refused: the client backs off and retries.
-    let untrusted = Client::new(module("S", "127.0.9.5"), config_data("{}"), [host.clone()]);
+    let untrusted =
+        Client::new(module("S", "127.0.9.5"), config_data("{}"), [host.clone()]).unwrap();
     let run = spawn_run(&untrusted, EventHandler::new());
     wait_backing_off(&untrusted).await;
     assert!(service.connections("S").is_empty());
@@ -84,7 +86,8 @@ async fn wss_host_uses_tls_with_the_configured_ca() {
 
     let client = Client::builder(module("S", "127.0.9.5"), config_data("{}"), [host])
         .tls(TlsConfig::custom_ca_pem(ca))
-        .build();
+        .build()
+        .unwrap();
     let configs = Configs::new();
     let run = spawn_run(
         &client,

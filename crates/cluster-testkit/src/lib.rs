@@ -19,6 +19,8 @@
 //!   subscriptions; every input returns the notifications to send, in order.
 //! - [`service`]: [`FakeConfigService`]: listeners, one [`Conn`](cluster_transport::conn::Conn)
 //!   per client, delivery of notifications (encoded once, fanned out), the test API.
+//! - [`declared`]: ready instances declared without a client
+//!   ([`FakeConfigService::declare_instance`]).
 //! - [`admin`]: the admin HTTP API over a service; `src/bin/fake-config-service.rs`: the
 //!   service as a program, for Go services under development.
 //!
@@ -38,8 +40,8 @@
 //!
 //! # Example
 //! Start the service, hand its host and connector to a client, and drive it. The client here
-//! is the raw ETP connection runtime; an isp cluster client takes `listener.host` in its host
-//! list and `listener.connector` as its transport.
+//! is the raw ETP connection runtime; an isp cluster client takes `listener.url()`
+//! (`mem://…`) in its host list and `listener.connector` as its transport.
 //! ```
 //! use cluster_testkit::FakeConfigService;
 //! use cluster_transport::conn::{Conn, ConnConfig, Handlers};
@@ -75,9 +77,11 @@
 //! ```
 
 pub mod admin;
+pub mod declared;
 pub mod service;
 pub mod state;
 
+pub use declared::{DeclareError, DeclaredInstance};
 pub use service::{
     ConfigChange, Direction, FakeConfigService, FakeConfigServiceBuilder, Fault, MemoryListener,
     RecordedFrame, Target, WaitError,

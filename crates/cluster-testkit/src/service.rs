@@ -233,6 +233,14 @@ pub struct MemoryListener {
 }
 
 impl MemoryListener {
+    /// The host with the in-memory scheme, `mem://fake-config-service:49152`: put it in a
+    /// client's host list (with [`MemoryListener::connector`]) and the client's logs and
+    /// states show the in-memory scheme rather than `ws://`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("mem://{}", self.host)
+    }
+
     /// The host as an [`Endpoint`].
     ///
     /// # Panics
@@ -1289,7 +1297,8 @@ impl FakeConfigService {
     // ----- await helpers -----
 
     /// Waits until `module` has exactly `n` ready instances; returns their declarations,
-    /// newest first.
+    /// newest first. To give a module under test ready instances of a module it requires
+    /// without running a second client, see [`FakeConfigService::declare_instance`].
     ///
     /// # Errors
     /// [`WaitError::Timeout`] saying what there was instead.

@@ -46,9 +46,9 @@ pub fn config_data(default: &str) -> ConfigData {
     ConfigData::from_json("1.0.0", SCHEMA, default).unwrap()
 }
 
-/// A client of `listener` (in memory), with a fixed seed.
+/// A client of `listener` (in memory, `mem://` in the logs), with a fixed seed.
 pub fn builder(listener: &MemoryListener, info: ModuleInfo, default: &str) -> ClientBuilder {
-    Client::builder(info, config_data(default), [listener.host.clone()])
+    Client::builder(info, config_data(default), [listener.url()])
         .connector_arc(listener.connector.clone())
         .seed(7)
 }
