@@ -83,6 +83,6 @@ pub use service::{
     RecordedFrame, Target, WaitError,
 };
 pub use state::{
-    ActiveConfig, ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, ModuleSnapshot,
+    ActiveConfig, ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, Limits, ModuleSnapshot,
     ReadyInstance, StoredSchema, ValidationIssue,
 };
