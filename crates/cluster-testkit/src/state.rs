@@ -347,11 +347,12 @@ pub enum HandleError {
         /// [`Limits::max_endpoints`].
         max: usize,
     },
-    /// With this declaration a frame the service must send (the routing table, or the
-    /// module's address list) would be larger than [`Limits::max_frame_len`].
+    /// A frame the service must send would be larger than [`Limits::max_frame_len`]: with
+    /// this declaration, the routing table or the module's address list; with this schema
+    /// message, the config it answers with.
     #[error(
-        "the {what} would be {len} bytes with this declaration, over the outgoing frame limit \
-         of {max} bytes"
+        "the {what} would be a frame of {len} bytes, over the outgoing frame limit of {max} \
+         bytes"
     )]
     FrameTooLarge {
         /// Which frame: `routing table`, `address list`, `config`.

@@ -311,6 +311,33 @@ async fn a_flood_of_unknown_events_logs_a_few_lines_and_a_count() {
 }
 
 #[tokio::test]
+async fn a_flood_of_refused_events_logs_a_few_lines_and_a_count() {
+    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let service = FakeConfigService::builder().recording(false).build();
+    let (connector, host) = memory(&service);
+    let client = Client::connect(&connector, &host, "flooder").await;
+    for _ in 0..FLOOD {
+        client.conn.emit("MODULE:READY", b"{not json").unwrap();
+    }
+    assert!(
+        client
+            .ack("MODULE:READY", b"{")
+            .await
+            .starts_with("unmarshal event data")
+    );
+    client.close().await;
+    service
+        .wait_connections("flooder", 0, WAIT)
+        .await
+        .expect("gone");
+    assert_bounded(
+        &logs.lines(),
+        "module event refused",
+        FLOOD + 1 - DEFAULT_LOG_BURST as usize,
+    );
+}
+
+#[tokio::test]
 async fn a_flood_of_malformed_frames_logs_a_few_lines_and_a_count() {
     let (logs, _guard) = Logs::capture(tracing::Level::INFO);
     let service = FakeConfigService::builder().recording(false).build();
