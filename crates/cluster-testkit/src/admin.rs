@@ -37,7 +37,9 @@
 //!   decode (`%FF`) or names a module that cannot exist (`x||y`, `__ack_x`: see
 //!   [`cluster_proto::event::check_module_name`]) 400, a body over the limit 413, a body that
 //!   does not arrive in time 408, a connection over the cap 503. Error texts name what is
-//!   wrong, never a config value.
+//!   wrong, never a config value. (What is not HTTP at all — a request line that does not
+//!   parse, a head over hyper's 400 KiB buffer — is answered by hyper itself, with a bare
+//!   status and no body, or by closing the connection.)
 //!
 //! # Limits (the server holds against slow or hostile clients)
 //! [`serve_with`] takes an [`AdminConfig`]; [`serve`] uses its defaults:

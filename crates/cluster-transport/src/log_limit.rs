@@ -173,6 +173,14 @@ mod tests {
         assert_eq!(limiter.flush(1, "p"), 0, "flushed once");
     }
 
+    /// Every connection holds one (boxed): it stays small.
+    #[test]
+    fn a_limiter_is_small() {
+        let size = std::mem::size_of::<LogLimiter>();
+        println!("LogLimiter: {size} bytes");
+        assert!(size <= 64, "{size} bytes");
+    }
+
     #[test]
     fn zero_burst_suppresses_everything() {
         let limiter = LogLimiter::new(LogLimit {
