@@ -187,7 +187,8 @@ async fn undecodable_paths_and_impossible_module_names_get_400_as_json() {
 async fn connections_over_the_cap_get_503_and_the_slots_come_back() {
     let config = AdminConfig {
         max_connections: 2,
-        header_timeout: Duration::from_millis(500),
+        // Long enough that the held connections are still open when the third comes.
+        header_timeout: Duration::from_secs(1),
         ..AdminConfig::default()
     };
     let server = Server::start(config).await;
