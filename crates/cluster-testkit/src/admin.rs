@@ -49,6 +49,7 @@
 //! | [`AdminConfig::header_timeout`] | 10 s | a request head (or the next one on a kept-alive connection) not complete in time: the connection is closed |
 //! | [`AdminConfig::body_timeout`] | 10 s | a body not complete in time after its head: `408 {"error"}`, connection closed |
 //! | [`AdminConfig::max_body_size`] | 4 MiB (the largest config the service can send) | `413 {"error"}` |
+//! | [`AdminConfig::write_timeout`] | 10 s | a response write that makes no progress this long (the client stopped reading): the connection is closed |
 //! | [`AdminConfig::max_connections`] | 256 | a connection over the cap is answered `503 {"error"}` and closed at once, so slow clients cannot use up the process's descriptors |
 //! | [`AdminConfig::shutdown_timeout`] | 5 s | after the shutdown signal, requests in flight get this long; then their connections are dropped and [`serve_with`] returns anyway |
 //!
@@ -105,8 +106,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -117,6 +121,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`AdminConfig::body_timeout`]: 10 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`AdminConfig::write_timeout`]: 10 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`AdminConfig::max_body_size`]: 4 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 4 << 20;
 /// The default of [`AdminConfig::shutdown_timeout`]: 5 s.
@@ -137,6 +143,11 @@ pub struct AdminConfig {
     pub body_timeout: Duration,
     /// The largest request body (default [`DEFAULT_MAX_BODY_SIZE`], 4 MiB): `413` over it.
     pub max_body_size: usize,
+    /// How long a write to the client may make no progress (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 10 s): a client that stops reading its response is
+    /// dropped after it, instead of holding its connection slot forever. A slow client that
+    /// keeps reading is not affected.
+    pub write_timeout: Duration,
     /// How long the requests in flight may take once the shutdown signal came (default
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 5 s); then their connections are dropped.
     pub shutdown_timeout: Duration,
@@ -149,6 +160,7 @@ impl Default for AdminConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
@@ -353,6 +365,11 @@ where
             refuse_busy(&stream);
             continue;
         };
+        let stream = WriteDeadline {
+            stream,
+            timeout: config.write_timeout,
+            stalled: None,
+        };
         conns.spawn(serve_connection(
             stream,
             app.clone(),
@@ -381,7 +398,7 @@ where
 
 /// One HTTP/1.1 connection, until it ends or, after `stopping`, its request in flight is done.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: WriteDeadline,
     app: Router,
     header_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
@@ -411,6 +428,92 @@ async fn serve_connection(
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "admin connection ended with an error");
+    }
+}
+
+/// An admin connection's socket, with a deadline on writes that make no progress.
+struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Runs while writes are pending; reset by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    /// After a write returned `Pending`: `Ready(error)` once it has been pending too long.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        stalled.as_mut().poll(cx).map(|()| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client has not read its response in time",
+            )
+        })
+    }
+
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.guard(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.guard(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_flush(cx);
+        this.guard(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.guard(cx, poll)
     }
 }
 

@@ -39,7 +39,7 @@
 //! | modules one connection requires | 1,024 | [`state::MAX_REQUIRED_MODULES`] |
 //! | largest message received | 1 MiB (WebSocket, as isp-config-service; in memory the same) | [`FakeConfigServiceBuilder::ws_config`], [`FakeConfigServiceBuilder::memory_config`] |
 //! | warnings one connection can cause | 5 per 10 s, then a summary line with the count | [`cluster_transport::conn::ConnConfig::log_limit`] via [`FakeConfigServiceBuilder::conn_config`] |
-//! | admin API: head / body timeouts, body size, connections, shutdown | 10 s / 10 s, 4 MiB, 256, 5 s | [`admin::AdminConfig`] |
+//! | admin API: head / body / stalled-write timeouts, body size, connections, shutdown | 10 s / 10 s / 10 s, 4 MiB, 256, 5 s | [`admin::AdminConfig`] |
 //!
 //! - A `MODULE:READY` whose declaration is over its limits, or that would take the routing
 //!   table or the module's address list over the frame limit, gets an error ack and changes

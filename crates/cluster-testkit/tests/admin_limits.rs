@@ -336,3 +336,39 @@ async fn a_refused_config_is_answered_without_its_values() {
     }
     server.shut_down().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_dropped_after_the_write_timeout() {
+    // Responses far larger than what the sockets buffer (the kernel's send buffer is at most
+    // a few MiB; the client's receive buffer is made tiny).
+    let service = FakeConfigService::new();
+    let big = format!(r#"{{"blob":"{}"}}"#, "b".repeat(3_900_000));
+    for module in ["m1", "m2", "m3", "m4"] {
+        service
+            .set_config_unsafe(module, big.clone(), None)
+            .unwrap();
+    }
+    let config = AdminConfig {
+        write_timeout: Duration::from_millis(300),
+        // Without the write timeout, shutdown would wait this long for the stuck response.
+        shutdown_timeout: Duration::from_secs(60),
+        ..AdminConfig::default()
+    };
+    let server = Server::start_with(service, config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /modules HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The response has started: from here on the client reads nothing.
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+        .await
+        .expect("no response")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let took = server.shut_down().await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

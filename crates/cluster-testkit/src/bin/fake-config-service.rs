@@ -11,7 +11,8 @@
 //! - `--shutdown-timeout` (default `5s`): after SIGINT/SIGTERM the process exits at the latest
 //!   this long after the signal, whatever is still open;
 //! - `--admin-header-timeout` (default `10s`), `--admin-body-timeout` (default `10s`),
-//!   `--admin-max-connections` (default `256`): the admin server's limits
+//!   `--admin-write-timeout` (default `10s`), `--admin-max-connections` (default `256`): the
+//!   admin server's limits
 //!   (`cluster_testkit::admin::AdminConfig`).
 //!
 //! Durations are whole numbers with `ms` or `s` (`500ms`, `5s`).
@@ -60,6 +61,7 @@ OPTIONS:
     --shutdown-timeout DUR        exit at the latest this long after SIGINT/SIGTERM (default 5s)
     --admin-header-timeout DUR    close an admin connection whose request head is late (default 10s)
     --admin-body-timeout DUR      answer 408 to a request body that is late (default 10s)
+    --admin-write-timeout DUR     drop an admin client that stops reading its response (default 10s)
     --admin-max-connections N     answer 503 to admin connections over N (default 256)
     -h, --help                    print this help
 
@@ -128,9 +130,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
         let what = match name.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--listen" | "--admin" => "an address, e.g. 127.0.0.1:0",
-            "--shutdown-timeout" | "--admin-header-timeout" | "--admin-body-timeout" => {
-                "a duration, e.g. 5s or 500ms"
-            }
+            "--shutdown-timeout"
+            | "--admin-header-timeout"
+            | "--admin-body-timeout"
+            | "--admin-write-timeout" => "a duration, e.g. 5s or 500ms",
             "--admin-max-connections" => "a positive number",
             _ => return Err(format!("unknown argument {arg:?}")),
         };
@@ -152,6 +155,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             }
             "--admin-header-timeout" => parsed.admin_config.header_timeout = duration()?,
             "--admin-body-timeout" => parsed.admin_config.body_timeout = duration()?,
+            "--admin-write-timeout" => parsed.admin_config.write_timeout = duration()?,
             _ => {
                 parsed.admin_config.max_connections =
                     value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
@@ -353,6 +357,7 @@ mod tests {
             "--admin-header-timeout",
             "2s",
             "--admin-body-timeout=3s",
+            "--admin-write-timeout=4s",
             "--admin-max-connections",
             "9",
         ]) else {
@@ -369,6 +374,7 @@ mod tests {
                 max_connections: 9,
                 header_timeout: Duration::from_secs(2),
                 body_timeout: Duration::from_secs(3),
+                write_timeout: Duration::from_secs(4),
                 shutdown_timeout: Duration::from_millis(250),
                 ..AdminConfig::default()
             }
