@@ -32,8 +32,26 @@
 //!   module its config before it first connects.
 //! - `POST …/error` and `POST …/disconnect` answer `404` for a module that never connected;
 //!   a known module without open connections gives `{"sent": 0}` / `{"closed": 0}`.
-//! - Every error is `{"error": "<message>"}` with a 4xx status and is logged (tracing, info).
-//!   Unknown paths get 404, known paths with another method 405, both with a JSON message.
+//! - Every error is `{"error": "<message>"}` with a 4xx or 5xx status and is logged (tracing,
+//!   info): unknown paths get 404, known paths with another method 405, a path that does not
+//!   decode (`%FF`) or names a module that cannot exist (`x||y`, `__ack_x`: see
+//!   [`cluster_proto::event::check_module_name`]) 400, a body over the limit 413, a body that
+//!   does not arrive in time 408, a connection over the cap 503. Error texts name what is
+//!   wrong, never a config value. (What is not HTTP at all — a request line that does not
+//!   parse, a head over hyper's 400 KiB buffer — is answered by hyper itself, with a bare
+//!   status and no body, or by closing the connection.)
+//!
+//! # Limits (the server holds against slow or hostile clients)
+//! [`serve_with`] takes an [`AdminConfig`]; [`serve`] uses its defaults:
+//!
+//! | limit | default | what happens |
+//! |---|---|---|
+//! | [`AdminConfig::header_timeout`] | 10 s | a request head (or the next one on a kept-alive connection) not complete in time: the connection is closed |
+//! | [`AdminConfig::body_timeout`] | 10 s | a body not complete in time after its head: `408 {"error"}`, connection closed |
+//! | [`AdminConfig::max_body_size`] | 4 MiB (the largest config the service can send) | `413 {"error"}` |
+//! | [`AdminConfig::write_timeout`] | 10 s | a response write that makes no progress this long (the client stopped reading): the connection is closed |
+//! | [`AdminConfig::max_connections`] | 256 | a connection over the cap is answered `503 {"error"}` and closed at once, so slow clients cannot use up the process's descriptors |
+//! | [`AdminConfig::shutdown_timeout`] | 5 s | after the shutdown signal, requests in flight get this long; then their connections are dropped and [`serve_with`] returns anyway |
 //!
 //! # The isp-config-service paths
 //! The same request and response shapes as isp-config-service v3 (`routes/routes.go`,
@@ -71,19 +89,82 @@
 use crate::service::FakeConfigService;
 use crate::state::{ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, ReadyInstance};
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use cluster_proto::event;
 use cluster_proto::payload::{self, BackendDeclaration};
+use cluster_transport::log_limit::LogLimiter;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::future::Future;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// The default of [`AdminConfig::max_connections`]: 256.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default of [`AdminConfig::header_timeout`]: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`AdminConfig::body_timeout`]: 10 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`AdminConfig::write_timeout`]: 10 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`AdminConfig::max_body_size`]: 4 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 4 << 20;
+/// The default of [`AdminConfig::shutdown_timeout`]: 5 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits of the admin server (see the [module docs](self#limits-the-server-holds-against-slow-or-hostile-clients)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The most connections served at once (default [`DEFAULT_MAX_CONNECTIONS`], 256); one
+    /// more is answered `503` and closed. `0` is taken as `1`.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive, from the connection's start or the end of
+    /// the previous response (default [`DEFAULT_HEADER_TIMEOUT`], 10 s). An idle kept-alive
+    /// connection is closed after it too.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive after its head (default
+    /// [`DEFAULT_BODY_TIMEOUT`], 10 s): `408` after it.
+    pub body_timeout: Duration,
+    /// The largest request body (default [`DEFAULT_MAX_BODY_SIZE`], 4 MiB): `413` over it.
+    pub max_body_size: usize,
+    /// How long a write to the client may make no progress (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 10 s): a client that stops reading its response is
+    /// dropped after it, instead of holding its connection slot forever. A slow client that
+    /// keeps reading is not affected.
+    pub write_timeout: Duration,
+    /// How long the requests in flight may take once the shutdown signal came (default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 5 s); then their connections are dropped.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
 
 /// Go's zero `time.Time` as isp-kit encodes it: the fake records no times.
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -107,6 +188,16 @@ const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// # });
 /// ```
 pub fn router(service: FakeConfigService) -> Router {
+    router_with(service, &AdminConfig::default())
+}
+
+/// [`router`] with the body limits of `config` ([`AdminConfig::body_timeout`],
+/// [`AdminConfig::max_body_size`]); the connection limits are [`serve_with`]'s.
+pub fn router_with(service: FakeConfigService, config: &AdminConfig) -> Router {
+    let limits = BodyLimits {
+        timeout: config.body_timeout,
+        max: config.max_body_size,
+    };
     Router::new()
         .route("/modules", get(list_modules))
         .route("/modules/{name}/config", get(get_config).put(put_config))
@@ -131,14 +222,91 @@ pub fn router(service: FakeConfigService) -> Router {
             )
         })
         .with_state(service)
+        // Our own limit, with a JSON answer, replaces axum's plain-text one.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(limits, bounded_body))
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight (graceful shutdown) and returns.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    timeout: Duration,
+    max: usize,
+}
+
+/// Reads the whole body, within the time and size limits, before the route runs.
+async fn bounded_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max as u64) {
+        return too_large(limits.max);
+    }
+    let (parts, body) = request.into_parts();
+    let read = Limited::new(body, limits.max).collect();
+    match tokio::time::timeout(limits.timeout, read).await {
+        Ok(Ok(collected)) => {
+            let request = Request::from_parts(parts, Body::from(collected.to_bytes()));
+            next.run(request).await
+        }
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => too_large(limits.max),
+        Ok(Err(_)) => closing(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )),
+        Err(_) => closing(AdminError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} ms",
+                limits.timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+fn too_large(max: usize) -> Response {
+    closing(AdminError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {max} bytes"),
+    ))
+}
+
+/// The error, with `Connection: close`: the rest of the request is not read.
+fn closing(error: AdminError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A module name from the path: decoded, and one a module could have.
+struct ModuleName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ModuleName {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))?;
+        event::check_module_name(&name).map_err(|reason| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid module name: {reason}"),
+            )
+        })?;
+        Ok(Self(name))
+    }
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, with the default
+/// [`AdminConfig`]; see [`serve_with`].
 ///
 /// # Errors
-/// The IO error that stopped the server (accept errors on single connections are retried by
-/// axum and do not end it).
+/// None so far: accept errors are logged and retried. (The `Result` leaves room for errors
+/// that must end the server.)
 pub async fn serve<F>(
     listener: TcpListener,
     service: FakeConfigService,
@@ -147,9 +315,218 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, service, AdminConfig::default(), shutdown).await
+}
+
+/// Serves [`router_with`] on `listener` (HTTP/1.1) within the limits of `config` until
+/// `shutdown` resolves. Then it stops accepting, lets the requests in flight finish for at
+/// most [`AdminConfig::shutdown_timeout`], drops the connections still open, and returns.
+///
+/// # Errors
+/// None so far: accept errors (out of descriptors, a connection reset before it was
+/// accepted) are logged and retried after 50 ms.
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    service: FakeConfigService,
+    config: AdminConfig,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let app = router_with(service, &config);
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let (stop, stopping) = watch::channel(false);
+    // Refusals and accept errors are caused by clients: bounded like a module connection's.
+    let warnings = LogLimiter::default();
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                if warnings.admit(0, "admin") {
+                    tracing::warn!(error = %err, "admin API: accept failed");
+                }
+                // Out of descriptors, most likely: give the connections time to end.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            if warnings.admit(0, "admin") {
+                tracing::warn!(%peer, max = config.max_connections, "admin API: too many connections; refusing one");
+            }
+            refuse_busy(&stream);
+            continue;
+        };
+        let stream = WriteDeadline {
+            stream,
+            timeout: config.write_timeout,
+            stalled: None,
+        };
+        conns.spawn(serve_connection(
+            stream,
+            app.clone(),
+            config.header_timeout,
+            stopping.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let finished = tokio::time::timeout(config.shutdown_timeout, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "admin API: connections still open at the shutdown deadline; dropping them"
+        );
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    warnings.flush(0, "admin");
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, until it ends or, after `stopping`, its request in flight is done.
+async fn serve_connection(
+    stream: WriteDeadline,
+    app: Router,
+    header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(app),
+        );
+    tokio::pin!(connection);
+    // Declared after the connection, so dropped before it: the slot is free by the time the
+    // client sees the socket close.
+    let _permit = permit;
+    // The guard `wait_for` gives is dropped at once (it is not `Send`).
+    let stop = async move {
+        let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "admin connection ended with an error");
+    }
+}
+
+/// An admin connection's socket, with a deadline on writes that make no progress.
+struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Runs while writes are pending; reset by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    /// After a write returned `Pending`: `Ready(error)` once it has been pending too long.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        stalled.as_mut().poll(cx).map(|()| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client has not read its response in time",
+            )
+        })
+    }
+
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.guard(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.guard(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_flush(cx);
+        this.guard(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.guard(cx, poll)
+    }
+}
+
+/// Answers a connection over the cap with `503 {"error"}` (as much as the socket takes at
+/// once; it never waits) and closes it.
+fn refuse_busy(stream: &TcpStream) {
+    const BODY: &str = r#"{"error":"too many admin connections; try again later"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 // ----- errors -----
@@ -332,7 +709,7 @@ async fn list_modules(State(service): State<FakeConfigService>) -> axum::Json<Ve
 
 async fn get_config(
     State(service): State<FakeConfigService>,
-    Path(name): Path<String>,
+    ModuleName(name): ModuleName,
 ) -> Result<Response, AdminError> {
     match service.active_config(&name) {
         Some(config) => Ok(json_response(config.data)),
@@ -346,7 +723,7 @@ async fn get_config(
 
 async fn put_config(
     State(service): State<FakeConfigService>,
-    Path(name): Path<String>,
+    ModuleName(name): ModuleName,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -398,6 +775,9 @@ fn config_error(err: &ConfigUpdateError) -> AdminError {
             status: StatusCode::CONFLICT,
             body: json!({ "error": err.to_string(), "activeVersion": active }),
         },
+        ConfigUpdateError::TooLarge { .. } => {
+            AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
+        }
         // NotAnObject, NoSchema, InvalidSchema and whatever comes later: the request cannot
         // succeed as it is.
         _ => AdminError::new(StatusCode::BAD_REQUEST, err.to_string()),
@@ -406,7 +786,7 @@ fn config_error(err: &ConfigUpdateError) -> AdminError {
 
 async fn send_error(
     State(service): State<FakeConfigService>,
-    Path(name): Path<String>,
+    ModuleName(name): ModuleName,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, AdminError> {
@@ -429,6 +809,13 @@ async fn send_error(
     };
     let text = std::str::from_utf8(&body)
         .map_err(|_| AdminError::new(StatusCode::BAD_REQUEST, "the error text must be UTF-8"))?;
+    let max = service.limits().max_frame_len;
+    if crate::state::frame_len(kind.name(), text.len()) > max {
+        return Err(AdminError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the error text would make a frame over the outgoing limit of {max} bytes"),
+        ));
+    }
     if !is_known(&service, &name) {
         return Err(AdminError::unknown_module(&name));
     }
@@ -438,7 +825,7 @@ async fn send_error(
 
 async fn disconnect(
     State(service): State<FakeConfigService>,
-    Path(name): Path<String>,
+    ModuleName(name): ModuleName,
 ) -> Result<axum::Json<Value>, AdminError> {
     if !is_known(&service, &name) {
         return Err(AdminError::unknown_module(&name));
@@ -713,6 +1100,11 @@ fn isp_config_error(err: &ConfigUpdateError) -> AdminError {
         ConfigUpdateError::NoSchema { .. } => {
             AdminError::isp(isp_code::SCHEMA_NOT_FOUND, "config schema not found", None)
         }
+        ConfigUpdateError::InvalidModuleName { reason, .. } => AdminError::isp(
+            isp_code::BAD_REQUEST,
+            "invalid request body",
+            Some(json!({ "moduleId": reason.to_string() })),
+        ),
         // NotAnObject, InvalidSchema, and whatever comes later: the config cannot be checked.
         _ => AdminError::isp(
             isp_code::INVALID_CONFIG,

@@ -30,6 +30,36 @@
 //! modules in about 25 ms over the in-memory transport, 100–200 ms over WebSocket with the
 //! clients in another process on the same two cores.
 //!
+//! # Limits, against hostile or broken peers
+//! Every limit has a default that a test can change; none lets a peer make the service send a
+//! frame no client can read, log without bound, or hold its resources forever.
+//!
+//! | limit | default | where |
+//! |---|---|---|
+//! | largest frame sent (routing table, address list, config, error text) | 4 MiB, the clients' inbound limit | [`Limits::max_frame_len`] |
+//! | one `MODULE:READY` declaration | 256 KiB of JSON, 4,096 endpoints | [`Limits::max_declaration_len`], [`Limits::max_endpoints`] |
+//! | modules one connection requires | 1,024 | [`state::MAX_REQUIRED_MODULES`] |
+//! | largest message received | 1 MiB (WebSocket, as isp-config-service; in memory the same) | [`FakeConfigServiceBuilder::ws_config`], [`FakeConfigServiceBuilder::memory_config`] |
+//! | warnings one connection can cause | 5 per 10 s, then a summary line with the count | [`cluster_transport::conn::ConnConfig::log_limit`] via [`FakeConfigServiceBuilder::conn_config`] |
+//! | admin API: head / body / stalled-write timeouts, body size, connections, shutdown | 10 s / 10 s / 10 s, 4 MiB, 256, 5 s | [`admin::AdminConfig`] |
+//!
+//! - A `MODULE:READY` whose declaration is over its limits, or that would take the routing
+//!   table or the module's address list over the frame limit, gets an error ack and changes
+//!   nothing (the instance it would replace stays). Without that bound, a few large
+//!   declarations once made the routing table larger than every client could read, and every
+//!   module that wants routes failed its handshake for good.
+//! - Module names that cannot travel in an event name (`x||y`, `__ack_x`, control characters;
+//!   [`cluster_proto::event::check_module_name`]) are refused everywhere: a connection under
+//!   such a name is closed with 1008 ([`service::CLOSE_INVALID_MODULE_NAME`]; the WebSocket
+//!   upgrade refuses it with 400 before that), a requirement gets an error ack, an admin path
+//!   gets 400, and every event is checked with
+//!   [`cluster_proto::event::check_event_name`] before it is sent.
+//! - No config value reaches a log, an error ack or an admin answer: a refused config is
+//!   reported by place and rule ([`ValidationIssue`]); an accepted change is logged at INFO
+//!   with its version, size and hash (`SecretMasker::fingerprint`, taken of the masked form
+//!   so that it gives nothing away about a secret), and with its content, secrets masked, at
+//!   DEBUG only.
+//!
 //! # Orders on the wire
 //! `CONFIG:SEND_CONFIG_WHEN_CONNECTED` goes out before the ack of `MODULE:SEND_CONFIG_SCHEMA`;
 //! `<m>_MODULE_CONNECTED` (one per required module, in the order asked) and
@@ -87,6 +117,6 @@ pub use service::{
     RecordedFrame, Target, WaitError,
 };
 pub use state::{
-    ActiveConfig, ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, ModuleSnapshot,
+    ActiveConfig, ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, Limits, ModuleSnapshot,
     ReadyInstance, StoredSchema, ValidationIssue,
 };

@@ -27,12 +27,13 @@
 
 use crate::state::{
     ActiveConfig, ClusterState, ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, HandleError,
-    ModuleSnapshot, Notification, ReadyInstance, StoredSchema, UpdateMode,
+    Limits, ModuleSnapshot, Notification, ReadyInstance, StoredSchema, UpdateMode,
 };
 use bytes::Bytes;
 use cluster_proto::event;
 use cluster_proto::frame;
 use cluster_proto::payload::BackendDeclaration;
+use cluster_proto::secrets::SecretMasker;
 use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_transport::memory::{MemoryConfig, MemoryNetwork};
 use cluster_transport::ws::{WsAcceptor, WsServerConfig};
@@ -53,6 +54,10 @@ use tokio::time::Instant;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code sent to a client while connections are refused (1013, "try again later").
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code sent to a client whose module name cannot be used on the wire (1008, "policy
+/// violation"; see [`cluster_proto::event::check_module_name`]). The WebSocket listener
+/// refuses such names at the upgrade already; this catches every other transport.
+pub const CLOSE_INVALID_MODULE_NAME: u16 = 1008;
 /// The host part of in-memory listener addresses: `fake-config-service:<port>`.
 pub const MEMORY_HOST: &str = "fake-config-service";
 
@@ -265,6 +270,7 @@ impl fmt::Debug for MemoryListener {
 #[derive(Debug, Clone)]
 pub struct FakeConfigServiceBuilder {
     recording: bool,
+    limits: Limits,
     conn_config: ConnConfig,
     ws_config: WsServerConfig,
     memory_config: MemoryConfig,
@@ -280,6 +286,7 @@ impl Default for FakeConfigServiceBuilder {
     fn default() -> Self {
         Self {
             recording: true,
+            limits: Limits::default(),
             conn_config: ConnConfig::default(),
             ws_config: WsServerConfig {
                 read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
@@ -296,6 +303,15 @@ impl FakeConfigServiceBuilder {
     #[must_use]
     pub fn recording(mut self, on: bool) -> Self {
         self.recording = on;
+        self
+    }
+
+    /// What the service accepts so that no frame it sends is larger than a client can read
+    /// (default [`Limits::default`]: frames of at most 4 MiB, declarations of at most 256 KiB
+    /// and 4,096 endpoints). See [`Limits`].
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -328,7 +344,7 @@ impl FakeConfigServiceBuilder {
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
             me: weak.clone(),
             inner: Mutex::new(Inner {
-                state: ClusterState::new(),
+                state: ClusterState::with_limits(self.limits),
                 conns: HashMap::new(),
                 history: BTreeMap::new(),
                 recording: self.recording,
@@ -480,6 +496,15 @@ impl Shared {
             transport,
             module_name,
         } = accepted;
+        if let Err(reason) = event::check_module_name(&module_name) {
+            tracing::info!(module = ?shorten(&module_name), listener, %reason, "refusing a connection: invalid module name");
+            let conn = Conn::spawn(transport, Handlers::new(), self.conn_config.clone());
+            conn.start_close(
+                CLOSE_INVALID_MODULE_NAME,
+                &format!("invalid module name: {reason}"),
+            );
+            return;
+        }
         let mut inner = self.lock();
         if inner.refuse {
             drop(inner);
@@ -547,7 +572,9 @@ impl Shared {
                 Bytes::from_static(b"ok")
             }
             Err(err) => {
-                tracing::warn!(conn = %id, event, error = %err, "module event refused");
+                if conn.log_limiter().admit(conn.id(), conn.peer()) {
+                    tracing::warn!(conn = %id, event, error = %err, "module event refused");
+                }
                 Bytes::from(err.to_string())
             }
         };
@@ -559,7 +586,9 @@ impl Shared {
 
     fn handle_unknown(self: &Arc<Self>, conn: &Conn, event: &str, data: Bytes) -> Reply {
         let id = ConnId(conn.id());
-        tracing::debug!(conn = %id, event, "event without handler; acking empty");
+        if conn.log_limiter().admit(conn.id(), conn.peer()) {
+            tracing::warn!(conn = %id, event = ?shorten(event), "unknown event; acking empty");
+        }
         let mut inner = self.lock();
         inner.record(id, Direction::Received, event, data);
         let reply = inner.answer(self, id, event, Bytes::new());
@@ -671,8 +700,27 @@ impl Inner {
     /// before it: at `max(now, its last deadline)`). Each connection thus receives its
     /// notifications in the order the changes happened, whatever the faults; recipients with
     /// nothing held get theirs at once.
+    ///
+    /// Last line of defence: a notification whose event name would not decode as itself, or
+    /// whose frame is over [`Limits::max_frame_len`], is dropped with an error line (the state
+    /// refuses the inputs that would produce one; this catches what it missed).
     fn deliver(&mut self, notifications: Vec<Notification>, me: &Weak<Shared>) {
+        let max_frame_len = self.state.limits().max_frame_len;
         for n in notifications {
+            if let Err(reason) = event::check_event_name(&n.event) {
+                tracing::error!(event = ?shorten(&n.event), %reason, "not sending an event with an invalid name");
+                continue;
+            }
+            let len = crate::state::frame_len(&n.event, n.payload.len());
+            if len > max_frame_len {
+                tracing::error!(
+                    event = n.event,
+                    len,
+                    max_frame_len,
+                    "not sending a frame over the outgoing limit"
+                );
+                continue;
+            }
             let fault = self.event_faults.get(&n.event).copied();
             if fault == Some(Fault::Swallow) {
                 tracing::debug!(
@@ -844,8 +892,17 @@ fn make_handlers(weak: Weak<Shared>) -> Handlers {
             None => Reply::default(),
         })
         .on_error(|conn, error| {
-            tracing::warn!(conn = conn.id(), peer = conn.peer(), %error, "bad input from a module");
+            if conn.log_limiter().admit(conn.id(), conn.peer()) {
+                tracing::warn!(conn = conn.id(), peer = conn.peer(), %error, "bad input from a module");
+            }
         })
+}
+
+/// `text` cut to 64 characters, for a log line about something a peer chose.
+fn shorten(text: &str) -> &str {
+    text.char_indices()
+        .nth(64)
+        .map_or(text, |(at, _)| &text[..at])
 }
 
 async fn accept_loop(
@@ -1114,7 +1171,18 @@ impl FakeConfigService {
         mode: UpdateMode,
     ) -> Result<ConfigChange, ConfigUpdateError> {
         let mut inner = self.shared.lock();
-        let update = inner.state.set_config(module, config, version, mode)?;
+        let update = match inner
+            .state
+            .set_config(module, config.clone(), version, mode)
+        {
+            Ok(update) => update,
+            Err(err) => {
+                drop(inner);
+                // The error names the module, the place and the rule, never a value.
+                tracing::info!(module = ?shorten(module), error = %err, "config refused");
+                return Err(err);
+            }
+        };
         let notified = update
             .notifications
             .iter()
@@ -1123,12 +1191,23 @@ impl FakeConfigService {
         inner.deliver(update.notifications, &self.shared.me);
         drop(inner);
         self.shared.bump();
+        // Never the content at INFO: a config holds passwords. Its size and the fingerprint of
+        // its masked form tell two versions apart; the masked content is at DEBUG.
+        let masker = SecretMasker::new();
         tracing::info!(
             module,
             version = update.version,
             changed = update.changed,
             notified,
+            size = config.len(),
+            hash = %masker.fingerprint(&config),
             "config set"
+        );
+        tracing::debug!(
+            module,
+            version = update.version,
+            config = %masker.mask(&config),
+            "config set (secrets masked)"
         );
         Ok(ConfigChange {
             version: update.version,
@@ -1137,10 +1216,23 @@ impl FakeConfigService {
         })
     }
 
+    /// The limits the service enforces (see [`FakeConfigServiceBuilder::limits`]).
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.shared.lock().state.limits()
+    }
+
     /// Sends `ERROR_CONFIG` or `ERROR_CONNECTION` with `text` to every open connection of
-    /// `module`; returns how many.
+    /// `module`; returns how many. A text whose frame would be over [`Limits::max_frame_len`]
+    /// is sent to none (0, and an error line).
     pub fn send_error(&self, module: &str, kind: ErrorEvent, text: &str) -> usize {
         let mut inner = self.shared.lock();
+        let max_frame_len = inner.state.limits().max_frame_len;
+        if crate::state::frame_len(kind.name(), text.len()) > max_frame_len {
+            drop(inner);
+            tracing::error!(module = ?shorten(module), len = text.len(), max_frame_len, "error text too large to send");
+            return 0;
+        }
         let Some(notification) = inner.state.error_event(module, kind, text) else {
             return 0;
         };
@@ -1499,5 +1591,57 @@ impl Inner {
             frames.len(),
             lines.concat()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deliver_drops_events_with_invalid_names_or_oversized_frames() {
+        let service = FakeConfigService::builder()
+            .limits(Limits {
+                max_frame_len: 64,
+                ..Limits::default()
+            })
+            .build();
+        let listener = service.listen_memory().unwrap();
+        let transport = listener
+            .connector
+            .connect(&listener.endpoint(), "a")
+            .await
+            .unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handlers = Handlers::new().on_unknown(move |_, name, _| {
+            let _ = tx.send(name.to_owned());
+            Reply::default()
+        });
+        let client = Conn::spawn(transport, handlers, ConnConfig::default());
+        let wait = Duration::from_secs(5);
+        let id = service.wait_connections("a", 1, wait).await.unwrap()[0].id;
+        let notification = |event: &str, payload: Vec<u8>| Notification {
+            event: event.to_owned(),
+            payload: payload.into(),
+            recipients: vec![id],
+        };
+        service.shared.lock().deliver(
+            vec![
+                notification("x||y_MODULE_CONNECTED", b"[]".to_vec()),
+                notification("a\nb_MODULE_CONNECTED", b"[]".to_vec()),
+                notification("BIG", vec![b'x'; 64]),
+                notification("FINE", b"[]".to_vec()),
+            ],
+            &service.shared.me,
+        );
+        assert_eq!(
+            service.send_error("a", ErrorEvent::Config, &"e".repeat(64)),
+            0
+        );
+        // The ack of an unknown event comes after everything queued before it.
+        client.emit_with_ack("BARRIER", b"").await.unwrap();
+        assert_eq!(rx.recv().await.as_deref(), Some("FINE"));
+        assert!(rx.try_recv().is_err());
+        client.close(1000, "done").await;
     }
 }

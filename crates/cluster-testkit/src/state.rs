@@ -175,11 +175,18 @@ pub struct ConfigUpdate {
 }
 
 /// One reason a config does not satisfy its module's schema.
+///
+/// It names the place and the rule, **never the offending value**: a refused config may hold
+/// secrets (a `password` of the wrong type), and the issue goes into logs, error acks and admin
+/// answers. The message says what the rule asks for (`the value is not of type "integer"`,
+/// `the value is shorter than 8 characters`), with the value replaced by the words "the value".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationIssue {
     /// Where in the config: a JSON pointer (`""` for the whole config).
     pub instance_path: String,
-    /// What is wrong.
+    /// The JSON Schema keyword that failed (`type`, `minLength`, `required`, …).
+    pub rule: String,
+    /// What is wrong, without the value.
     pub message: String,
 }
 
@@ -190,7 +197,34 @@ impl fmt::Display for ValidationIssue {
         } else {
             &self.instance_path
         };
-        write!(f, "{path}: {}", self.message)
+        write!(f, "{path}: {} (rule `{}`)", self.message, self.rule)
+    }
+}
+
+impl ValidationIssue {
+    /// The issue of one validation error, without the value that failed.
+    fn of(error: &jsonschema::ValidationError<'_>) -> Self {
+        use jsonschema::error::ValidationErrorKind as Kind;
+        let rule = error.kind().keyword().to_owned();
+        let message = match error.kind() {
+            // These print a nested error or a free text that may quote the instance: say
+            // only which rule failed.
+            Kind::PropertyNames { .. }
+            | Kind::FromUtf8 { .. }
+            | Kind::Custom { .. }
+            | Kind::RegexEngineFailure { .. }
+            | Kind::BacktrackLimitExceeded { .. } => {
+                format!("the value does not satisfy `{rule}`")
+            }
+            // Every other message names the value by the placeholder only (the rest comes
+            // from the schema, or lists property names, never values).
+            _ => error.masked_with("the value").to_string(),
+        };
+        Self {
+            instance_path: error.instance_path().to_string(),
+            rule,
+            message,
+        }
     }
 }
 
@@ -231,6 +265,28 @@ pub enum ConfigUpdateError {
         /// Every problem found.
         issues: Vec<ValidationIssue>,
     },
+    /// The module name cannot be used on the wire (see [`event::check_module_name`]).
+    #[error("invalid module name {module:?}: {reason}")]
+    InvalidModuleName {
+        /// The module name, cut to 64 characters.
+        module: String,
+        /// The rule it breaks.
+        reason: event::ModuleNameError,
+    },
+    /// `CONFIG:SEND_CONFIG_CHANGED` with this config would be larger than
+    /// [`Limits::max_frame_len`]: no client could read it.
+    #[error(
+        "config for module {module:?} is {len} bytes: its frame would exceed the outgoing \
+         frame limit of {max} bytes"
+    )]
+    TooLarge {
+        /// The module.
+        module: String,
+        /// The config's size in bytes.
+        len: usize,
+        /// [`Limits::max_frame_len`].
+        max: usize,
+    },
     /// The update was made against a version that is no longer the active one.
     #[error(
         "config for module {module:?} was updated against version {expected}, \
@@ -265,6 +321,47 @@ pub enum HandleError {
     /// The connection is not registered (it already went away).
     #[error("unknown connection {0}")]
     UnknownConnection(ConnId),
+    /// `MODULE:SEND_REQUIREMENTS` names a module whose name cannot be used on the wire:
+    /// `<name>_MODULE_CONNECTED` would not decode as what it is (see
+    /// [`event::check_module_name`]).
+    #[error("invalid required module name {name:?}: {reason}")]
+    InvalidModuleName {
+        /// The name, cut to 64 characters.
+        name: String,
+        /// The rule it breaks.
+        reason: event::ModuleNameError,
+    },
+    /// The `MODULE:READY` declaration is larger than [`Limits::max_declaration_len`].
+    #[error("declaration too large: {len} bytes (at most {max})")]
+    DeclarationTooLarge {
+        /// Its size, as stored.
+        len: usize,
+        /// [`Limits::max_declaration_len`].
+        max: usize,
+    },
+    /// The `MODULE:READY` declaration has more endpoints than [`Limits::max_endpoints`].
+    #[error("too many endpoints: {count} (at most {max})")]
+    TooManyEndpoints {
+        /// How many it has.
+        count: usize,
+        /// [`Limits::max_endpoints`].
+        max: usize,
+    },
+    /// A frame the service must send would be larger than [`Limits::max_frame_len`]: with
+    /// this declaration, the routing table or the module's address list; with this schema
+    /// message, the config it answers with.
+    #[error(
+        "the {what} would be a frame of {len} bytes, over the outgoing frame limit of {max} \
+         bytes"
+    )]
+    FrameTooLarge {
+        /// Which frame: `routing table`, `address list`, `config`.
+        what: &'static str,
+        /// The frame's size.
+        len: usize,
+        /// [`Limits::max_frame_len`].
+        max: usize,
+    },
     /// `MODULE:SEND_REQUIREMENTS` names more modules than a connection may require (see
     /// [`ClusterState::module_requirements`]).
     #[error("too many required modules: {count} (at most {max})")]
@@ -280,6 +377,63 @@ pub enum HandleError {
 /// The most modules one connection may require (per `MODULE:SEND_REQUIREMENTS` message and in
 /// total): 1,024.
 pub const MAX_REQUIRED_MODULES: usize = 1024;
+
+/// The default of [`Limits::max_frame_len`]: 4 MiB, the client's inbound message limit (the
+/// Go client's and ours).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 4 << 20;
+/// The default of [`Limits::max_declaration_len`]: 256 KiB.
+pub const DEFAULT_MAX_DECLARATION_LEN: usize = 256 << 10;
+/// The default of [`Limits::max_endpoints`]: 4,096.
+pub const DEFAULT_MAX_ENDPOINTS: usize = 4096;
+
+/// What the state accepts, so that no frame it produces is larger than a client can read.
+///
+/// The routing table is every ready instance's declaration: without a bound, a few large
+/// declarations make `CONFIG:SEND_ROUTES_*` larger than the clients' inbound limit, and every
+/// module that wants routes then fails its handshake, again and again. So a `MODULE:READY`
+/// is refused (error ack, nothing changes) when its declaration is over
+/// [`max_declaration_len`](Self::max_declaration_len) bytes or
+/// [`max_endpoints`](Self::max_endpoints) endpoints, or when the routing table or the module's
+/// address list with it would not fit in a frame of [`max_frame_len`](Self::max_frame_len)
+/// bytes. Configs are held to the same frame limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest frame sent, in bytes, whole (`event||0||data`): default
+    /// [`DEFAULT_MAX_FRAME_LEN`], 4 MiB, the clients' inbound message limit. Set it to the
+    /// smallest inbound limit of the clients in the test.
+    pub max_frame_len: usize,
+    /// The largest `MODULE:READY` declaration, in bytes of its JSON as stored: default
+    /// [`DEFAULT_MAX_DECLARATION_LEN`], 256 KiB (real declarations are a few KiB: one line per
+    /// endpoint).
+    pub max_declaration_len: usize,
+    /// The most endpoints in one declaration: default [`DEFAULT_MAX_ENDPOINTS`], 4,096.
+    pub max_endpoints: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_declaration_len: DEFAULT_MAX_DECLARATION_LEN,
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
+        }
+    }
+}
+
+/// The size of the frame `event||0||data` for `data_len` bytes of data.
+#[must_use]
+pub fn frame_len(event: &str, data_len: usize) -> usize {
+    // The ack id 0 is one digit; empty data is sent without its separator.
+    event.len() + 3 + if data_len == 0 { 0 } else { 2 + data_len }
+}
+
+/// `name` for an error message: at most 64 characters (a refused name may be long).
+fn shown_name(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
+    }
+}
 
 struct SchemaEntry {
     stored: StoredSchema,
@@ -342,7 +496,11 @@ pub struct ClusterState {
     routing_subscribers: BTreeSet<ConnId>,
     /// All ready instances: readiness sequence → connection (ascending = oldest first).
     ready: BTreeMap<u64, ConnId>,
+    /// The sum of the ready instances' JSON lengths: the routing table's size, but for its
+    /// brackets and commas.
+    ready_json_len: usize,
     next_seq: u64,
+    limits: Limits,
 }
 
 impl fmt::Debug for ClusterState {
@@ -356,16 +514,39 @@ impl fmt::Debug for ClusterState {
 }
 
 impl ClusterState {
-    /// An empty state.
+    /// An empty state with the default [`Limits`].
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty state with these limits.
+    #[must_use]
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// The limits it enforces.
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The size of the routing table's JSON if the ready instances' JSON lengths summed to
+    /// `json_len` over `count` instances.
+    fn routing_len(json_len: usize, count: usize) -> usize {
+        2 + json_len + count.saturating_sub(1)
+    }
+
     // ----- inputs: connections and module events -----
 
     /// A client of `module` connected from `peer`: the module is recorded. Connecting an id
-    /// twice replaces nothing (the first registration stays).
+    /// twice replaces nothing (the first registration stays). The name is not checked here:
+    /// the service refuses names that [`event::check_module_name`] refuses before it calls
+    /// this.
     pub fn connect(&mut self, conn: ConnId, module: &str, peer: &str) {
         if self.conns.contains_key(&conn) {
             return;
@@ -397,8 +578,9 @@ impl ClusterState {
     /// (the real service does not validate it either).
     ///
     /// # Errors
-    /// [`HandleError`] for a payload that is not a `ConfigData` or an unknown connection;
-    /// nothing changes then.
+    /// [`HandleError`] for a payload that is not a `ConfigData`, a config whose
+    /// `CONFIG:SEND_CONFIG_WHEN_CONNECTED` would be over [`Limits::max_frame_len`], or an
+    /// unknown connection; nothing changes then.
     pub fn config_schema(
         &mut self,
         conn: ConnId,
@@ -406,6 +588,19 @@ impl ClusterState {
     ) -> Result<Vec<Notification>, HandleError> {
         let (config_data, entry) =
             decode_from(&mut self.conns, conn, data, payload::decode_config_data)?;
+        let config_len = self
+            .modules
+            .get(&entry.module)
+            .and_then(|m| m.config.as_ref())
+            .map_or(config_data.config.get().len(), |c| c.data.len());
+        let len = frame_len(event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, config_len);
+        if len > self.limits.max_frame_len {
+            return Err(HandleError::FrameTooLarge {
+                what: "config",
+                len,
+                max: self.limits.max_frame_len,
+            });
+        }
         entry.config_subscribed = true;
         let module = self.modules.entry(entry.module.clone()).or_default();
         let config = module
@@ -458,9 +653,14 @@ impl ClusterState {
     /// broken peer from making the service do unbounded work and queue unbounded frames under
     /// its one lock. The real service would fail too, on its database, with some error text.)
     ///
+    /// A required name that [`event::check_module_name`] refuses (empty, `||`, a leading
+    /// `__ack_`, control characters, over 256 bytes) is refused with
+    /// [`HandleError::InvalidModuleName`]: `<name>_MODULE_CONNECTED` would not decode as what
+    /// it is.
+    ///
     /// # Errors
     /// [`HandleError`] for a payload that is not a `ModuleRequirements`, too many required
-    /// modules or an unknown connection; nothing changes then.
+    /// modules, an invalid module name or an unknown connection; nothing changes then.
     pub fn module_requirements(
         &mut self,
         conn: ConnId,
@@ -493,6 +693,15 @@ impl ClusterState {
             .copied()
             .filter(|m| !already.contains(m))
             .collect();
+        if let Some((name, reason)) = order
+            .iter()
+            .find_map(|m| event::check_module_name(m).err().map(|e| (*m, e)))
+        {
+            return Err(HandleError::InvalidModuleName {
+                name: shown_name(name),
+                reason,
+            });
+        }
         let total = entry.required.len() + added.len();
         if total > MAX_REQUIRED_MODULES {
             return Err(HandleError::TooManyRequiredModules {
@@ -545,20 +754,32 @@ impl ClusterState {
     /// whose frames we replay: keeping it empty keeps the routing table byte-identical for the
     /// reference client, which never sends the field).
     ///
+    /// The declaration is refused when it breaks the [`Limits`]: over
+    /// [`Limits::max_endpoints`] endpoints or [`Limits::max_declaration_len`] bytes, or when
+    /// the routing table or the module's address list with it would not fit a frame of
+    /// [`Limits::max_frame_len`] bytes (every client that wants routes would then fail its
+    /// handshake). The instance it replaces, if any, stays.
+    ///
     /// # Errors
-    /// [`HandleError`] for a payload that is not a `BackendDeclaration` or an unknown
-    /// connection; nothing changes then.
+    /// [`HandleError`] for a payload that is not a `BackendDeclaration`, a declaration over the
+    /// limits, or an unknown connection; nothing changes then.
     pub fn module_ready(
         &mut self,
         conn: ConnId,
         data: &[u8],
     ) -> Result<Vec<Notification>, HandleError> {
-        let (mut declaration, entry) = decode_from(
-            &mut self.conns,
-            conn,
-            data,
-            payload::decode_backend_declaration,
-        )?;
+        let mut declaration = payload::decode_backend_declaration(data)?;
+        let entry = self
+            .conns
+            .get(&conn)
+            .ok_or(HandleError::UnknownConnection(conn))?;
+        let limits = self.limits;
+        if declaration.endpoints.len() > limits.max_endpoints {
+            return Err(HandleError::TooManyEndpoints {
+                count: declaration.endpoints.len(),
+                max: limits.max_endpoints,
+            });
+        }
         if declaration.transport == GRPC_TRANSPORT {
             for endpoint in &mut declaration.endpoints {
                 if endpoint.http_method.is_empty() {
@@ -567,6 +788,39 @@ impl ClusterState {
             }
         }
         let json = Bytes::from(declaration.to_json());
+        if json.len() > limits.max_declaration_len {
+            return Err(HandleError::DeclarationTooLarge {
+                len: json.len(),
+                max: limits.max_declaration_len,
+            });
+        }
+        // The routing table and the module's address list as they would be with it.
+        let old = entry.instance.as_deref();
+        let count = self.ready.len() + usize::from(old.is_none());
+        let json_len = self.ready_json_len - old.map_or(0, |i| i.json.len()) + json.len();
+        let routes = frame_len(
+            event::CONFIG_SEND_ROUTES_WHEN_CONNECTED,
+            Self::routing_len(json_len, count),
+        );
+        if routes > limits.max_frame_len {
+            return Err(HandleError::FrameTooLarge {
+                what: "routing table",
+                len: routes,
+                max: limits.max_frame_len,
+            });
+        }
+        let addresses = self.addresses_len_with(&entry.module, conn, &declaration.address);
+        let addresses = frame_len(&event::module_connected(&entry.module), addresses);
+        if addresses > limits.max_frame_len {
+            return Err(HandleError::FrameTooLarge {
+                what: "address list",
+                len: addresses,
+                max: limits.max_frame_len,
+            });
+        }
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return Err(HandleError::UnknownConnection(conn));
+        };
         let seq = match &entry.instance {
             Some(instance) => instance.seq,
             None => {
@@ -574,6 +828,7 @@ impl ClusterState {
                 self.next_seq
             }
         };
+        self.ready_json_len = json_len;
         entry.instance = Some(Box::new(Instance {
             seq,
             declaration,
@@ -617,6 +872,7 @@ impl ClusterState {
         if let Some(instance) = &entry.instance {
             module.instances.remove(&instance.seq);
             self.ready.remove(&instance.seq);
+            self.ready_json_len -= instance.json.len();
         }
         // A module that has nothing left to remember is forgotten, so peers that connect under
         // ever new names do not grow the state; one with a config or a schema stays (as in the
@@ -642,6 +898,12 @@ impl ClusterState {
     /// active version (optimistic locking: 0 stands for "no config yet"). The new config gets
     /// the next version and is sent byte for byte as given to every config subscriber.
     ///
+    /// Before all that, the module name must pass [`event::check_module_name`], and the
+    /// config must fit a frame of [`Limits::max_frame_len`] bytes.
+    ///
+    /// A refusal names the place in the config and the rule it breaks, never the value (see
+    /// [`ValidationIssue`]).
+    ///
     /// # Errors
     /// A [`ConfigUpdateError`]; nothing changes then.
     pub fn set_config(
@@ -651,6 +913,23 @@ impl ClusterState {
         expected_version: Option<u64>,
         mode: UpdateMode,
     ) -> Result<ConfigUpdate, ConfigUpdateError> {
+        event::check_module_name(module).map_err(|reason| {
+            ConfigUpdateError::InvalidModuleName {
+                module: shown_name(module),
+                reason,
+            }
+        })?;
+        // A module's later instances get it as `CONFIG:SEND_CONFIG_WHEN_CONNECTED`, the
+        // longer of the two config events.
+        if frame_len(event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, config.len())
+            > self.limits.max_frame_len
+        {
+            return Err(ConfigUpdateError::TooLarge {
+                module: module.to_owned(),
+                len: config.len(),
+                max: self.limits.max_frame_len,
+            });
+        }
         let value: Value =
             serde_json::from_slice(&config).map_err(|e| ConfigUpdateError::NotAnObject {
                 module: module.to_owned(),
@@ -680,10 +959,7 @@ impl ClusterState {
                     })?;
             let issues: Vec<ValidationIssue> = validator
                 .iter_errors(&value)
-                .map(|e| ValidationIssue {
-                    instance_path: e.instance_path().to_string(),
-                    message: e.to_string(),
-                })
+                .map(|e| ValidationIssue::of(&e))
                 .collect();
             if !issues.is_empty() {
                 return Err(ConfigUpdateError::Invalid {
@@ -896,6 +1172,31 @@ impl ClusterState {
             })
             .unwrap_or_default();
         Bytes::from(payload::encode_addresses(&addresses))
+    }
+
+    /// The size of `module`'s address list if `conn` (one of its connections) declared
+    /// `address`.
+    fn addresses_len_with(
+        &self,
+        module: &str,
+        conn: ConnId,
+        address: &AddressConfiguration,
+    ) -> usize {
+        let one =
+            |a: &AddressConfiguration| payload::encode_addresses(std::slice::from_ref(a)).len() - 2;
+        let others: Vec<usize> = self
+            .modules
+            .get(module)
+            .map(|m| {
+                m.instances
+                    .values()
+                    .filter(|c| **c != conn)
+                    .filter_map(|c| self.conns.get(c)?.instance.as_ref())
+                    .map(|i| one(&i.declaration.address))
+                    .collect()
+            })
+            .unwrap_or_default();
+        2 + one(address) + others.iter().sum::<usize>() + others.len()
     }
 
     /// The routing table's JSON, joined from each instance's JSON encoded once at READY (the
@@ -1132,6 +1433,30 @@ mod tests {
             .unwrap();
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].recipients, [ConnId(11)]);
+    }
+
+    #[test]
+    fn the_routing_table_size_is_tracked_through_ready_again_and_disconnect() {
+        let mut s = ClusterState::new();
+        let check = |s: &ClusterState| {
+            let len = ClusterState::routing_len(s.ready_json_len, s.ready.len());
+            assert_eq!(len, s.routing_payload().len());
+        };
+        for (id, ip) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, "10.0.0.3")] {
+            s.connect(ConnId(id), "A", "p");
+            s.module_ready(ConnId(id), ready_json("A", ip).as_bytes())
+                .unwrap();
+            check(&s);
+        }
+        s.module_ready(ConnId(2), ready_json("A", "10.0.0.222").as_bytes())
+            .unwrap();
+        check(&s);
+        s.disconnect(ConnId(1));
+        check(&s);
+        s.disconnect(ConnId(2));
+        s.disconnect(ConnId(3));
+        check(&s);
+        assert_eq!(s.ready_json_len, 0);
     }
 
     #[test]

@@ -48,6 +48,14 @@
 //!
 //! # Rules (docs/protocol.md §2)
 //! - A malformed frame is reported to [`Handlers::on_error`] and skipped; the connection stays.
+//!
+//! # Log volume
+//! What a peer can trigger at will is logged through the connection's [`LogLimiter`]
+//! ([`Conn::log_limiter`], settings in [`ConnConfig::log_limit`]): the first
+//! [`LogLimit::burst`] warnings of each [`LogLimit::interval`] (default 5 per 10 s), then one
+//! summary line with the count of the suppressed ones, and a last summary when the
+//! connection ends. Handlers that log on the peer's behalf (an error handler, an
+//! unknown-event handler) should use the same limiter.
 //! - A frame whose name starts with `__ack_` is an acknowledgement, matched by its ack id only,
 //!   and never dispatched. An ack for an unknown id (never sent, timed out, forgotten) is ignored.
 //! - Ack ids are a per-connection sequence from 1.
@@ -77,6 +85,7 @@
 //! # });
 //! ```
 
+use crate::log_limit::{LogLimit, LogLimiter};
 use crate::{
     CLOSE_NORMAL, CloseInfo, Incoming, MessageSink, MessageStream, Transport, TransportError,
 };
@@ -139,6 +148,9 @@ pub struct ConnConfig {
     /// after [`CLOSE_TIMEOUT`] if the peer still does not read). Keep it well above
     /// `queued_bytes_high_water` and the largest frame you send.
     pub max_queued_bytes: usize,
+    /// How many warnings a peer can cause per interval (default [`LogLimit::default`]: 5 per
+    /// 10 s, then one summary line with the count); see the [module docs](self#log-volume).
+    pub log_limit: LogLimit,
 }
 
 impl Default for ConnConfig {
@@ -148,6 +160,7 @@ impl Default for ConnConfig {
             flush_batch: DEFAULT_FLUSH_BATCH,
             queued_bytes_high_water: DEFAULT_QUEUED_BYTES_HIGH_WATER,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            log_limit: LogLimit::default(),
         }
     }
 }
@@ -376,7 +389,9 @@ impl Handlers {
 
     /// Is told of what goes wrong on the connection without ending it: malformed frames from
     /// the peer ([`ConnError::Malformed`]) and handler panics ([`ConnError::HandlerPanicked`]).
-    /// Without it, they are logged at warn level. It runs inline in the reader.
+    /// Without it, they are logged at warn level through the connection's
+    /// [`LogLimiter`]. It runs inline in the reader, once per error: a handler that logs
+    /// should ask [`Conn::log_limiter`] first.
     #[must_use]
     pub fn on_error<F>(mut self, f: F) -> Self
     where
@@ -413,7 +428,6 @@ impl Handlers {
     fn report(&self, conn: &Conn, error: &ConnError) {
         match &self.0.error {
             Some(handler) => {
-                tracing::debug!(conn = conn.id(), peer = conn.peer(), %error, "connection error");
                 if let Err(panic) =
                     std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, error)))
                 {
@@ -426,7 +440,9 @@ impl Handlers {
                 }
             }
             None => {
-                tracing::warn!(conn = conn.id(), peer = conn.peer(), %error, "connection error")
+                if conn.log_limiter().admit(conn.id(), conn.peer()) {
+                    tracing::warn!(conn = conn.id(), peer = conn.peer(), %error, "connection error");
+                }
             }
         }
     }
@@ -575,6 +591,9 @@ struct Inner {
     /// Wakes `closed()` waiters (when `done` is set) and handler futures (when
     /// `handlers_stopping` is set). Waiters re-check their condition.
     events: Notify,
+    /// Bounds the warnings the peer can cause. Boxed: most connections never warn, and the
+    /// shared state a server holds thousands of stays small.
+    warnings: Box<LogLimiter>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -610,6 +629,7 @@ impl Inner {
             }),
             done: OnceLock::new(),
             events: Notify::new(),
+            warnings: Box::new(LogLimiter::new(config.log_limit)),
         });
         (inner, stop_rx)
     }
@@ -736,14 +756,16 @@ impl Inner {
         let data = match std::str::from_utf8(data) {
             Ok(_) => data,
             Err(err) => {
-                tracing::warn!(
-                    conn = self.id,
-                    peer = &*self.peer,
-                    event,
-                    ack_id,
-                    valid_up_to = err.valid_up_to(),
-                    "handler reply is not UTF-8; acking with empty data"
-                );
+                if self.warnings.admit(self.id, &self.peer) {
+                    tracing::warn!(
+                        conn = self.id,
+                        peer = &*self.peer,
+                        event,
+                        ack_id,
+                        valid_up_to = err.valid_up_to(),
+                        "handler reply is not UTF-8; acking with empty data"
+                    );
+                }
                 &[]
             }
         };
@@ -935,6 +957,7 @@ impl Inner {
 
     /// Logs the end of the connection, once everything of it has stopped.
     fn log_end(&self) {
+        self.warnings.flush(self.id, &self.peer);
         let cause = self.final_cause();
         if cause.normal {
             tracing::info!(conn = self.id, peer = &*self.peer, by_peer = cause.by_peer, reason = %cause.reason, "ETP connection ended");
@@ -993,6 +1016,14 @@ impl Conn {
         ));
         tokio::spawn(run_reader(conn.clone(), stream, handlers, stop_rx, writer));
         conn
+    }
+
+    /// The limiter of the warnings this connection's peer can cause (see the
+    /// [module docs](self#log-volume)): a handler that logs on the peer's behalf asks it
+    /// first, `if conn.log_limiter().admit(conn.id(), conn.peer()) { tracing::warn!(…) }`.
+    #[must_use]
+    pub fn log_limiter(&self) -> &LogLimiter {
+        &self.inner.warnings
     }
 
     /// The process-unique id of this connection (for logs and tests), from 1.

@@ -39,6 +39,7 @@ use std::str::FromStr;
 
 mod acceptor;
 pub mod conn;
+pub mod log_limit;
 pub mod memory;
 mod socket;
 mod stream_end;

@@ -3,10 +3,19 @@
 //! need the service in another process.
 //!
 //! ```text
-//! fake-config-service [--listen ADDR] [--admin ADDR]
+//! fake-config-service [--listen ADDR] [--admin ADDR] [--shutdown-timeout DUR]
+//!     [--admin-header-timeout DUR] [--admin-body-timeout DUR] [--admin-max-connections N]
 //! ```
 //! - `--listen` (default `127.0.0.1:9001`): modules connect to `ws://ADDR/isp-etp/`;
-//! - `--admin` (default `127.0.0.1:9002`): the admin HTTP API (`cluster_testkit::admin`).
+//! - `--admin` (default `127.0.0.1:9002`): the admin HTTP API (`cluster_testkit::admin`);
+//! - `--shutdown-timeout` (default `5s`): after SIGINT/SIGTERM the process exits at the latest
+//!   this long after the signal, whatever is still open;
+//! - `--admin-header-timeout` (default `10s`), `--admin-body-timeout` (default `10s`),
+//!   `--admin-write-timeout` (default `10s`), `--admin-max-connections` (default `256`): the
+//!   admin server's limits
+//!   (`cluster_testkit::admin::AdminConfig`).
+//!
+//! Durations are whole numbers with `ms` or `s` (`500ms`, `5s`).
 //!
 //! Port `0` picks a free port. Once both are bound it prints them on stdout, one a line, and
 //! flushes:
@@ -17,7 +26,9 @@
 //! Logs go to stderr (`RUST_LOG`, default `info`). On SIGINT or SIGTERM it refuses new module
 //! connections (closed with 1013), closes the open ones with 1000 (normal closure, so Go
 //! clients reconnect elsewhere as after any normal close), stops both listeners, and exits
-//! with status 0. Usage errors exit with 2, a failure to bind with 1.
+//! with status 0 — within `--shutdown-timeout` of the signal: past it, whatever is still open
+//! (a module that does not answer its close, an admin request that never ends) is dropped.
+//! Usage errors exit with 2, a failure to bind with 1.
 //!
 //! At start it raises its soft limit of open files to the hard limit (as Go programs do since
 //! Go 1.19), so it can serve as many module connections as the system lets it.
@@ -32,24 +43,31 @@
 //! that tests depend on.
 
 use cluster_testkit::FakeConfigService;
+use cluster_testkit::admin::{AdminConfig, DEFAULT_SHUTDOWN_TIMEOUT};
 use cluster_transport::ws::WsServerConfig;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "\
 fake-config-service: a fake isp-config-service for local development and tests
 
 USAGE:
-    fake-config-service [--listen ADDR] [--admin ADDR]
+    fake-config-service [--listen ADDR] [--admin ADDR] [OPTIONS]
 
 OPTIONS:
-    --listen ADDR   where modules connect: ws://ADDR/isp-etp/ (default 127.0.0.1:9001)
-    --admin ADDR    the admin HTTP API (default 127.0.0.1:9002)
-    -h, --help      print this help
+    --listen ADDR                 where modules connect: ws://ADDR/isp-etp/ (default 127.0.0.1:9001)
+    --admin ADDR                  the admin HTTP API (default 127.0.0.1:9002)
+    --shutdown-timeout DUR        exit at the latest this long after SIGINT/SIGTERM (default 5s)
+    --admin-header-timeout DUR    close an admin connection whose request head is late (default 10s)
+    --admin-body-timeout DUR      answer 408 to a request body that is late (default 10s)
+    --admin-write-timeout DUR     drop an admin client that stops reading its response (default 10s)
+    --admin-max-connections N     answer 503 to admin connections over N (default 256)
+    -h, --help                    print this help
 
-Port 0 picks a free port; the bound addresses are printed on stdout. Logs go to stderr,
-filtered by RUST_LOG (default info). SIGINT/SIGTERM close the module connections with 1000
-and exit 0.
+Durations: a whole number with ms or s (500ms, 5s). Port 0 picks a free port; the bound
+addresses are printed on stdout. Logs go to stderr, filtered by RUST_LOG (default info).
+SIGINT/SIGTERM close the module connections with 1000 and exit 0.
 
 ADMIN API:
     GET  /modules                      modules, connections, instances, configs, schemas
@@ -72,6 +90,20 @@ const READ_BUFFER_SIZE: usize = 1024;
 struct Args {
     listen: String,
     admin: String,
+    shutdown_timeout: Duration,
+    admin_config: AdminConfig,
+}
+
+/// `500ms` or `5s`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse().ok().map(Duration::from_millis)
+    } else {
+        text.strip_suffix('s')?
+            .parse()
+            .ok()
+            .map(Duration::from_secs)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,6 +116,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
     let mut parsed = Args {
         listen: "127.0.0.1:9001".to_owned(),
         admin: "127.0.0.1:9002".to_owned(),
+        shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        admin_config: AdminConfig::default(),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -93,22 +127,40 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             }
             _ => (arg.clone(), None),
         };
-        let slot = match name.as_str() {
+        let what = match name.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
-            "--listen" => &mut parsed.listen,
-            "--admin" => &mut parsed.admin,
+            "--listen" | "--admin" => "an address, e.g. 127.0.0.1:0",
+            "--shutdown-timeout"
+            | "--admin-header-timeout"
+            | "--admin-body-timeout"
+            | "--admin-write-timeout" => "a duration, e.g. 5s or 500ms",
+            "--admin-max-connections" => "a positive number",
             _ => return Err(format!("unknown argument {arg:?}")),
         };
         let value = match inline {
             Some(value) => value,
-            None => args
-                .next()
-                .ok_or_else(|| format!("{name} needs an address, e.g. {name} 127.0.0.1:0"))?,
+            None => args.next().unwrap_or_default(),
         };
+        let bad = || format!("{name} needs {what}");
         if value.is_empty() {
-            return Err(format!("{name} needs an address, e.g. {name} 127.0.0.1:0"));
+            return Err(bad());
         }
-        *slot = value;
+        let duration = || parse_duration(&value).ok_or_else(bad);
+        match name.as_str() {
+            "--listen" => parsed.listen = value.clone(),
+            "--admin" => parsed.admin = value.clone(),
+            "--shutdown-timeout" => {
+                parsed.shutdown_timeout = duration()?;
+                parsed.admin_config.shutdown_timeout = parsed.shutdown_timeout;
+            }
+            "--admin-header-timeout" => parsed.admin_config.header_timeout = duration()?,
+            "--admin-body-timeout" => parsed.admin_config.body_timeout = duration()?,
+            "--admin-write-timeout" => parsed.admin_config.write_timeout = duration()?,
+            _ => {
+                parsed.admin_config.max_connections =
+                    value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+            }
+        }
     }
     Ok(Parsed::Run(parsed))
 }
@@ -150,7 +202,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // Whatever is still running (nothing, unless the shutdown deadline passed) is dropped.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -189,26 +244,42 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(%listen, %admin, "fake config service started");
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(cluster_testkit::admin::serve(
+    let admin_task = tokio::spawn(cluster_testkit::admin::serve_with(
         admin_listener,
         service.clone(),
+        args.admin_config,
         async {
             let _ = admin_stopped.await;
         },
     ));
 
     let signal = shutdown_signal().await?;
-    tracing::info!(signal, "shutting down");
-    service.refuse_connections(true);
-    let closed = service.disconnect_all().await;
-    service.stop().await;
-    let _ = stop_admin.send(());
-    match admin_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "admin API ended with an error"),
-        Err(err) => tracing::warn!(error = %err, "admin API task failed"),
+    tracing::info!(
+        signal,
+        deadline_ms = args.shutdown_timeout.as_millis(),
+        "shutting down"
+    );
+    let shutdown = async {
+        service.refuse_connections(true);
+        // The admin server winds down (its requests in flight get the same deadline) while
+        // the module connections close.
+        let _ = stop_admin.send(());
+        let closed = service.disconnect_all().await;
+        service.stop().await;
+        match admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "admin API ended with an error"),
+            Err(err) => tracing::warn!(error = %err, "admin API task failed"),
+        }
+        closed
+    };
+    match tokio::time::timeout(args.shutdown_timeout, shutdown).await {
+        Ok(closed) => tracing::info!(closed, "fake config service stopped"),
+        Err(_) => tracing::warn!(
+            deadline_ms = args.shutdown_timeout.as_millis(),
+            "shutdown deadline passed; exiting with what is still open"
+        ),
     }
-    tracing::info!(closed, "fake config service stopped");
     Ok(())
 }
 
@@ -271,19 +342,42 @@ mod tests {
 
     #[test]
     fn defaults_and_both_spellings() {
+        let defaults = Args {
+            listen: "127.0.0.1:9001".into(),
+            admin: "127.0.0.1:9002".into(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            admin_config: AdminConfig::default(),
+        };
+        assert_eq!(parse(&[]), Ok(Parsed::Run(defaults)));
+        let Ok(Parsed::Run(args)) = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin=127.0.0.1:7",
+            "--shutdown-timeout=250ms",
+            "--admin-header-timeout",
+            "2s",
+            "--admin-body-timeout=3s",
+            "--admin-write-timeout=4s",
+            "--admin-max-connections",
+            "9",
+        ]) else {
+            panic!("not parsed");
+        };
         assert_eq!(
-            parse(&[]),
-            Ok(Parsed::Run(Args {
-                listen: "127.0.0.1:9001".into(),
-                admin: "127.0.0.1:9002".into()
-            }))
+            (args.listen.as_str(), args.admin.as_str()),
+            ("127.0.0.1:0", "127.0.0.1:7")
         );
+        assert_eq!(args.shutdown_timeout, Duration::from_millis(250));
         assert_eq!(
-            parse(&["--listen", "127.0.0.1:0", "--admin=127.0.0.1:7"]),
-            Ok(Parsed::Run(Args {
-                listen: "127.0.0.1:0".into(),
-                admin: "127.0.0.1:7".into()
-            }))
+            args.admin_config,
+            AdminConfig {
+                max_connections: 9,
+                header_timeout: Duration::from_secs(2),
+                body_timeout: Duration::from_secs(3),
+                write_timeout: Duration::from_secs(4),
+                shutdown_timeout: Duration::from_millis(250),
+                ..AdminConfig::default()
+            }
         );
         assert_eq!(parse(&["--listen", "a", "-h"]), Ok(Parsed::Help));
     }
@@ -305,5 +399,13 @@ mod tests {
                 .unwrap_err()
                 .contains("needs an address")
         );
+        for bad in [
+            &["--shutdown-timeout", "5"][..],
+            &["--admin-body-timeout=fast"],
+            &["--admin-max-connections", "0"],
+            &["--admin-header-timeout"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -207,8 +207,18 @@ pub fn memory(service: &FakeConfigService) -> (Arc<dyn Connector>, String) {
 /// `RUST_LOG=warn`, stdin closed and stdout piped: its first two lines are the bound
 /// addresses (see [`bound_addresses`]).
 pub fn spawn_service_binary(stderr: Stdio) -> Child {
+    spawn_binary(&[], stderr)
+}
+
+/// [`spawn_service_binary`] with more arguments, stderr discarded.
+pub fn spawn_service_binary_with(args: &[&str]) -> Child {
+    spawn_binary(args, Stdio::null())
+}
+
+fn spawn_binary(args: &[&str], stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
