@@ -601,16 +601,35 @@ impl<'a> Driver<'a> {
                         .handle_applied(now(), Applied::Hosts(module), result);
                 }
             }
+            // Both come as often as the peer likes: through the connection's log limiter.
             SessionEvent::ServerError { event, text } => {
-                tracing::error!(
-                    event_id,
-                    event,
-                    text = %String::from_utf8_lossy(&text),
-                    "error event from config service"
-                );
+                if self
+                    .conn
+                    .log_limiter()
+                    .admit(self.conn.id(), self.conn.peer())
+                {
+                    let text = String::from_utf8_lossy(&text);
+                    tracing::error!(
+                        event_id,
+                        event,
+                        text = %shorten(&text),
+                        len = text.len(),
+                        "error event from config service"
+                    );
+                }
             }
             SessionEvent::Unknown { name } => {
-                tracing::warn!(event_id, event = %name, "unexpected event from config service");
+                if self
+                    .conn
+                    .log_limiter()
+                    .admit(self.conn.id(), self.conn.peer())
+                {
+                    tracing::warn!(
+                        event_id,
+                        event = %shorten(&name),
+                        "unexpected event from config service"
+                    );
+                }
             }
             SessionEvent::Ready => {
                 self.ready_at = Some(tokio::time::Instant::now());
@@ -771,6 +790,13 @@ async fn next_event(events: &mut mpsc::Receiver<InboxItem>, budget: &mut u32) ->
         tokio::task::yield_now().await;
     }
     events.recv().await
+}
+
+/// `text` cut to its first 256 characters, for a log line about something the peer chose.
+fn shorten(text: &str) -> &str {
+    text.char_indices()
+        .nth(256)
+        .map_or(text, |(at, _)| &text[..at])
 }
 
 /// Formats a config with its secrets masked, only when the log line is written.

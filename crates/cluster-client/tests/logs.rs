@@ -6,6 +6,7 @@ mod common;
 
 use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::{Client, EventHandler};
+use cluster_testkit::ErrorEvent;
 use common::*;
 
 #[tokio::test(start_paused = true)]
@@ -129,4 +130,96 @@ async fn logs_name_the_routes_size_and_the_in_memory_scheme() {
         "the in-memory scheme: {text}"
     );
     assert!(!text.contains("host=ws://"), "{text}");
+}
+
+/// How many lines of `text` contain `what`.
+fn count(text: &str, what: &str) -> usize {
+    text.lines().filter(|l| l.contains(what)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unknown_events_writes_a_bounded_number_of_warnings() {
+    let (logs, _guard) = Logs::capture();
+    let server = scripted(|events| {
+        Handlers::new().on_unknown(move |conn, name, _data| {
+            record(&events, conn, name);
+            match name {
+                "MODULE:SEND_CONFIG_SCHEMA" => {
+                    let _ = conn.emit("CONFIG:SEND_CONFIG_WHEN_CONNECTED", b"{}");
+                }
+                "MODULE:READY" => {
+                    for _ in 0..10_000 {
+                        let _ = conn.emit("FLOOD", b"x");
+                    }
+                    // Events are handled in order: once this one is applied, the flood was read.
+                    let _ = conn.emit("CONFIG:SEND_CONFIG_CHANGED", br#"{"after":"flood"}"#);
+                }
+                _ => {}
+            }
+            Reply::ack("ok")
+        })
+    });
+    let configs = Configs::new();
+    let client = Client::builder(
+        module("B", "10.0.0.2"),
+        config_data("{}"),
+        [server.host.clone()],
+    )
+    .connector_arc(server.connector.clone())
+    .build()
+    .unwrap();
+    let run = spawn_run(
+        &client,
+        EventHandler::new().remote_config_receiver(configs.clone()),
+    );
+    wait_ready(&client).await;
+    configs.wait_len(2).await;
+    client.close().await;
+    run.await.unwrap().unwrap();
+
+    let text = logs.text();
+    let warned = count(&text, "unexpected event from config service");
+    assert!(warned <= 5, "{warned} warnings for 10,000 unknown events");
+    assert!(
+        text.contains("suppressed=9995"),
+        "a summary counts the rest"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_error_events_writes_a_bounded_number_of_lines() {
+    let (logs, _guard) = Logs::capture();
+    let (service, listener) = service();
+    let configs = Configs::new();
+    let client = builder(&listener, module("B", "10.0.0.2"), "{}")
+        .build()
+        .unwrap();
+    let run = spawn_run(
+        &client,
+        EventHandler::new().remote_config_receiver(configs.clone()),
+    );
+    wait_ready(&client).await;
+    let long = "e".repeat(2_000);
+    for _ in 0..10_000 {
+        service.send_error("B", ErrorEvent::Config, &long);
+    }
+    // Events are handled in order: once this config is applied, the flood was read.
+    service
+        .set_config("B", r#"{"after":"flood"}"#, None)
+        .unwrap();
+    configs.wait_len(2).await;
+    client.close().await;
+    run.await.unwrap().unwrap();
+
+    let text = logs.text();
+    let errors = count(&text, "error event from config service");
+    assert!(errors <= 5, "{errors} lines for 10,000 error events");
+    assert!(
+        text.contains("suppressed=9995"),
+        "a summary counts the rest"
+    );
+    assert!(
+        !text.contains(&"e".repeat(300)),
+        "a peer's text is cut before it is logged"
+    );
 }
