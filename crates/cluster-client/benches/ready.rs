@@ -1,5 +1,6 @@
 //! New client → ready against the fake config service over loopback WebSocket (config +
 //! routes + one required module), and the idle memory of a process running one ready client.
+//! The Go stack's figures and the floors to compare with: `docs/performance.md`.
 //!
 //! `cargo bench -p cluster-client --bench ready` prints the figures. Options (environment):
 //! `READY_SESSIONS` (default 400, the first 10 % are warm-up), `READY_RUNTIME`

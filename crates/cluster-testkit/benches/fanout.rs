@@ -1,5 +1,6 @@
 //! Fan-out bench: how fast one config change reaches N connected modules, and what one
 //! connection costs the service.
+//! The Go stack's figures and the floors to compare with: `docs/performance.md`.
 //!
 //! The service runs in this process on a loopback WebSocket; the N clients run in a child
 //! process (this same binary with `--fanout-client`), so the service's memory is measured

@@ -1,5 +1,6 @@
 //! Scale bench: N module sessions against one `fake-config-service` process, over loopback
 //! WebSocket. It prints its figures; it is not a test.
+//! The Go stack's figures and the floors to compare with: `docs/performance.md`.
 //!
 //! For each N (default 1,000 then 10,000):
 //! 1. starts the `fake-config-service` binary (a fresh process, `RUST_LOG=warn`) on
