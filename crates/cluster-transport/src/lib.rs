@@ -44,10 +44,18 @@ mod socket;
 mod stream_end;
 pub mod tcp;
 pub mod tls;
+mod upgrade;
 pub mod ws;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code sent when the peer broke the protocol (RFC 6455 §7.4.1): a framing
+/// violation, or an ETP frame that does not decode.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// WebSocket close code sent when the peer sends a binary message (ETP is text only).
+pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+/// WebSocket close code sent when a text message is not UTF-8 (invalid frame payload data).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// WebSocket close code sent when a message is over the read limit.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 /// The path the Go peers serve ETP on.
@@ -126,6 +134,15 @@ pub enum TransportError {
     /// text message that is not UTF-8, a malformed length prefix).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The peer broke the protocol; this side closed the connection with `code` (1002 for a
+    /// framing violation, 1003 for a binary message, 1007 for text that is not UTF-8).
+    #[error("the peer broke the protocol ({reason}); closed with {code}")]
+    Violation {
+        /// The close code this side sent.
+        code: u16,
+        /// What the peer did.
+        reason: String,
+    },
     /// The peer refused the connection or is not there.
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect {
@@ -160,6 +177,20 @@ pub enum TransportError {
     /// An IO error.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl TransportError {
+    /// The close code this side sent because of this error, when the transport ended the
+    /// connection itself ([`TransportError::Violation`]: its code;
+    /// [`TransportError::MessageTooBig`]: 1009). `None` for every other error.
+    #[must_use]
+    pub fn close_sent(&self) -> Option<u16> {
+        match self {
+            Self::Violation { code, .. } => Some(*code),
+            Self::MessageTooBig { .. } => Some(CLOSE_MESSAGE_TOO_BIG),
+            _ => None,
+        }
+    }
 }
 
 /// The writing half of a transport. There is one writer per connection.

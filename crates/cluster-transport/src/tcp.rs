@@ -558,7 +558,8 @@ impl TcpAcceptor {
             "the TCP listener stopped",
             local_addr,
             |tx| {
-                socket::accept_loop(listener, "TCP", tx, move |tcp, peer| {
+                let pending = socket::Pending::new(socket::DEFAULT_MAX_PENDING_HANDSHAKES);
+                socket::accept_loop(listener, "TCP", tx, pending, move |tcp, peer| {
                     hello(tcp, peer, config.clone())
                 })
             },

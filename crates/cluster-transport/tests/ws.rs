@@ -133,7 +133,7 @@ async fn a_binary_message_is_a_protocol_error_closed_with_1003() {
     );
     assert!(matches!(
         accepted.transport.stream.recv().await,
-        Err(TransportError::Protocol(_))
+        Err(TransportError::Violation { code: 1003, .. })
     ));
     match raw.next().await {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1003),
