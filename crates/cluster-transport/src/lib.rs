@@ -49,8 +49,8 @@ pub mod ws;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
-/// WebSocket close code sent when the peer broke the protocol (RFC 6455 §7.4.1): a framing
-/// violation, or an ETP frame that does not decode.
+/// WebSocket close code sent when the peer broke the protocol (RFC 6455 §7.4.1): a WebSocket
+/// framing violation.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// WebSocket close code sent when the peer sends a binary message (ETP is text only).
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;

@@ -29,8 +29,14 @@
 //! | a text message (or close reason) that is not UTF-8 | 1007 ([`CLOSE_INVALID_PAYLOAD`]) |
 //! | a message over the read limit | 1009 ([`CLOSE_MESSAGE_TOO_BIG`]) |
 //!
-//! An ETP frame that does not decode is the ETP runtime's business ([`crate::conn`]): it closes
-//! with 1002 too.
+//! An ETP frame that does not decode (inside a well-formed text message) is the ETP runtime's
+//! business ([`crate::conn`]): the WebSocket framing is intact, so it reports the frame to the
+//! error handler and skips it, and the connection stays, as the Go peers do (the fake
+//! service's tests rely on it); no close code is sent for it.
+//!
+//! Either way [`crate::conn::Conn::closed`] says who ended it: `by_peer: false` with our code
+//! when our transport closed for a fault ("closed by us (close 1002: ...)"), `by_peer: true`
+//! with the peer's code when the peer did ("closed by the peer (close 1002: ...)").
 //!
 //! # Upgrade requests
 //! The server reads at most [`MAX_REQUEST_HEAD`] bytes and [`MAX_REQUEST_HEADERS`] header
