@@ -359,6 +359,47 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the check answers (never panics), and an acceptance
+        /// carries a module name that passes `check_module_name`.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            if let Ok(upgrade) = check_request(&bytes) {
+                proptest::prop_assert!(check_module_name(&upgrade.module_name).is_ok());
+            }
+        }
+
+        /// Any module name: it comes back only if it passes `check_module_name`, else 400.
+        #[test]
+        fn any_module_name_is_checked(value in "([a-z_|+.]|%[0-9A-F]{2}|[\\x00-\\x1f]){0,40}") {
+            let head = v13(&format!("/isp-etp/?module_name={value}"));
+            match check_request(&head) {
+                Ok(upgrade) => proptest::prop_assert!(check_module_name(&upgrade.module_name).is_ok()),
+                Err(refusal) => proptest::prop_assert_eq!(refusal.status, 400),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn read_head_stops_at_the_limit_and_at_eof() {
+        let mut endless: &[u8] = &[b'a'; MAX_REQUEST_HEAD * 2];
+        match read_head(&mut endless).await {
+            Err(ReadFailure::Refuse(refusal)) => assert_eq!(refusal.status, 431),
+            other => panic!("expected a 431, got {other:?}"),
+        }
+        let mut cut: &[u8] = b"GET /isp-etp/ HTTP/1.1\r\nHost: h\r\n";
+        assert!(matches!(
+            read_head(&mut cut).await,
+            Err(ReadFailure::Gone(_))
+        ));
+        let mut whole: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(read_head(&mut whole).await.unwrap(), whole_request());
+    }
+
+    fn whole_request() -> Vec<u8> {
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
+    }
+
     #[test]
     fn a_426_names_the_version_it_speaks() {
         let response = Refusal::new(426, "v").response();
