@@ -50,7 +50,9 @@
 //! behind an unstable feature. Its cost in the transport: tokio-util reads into a buffer that
 //! starts at 8 KiB per end, which cannot be set (tungstenite's was set to 4 KiB), so an idle
 //! connection of the ETP runtime costs ~3 KiB more for both ends (see README).
-//! The server side of the opening handshake is ours ([`ws`] docs, *Upgrade requests*).
+//! The opening handshake is ours on both sides ([`ws`] docs, *Upgrade requests*): bounded
+//! requests with an HTTP status for every fault, and the server's reason in a refused client's
+//! error.
 //!
 //! # Example
 //! ```

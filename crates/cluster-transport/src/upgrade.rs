@@ -18,14 +18,23 @@
 //! A refusal is answered with a `text/plain` body naming the fault, `Connection: close`;
 //! then the server stops writing and reads (and drops) what the client still sends for up to
 //! [`LINGER`] / [`LINGER_BYTES`], so that the client reads the answer instead of a reset.
+//!
+//! The client's side is here too: the request the Go client sends, and the answer read within
+//! the same limits ([`MAX_REQUEST_HEAD`], [`MAX_REQUEST_HEADERS`]); a refusal's body (at most
+//! [`MAX_REFUSAL_BODY`] bytes) becomes the reason of the error. Bytes that follow the 101 are
+//! handed to the WebSocket ([`Prefixed`]).
 
 use crate::ETP_PATH;
 use crate::ws::query_unescape;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::{Buf, Bytes};
 use cluster_proto::event::check_module_name;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The longest request head (request line and headers, up to the blank line) a client may
 /// send: 8 KiB (a module name is at most 256 bytes, 768 escaped). Past it: 431.
@@ -36,6 +45,8 @@ pub const MAX_REQUEST_HEADERS: usize = 64;
 pub(crate) const LINGER: Duration = Duration::from_millis(500);
 /// How much of a refused client's data is read and dropped after the answer (64 KiB).
 pub(crate) const LINGER_BYTES: usize = 64 << 10;
+/// The most of a refusal's body the client reads for its error (1 KiB).
+pub(crate) const MAX_REFUSAL_BODY: usize = 1024;
 /// RFC 6455 §1.3.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -287,6 +298,164 @@ pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, re
     .await;
 }
 
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64.
+pub(crate) fn new_key() -> String {
+    STANDARD.encode(rand::random::<[u8; 16]>())
+}
+
+/// The upgrade request of the Go client for `target` (path and query) on `host` (`host:port`).
+pub(crate) fn client_request(host: &str, target: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Reads the server's answer to [`client_request`] with `key`: on a valid 101, the bytes read
+/// past it (the first frames, if the server sent them at once); else why not, with the body
+/// of a refusal.
+pub(crate) async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    key: &str,
+) -> Result<Bytes, String> {
+    // Read straight into `buf` (no chunk on the future's stack), at most 512 bytes at a time.
+    let mut buf = Vec::with_capacity(512);
+    let (status, head_len, content_length) = loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(512);
+        }
+        let room = (MAX_REQUEST_HEAD + 1 - buf.len()).min(512);
+        let n = (&mut *stream)
+            .take(room as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("reading the upgrade answer failed: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection before answering the upgrade".into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = response.code.unwrap_or_default();
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                if status == 101 {
+                    let upgraded = header("upgrade")
+                        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+                    if !upgraded {
+                        return Err("the server switched to another protocol than WebSocket".into());
+                    }
+                    let expected = accept_key(key.as_bytes());
+                    if header("sec-websocket-accept").map(<[u8]>::trim_ascii)
+                        != Some(expected.as_bytes())
+                    {
+                        return Err("the server's Sec-WebSocket-Accept does not match".into());
+                    }
+                    return Ok(Bytes::copy_from_slice(&buf[len..]));
+                }
+                let content_length = header("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                break (status, len, content_length);
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
+                return Err(format!(
+                    "the upgrade answer is over {MAX_REQUEST_HEAD} bytes"
+                ));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(format!("the upgrade answer is not HTTP: {e}")),
+        }
+    };
+    // A refusal: its body (bounded) says why.
+    let want = content_length
+        .unwrap_or(MAX_REFUSAL_BODY)
+        .min(MAX_REFUSAL_BODY);
+    while buf.len() - head_len < want {
+        let missing = (head_len + want - buf.len()) as u64;
+        match (&mut *stream).take(missing).read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let body = &buf[head_len..(head_len + want).min(buf.len())];
+    let reason = String::from_utf8_lossy(body);
+    let reason = reason.trim();
+    Err(if reason.is_empty() {
+        format!("server answered HTTP {status}")
+    } else {
+        format!("server answered HTTP {status}: {reason}")
+    })
+}
+
+/// A stream that first yields `prefix` (bytes already read past the upgrade answer), then
+/// reads from `inner`; writes go to `inner`.
+#[derive(Debug)]
+pub(crate) struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +567,38 @@ mod tests {
 
     fn whole_request() -> Vec<u8> {
         b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
+    }
+
+    #[tokio::test]
+    async fn the_client_reads_a_101_and_keeps_what_follows() {
+        let key = new_key();
+        assert_eq!(STANDARD.decode(&key).unwrap().len(), 16);
+        let mut answer = switching_protocols(&accept_key(key.as_bytes()));
+        answer.extend_from_slice(b"\x81\x02hi");
+        let leftover = read_response(&mut &answer[..], &key).await.unwrap();
+        assert_eq!(&leftover[..], b"\x81\x02hi");
+        let mut prefixed = Prefixed::new(leftover, &b"!"[..]);
+        let mut all = Vec::new();
+        prefixed.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"\x81\x02hi!");
+    }
+
+    #[tokio::test]
+    async fn the_client_reports_a_refusal_with_its_body_and_a_wrong_accept() {
+        let refusal = Refusal::bad("module_name is required").response();
+        let err = read_response(&mut &refusal[..], &new_key())
+            .await
+            .unwrap_err();
+        assert_eq!(err, "server answered HTTP 400: module_name is required");
+        let wrong = switching_protocols("AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        let err = read_response(&mut &wrong[..], &new_key())
+            .await
+            .unwrap_err();
+        assert!(err.contains("Sec-WebSocket-Accept"), "{err}");
+        let err = read_response(&mut &b"HTTP/1.1 101 Swi"[..], &new_key())
+            .await
+            .unwrap_err();
+        assert!(err.contains("closed"), "{err}");
     }
 
     #[test]

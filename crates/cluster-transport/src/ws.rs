@@ -8,8 +8,9 @@
 //!
 //! The WebSocket protocol itself is [tokio-websockets] (chosen by the comparison in the crate
 //! docs): it logs nothing, so no payload can reach a log through it, whatever subscriber or
-//! `log` bridge the application installs. The server's opening handshake is ours (see
-//! *Upgrade requests* below); the client's is tokio-websockets'.
+//! `log` bridge the application installs. The opening handshake is ours on both sides (see
+//! *Upgrade requests* below): a refused client gets the server's reason in its error
+//! ("server answered HTTP 400: invalid module_name: ...").
 //!
 //! # Messages
 //! Text only. Received text is handed over without a copy; sent text is validated as UTF-8
@@ -71,7 +72,7 @@ use crate::acceptor::ChannelAcceptor;
 use crate::socket::{self, Pending, dial_tcp};
 use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
-use crate::upgrade::{self, ReadFailure};
+use crate::upgrade::{self, Prefixed, ReadFailure};
 use crate::{
     Accepted, Acceptor, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR,
     CloseInfo, Connector, ETP_PATH, Endpoint, Incoming, MessageSink, MessageStream, Scheme,
@@ -276,14 +277,11 @@ impl WsConnector {
         let (tcp, peer) = dial_tcp(endpoint).await?;
         let (config, limits) =
             websocket_config(self.config.max_message_size, self.config.write_buffer_size);
-        let builder = ClientBuilder::new()
-            .uri(&etp_url(endpoint, module_name))
-            .map_err(|e| TransportError::Handshake {
-                endpoint: target.clone(),
-                reason: format!("bad request URL: {e}"),
-            })?
-            .config(config)
-            .limits(limits);
+        let builder = ClientBuilder::new().config(config).limits(limits);
+        let request = Upgrade {
+            host: endpoint.authority(),
+            target: format!("{ETP_PATH}?module_name={}", query_escape(module_name)),
+        };
         match endpoint.scheme {
             Scheme::Wss => {
                 let name = self.config.tls.name_for(&endpoint.host)?;
@@ -299,35 +297,53 @@ impl WsConnector {
                             }
                         })
                     })?;
-                upgrade_client(&builder, tls, &target, peer).await
+                upgrade_client(&builder, &request, tls, &target, peer).await
             }
-            _ => upgrade_client(&builder, tcp, &target, peer).await,
+            _ => upgrade_client(&builder, &request, tcp, &target, peer).await,
         }
     }
 }
 
+/// What the client's upgrade request names.
+struct Upgrade {
+    /// `host:port`, the `Host` header.
+    host: String,
+    /// Path and query.
+    target: String,
+}
+
+/// Sends the Go client's upgrade request and reads the answer (see [`crate::upgrade`]).
 async fn upgrade_client<S>(
     builder: &ClientBuilder<'_>,
-    stream: S,
+    request: &Upgrade,
+    mut stream: S,
     target: &str,
     peer: String,
 ) -> Result<Transport, TransportError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, _response) =
-        builder
-            .connect_on(stream)
-            .await
-            .map_err(|e| TransportError::Handshake {
-                endpoint: target.to_owned(),
-                reason: match e {
-                    tokio_websockets::Error::Upgrade(
-                        tokio_websockets::upgrade::Error::DidNotSwitchProtocols(status),
-                    ) => format!("server answered HTTP {status}"),
-                    other => other.to_string(),
-                },
-            })?;
+    let failed = |reason: String| TransportError::Handshake {
+        endpoint: target.to_owned(),
+        reason,
+    };
+    let key = upgrade::new_key();
+    stream
+        .write_all(&upgrade::client_request(
+            &request.host,
+            &request.target,
+            &key,
+        ))
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+    let leftover = upgrade::read_response(&mut stream, &key)
+        .await
+        .map_err(failed)?;
+    let ws = builder.take_over(Prefixed::new(leftover, stream));
     Ok(transport(ws, peer))
 }
 
