@@ -1490,6 +1490,14 @@ async fn wind_down(
                     inner.end_with(Disconnect::peer_closed(info.clone()));
                     None
                 }
+                // The transport closed it with a code because the peer broke the protocol.
+                other if other.close_sent().is_some() => {
+                    inner.end_with(Disconnect::local(CloseInfo {
+                        code: other.close_sent(),
+                        reason: other.to_string(),
+                    }));
+                    None
+                }
                 other => Some(other.to_string()),
             };
             if let Some(reason) = reason {

@@ -13,6 +13,49 @@
 //! On top of any of them, [`conn::Conn`] is the ETP connection runtime: emit, emit with ack,
 //! handlers per event, ping, close, disconnect notification.
 //!
+//! # Nothing of a payload reaches a log
+//! No code of this crate logs a payload, and neither does any dependency it runs: the
+//! WebSocket library has no logging at all, and rustls and tokio-rustls are built without their
+//! `logging` feature. This holds with any subscriber, any level and the `log` bridge on
+//! (tracing-subscriber's `tracing-log` feature), without changing the global `log` level
+//! (`tests/no_payload_in_logs.rs` checks it at TRACE, over `ws://` and `wss://`).
+//!
+//! # The WebSocket library, chosen by numbers
+//! The transport used tokio-tungstenite until tungstenite was found to log every frame with its
+//! payload through the `log` facade (at trace), so that every config secret reached the logs of
+//! any binary with the `log` bridge on. The candidates, measured in one run on this machine
+//! (2 shared cores, loopback, other builds running) with
+//! `cargo bench -p cluster-transport --bench ws_libs` (bare libraries, no ETP; median of 5 runs;
+//! see the bench's docs for the settings):
+//!
+//! | | tokio-tungstenite 0.30 | **tokio-websockets 0.12** (chosen) | fastwebsockets 0.10 |
+//! |---|---|---|---|
+//! | round trip 16 B, current_thread: p50 / p99 | 6.2 / 13.0 µs | 5.9 / 11.8 µs | 5.5 / 6.7 µs |
+//! | round trip 16 B, multi-thread (2 workers): p50 / p99 | 11.2 / 15.8 µs | 8.8 / 25.6 µs | 8.3 / 14.9 µs |
+//! | flood of 1 KiB messages, current_thread / multi-thread | 0.73 / 0.83 M msg/s | 0.78 / 0.99 M msg/s | 0.36 / 0.53 M msg/s |
+//! | memory per idle connection, both ends | 10.1 KiB | 9.8 KiB | 9.3 KiB |
+//! | handshake (TCP + upgrade), p50 / p99 | 33 / 92 µs | 30 / 77 µs | 118 µs / 4.2 ms (hand-written upgrade: its own needs hyper) |
+//! | logs payloads | **yes** (every frame, through `log`, at trace) | no (no logging dependency) | no (one `eprintln!` in its hyper client helper, no payload) |
+//! | RFC 6455 conformance | passes Autobahn (published) | passes Autobahn without relaxations (published); strict by default | passes Autobahn (published) |
+//! | rustls, client and server | any stream (we bring tokio-rustls) | any stream (we bring tokio-rustls) | any stream; its handshake helpers need hyper |
+//! | close codes on faults | 1002/1007 sent by us around it | sends 1002, 1007, 1009 itself | 1002 for a bad close code only; other faults end without a close frame |
+//! | size limits | message and frame | payload (message) | message |
+//! | full duplex (reader and writer apart) | yes | yes | only with its `unstable-split` feature |
+//! | maintenance | active | active (release 2026-06) | slower (last commit 2026-04) |
+//!
+//! tokio-websockets is as fast or faster on every figure that matters to ETP (flood, round trip
+//! p50, handshake), logs nothing, sends the RFC close codes itself and keeps the full-duplex
+//! Sink/Stream shape the transport is built on; fastwebsockets is fastest on a single round
+//! trip but half as fast on a flood (a write per frame), sends few close codes and splits only
+//! behind an unstable feature. Its cost in the transport: tokio-util reads into a buffer that
+//! starts at 8 KiB per end, which cannot be set (tungstenite's was set to 4 KiB), so an idle
+//! connection of the ETP runtime costs ~3–4 KiB more for both ends (15.2 → 19.0 KiB, see
+//! README), and a fake-service connection ~5.6 KiB more (its 1 KiB read buffer setting no
+//! longer applies).
+//! The opening handshake is ours on both sides ([`ws`] docs, *Upgrade requests*): bounded
+//! requests with an HTTP status for every fault, and the server's reason in a refused client's
+//! error.
+//!
 //! # Example
 //! ```
 //! use cluster_transport::memory::MemoryNetwork;
@@ -45,10 +88,18 @@ mod socket;
 mod stream_end;
 pub mod tcp;
 pub mod tls;
+mod upgrade;
 pub mod ws;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code sent when the peer broke the protocol (RFC 6455 §7.4.1): a WebSocket
+/// framing violation.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// WebSocket close code sent when the peer sends a binary message (ETP is text only).
+pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+/// WebSocket close code sent when a text message is not UTF-8 (invalid frame payload data).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// WebSocket close code sent when a message is over the read limit.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 /// The path the Go peers serve ETP on.
@@ -127,6 +178,15 @@ pub enum TransportError {
     /// text message that is not UTF-8, a malformed length prefix).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The peer broke the protocol; this side closed the connection with `code` (1002 for a
+    /// framing violation, 1003 for a binary message, 1007 for text that is not UTF-8).
+    #[error("the peer broke the protocol ({reason}); closed with {code}")]
+    Violation {
+        /// The close code this side sent.
+        code: u16,
+        /// What the peer did.
+        reason: String,
+    },
     /// The peer refused the connection or is not there.
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect {
@@ -161,6 +221,20 @@ pub enum TransportError {
     /// An IO error.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl TransportError {
+    /// The close code this side sent because of this error, when the transport ended the
+    /// connection itself ([`TransportError::Violation`]: its code;
+    /// [`TransportError::MessageTooBig`]: 1009). `None` for every other error.
+    #[must_use]
+    pub fn close_sent(&self) -> Option<u16> {
+        match self {
+            Self::Violation { code, .. } => Some(*code),
+            Self::MessageTooBig { .. } => Some(CLOSE_MESSAGE_TOO_BIG),
+            _ => None,
+        }
+    }
 }
 
 /// The writing half of a transport. There is one writer per connection.

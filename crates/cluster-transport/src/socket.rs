@@ -5,9 +5,10 @@ use crate::{Accepted, Endpoint, TransportError};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Opens a TCP connection to `endpoint`'s host and port, with Nagle's algorithm off. Returns it
@@ -52,21 +53,117 @@ async fn accepted_tcp(
     }
 }
 
+/// Default cap on accepted sockets whose opening handshake (TLS, upgrade, hello) is in
+/// progress: 1,024. Past it, new sockets are closed at once.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
+/// At most one "too many pending handshakes" warning per this interval (1 s); the others are
+/// counted into the next one.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many accepted sockets have their opening handshake in progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingHandshakes {
+    /// In progress now.
+    pub now: usize,
+    /// The most there have been at once since the listener started.
+    pub peak: usize,
+    /// Sockets closed at once because `now` was at the cap, since the listener started.
+    pub refused: u64,
+}
+
+/// The count of handshakes in progress, capped, published on a watch channel.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    cap: usize,
+    tx: watch::Sender<PendingHandshakes>,
+}
+
+impl Pending {
+    /// A count capped at `cap` (at least 1).
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            cap: cap.max(1),
+            tx: watch::Sender::new(PendingHandshakes::default()),
+        })
+    }
+
+    /// Watches the count.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<PendingHandshakes> {
+        self.tx.subscribe()
+    }
+
+    /// Counts one more handshake unless the cap is reached (then counts a refusal).
+    fn enter(self: &Arc<Self>) -> Option<PendingGuard> {
+        let mut entered = false;
+        self.tx.send_modify(|count| {
+            if count.now < self.cap {
+                count.now += 1;
+                count.peak = count.peak.max(count.now);
+                entered = true;
+            } else {
+                count.refused += 1;
+            }
+        });
+        entered.then(|| PendingGuard(Arc::clone(self)))
+    }
+}
+
+/// One handshake in progress; dropping it (done, failed, or aborted) counts it out.
+struct PendingGuard(Arc<Pending>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.tx.send_modify(|count| count.now -= 1);
+    }
+}
+
+/// Rate-limits the refusal warning to one per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, transport: &str, cap: usize) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                refused = self.unlogged,
+                cap,
+                "{transport} listener has {cap} handshakes in progress: new sockets are closed at once"
+            );
+            self.last = Some(now);
+            self.unlogged = 0;
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` until `tx` is closed (the acceptor was dropped), and
 /// runs `handshake` for each in a task of its own, so a slow or silent client holds up no one.
 /// A handshake that yields an [`Accepted`] hands it to `tx`; one that yields `None` refused its
 /// client (and logged why). The handshake tasks belong to the loop (a `JoinSet`): when it ends
 /// they are aborted with it, instead of finishing a handshake nobody will take.
+///
+/// At most `pending`'s cap of handshakes run at once: a socket accepted at the cap is closed
+/// at once (and counted, with a warning at most once per second), so that a flood of idle or
+/// slow sockets cannot take memory and tasks without bound while connected peers go on.
 pub(crate) async fn accept_loop<H, F>(
     listener: TcpListener,
     transport: &'static str,
     tx: mpsc::Sender<Accepted>,
+    pending: Arc<Pending>,
     handshake: H,
 ) where
     H: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = Option<Accepted>> + Send + 'static,
 {
     let mut handshakes = JoinSet::new();
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -77,10 +174,17 @@ pub(crate) async fn accept_loop<H, F>(
         let Some((tcp, peer)) = accepted_tcp(accepted, transport).await else {
             continue;
         };
+        let Some(guard) = pending.enter() else {
+            drop(tcp);
+            refusals.refused(transport, pending.cap);
+            continue;
+        };
         let tx = tx.clone();
         let handshake = handshake(tcp, peer);
         handshakes.spawn(async move {
-            if let Some(accepted) = handshake.await {
+            let accepted = handshake.await;
+            drop(guard);
+            if let Some(accepted) = accepted {
                 tracing::debug!(%peer, module_name = %accepted.module_name, "{transport} client accepted");
                 let _ = tx.send(accepted).await;
             }
@@ -128,6 +232,38 @@ mod tests {
             .unwrap();
         let (tcp, _peer) = accepted_tcp(listener.accept().await, "TCP").await.unwrap();
         assert!(tcp.nodelay().unwrap());
+    }
+
+    #[test]
+    fn the_count_stops_at_the_cap_and_guards_count_out() {
+        let pending = Pending::new(2);
+        let a = pending.enter().unwrap();
+        let b = pending.enter().unwrap();
+        assert!(pending.enter().is_none());
+        let count = *pending.subscribe().borrow();
+        assert_eq!((count.now, count.peak, count.refused), (2, 2, 1));
+        drop(a);
+        let c = pending.enter().unwrap();
+        drop((b, c));
+        let count = *pending.subscribe().borrow();
+        assert_eq!((count.now, count.peak, count.refused), (0, 2, 1));
+        assert_eq!(Pending::new(0).cap, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refusal_warning_is_rate_limited() {
+        let mut log = RefusalLog::default();
+        log.refused("TCP", 1);
+        assert_eq!(log.unlogged, 0, "the first refusal is logged");
+        log.refused("TCP", 1);
+        log.refused("TCP", 1);
+        assert_eq!(
+            log.unlogged, 2,
+            "refusals within the interval are counted, not logged"
+        );
+        tokio::time::advance(REFUSAL_LOG_INTERVAL).await;
+        log.refused("TCP", 1);
+        assert_eq!(log.unlogged, 0, "the next interval logs the count");
     }
 
     #[tokio::test(start_paused = true)]

@@ -525,7 +525,10 @@ impl Connector for TcpConnector {
 }
 
 /// Accepts clients of the TCP transport. Each client's hello is awaited in its own task, so a
-/// silent client holds up no one. Dropping the acceptor stops listening.
+/// silent client holds up no one; at most
+/// [`DEFAULT_MAX_PENDING_HANDSHAKES`](crate::ws::DEFAULT_MAX_PENDING_HANDSHAKES) (1,024) hellos
+/// are awaited at once, and a socket accepted past that is closed at once. Dropping the acceptor
+/// stops listening.
 pub struct TcpAcceptor(ChannelAcceptor);
 
 impl fmt::Debug for TcpAcceptor {
@@ -558,7 +561,8 @@ impl TcpAcceptor {
             "the TCP listener stopped",
             local_addr,
             |tx| {
-                socket::accept_loop(listener, "TCP", tx, move |tcp, peer| {
+                let pending = socket::Pending::new(socket::DEFAULT_MAX_PENDING_HANDSHAKES);
+                socket::accept_loop(listener, "TCP", tx, pending, move |tcp, peer| {
                     hello(tcp, peer, config.clone())
                 })
             },

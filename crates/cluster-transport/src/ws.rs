@@ -4,33 +4,79 @@
 //! client does (the module name is query-escaped the Go way: a space is `+`). A `ws://`
 //! endpoint is always plain TCP; a `wss://` endpoint is always TLS ([`crate::tls`]): neither
 //! falls back to nor upgrades to the other. [`WsAcceptor`] serves the [`ETP_PATH`] path, plain
-//! or with TLS, and refuses a client without a `module_name` with HTTP 400.
+//! or with TLS.
 //!
-//! Messages: text only. A text payload is tungstenite's `Utf8Bytes`, which wraps [`Bytes`]:
-//! received text is handed over without a copy; sent text is validated as UTF-8 and not
-//! copied before framing. A binary message is a protocol violation: the connection is closed
-//! with 1003 and [`TransportError::Protocol`] is returned. A message over the read limit closes
-//! the connection with 1009 and returns [`TransportError::MessageTooBig`]. Pings are answered
-//! by tungstenite while the stream is read; pongs are surfaced as [`Incoming::Pong`].
+//! The WebSocket protocol itself is [tokio-websockets] (chosen by the comparison in the crate
+//! docs): it logs nothing, so no payload can reach a log through it, whatever subscriber or
+//! `log` bridge the application installs. The opening handshake is ours on both sides (see
+//! *Upgrade requests* below): a refused client gets the server's reason in its error
+//! ("server answered HTTP 400: invalid module_name: ...").
+//!
+//! # Messages
+//! Text only. Received text is handed over without a copy; sent text is validated as UTF-8
+//! and framed without a copy (the client masks into a copy, as it must). Pings are answered
+//! while the stream is read; pongs are surfaced as [`Incoming::Pong`].
+//!
+//! # Faults and close codes (RFC 6455 §7.4.1)
+//! The side that sees the fault sends the close frame, returns
+//! [`TransportError::Violation`] (or [`TransportError::MessageTooBig`]) with the code it sent,
+//! and logs at `warn` that *we* ended the connection and why; the other side receives the
+//! close as [`Incoming::Closed`] with that code (the peer ended it).
+//!
+//! | fault | code |
+//! |---|---|
+//! | a WebSocket framing violation (unmasked client frame, masked server frame, reserved bits or opcode, bad control frame, bad continuation, invalid close code) | 1002 ([`CLOSE_PROTOCOL_ERROR`]) |
+//! | a binary message (ETP is text only) | 1003 ([`CLOSE_UNSUPPORTED_DATA`]) |
+//! | a text message (or close reason) that is not UTF-8 | 1007 ([`CLOSE_INVALID_PAYLOAD`]) |
+//! | a message over the read limit | 1009 ([`CLOSE_MESSAGE_TOO_BIG`]) |
+//!
+//! An ETP frame that does not decode (inside a well-formed text message) is the ETP runtime's
+//! business ([`crate::conn`]): the WebSocket framing is intact, so it reports the frame to the
+//! error handler and skips it, and the connection stays, as the Go peers do (the fake
+//! service's tests rely on it); no close code is sent for it.
+//!
+//! Either way [`crate::conn::Conn::closed`] says who ended it: `by_peer: false` with our code
+//! when our transport closed for a fault ("closed by us (close 1002: ...)"), `by_peer: true`
+//! with the peer's code when the peer did ("closed by the peer (close 1002: ...)").
+//!
+//! # Upgrade requests
+//! The server reads at most [`MAX_REQUEST_HEAD`] bytes and [`MAX_REQUEST_HEADERS`] header
+//! fields (past either: 431); a request that is not a WebSocket upgrade, lacks `Host`,
+//! `Sec-WebSocket-Key` or `Sec-WebSocket-Version`, or carries a `module_name` that is missing or
+//! refused by [`check_module_name`](cluster_proto::event::check_module_name) gets 400 with the
+//! reason; a `Sec-WebSocket-Version` other than 13 gets 426 with `Sec-WebSocket-Version: 13`; a
+//! path not under [`ETP_PATH`] gets 404. Each refusal is logged at `warn` with the peer.
+//!
+//! # Pending sockets
+//! Accepted sockets whose TLS and upgrade are not done yet are capped
+//! ([`WsServerConfig::max_pending_handshakes`], default [`DEFAULT_MAX_PENDING_HANDSHAKES`]):
+//! past the cap, a new socket is closed at once (a warning at most once a second), so that a
+//! flood of idle sockets costs bounded memory and connected modules go on. Each pending socket
+//! has [`WsServerConfig::handshake_timeout`] in all for TLS and upgrade together, however
+//! slowly it trickles its bytes.
 //!
 //! # Buffers
-//! tungstenite zero-fills its whole read buffer on every read (128 KiB by default, ~130 KiB per
-//! connection and ~5 µs per round trip, see `docs/performance.md`). Both configs default to a 4 KiB
-//! read buffer and a 32 KiB write buffer (writes are coalesced up to that size until a flush);
-//! an idle connection costs ~10 KiB for both ends together.
+//! tokio-websockets reads into a buffer that starts at 8 KiB (allocated, not zero-filled, so an
+//! idle connection's untouched pages cost nothing) and grows to the largest frame read.
+//! Written frames are queued without a copy and written out together (vectored) at a flush or
+//! once [`WsConfig::write_buffer_size`] bytes are queued.
 //!
 //! # Halves
 //! The two halves share the socket through a `std::sync::Mutex` taken only inside a single
 //! poll (never across an await), so the reading half can also write: it flushes pong and close
-//! replies, and sends the 1003 and 1009 closes.
+//! replies, and sends the closes of the table above.
+//!
+//! [tokio-websockets]: https://docs.rs/tokio-websockets
 
 use crate::acceptor::ChannelAcceptor;
-use crate::socket::{self, dial_tcp};
+use crate::socket::{self, Pending, dial_tcp};
 use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
+use crate::upgrade::{self, Prefixed, ReadFailure};
 use crate::{
-    Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, ETP_PATH, Endpoint, Incoming,
-    MessageSink, MessageStream, Scheme, Transport, TransportError,
+    Accepted, Acceptor, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR,
+    CloseInfo, Connector, ETP_PATH, Endpoint, Incoming, MessageSink, MessageStream, Scheme,
+    Transport, TransportError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,16 +88,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio::sync::watch;
+use tokio_websockets::proto::ProtocolError;
+use tokio_websockets::{
+    ClientBuilder, CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream,
+};
+
+pub use crate::CLOSE_UNSUPPORTED_DATA;
+pub use crate::socket::{DEFAULT_MAX_PENDING_HANDSHAKES, PendingHandshakes};
+pub use crate::upgrade::{MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS};
 
 /// Default connect timeout of [`WsConfig`]: TCP connect, TLS and upgrade together (5 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,18 +107,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 /// Default read limit of the server (1 MiB, as the Go server).
 pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
-/// Default size of tungstenite's read buffer (4 KiB).
+/// Default of the `read_buffer_size` fields (4 KiB). They have no effect since the switch to
+/// tokio-websockets, which sizes its read buffer itself (see *Buffers* in the module docs).
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 << 10;
-/// Default size up to which writes are coalesced before going to the socket (32 KiB).
+/// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
 /// Measured with 1 KiB messages flushed every 64: 8 KiB gave ~0.55–0.85 M msg/s, 32 KiB
-/// ~0.95–1.4 M msg/s on this machine. The buffer grows only while messages are queued, so it
-/// costs an idle connection nothing.
+/// ~0.95–1.4 M msg/s on this machine (with tungstenite; kept for tokio-websockets, whose queue
+/// holds the frames themselves, so it costs an idle connection nothing).
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 32 << 10;
 /// Default time a server gives a client for its TCP/TLS + upgrade handshake (10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Close code sent when the peer sends a binary message (unsupported data).
-pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 /// How long the reading half waits to write out a close reply or its own close (1 s).
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The listen backlog of a [`WsAcceptor`]: 4,096 TCP connections waiting for the accept loop
@@ -80,6 +127,8 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// The longest close reason a close frame can carry (125 bytes of payload minus the code).
 const MAX_CLOSE_REASON: usize = 123;
+/// The largest ping payload a control frame can carry.
+const MAX_PING_PAYLOAD: usize = 125;
 
 /// Settings of a [`WsConnector`]. Every field has a documented default; the `with_*`
 /// methods build one fluently.
@@ -89,9 +138,10 @@ pub struct WsConfig {
     pub connect_timeout: Duration,
     /// The largest message the client accepts. Default 4 MiB (the Go client's limit).
     pub max_message_size: usize,
-    /// tungstenite's read buffer, zero-filled on every read. Default 4 KiB.
+    /// No effect (kept for source compatibility): tokio-websockets sizes its read buffer
+    /// itself. Default [`DEFAULT_READ_BUFFER_SIZE`].
     pub read_buffer_size: usize,
-    /// Writes are coalesced up to this many bytes before a flush. Default 32 KiB.
+    /// Queued frames go out once this many bytes are queued, or at a flush. Default 32 KiB.
     pub write_buffer_size: usize,
     /// Trusted CAs for `wss://`. Default: the `webpki-roots` roots.
     pub tls: TlsConfig,
@@ -124,7 +174,7 @@ impl WsConfig {
         self
     }
 
-    /// Sets [`WsConfig::read_buffer_size`].
+    /// Sets [`WsConfig::read_buffer_size`] (no effect; kept for source compatibility).
     #[must_use]
     pub fn with_read_buffer_size(mut self, size: usize) -> Self {
         self.read_buffer_size = size;
@@ -146,16 +196,12 @@ impl WsConfig {
     }
 }
 
-fn websocket_config(
-    max_message_size: usize,
-    read_buffer_size: usize,
-    write_buffer_size: usize,
-) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(read_buffer_size.max(1))
-        .write_buffer_size(write_buffer_size)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
+/// tokio-websockets' settings for a read limit and a write threshold.
+fn websocket_config(max_message_size: usize, write_buffer_size: usize) -> (Config, Limits) {
+    (
+        Config::default().flush_threshold(write_buffer_size.max(1)),
+        Limits::default().max_payload_len(Some(max_message_size)),
+    )
 }
 
 /// Escapes a query component as Go's `url.QueryEscape` does (and so as the Go client's
@@ -229,17 +275,13 @@ impl WsConnector {
     ) -> Result<Transport, TransportError> {
         let target = endpoint.to_string();
         let (tcp, peer) = dial_tcp(endpoint).await?;
-        let request = etp_url(endpoint, module_name)
-            .into_client_request()
-            .map_err(|e| TransportError::Handshake {
-                endpoint: target.clone(),
-                reason: format!("bad request URL: {e}"),
-            })?;
-        let config = websocket_config(
-            self.config.max_message_size,
-            self.config.read_buffer_size,
-            self.config.write_buffer_size,
-        );
+        let (config, limits) =
+            websocket_config(self.config.max_message_size, self.config.write_buffer_size);
+        let builder = ClientBuilder::new().config(config).limits(limits);
+        let request = Upgrade {
+            host: endpoint.authority(),
+            target: format!("{ETP_PATH}?module_name={}", query_escape(module_name)),
+        };
         match endpoint.scheme {
             Scheme::Wss => {
                 let name = self.config.tls.name_for(&endpoint.host)?;
@@ -255,47 +297,53 @@ impl WsConnector {
                             }
                         })
                     })?;
-                upgrade(request, tls, config, &target, peer).await
+                upgrade_client(&builder, &request, tls, &target, peer).await
             }
-            _ => upgrade(request, tcp, config, &target, peer).await,
+            _ => upgrade_client(&builder, &request, tcp, &target, peer).await,
         }
     }
 }
 
-async fn upgrade<S>(
-    request: tungstenite::handshake::client::Request,
-    stream: S,
-    config: WebSocketConfig,
+/// What the client's upgrade request names.
+struct Upgrade {
+    /// `host:port`, the `Host` header.
+    host: String,
+    /// Path and query.
+    target: String,
+}
+
+/// Sends the Go client's upgrade request and reads the answer (see [`crate::upgrade`]).
+async fn upgrade_client<S>(
+    builder: &ClientBuilder<'_>,
+    request: &Upgrade,
+    mut stream: S,
     target: &str,
     peer: String,
 ) -> Result<Transport, TransportError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, _response) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| {
-                let reason = match e {
-                    tungstenite::Error::Http(response) => {
-                        let body = response
-                            .body()
-                            .as_deref()
-                            .map(String::from_utf8_lossy)
-                            .unwrap_or_default();
-                        format!(
-                            "server answered HTTP {}: {}",
-                            response.status(),
-                            body.trim()
-                        )
-                    }
-                    other => other.to_string(),
-                };
-                TransportError::Handshake {
-                    endpoint: target.to_owned(),
-                    reason,
-                }
-            })?;
+    let failed = |reason: String| TransportError::Handshake {
+        endpoint: target.to_owned(),
+        reason,
+    };
+    let key = upgrade::new_key();
+    stream
+        .write_all(&upgrade::client_request(
+            &request.host,
+            &request.target,
+            &key,
+        ))
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+    let leftover = upgrade::read_response(&mut stream, &key)
+        .await
+        .map_err(failed)?;
+    let ws = builder.take_over(Prefixed::new(leftover, stream));
     Ok(transport(ws, peer))
 }
 
@@ -328,12 +376,18 @@ impl Connector for WsConnector {
 pub struct WsServerConfig {
     /// The largest message the server accepts. Default 1 MiB (the Go server's default).
     pub max_message_size: usize,
-    /// tungstenite's read buffer per connection. Default 4 KiB.
+    /// No effect (kept for source compatibility): tokio-websockets sizes its read buffer
+    /// itself. Default [`DEFAULT_READ_BUFFER_SIZE`].
     pub read_buffer_size: usize,
-    /// Writes are coalesced up to this many bytes before a flush. Default 32 KiB.
+    /// Queued frames go out once this many bytes are queued, or at a flush. Default 32 KiB.
     pub write_buffer_size: usize,
-    /// Time a client gets for TLS + upgrade after TCP accept. Default 10 s.
+    /// Time a client gets for TLS + upgrade after TCP accept, in all (a client trickling its
+    /// request gets no more). Default 10 s.
     pub handshake_timeout: Duration,
+    /// The most accepted sockets whose TLS + upgrade is in progress at once; past it new
+    /// sockets are closed at once. Default [`DEFAULT_MAX_PENDING_HANDSHAKES`] (1,024); 0 counts
+    /// as 1.
+    pub max_pending_handshakes: usize,
     /// Serve `wss://` with this rustls config (see [`tls::server_config_from_pem`]).
     /// Default `None`: plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -346,6 +400,7 @@ impl Default for WsServerConfig {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
             tls: None,
         }
     }
@@ -366,6 +421,13 @@ impl WsServerConfig {
         self
     }
 
+    /// Sets [`WsServerConfig::max_pending_handshakes`].
+    #[must_use]
+    pub fn with_max_pending_handshakes(mut self, max: usize) -> Self {
+        self.max_pending_handshakes = max;
+        self
+    }
+
     /// Sets [`WsServerConfig::tls`].
     #[must_use]
     pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
@@ -378,16 +440,19 @@ impl WsServerConfig {
 ///
 /// A background task accepts TCP connections (listen backlog [`LISTEN_BACKLOG`]) and runs each
 /// one's TLS and upgrade handshake in its own task (bounded by
-/// [`WsServerConfig::handshake_timeout`]), so a slow or silent client never holds up the
-/// others. A request whose path is not under [`ETP_PATH`] gets HTTP 404; one without a
-/// non-empty `module_name` gets HTTP 400. Refusals and failed handshakes are logged and the
-/// acceptor keeps going. Dropping the acceptor stops listening and cancels the handshakes in
-/// progress: their clients see the connection close at once.
-pub struct WsAcceptor(ChannelAcceptor);
+/// [`WsServerConfig::handshake_timeout`], at most [`WsServerConfig::max_pending_handshakes`]
+/// at once), so a slow or silent client never holds up the others. Malformed requests are
+/// answered as the module docs say (*Upgrade requests*). Refusals and failed handshakes are
+/// logged and the acceptor keeps going. Dropping the acceptor stops listening and cancels the
+/// handshakes in progress: their clients see the connection close at once.
+pub struct WsAcceptor {
+    inner: ChannelAcceptor,
+    pending: watch::Receiver<PendingHandshakes>,
+}
 
 impl fmt::Debug for WsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.inner.fmt(f)
     }
 }
 
@@ -404,31 +469,44 @@ impl WsAcceptor {
     ) -> Result<Self, TransportError> {
         let listener = listen(addr).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Self(ChannelAcceptor::spawn(
+        let pending = Pending::new(config.max_pending_handshakes);
+        let watch = pending.subscribe();
+        let inner = ChannelAcceptor::spawn(
             "WsAcceptor",
             "the WebSocket listener stopped",
             local_addr,
             |tx| {
                 let config = Arc::new(config);
                 let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-                socket::accept_loop(listener, "WebSocket", tx, move |tcp, peer| {
+                socket::accept_loop(listener, "WebSocket", tx, pending, move |tcp, peer| {
                     handshake(tcp, peer, Arc::clone(&config), tls.clone())
                 })
             },
-        )))
+        );
+        Ok(Self {
+            inner,
+            pending: watch,
+        })
     }
 
     /// The address it listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.0.local_addr()
+        self.inner.local_addr()
+    }
+
+    /// Watches the handshakes in progress (now, peak, refused at the cap): for metrics, and
+    /// to wait for a count in tests.
+    #[must_use]
+    pub fn pending_handshakes(&self) -> watch::Receiver<PendingHandshakes> {
+        self.pending.clone()
     }
 }
 
 #[async_trait]
 impl Acceptor for WsAcceptor {
     async fn accept(&mut self) -> Result<Accepted, TransportError> {
-        self.0.accept().await
+        self.inner.accept().await
     }
 }
 
@@ -499,71 +577,43 @@ async fn handshake(
     }
 }
 
-fn refuse(status: StatusCode, text: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(text.to_owned()));
-    *response.status_mut() = status;
-    response
-}
-
-/// The `module_name` of an upgrade request, or the HTTP status and text of the refusal.
-fn check_request(request: &Request) -> Result<String, (StatusCode, &'static str)> {
-    let uri = request.uri();
-    if !uri.path().starts_with(ETP_PATH) {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "not found: ETP is served on /isp-etp/",
-        ));
-    }
-    let module_name = uri.query().and_then(|query| {
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (query_unescape(key).as_deref() == Some("module_name")).then(|| query_unescape(value))
-        })
-    });
-    match module_name.flatten() {
-        Some(name) if !name.is_empty() => Ok(name),
-        _ => Err((StatusCode::BAD_REQUEST, "module_name is required")),
-    }
-}
-
-// The callback's error type is tungstenite's.
-#[allow(clippy::result_large_err)]
+/// Reads and checks the upgrade request, answers it, and on success wraps the stream.
 async fn server_upgrade<S>(
-    stream: S,
+    mut stream: S,
     peer: SocketAddr,
     config: &WsServerConfig,
 ) -> Result<Accepted, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut module_name = None;
-    let callback = |request: &Request, response: Response| {
-        let name = check_request(request).map_err(|(status, text)| refuse(status, text))?;
-        module_name = Some(name);
-        Ok(response)
+    let checked = match upgrade::read_head(&mut stream).await {
+        Ok(head) => upgrade::check_request(&head),
+        Err(ReadFailure::Refuse(refusal)) => Err(refusal),
+        Err(ReadFailure::Gone(reason)) => return Err(reason),
     };
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(websocket_config(
-            config.max_message_size,
-            config.read_buffer_size,
-            config.write_buffer_size,
-        )),
-    )
-    .await
-    .map_err(|e| match e {
-        tungstenite::Error::Http(response) => format!(
-            "HTTP {}: {}",
-            response.status(),
-            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
-        ),
-        other => format!("upgrade failed: {other}"),
-    })?;
-    let module_name = module_name.ok_or_else(|| "upgrade without module_name".to_owned())?;
+    let upgrade = match checked {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => {
+            upgrade::refuse(&mut stream, &refusal).await;
+            return Err(format!("HTTP {}: {}", refusal.status, refusal.reason));
+        }
+    };
+    stream
+        .write_all(&upgrade::switching_protocols(&upgrade.accept))
+        .await
+        .map_err(|e| format!("cannot answer the upgrade: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("cannot answer the upgrade: {e}"))?;
+    let (ws_config, limits) = websocket_config(config.max_message_size, config.write_buffer_size);
+    let ws = ServerBuilder::new()
+        .config(ws_config)
+        .limits(limits)
+        .serve(stream);
     Ok(Accepted {
         transport: transport(ws, peer.to_string()),
-        module_name,
+        module_name: upgrade.module_name,
     })
 }
 
@@ -572,6 +622,8 @@ struct Shared<S> {
     ws: Mutex<WebSocketStream<S>>,
     sent_close: OnceLock<CloseInfo>,
     received_close: OnceLock<CloseInfo>,
+    /// The peer, for logs.
+    peer: String,
 }
 
 impl<S> Shared<S>
@@ -582,7 +634,7 @@ where
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn send(&self, message: Message) -> Result<(), tungstenite::Error> {
+    async fn send(&self, message: Message) -> Result<(), tokio_websockets::Error> {
         let mut message = Some(message);
         poll_fn(|cx| {
             let mut ws = self.lock();
@@ -595,11 +647,11 @@ where
         .await
     }
 
-    async fn flush(&self) -> Result<(), tungstenite::Error> {
+    async fn flush(&self) -> Result<(), tokio_websockets::Error> {
         poll_fn(|cx| Pin::new(&mut *self.lock()).poll_flush(cx)).await
     }
 
-    async fn next(&self) -> Option<Result<Message, tungstenite::Error>> {
+    async fn next(&self) -> Option<Result<Message, tokio_websockets::Error>> {
         poll_fn(|cx| Pin::new(&mut *self.lock()).poll_next(cx)).await
     }
 
@@ -614,32 +666,33 @@ where
             })
     }
 
-    /// Maps a tungstenite error to ours.
-    fn error(&self, err: tungstenite::Error) -> TransportError {
-        use tungstenite::error::{CapacityError, ProtocolError};
+    /// Maps a tokio-websockets error to ours.
+    fn error(&self, err: tokio_websockets::Error) -> TransportError {
+        use tokio_websockets::Error;
         match err {
-            tungstenite::Error::ConnectionClosed
-            | tungstenite::Error::AlreadyClosed
-            | tungstenite::Error::Protocol(ProtocolError::SendAfterClosing) => {
-                TransportError::Closed(self.close_info())
-            }
-            tungstenite::Error::Io(err) => TransportError::Lost(err.to_string()),
-            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                TransportError::Lost("connection reset without a close frame".to_owned())
-            }
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                TransportError::MessageTooBig {
-                    size,
-                    limit: max_size,
-                }
-            }
+            Error::AlreadyClosed => TransportError::Closed(self.close_info()),
+            Error::Io(err) => TransportError::Lost(err.to_string()),
+            Error::Protocol(violation) => TransportError::Violation {
+                code: if matches!(violation, ProtocolError::InvalidUtf8) {
+                    CLOSE_INVALID_PAYLOAD
+                } else {
+                    CLOSE_PROTOCOL_ERROR
+                },
+                reason: violation.to_string(),
+            },
+            Error::PayloadTooLong { len, max_len } => TransportError::MessageTooBig {
+                size: len,
+                limit: max_len,
+            },
             other => TransportError::Protocol(other.to_string()),
         }
     }
 
-    /// Sends our own close from the reading half, bounded in time; errors are ignored
-    /// (the connection is going away anyway).
-    async fn close_from_reader(&self, code: u16, reason: &str) {
+    /// Ends the connection from the reading half because the peer broke a rule: sends the
+    /// close `code` (unless tokio-websockets queued it already, or a close was exchanged),
+    /// writes it out within [`CLOSE_WRITE_TIMEOUT`], and logs that we ended it. Write errors
+    /// are ignored: the connection is going away anyway.
+    async fn close_for_fault(&self, code: u16, reason: &str) {
         let info = CloseInfo {
             code: Some(code),
             reason: reason.to_owned(),
@@ -647,23 +700,51 @@ where
         if self.sent_close.set(info).is_err() || self.received_close.get().is_some() {
             return;
         }
-        let frame = close_frame(code, reason);
+        tracing::warn!(
+            peer = %self.peer,
+            code,
+            reason,
+            "WebSocket connection closed by us: the peer broke the protocol"
+        );
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            self.send(Message::Close(Some(frame))).await?;
+            // tokio-websockets queues its own close for framing faults: then this one is
+            // refused (AlreadyClosed) and the flush writes out the queued one.
+            let _ = self.send(close_message(Some(code), reason)).await;
             self.flush().await
         })
         .await;
     }
 }
 
-fn close_frame(code: u16, reason: &str) -> CloseFrame {
+/// A close frame for `code` and `reason`: a reason over 123 bytes is cut at a character
+/// boundary; a code that may not be sent (outside 1000–1015 and 3000–4999, or one of the
+/// reserved 1004, 1005, 1006, 1015) gives a close frame without code or reason.
+fn close_message(code: Option<u16>, reason: &str) -> Message {
+    let code = code
+        .and_then(|code| CloseCode::try_from(code).ok())
+        .filter(|code| !code.is_reserved());
     let mut end = reason.len().min(MAX_CLOSE_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from(&reason[..end]),
+    match code {
+        Some(code) => Message::close(Some(code), &reason[..end]),
+        None => Message::close(None, ""),
+    }
+}
+
+/// The close frame `close_message` sends, as recorded by the sink.
+fn sent_close_info(code: u16, reason: &str) -> CloseInfo {
+    let message = close_message(Some(code), reason);
+    match message.as_close() {
+        Some((code, reason)) if code != CloseCode::NO_STATUS_RECEIVED => CloseInfo {
+            code: Some(u16::from(code)),
+            reason: reason.to_owned(),
+        },
+        _ => CloseInfo {
+            code: None,
+            reason: String::new(),
+        },
     }
 }
 
@@ -675,6 +756,7 @@ where
         ws: Mutex::new(ws),
         sent_close: OnceLock::new(),
         received_close: OnceLock::new(),
+        peer: peer.clone(),
     });
     Transport {
         sink: Box::new(WsSink {
@@ -716,12 +798,14 @@ where
 {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
         self.check()?;
-        let text = Utf8Bytes::try_from(text).map_err(|_| {
-            TransportError::Protocol("a text message must be valid UTF-8".to_owned())
-        })?;
+        if std::str::from_utf8(&text).is_err() {
+            return Err(TransportError::Protocol(
+                "a text message must be valid UTF-8".to_owned(),
+            ));
+        }
         let shared = &self.shared;
         shared
-            .send(Message::Text(text))
+            .send(Message::text(text))
             .await
             .map_err(|e| shared.error(e))
     }
@@ -731,19 +815,28 @@ where
         shared.flush().await.map_err(|e| shared.error(e))
     }
 
+    /// Sends a ping (a payload over 125 bytes, the most a control frame carries, is refused
+    /// with [`TransportError::Protocol`]) and flushes.
     async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {
         self.check()?;
+        if payload.len() > MAX_PING_PAYLOAD {
+            return Err(TransportError::Protocol(format!(
+                "a ping carries at most {MAX_PING_PAYLOAD} bytes"
+            )));
+        }
         let shared = &self.shared;
         shared
-            .send(Message::Ping(payload))
+            .send(Message::ping(payload))
             .await
             .map_err(|e| shared.error(e))?;
         shared.flush().await.map_err(|e| shared.error(e))
     }
 
-    /// Sends a close frame (a reason over 123 bytes is cut at a character boundary) after
-    /// what was fed, and flushes. Closing again is a no-op; closing after the peer's close
-    /// was received is [`TransportError::Closed`].
+    /// Sends a close frame after what was fed, and flushes. A reason over 123 bytes is cut at
+    /// a character boundary; a code that may not be sent on the wire (outside 1000–1015 and
+    /// 3000–4999, or the reserved 1004, 1005, 1006 and 1015) sends a close frame without code
+    /// or reason (the peer sees 1005, no status). Closing again is a no-op; closing after the
+    /// peer's close was received is [`TransportError::Closed`].
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
         let shared = &self.shared;
         if shared.sent_close.get().is_some() {
@@ -752,13 +845,9 @@ where
         if let Some(info) = shared.received_close.get() {
             return Err(TransportError::Closed(info.clone()));
         }
-        let frame = close_frame(code, reason);
-        let _ = shared.sent_close.set(CloseInfo {
-            code: Some(code),
-            reason: frame.reason.to_string(),
-        });
+        let _ = shared.sent_close.set(sent_close_info(code, reason));
         shared
-            .send(Message::Close(Some(frame)))
+            .send(close_message(Some(code), reason))
             .await
             .map_err(|e| shared.error(e))?;
         shared.flush().await.map_err(|e| shared.error(e))
@@ -777,55 +866,22 @@ where
     async fn next_incoming(&mut self) -> Result<Incoming, TransportError> {
         let shared = &self.shared;
         loop {
-            match shared.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(Incoming::Text(Bytes::from(text))),
-                Some(Ok(Message::Pong(payload))) => return Ok(Incoming::Pong(payload)),
-                // tungstenite queued the pong; the next read writes it out.
-                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Binary(data))) => {
-                    tracing::warn!(
-                        size = data.len(),
-                        "WebSocket peer sent a binary message; closing with 1003"
-                    );
-                    shared
-                        .close_from_reader(
-                            CLOSE_UNSUPPORTED_DATA,
-                            "binary messages are not supported",
-                        )
-                        .await;
-                    return Err(TransportError::Protocol(
-                        "received a binary message; ETP is text only".to_owned(),
-                    ));
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let info = frame.map_or_else(
-                        || CloseInfo {
-                            code: None,
-                            reason: String::new(),
-                        },
-                        |frame| CloseInfo {
-                            code: Some(u16::from(frame.code)),
-                            reason: frame.reason.to_string(),
-                        },
-                    );
-                    let _ = shared.received_close.set(info.clone());
-                    // Write out the close reply tungstenite queued (if the peer started).
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, shared.flush()).await;
-                    return Ok(Incoming::Closed(info));
-                }
+            let message = match shared.next().await {
+                Some(Ok(message)) => message,
                 Some(Err(err)) => {
                     let err = shared.error(err);
-                    if let TransportError::MessageTooBig { size, limit } = &err {
-                        tracing::warn!(
-                            size,
-                            limit,
-                            "WebSocket peer sent a message over the limit; closing with 1009"
-                        );
-                        shared
-                            .close_from_reader(CLOSE_MESSAGE_TOO_BIG, "message too big")
-                            .await;
-                    } else {
-                        tracing::debug!(error = %err, "WebSocket read failed");
+                    match &err {
+                        TransportError::MessageTooBig { size, limit } => {
+                            let reason =
+                                format!("message of {size} bytes over the limit of {limit}");
+                            shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason).await;
+                        }
+                        TransportError::Violation { code, reason } => {
+                            shared.close_for_fault(*code, reason).await;
+                        }
+                        _ => {
+                            tracing::debug!(peer = %shared.peer, error = %err, "WebSocket read failed")
+                        }
                     }
                     return Err(err);
                 }
@@ -837,7 +893,42 @@ where
                         ),
                     });
                 }
+            };
+            if message.is_text() {
+                return Ok(Incoming::Text(Bytes::from(message.into_payload())));
             }
+            if message.is_pong() {
+                return Ok(Incoming::Pong(Bytes::from(message.into_payload())));
+            }
+            if let Some((code, reason)) = message.as_close() {
+                let mut info = CloseInfo {
+                    code: (code != CloseCode::NO_STATUS_RECEIVED).then(|| u16::from(code)),
+                    reason: reason.to_owned(),
+                };
+                // tokio-websockets echoes a close with its code only: the reply to our own
+                // close reports our close, reason included.
+                if let Some(sent) = shared.sent_close.get()
+                    && sent.code == info.code
+                    && info.reason.is_empty()
+                {
+                    info = sent.clone();
+                }
+                let _ = shared.received_close.set(info.clone());
+                // Write out the close reply tokio-websockets queued (if the peer started).
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, shared.flush()).await;
+                return Ok(Incoming::Closed(info));
+            }
+            if message.is_binary() {
+                let reason = "binary messages are not supported";
+                shared
+                    .close_for_fault(crate::CLOSE_UNSUPPORTED_DATA, reason)
+                    .await;
+                return Err(TransportError::Violation {
+                    code: crate::CLOSE_UNSUPPORTED_DATA,
+                    reason: reason.to_owned(),
+                });
+            }
+            // A ping: tokio-websockets queued the pong; the next read writes it out.
         }
     }
 }
@@ -888,9 +979,25 @@ mod tests {
     #[test]
     fn close_reason_is_cut_at_a_char_boundary() {
         let long = "é".repeat(100);
-        let frame = close_frame(1000, &long);
-        assert!(frame.reason.len() <= MAX_CLOSE_REASON);
-        assert_eq!(frame.reason.len(), 122);
+        let info = sent_close_info(1000, &long);
+        assert!(info.reason.len() <= MAX_CLOSE_REASON);
+        assert_eq!(info.reason.len(), 122);
+        assert_eq!(info.code, Some(1000));
+    }
+
+    #[test]
+    fn a_code_that_may_not_be_sent_sends_no_code() {
+        for code in [0, 999, 1005, 1006, 1015, 2000, 5000] {
+            assert_eq!(
+                sent_close_info(code, "x"),
+                CloseInfo {
+                    code: None,
+                    reason: String::new()
+                },
+                "{code}"
+            );
+        }
+        assert_eq!(sent_close_info(4000, "x").code, Some(4000));
     }
 
     #[tokio::test]
@@ -937,27 +1044,5 @@ mod tests {
             .await
             .expect("the handshake outlived its acceptor: the connection stayed open");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    }
-
-    #[test]
-    fn request_checks() {
-        let req = |uri: &str| Request::builder().uri(uri).body(()).unwrap();
-        assert_eq!(
-            check_request(&req("/isp-etp/?module_name=a+b")).unwrap(),
-            "a b"
-        );
-        assert_eq!(
-            check_request(&req("/isp-etp/?x=1&module_name=%D0%BC")).unwrap(),
-            "м"
-        );
-        assert_eq!(check_request(&req("/isp-etp/")).unwrap_err().0, 400);
-        assert_eq!(
-            check_request(&req("/isp-etp/?module_name=")).unwrap_err().0,
-            400
-        );
-        assert_eq!(
-            check_request(&req("/other?module_name=a")).unwrap_err().0,
-            404
-        );
     }
 }

@@ -88,10 +88,20 @@ async fn refuses_a_missing_or_empty_module_name_and_keeps_accepting() {
         assert!(head[0].starts_with("HTTP/1.1 400"), "{target}: {head:?}");
     }
 
-    let refused = connector().connect(&endpoint, "").await.unwrap_err();
-    match refused {
-        TransportError::Handshake { reason, .. } => assert!(reason.contains("400"), "{reason}"),
-        other => panic!("expected a handshake error, got {other:?}"),
+    // Our client reports the server's reason.
+    for (name, why) in [
+        ("", "module_name is required"),
+        (
+            "a||b",
+            "invalid module_name: the module name contains `||`, the ETP field separator",
+        ),
+    ] {
+        match connector().connect(&endpoint, name).await.unwrap_err() {
+            TransportError::Handshake { reason, .. } => {
+                assert_eq!(reason, format!("server answered HTTP 400: {why}"));
+            }
+            other => panic!("expected a handshake error, got {other:?}"),
+        }
     }
 
     let _client = connector()
@@ -133,7 +143,7 @@ async fn a_binary_message_is_a_protocol_error_closed_with_1003() {
     );
     assert!(matches!(
         accepted.transport.stream.recv().await,
-        Err(TransportError::Protocol(_))
+        Err(TransportError::Violation { code: 1003, .. })
     ));
     match raw.next().await {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1003),
