@@ -12,8 +12,7 @@
 //! process: what the service itself costs, without sockets.
 //!
 //! `cargo bench -p cluster-testkit --bench fanout`; `FANOUT_N` (default 10000) and
-//! `FANOUT_ROUNDS` (default 20) change the size, `FANOUT_MODE=ws|memory` runs one part,
-//! `FANOUT_READ_BUFFER` sets the service's WebSocket read buffer.
+//! `FANOUT_ROUNDS` (default 20) change the size, `FANOUT_MODE=ws|memory` runs one part.
 
 use bytes::Bytes;
 use cluster_testkit::FakeConfigService;
@@ -157,14 +156,7 @@ fn server() {
         .expect("runtime");
     // On a worker thread, as a test task would be: wake-ups then go to the worker's queue.
     let part = runtime.spawn(async move {
-        let mut ws = cluster_transport::ws::WsServerConfig {
-            read_buffer_size: cluster_testkit::service::DEFAULT_READ_BUFFER_SIZE,
-            ..Default::default()
-        };
-        if let Some(size) = std::env::var("FANOUT_READ_BUFFER").ok().and_then(|v| v.parse().ok()) {
-            ws.read_buffer_size = size;
-        }
-        eprintln!("server read buffer: {} bytes", ws.read_buffer_size);
+        let ws = cluster_transport::ws::WsServerConfig::default();
         let service = FakeConfigService::builder()
             .recording(false)
             .ws_config(ws)

@@ -25,10 +25,8 @@
 //!   service as a program, for Go services under development.
 //!
 //! # Cost
-//! Measured by `benches/fanout.rs` (2 shared cores, loopback): an idle WebSocket module
-//! connection costs the service about 7.5 KiB; one config change reaches 10,000 connected
-//! modules in about 25 ms over the in-memory transport, 100–200 ms over WebSocket with the
-//! clients in another process on the same two cores.
+//! What a connection costs the service and how fast a change reaches N modules are measured by
+//! `benches/fanout.rs` and `benches/scale.rs`; the README's benchmark table has the figures.
 //!
 //! # Limits, against hostile or broken peers
 //! Every limit has a default that a test can change; none lets a peer make the service send a

@@ -276,22 +276,13 @@ pub struct FakeConfigServiceBuilder {
     memory_config: MemoryConfig,
 }
 
-/// The default [`WsServerConfig::read_buffer_size`] of the service: 1 KiB instead of the
-/// transport's 4 KiB. A fake service holds many mostly idle connections (10,000 in load tests)
-/// and receives three small frames per connection; the read buffer is most of what an idle
-/// connection costs. Larger messages are read in several chunks.
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 1024;
-
 impl Default for FakeConfigServiceBuilder {
     fn default() -> Self {
         Self {
             recording: true,
             limits: Limits::default(),
             conn_config: ConnConfig::default(),
-            ws_config: WsServerConfig {
-                read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
-                ..WsServerConfig::default()
-            },
+            ws_config: WsServerConfig::default(),
             memory_config: MemoryConfig::default(),
         }
     }
@@ -322,8 +313,8 @@ impl FakeConfigServiceBuilder {
         self
     }
 
-    /// The settings of WebSocket listeners (default [`WsServerConfig::default`], 1 MiB
-    /// messages as the Go server, except a read buffer of [`DEFAULT_READ_BUFFER_SIZE`]).
+    /// The settings of WebSocket listeners (default [`WsServerConfig::default`]: 1 MiB
+    /// messages, as the Go server).
     #[must_use]
     pub fn ws_config(mut self, config: WsServerConfig) -> Self {
         self.ws_config = config;

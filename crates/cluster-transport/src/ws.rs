@@ -107,9 +107,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 /// Default read limit of the server (1 MiB, as the Go server).
 pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
-/// Default of the `read_buffer_size` fields (4 KiB). They have no effect since the switch to
-/// tokio-websockets, which sizes its read buffer itself (see *Buffers* in the module docs).
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 << 10;
 /// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
 /// Measured with 1 KiB messages flushed every 64: 8 KiB gave ~0.55–0.85 M msg/s, 32 KiB
@@ -138,9 +135,6 @@ pub struct WsConfig {
     pub connect_timeout: Duration,
     /// The largest message the client accepts. Default 4 MiB (the Go client's limit).
     pub max_message_size: usize,
-    /// No effect (kept for source compatibility): tokio-websockets sizes its read buffer
-    /// itself. Default [`DEFAULT_READ_BUFFER_SIZE`].
-    pub read_buffer_size: usize,
     /// Queued frames go out once this many bytes are queued, or at a flush. Default 32 KiB.
     pub write_buffer_size: usize,
     /// Trusted CAs for `wss://`. Default: the `webpki-roots` roots.
@@ -152,7 +146,6 @@ impl Default for WsConfig {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_message_size: DEFAULT_CLIENT_MAX_MESSAGE_SIZE,
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
             tls: TlsConfig::default(),
         }
@@ -171,13 +164,6 @@ impl WsConfig {
     #[must_use]
     pub fn with_max_message_size(mut self, size: usize) -> Self {
         self.max_message_size = size;
-        self
-    }
-
-    /// Sets [`WsConfig::read_buffer_size`] (no effect; kept for source compatibility).
-    #[must_use]
-    pub fn with_read_buffer_size(mut self, size: usize) -> Self {
-        self.read_buffer_size = size;
         self
     }
 
@@ -376,9 +362,6 @@ impl Connector for WsConnector {
 pub struct WsServerConfig {
     /// The largest message the server accepts. Default 1 MiB (the Go server's default).
     pub max_message_size: usize,
-    /// No effect (kept for source compatibility): tokio-websockets sizes its read buffer
-    /// itself. Default [`DEFAULT_READ_BUFFER_SIZE`].
-    pub read_buffer_size: usize,
     /// Queued frames go out once this many bytes are queued, or at a flush. Default 32 KiB.
     pub write_buffer_size: usize,
     /// Time a client gets for TLS + upgrade after TCP accept, in all (a client trickling its
@@ -397,7 +380,6 @@ impl Default for WsServerConfig {
     fn default() -> Self {
         Self {
             max_message_size: DEFAULT_SERVER_MAX_MESSAGE_SIZE,
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,

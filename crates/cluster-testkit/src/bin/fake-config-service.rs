@@ -80,12 +80,6 @@ ADMIN API:
          /config/module/get_modules_info, /config/routing/get_routes   (isp-config-service)
 ";
 
-/// The WebSocket read buffer of each module connection. Modules send three small messages
-/// (the largest, the config schema, is a few KiB at most and is read in several pieces), so
-/// 1 KiB instead of the library's 4 KiB saves memory: 11.2 → 8.6 KiB per connection measured
-/// with 10,000 connections (`benches/scale.rs`).
-const READ_BUFFER_SIZE: usize = 1024;
-
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     listen: String,
@@ -216,10 +210,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let ws_config = WsServerConfig {
-        read_buffer_size: READ_BUFFER_SIZE,
-        ..WsServerConfig::default()
-    };
+    let ws_config = WsServerConfig::default();
     let service = FakeConfigService::builder()
         .recording(false)
         .ws_config(ws_config)
