@@ -18,10 +18,12 @@
 //! `rtt` and `flood` run on a current_thread runtime and on a 2-worker multi-thread runtime.
 //! Each part runs `RUNS` times; the median run is printed with the min and max.
 
+mod common;
 use bytes::Bytes;
 use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, CLOSE_NORMAL, Connector, Endpoint, Incoming, Transport};
+use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +36,6 @@ const FLOOD_EVENTS: u64 = 300_000;
 const FLOOD_SIZE: usize = 1024;
 const WINDOW: u64 = 4_096;
 const IDLE_CONNECTIONS: usize = 1_000;
-const PAGE: u64 = 4096;
 
 struct Net {
     acceptor: WsAcceptor,
@@ -78,12 +79,6 @@ fn spawn_pair(client: Transport, server: Transport, handlers: Handlers) -> (Conn
     )
 }
 
-struct Rtt {
-    ops_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
 async fn rtt() -> Rtt {
     let mut net = Net::new().await;
     let (c, s) = net.pair().await;
@@ -103,12 +98,7 @@ async fn rtt() -> Rtt {
     let total = started.elapsed();
     client.close(CLOSE_NORMAL, "done").await;
     server.closed().await;
-    samples.sort_unstable();
-    Rtt {
-        ops_per_sec: RTT_ROUNDS as f64 / total.as_secs_f64(),
-        p50: samples[samples.len() / 2],
-        p99: samples[samples.len() * 99 / 100],
-    }
+    summarize(&mut samples, total)
 }
 
 async fn flood() -> f64 {
@@ -182,12 +172,7 @@ async fn floor_rtt() -> Rtt {
         .expect("close");
     let _ = client.stream.recv().await;
     let _ = echo.await;
-    samples.sort_unstable();
-    Rtt {
-        ops_per_sec: RTT_ROUNDS as f64 / total.as_secs_f64(),
-        p50: samples[samples.len() / 2],
-        p99: samples[samples.len() * 99 / 100],
-    }
+    summarize(&mut samples, total)
 }
 
 /// The floor of `flood`: the raw transports, the sender feeding and flushing every 64 frames
@@ -256,16 +241,6 @@ async fn warm(from: &mut Transport, to: &mut Transport) {
     to.stream.recv().await.expect("recv");
 }
 
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("statm resident pages");
-    pages * PAGE
-}
-
 /// Bytes per connection (both ends): (transports only, conn runtime on top).
 async fn memory() -> (f64, f64) {
     let mut net = Net::new().await;
@@ -307,31 +282,6 @@ async fn memory() -> (f64, f64) {
         server.closed().await;
     }
     result
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// (min, median, max) of `values` by `key`.
-fn spread<T: Copy>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> (T, T, T) {
-    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    (
-        values[0],
-        values[values.len() / 2],
-        values[values.len() - 1],
-    )
 }
 
 fn run_rtt<F: Future<Output = Rtt>>(
@@ -410,14 +360,6 @@ fn run_memory() {
         kib(min.0 + min.1),
         kib(max.0 + max.1),
     );
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn kib(bytes: f64) -> f64 {
-    bytes / 1024.0
 }
 
 fn main() {

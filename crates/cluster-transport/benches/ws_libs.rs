@@ -25,11 +25,13 @@
 //! Each part runs `RUNS` times per library, interleaved; the median run is printed with the
 //! min and max.
 
+mod common;
 use bytes::Bytes;
+use common::*;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::fmt::Debug;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,7 +43,6 @@ const FLOOD_SIZE: usize = 1024;
 const FLUSH_EVERY: u64 = 64;
 const IDLE_CONNECTIONS: usize = 1_000;
 const HANDSHAKES: usize = 1_000;
-const PAGE: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lib {
@@ -262,22 +263,6 @@ mod fw {
 
 // ---- the parts ------------------------------------------------------------------------------
 
-#[derive(Clone, Copy)]
-struct Rtt {
-    ops_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn summarize(samples: &mut [Duration], total: Duration) -> Rtt {
-    samples.sort_unstable();
-    Rtt {
-        ops_per_sec: samples.len() as f64 / total.as_secs_f64(),
-        p50: samples[samples.len() / 2],
-        p99: samples[samples.len() * 99 / 100],
-    }
-}
-
 async fn measure_rtt(mut round_trip: impl AsyncFnMut()) -> Rtt {
     for _ in 0..RTT_WARMUP {
         round_trip().await;
@@ -395,16 +380,6 @@ async fn flood(lib: Lib) -> f64 {
     }
 }
 
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("statm resident pages");
-    pages * PAGE
-}
-
 async fn warm_streams<W, M, E>(from: &mut W, to: &mut W, text: fn(Bytes) -> M)
 where
     W: Sink<M, Error = E> + Stream<Item = Result<M, E>> + Unpin,
@@ -483,35 +458,6 @@ async fn handshake(lib: Lib) -> Rtt {
 }
 
 // ---- running and printing -------------------------------------------------------------------
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// (min, median, max) of `values` by `key`.
-fn spread<T: Copy>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> (T, T, T) {
-    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    (
-        values[0],
-        values[values.len() / 2],
-        values[values.len() - 1],
-    )
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
 
 /// Runs `bench` RUNS times per library, the libraries interleaved, each run on a fresh
 /// runtime; returns the runs per library.

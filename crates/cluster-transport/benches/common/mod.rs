@@ -1,0 +1,75 @@
+//! What the transport benches share: runtimes, round-trip summaries, resident memory, and the
+//! arithmetic of their reports.
+
+#![allow(dead_code)] // each bench uses its own part
+
+use std::time::Duration;
+
+/// The page size `/proc/self/statm` counts in.
+pub(crate) const PAGE: u64 = 4096;
+
+/// Round trips: rate and latency percentiles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rtt {
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+}
+
+/// The rate and percentiles of `samples`, taken over `total`.
+pub(crate) fn summarize(samples: &mut [Duration], total: Duration) -> Rtt {
+    samples.sort_unstable();
+    Rtt {
+        ops_per_sec: samples.len() as f64 / total.as_secs_f64(),
+        p50: samples[samples.len() / 2],
+        p99: samples[samples.len() * 99 / 100],
+    }
+}
+
+/// This process's resident memory in bytes.
+pub(crate) fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm resident pages");
+    pages * PAGE
+}
+
+/// A current-thread runtime.
+pub(crate) fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A multi-threaded runtime with 2 workers (the machine's cores).
+pub(crate) fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// (min, median, max) of `values` by `key`.
+pub(crate) fn spread<T: Copy>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> (T, T, T) {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    )
+}
+
+/// `d` in microseconds.
+pub(crate) fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// `bytes` in KiB.
+pub(crate) fn kib(bytes: f64) -> f64 {
+    bytes / 1024.0
+}
