@@ -21,6 +21,9 @@ impl Default for RemoteConfig {
 }
 
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Logs on stderr (`RUST_LOG`, default INFO): the client reports connection errors and
+    // retries there, and nowhere else.
+    tracing_subscriber::fmt::try_init()?;
     let module = ModuleInfo {
         module_name: "orders".into(),
         module_version: "1.0.0".into(),

@@ -62,15 +62,16 @@ pub enum ClientState {
         until: tokio::time::Instant,
         /// The delay that was chosen.
         delay: Duration,
-        /// How many sessions in a row have ended since the last one that was ready, counting
-        /// the one that just ended (whether or not it was ready itself): 1 after the first
-        /// failure and after a ready session drops, then 2, 3, … while sessions fail before
-        /// ready. It is the backoff's step: the delay grows with it.
+        /// How many sessions in a row have ended since the last one that stayed ready for
+        /// `BackoffConfig::stable_after`, counting the one that just ended: 1 after the first
+        /// failure and after such a session ends, then 2, 3, … while sessions fail (or drop as
+        /// soon as they are ready). It is the backoff's step: the delay grows with it.
         failures: u32,
         /// Why the last session ended, as logged: the connect error, or the session's error
-        /// (`remote config rejected by the application: config is invalid: …` when the
-        /// application refused the config the service holds, which the service sends again at
-        /// every reconnect, keeping the module out of the cluster until an admin fixes it).
+        /// (`CONFIG:SEND_CONFIG_WHEN_CONNECTED rejected by the application: config is invalid:
+        /// …` when the application refused the config the service holds, which the service
+        /// sends again at every reconnect, keeping the module out of the cluster until an admin
+        /// fixes it).
         cause: Arc<str>,
     },
     /// The client was closed: it will not connect again.

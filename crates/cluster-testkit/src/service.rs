@@ -1237,14 +1237,22 @@ impl FakeConfigService {
     /// Closes every open connection of `module` (code 1000) and returns how many. When it
     /// returns the instances are gone, the other modules notified and the connections closed.
     pub async fn disconnect_module(&self, module: &str) -> usize {
-        self.disconnect_where(Some(module), CLOSE_NORMAL, "disconnected by the test")
-            .await
+        self.disconnect_where(
+            Some(module),
+            CLOSE_NORMAL,
+            "disconnected by the fake config service",
+        )
+        .await
     }
 
     /// Closes every open connection (code 1000) and returns how many.
     pub async fn disconnect_all(&self) -> usize {
-        self.disconnect_where(None, CLOSE_NORMAL, "disconnected by the test")
-            .await
+        self.disconnect_where(
+            None,
+            CLOSE_NORMAL,
+            "disconnected by the fake config service",
+        )
+        .await
     }
 
     async fn disconnect_where(&self, module: Option<&str>, code: u16, reason: &str) -> usize {

@@ -394,7 +394,7 @@ impl FromStr for Endpoint {
                 .into_iter()
                 .find(|(known, _)| name.eq_ignore_ascii_case(known))
                 .map(|(_, scheme)| scheme)
-                .ok_or_else(|| err("unknown scheme (use ws, wss, tcp or mem)"))?;
+                .ok_or_else(|| err("unknown scheme: use ws:// or wss:// (tcp:// and mem:// need a connector of their own)"))?;
                 (scheme, rest)
             }
         };
