@@ -33,10 +33,12 @@
 //! `InvalidData`, one warning is logged, and hyper closes the connection.
 
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// The largest header block (all its frames' fragments together) accepted: 1 MiB.
 pub const MAX_HEADER_BLOCK: usize = 1 << 20;
@@ -302,6 +304,10 @@ fn encode_int(out: &mut Vec<u8>, mut value: usize, high: u8) {
 }
 
 /// A connection whose reads pass through the [`Rewriter`]; writes go straight through.
+///
+/// It can also be cut off from the server's side ([`AuthorityFilter::abort_on`]): once the
+/// token is cancelled, reads and writes fail with `ConnectionAborted`, which ends the HTTP/2
+/// connection even when the client does not cooperate with a graceful shutdown.
 pub struct AuthorityFilter<IO> {
     io: IO,
     rewriter: Rewriter,
@@ -309,6 +315,7 @@ pub struct AuthorityFilter<IO> {
     out: BytesMut,
     eof: bool,
     enabled: bool,
+    abort: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl<IO> AuthorityFilter<IO> {
@@ -321,6 +328,7 @@ impl<IO> AuthorityFilter<IO> {
             out: BytesMut::new(),
             eof: false,
             enabled: true,
+            abort: None,
         }
     }
 
@@ -333,7 +341,21 @@ impl<IO> AuthorityFilter<IO> {
             out: BytesMut::new(),
             eof: false,
             enabled: false,
+            abort: None,
         }
+    }
+
+    /// Fails every read and write from the moment `token` is cancelled.
+    #[must_use]
+    pub fn abort_on(mut self, token: CancellationToken) -> Self {
+        self.abort = Some(Box::pin(token.cancelled_owned()));
+        self
+    }
+
+    fn aborted(&mut self, cx: &mut Context<'_>) -> bool {
+        self.abort
+            .as_mut()
+            .is_some_and(|abort| abort.as_mut().poll(cx).is_ready())
     }
 
     /// The wrapped connection.
@@ -349,6 +371,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFilter<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.aborted(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
         if !this.enabled {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
@@ -383,11 +408,19 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFilter<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -399,12 +432,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFilter<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+fn aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "grpc server shut down")
 }
 
 impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected

@@ -91,8 +91,8 @@ pub use message::{Body, Message};
 pub use metadata::CallContext;
 pub use router::{DuplicateEndpoint, Endpoint, Router};
 pub use server::{
-    BackendService, DEFAULT_MAX_MESSAGE_SIZE, REQUEST_PATH, REQUEST_STREAM_PATH, SERVICE_NAME,
-    ServeError, Server, ServerBuilder,
+    BackendService, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, REQUEST_PATH,
+    REQUEST_STREAM_PATH, SERVICE_NAME, ServeError, Server, ServerBuilder,
 };
 /// tonic, for [`tonic::Status`], [`tonic::Code`] and metadata types.
 pub use tonic;

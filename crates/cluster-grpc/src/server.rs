@@ -30,6 +30,9 @@ pub const REQUEST_PATH: &str = "/isp.BackendService/Request";
 pub const REQUEST_STREAM_PATH: &str = "/isp.BackendService/RequestStream";
 /// The default limit of a message, each way: 64 MiB (Go: `grpc.DefaultMaxSizeByte`).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// How long a graceful shutdown waits for calls in progress and for clients to acknowledge
+/// it before the remaining connections are cut: 10 s.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// `isp.BackendService` over a [`Router`], as a tower service for tonic. [`Server`] runs it;
 /// use it directly to mount it in a tonic server of your own (then an empty `:authority`
@@ -186,6 +189,7 @@ pub type ServeError = tonic::transport::Error;
 pub struct ServerBuilder {
     service: BackendService,
     accept_empty_authority: bool,
+    shutdown_grace: Duration,
     shutdown: Vec<BoxFuture<'static, ()>>,
 }
 
@@ -212,6 +216,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn accept_empty_authority(mut self, on: bool) -> Self {
         self.accept_empty_authority = on;
+        self
+    }
+
+    /// How long a graceful shutdown waits (default [`DEFAULT_SHUTDOWN_GRACE`], 10 s): after
+    /// it, connections still open are closed, calls still running are dropped.
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -254,28 +266,34 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let filter = self.accept_empty_authority;
-        let incoming = futures_util::stream::unfold(listener, move |listener| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let io = if filter {
-                            AuthorityFilter::new(stream)
-                        } else {
-                            AuthorityFilter::passthrough(stream)
-                        };
-                        return Some((Ok::<_, io::Error>(io), listener));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little, do not spin.
-                        tracing::warn!(error = %e, "grpc server: accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cut = CancellationToken::new();
+        let cut_connections = cut.clone();
+        let incoming = futures_util::stream::unfold(listener, move |listener| {
+            let cut = cut_connections.clone();
+            async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let io = if filter {
+                                AuthorityFilter::new(stream)
+                            } else {
+                                AuthorityFilter::passthrough(stream)
+                            };
+                            return Some((Ok::<_, io::Error>(io.abort_on(cut)), listener));
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait a little, do not spin.
+                            tracing::warn!(error = %e, "grpc server: accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
                     }
                 }
             }
         });
         let stop = token.clone();
         let mut signals = self.shutdown;
+        let grace = self.shutdown_grace;
         let signal = async move {
             if signals.is_empty() {
                 stop.cancelled().await;
@@ -286,7 +304,12 @@ impl ServerBuilder {
                     _ = any => {}
                 }
             }
-            tracing::info!("grpc server: shutting down");
+            tracing::info!(grace = ?grace, "grpc server: shutting down");
+            // Past the grace period, cut whatever is still open.
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                cut.cancel();
+            });
         };
         let service = self.service;
         let task = tokio::spawn(async move {
@@ -321,6 +344,7 @@ impl Server {
         ServerBuilder {
             service: BackendService::new(router),
             accept_empty_authority: true,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             shutdown: Vec::new(),
         }
     }
