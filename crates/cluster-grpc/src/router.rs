@@ -151,6 +151,35 @@ impl Router {
         self.insert(endpoint.into(), boxed)
     }
 
+    /// Routes a typed handler that takes no request body (the body is not read, so any body,
+    /// even an empty one, is accepted: isp-kit's wrapper does the same for a handler without
+    /// a body parameter); its value is encoded to JSON as with [`Router::handle`].
+    ///
+    /// # Errors
+    /// [`DuplicateEndpoint`] when the path is already routed.
+    pub fn handle_without_body<Resp, E, F, Fut>(
+        self,
+        endpoint: impl Into<Endpoint>,
+        handler: F,
+    ) -> Result<Self, DuplicateEndpoint>
+    where
+        Resp: Serialize + Send + 'static,
+        E: Into<HandlerError> + Send + 'static,
+        F: Fn(CallContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let boxed: BoxHandler = Arc::new(move |ctx: CallContext, _message: Message| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let response = handler(ctx).await.map_err(Into::into)?;
+                let json = serde_json::to_vec(&response).map_err(HandlerError::other)?;
+                Ok(Message::bytes(json))
+            }) as BoxFuture<'static, _>
+        });
+        self.insert(endpoint.into(), boxed)
+    }
+
     /// Routes a handler of whole messages (any body arm in, any out).
     ///
     /// # Errors

@@ -80,11 +80,11 @@ pub fn go_like_router() -> Router {
             Ok::<_, ApiError>(SumResponse { sum: r.a + r.b })
         })
         .unwrap()
-        .handle("fail/business", |_ctx: CallContext, _: Value| async move {
+        .handle_without_body("fail/business", |_ctx: CallContext| async move {
             Err::<Value, _>(ApiError::business(1001, "custom failure").with_detail("field", "x"))
         })
         .unwrap()
-        .handle("fail/internal", |_ctx: CallContext, _: Value| async move {
+        .handle_without_body("fail/internal", |_ctx: CallContext| async move {
             Err::<Value, _>(ApiError::internal())
         })
         .unwrap()
