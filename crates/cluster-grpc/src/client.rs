@@ -227,6 +227,13 @@ impl GrpcClient {
                     tracing::debug!(host = %host.addr, error = %status.message(), "grpc client: host unreachable, trying the next");
                     last = Some(CallError::Status(status));
                 }
+                // tonic enforces the `grpc-timeout` it sends (and so does the server).
+                Err(status)
+                    if status.code() == Code::Cancelled
+                        && status.message() == "Timeout expired" =>
+                {
+                    return Err(CallError::Timeout(timeout));
+                }
                 Err(status) => return Err(CallError::from_status(status)),
             }
         }
