@@ -66,8 +66,8 @@ pub enum FilterError {
     #[error("header block larger than {MAX_HEADER_BLOCK} bytes")]
     TooLarge,
     /// A header block does not decode.
-    #[error("HPACK decoding failed: {0:?}")]
-    Hpack(loona_hpack::decoder::DecoderError),
+    #[error("HPACK decoding failed: {0}")]
+    Hpack(String),
 }
 
 struct Pending {
@@ -88,18 +88,18 @@ pub(crate) struct Rewriter {
     state: State,
     input: BytesMut,
     pending: Option<Pending>,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: httlib_hpack::Decoder<'static>,
+    fields: Vec<(Vec<u8>, Vec<u8>, u8)>,
 }
 
 impl Rewriter {
     pub(crate) fn new() -> Self {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
         Self {
             state: State::Preface,
             input: BytesMut::new(),
             pending: None,
-            decoder,
+            decoder: httlib_hpack::Decoder::with_dynamic_size(MAX_TABLE_SIZE as u32),
+            fields: Vec::new(),
         }
     }
 
@@ -234,15 +234,27 @@ impl Rewriter {
     }
 
     fn emit(&mut self, pending: &Pending, out: &mut BytesMut) -> Result<(), FilterError> {
+        let mut encoded = pending.block.clone();
+        self.fields.clear();
+        let decoder = &mut self.decoder;
+        let fields = &mut self.fields;
+        // The decoder is third-party code fed with bytes from the network: a panic in it must
+        // not take the connection's task down with an unclear error.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(&mut encoded, fields)
+        }));
+        match decoded {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(FilterError::Hpack(format!("{e:?}"))),
+            Err(_) => return Err(FilterError::Hpack("decoder panicked".to_owned())),
+        }
         let mut block = Vec::with_capacity(pending.block.len() + 64);
-        self.decoder
-            .decode_with_cb(&pending.block, |name, value| {
-                if &*name == b":authority" && value.is_empty() {
-                    return;
-                }
-                encode_literal(&mut block, &name, &value);
-            })
-            .map_err(FilterError::Hpack)?;
+        for (name, value, _) in &self.fields {
+            if name == b":authority" && value.is_empty() {
+                continue;
+            }
+            encode_literal(&mut block, name, value);
+        }
 
         let mut first = true;
         let mut rest = &block[..];
@@ -472,6 +484,7 @@ mod tests {
 
     fn decode_headers(out: &[u8]) -> Vec<(String, String)> {
         let mut d = loona_hpack::Decoder::new();
+        d.set_max_allowed_table_size(4096);
         let mut rest = &out[PREFACE.len()..];
         let mut block = Vec::new();
         while !rest.is_empty() {
