@@ -188,10 +188,29 @@ fn main() {
             })
             .await;
 
+            // Attribution: our server with the plain client, our client with the plain server.
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ours.local_addr()))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let b = body.clone();
+            let our_server = measure(concurrency, secs, move || plain_call(channel.clone(), b.clone())).await;
+            let client = GrpcClient::new([plain.to_string()]);
+            let b = body.clone();
+            let our_client = measure(concurrency, secs, move || {
+                let call = client.invoke("echo/json").raw_body(b.clone());
+                async move {
+                    call.raw().await.unwrap();
+                }
+            })
+            .await;
+
             for (name, f) in [
                 ("plain tonic (floor)", floor),
                 ("cluster-grpc", mine),
                 ("cluster-grpc, no :authority filter", nofilter),
+                ("our server, plain client", our_server),
+                ("plain server, our client", our_client),
             ] {
                 println!(
                     "{:<34} {:>5} {:>10.1} {:>10.1} {:>12.0}",

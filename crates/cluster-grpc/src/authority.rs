@@ -328,6 +328,7 @@ pub struct AuthorityFilter<IO> {
     eof: bool,
     enabled: bool,
     abort: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    token: Option<CancellationToken>,
 }
 
 impl<IO> AuthorityFilter<IO> {
@@ -341,6 +342,7 @@ impl<IO> AuthorityFilter<IO> {
             eof: false,
             enabled: true,
             abort: None,
+            token: None,
         }
     }
 
@@ -354,17 +356,31 @@ impl<IO> AuthorityFilter<IO> {
             eof: false,
             enabled: false,
             abort: None,
+            token: None,
         }
     }
 
     /// Fails every read and write from the moment `token` is cancelled.
     #[must_use]
     pub fn abort_on(mut self, token: CancellationToken) -> Self {
-        self.abort = Some(Box::pin(token.cancelled_owned()));
+        self.abort = Some(Box::pin(token.clone().cancelled_owned()));
+        self.token = Some(token);
         self
     }
 
-    fn aborted(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the connection was cut. Cheap when it was not: the token is polled (and the
+    /// waker registered) only on the way to `Pending`, see [`Self::park`].
+    fn aborted(&self) -> bool {
+        self.abort.is_some()
+            && self
+                .token
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// On the way to returning `Pending`: registers the waker with the abort token, and says
+    /// whether it fired meanwhile.
+    fn park(&mut self, cx: &mut Context<'_>) -> bool {
         self.abort
             .as_mut()
             .is_some_and(|abort| abort.as_mut().poll(cx).is_ready())
@@ -383,11 +399,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFilter<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.aborted(cx) {
+        if this.aborted() {
             return Poll::Ready(Err(aborted()));
         }
         if !this.enabled {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+            let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+            if polled.is_pending() && this.park(cx) {
+                return Poll::Ready(Err(aborted()));
+            }
+            return polled;
         }
         loop {
             if !this.out.is_empty() {
@@ -400,13 +420,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFilter<IO> {
                 return Poll::Ready(Ok(()));
             }
             let mut rb = ReadBuf::new(&mut this.scratch);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-            let filled = rb.filled();
-            if filled.is_empty() {
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            if polled.is_pending() && this.park(cx) {
+                return Poll::Ready(Err(aborted()));
+            }
+            ready!(polled)?;
+            if n == 0 {
                 this.eof = true;
                 continue;
             }
-            if let Err(e) = this.rewriter.feed(filled, &mut this.out) {
+            if let Err(e) = this.rewriter.feed(&this.scratch[..n], &mut this.out) {
                 tracing::warn!(error = %e, "grpc server: refusing a client's HTTP/2 header frames");
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
@@ -421,18 +445,26 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFilter<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.aborted(cx) {
+        if this.aborted() {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if polled.is_pending() && this.park(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.aborted(cx) {
+        if this.aborted() {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut this.io).poll_flush(cx)
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        if polled.is_pending() && this.park(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -445,10 +477,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFilter<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.aborted(cx) {
+        if this.aborted() {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if polled.is_pending() && this.park(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
