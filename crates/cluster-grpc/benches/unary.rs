@@ -2,7 +2,8 @@
 //! against a plain tonic echo service and plain tonic client measured in the same run (the
 //! floor), at concurrency 1 and 64, everything on loopback in one process.
 //!
-//! `cargo bench -p cluster-grpc --bench unary` (`BENCH_SECS=N` per measurement, default 3).
+//! `cargo bench -p cluster-grpc --bench unary` (`BENCH_ROUNDS`, default 5, interleaved rounds
+//! of `BENCH_SECS`, default 1, per stack; the medians are printed).
 
 use bytes::Bytes;
 use cluster_grpc::tonic::codegen::http;
@@ -93,7 +94,7 @@ where
 {
     let call = Arc::new(call);
     // Warm up: connections made, caches hot.
-    for _ in 0..200 {
+    for _ in 0..100 {
         call().await;
     }
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -130,10 +131,14 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+        .unwrap_or(1.0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -158,74 +163,82 @@ fn main() {
             .unwrap();
         let plain = plain_server().await;
 
-        println!("unary 100-byte JSON echo, loopback, {secs} s per row, 2 worker threads");
+        println!(
+            "unary 100-byte JSON echo, loopback, 2 worker threads; {rounds} interleaved rounds of {secs} s per stack, medians"
+        );
         println!("{:<34} {:>5} {:>10} {:>10} {:>12}", "stack", "conc", "p50 us", "p99 us", "calls/s");
+        let names = [
+            "plain tonic (floor)",
+            "cluster-grpc",
+            "cluster-grpc, no :authority filter",
+            "our server, plain client",
+            "plain server, our client",
+        ];
         for concurrency in [1usize, 64] {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{plain}"))
-                .unwrap()
-                .tcp_nodelay(true)
-                .connect_lazy();
-            let b = body.clone();
-            let floor = measure(concurrency, secs, move || plain_call(channel.clone(), b.clone())).await;
-
-            let client = GrpcClient::new([ours.local_addr().to_string()]);
-            let b = body.clone();
-            let mine = measure(concurrency, secs, move || {
-                let call = client.invoke("echo/json").raw_body(b.clone());
-                async move {
-                    call.raw().await.unwrap();
+            let plain_channel = |addr: SocketAddr| {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            };
+            let floor_ch = plain_channel(plain);
+            let ours_ch = plain_channel(ours.local_addr());
+            let ours_client = GrpcClient::new([ours.local_addr().to_string()]);
+            let nofilter_client = GrpcClient::new([ours_nofilter.local_addr().to_string()]);
+            let plain_client = GrpcClient::new([plain.to_string()]);
+            let mut results: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
+            // Interleaved rounds: a machine whose load changes affects every stack alike.
+            for _ in 0..rounds {
+                for (i, row) in results.iter_mut().enumerate() {
+                    let b = body.clone();
+                    let f = match i {
+                        0 => {
+                            let ch = floor_ch.clone();
+                            measure(concurrency, secs, move || plain_call(ch.clone(), b.clone())).await
+                        }
+                        3 => {
+                            let ch = ours_ch.clone();
+                            measure(concurrency, secs, move || plain_call(ch.clone(), b.clone())).await
+                        }
+                        _ => {
+                            let client = match i {
+                                1 => ours_client.clone(),
+                                2 => nofilter_client.clone(),
+                                _ => plain_client.clone(),
+                            };
+                            measure(concurrency, secs, move || {
+                                let call = client.invoke("echo/json").raw_body(b.clone());
+                                async move {
+                                    call.raw().await.unwrap();
+                                }
+                            })
+                            .await
+                        }
+                    };
+                    row.push(f);
                 }
-            })
-            .await;
-
-            let client = GrpcClient::new([ours_nofilter.local_addr().to_string()]);
-            let b = body.clone();
-            let nofilter = measure(concurrency, secs, move || {
-                let call = client.invoke("echo/json").raw_body(b.clone());
-                async move {
-                    call.raw().await.unwrap();
-                }
-            })
-            .await;
-
-            // Attribution: our server with the plain client, our client with the plain server.
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ours.local_addr()))
-                .unwrap()
-                .tcp_nodelay(true)
-                .connect_lazy();
-            let b = body.clone();
-            let our_server = measure(concurrency, secs, move || plain_call(channel.clone(), b.clone())).await;
-            let client = GrpcClient::new([plain.to_string()]);
-            let b = body.clone();
-            let our_client = measure(concurrency, secs, move || {
-                let call = client.invoke("echo/json").raw_body(b.clone());
-                async move {
-                    call.raw().await.unwrap();
-                }
-            })
-            .await;
-
-            for (name, f) in [
-                ("plain tonic (floor)", floor),
-                ("cluster-grpc", mine),
-                ("cluster-grpc, no :authority filter", nofilter),
-                ("our server, plain client", our_server),
-                ("plain server, our client", our_client),
-            ] {
-                println!(
-                    "{:<34} {:>5} {:>10.1} {:>10.1} {:>12.0}",
-                    name,
-                    concurrency,
-                    us(f.p50),
-                    us(f.p99),
-                    f.rate
-                );
             }
+            let median = |row: &[Figures]| {
+                let pick = |mut v: Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                (
+                    pick(row.iter().map(|f| us(f.p50)).collect()),
+                    pick(row.iter().map(|f| us(f.p99)).collect()),
+                    pick(row.iter().map(|f| f.rate).collect()),
+                )
+            };
+            let medians: Vec<(f64, f64, f64)> = results.iter().map(|r| median(r)).collect();
+            for (name, (p50, p99, rate)) in names.iter().zip(&medians) {
+                println!("{name:<34} {concurrency:>5} {p50:>10.1} {p99:>10.1} {rate:>12.0}");
+            }
+            let (floor, mine) = (medians[0], medians[1]);
             println!(
                 "ratio ours/floor at {concurrency}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x of floor",
-                us(mine.p50) / us(floor.p50),
-                us(mine.p99) / us(floor.p99),
-                mine.rate / floor.rate
+                mine.0 / floor.0,
+                mine.1 / floor.1,
+                mine.2 / floor.2
             );
         }
     });

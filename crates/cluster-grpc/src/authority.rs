@@ -11,20 +11,23 @@
 //! [`AuthorityFilter`] wraps each accepted connection's read side (the write side is passed
 //! through untouched) and walks the client's HTTP/2 frames: the connection preface and every
 //! frame except `HEADERS` and `CONTINUATION` are passed through byte for byte. A header block
-//! (a `HEADERS` frame and its `CONTINUATION`s) is collected whole, decoded with a stateful
-//! HPACK decoder (the client's dynamic table is followed exactly, so indexed references and
-//! Huffman strings are understood), every `:authority` with an empty value is removed, and
-//! the remaining fields are re-encoded as literals *without indexing* (so h2's decoder never
-//! adds to its dynamic table and stays in step), then written as one `HEADERS` frame (same
+//! (a `HEADERS` frame and its `CONTINUATION`s) is collected whole and rewritten by a
+//! pass-through HPACK rewriter that follows the client's dynamic table exactly (crate-private
+//! `hpack` module): stateless field representations are copied byte for byte, references
+//! into the client's dynamic table become self-contained literals (strings kept as the client
+//! encoded them, Huffman or not), additions to the table are recorded and forwarded without
+//! indexing, and every `:authority` with an empty value is left out. h2's own dynamic table so
+//! stays empty and always in step. The block is then written as one `HEADERS` frame (same
 //! stream, `END_STREAM` and priority kept, padding removed) and `CONTINUATION`s of at most
 //! 16 384 bytes (the smallest maximum frame size a peer must accept). A non-empty
 //! `:authority` is kept.
 //!
 //! Why this and not something else: patching or forking `h2` means shipping third-party code;
-//! a proxy process in front doubles the hops; rewriting only the bytes of the field is unsafe
-//! because HPACK is stateful (an indexed field may name a dynamic-table entry). Decoding and
-//! re-encoding every block keeps both HPACK contexts consistent and costs well under a
-//! microsecond per request (see the bench in the README).
+//! a proxy process in front doubles the hops; dropping only the bytes of the field is unsafe
+//! because HPACK is stateful (the field may be added to, or referenced from, the dynamic
+//! table). Following the table and rewriting only what depends on it keeps both HPACK
+//! contexts consistent; strings are Huffman-decoded only where a length or a name must be
+//! known, so the cost is a fraction of a microsecond per request (see the bench in the README).
 //!
 //! # Limits
 //! A header block larger than [`MAX_HEADER_BLOCK`] bytes, a frame sequence that breaks the
@@ -67,7 +70,7 @@ pub enum FilterError {
     TooLarge,
     /// A header block does not decode.
     #[error("HPACK decoding failed: {0}")]
-    Hpack(String),
+    Hpack(#[from] crate::hpack::HpackError),
 }
 
 struct Pending {
@@ -88,8 +91,8 @@ pub(crate) struct Rewriter {
     state: State,
     input: BytesMut,
     pending: Option<Pending>,
-    decoder: httlib_hpack::Decoder<'static>,
-    fields: Vec<(Vec<u8>, Vec<u8>, u8)>,
+    hpack: crate::hpack::Rewriter,
+    block: Vec<u8>,
 }
 
 impl Rewriter {
@@ -98,8 +101,8 @@ impl Rewriter {
             state: State::Preface,
             input: BytesMut::new(),
             pending: None,
-            decoder: httlib_hpack::Decoder::with_dynamic_size(MAX_TABLE_SIZE as u32),
-            fields: Vec::new(),
+            hpack: crate::hpack::Rewriter::new(MAX_TABLE_SIZE),
+            block: Vec::new(),
         }
     }
 
@@ -234,85 +237,50 @@ impl Rewriter {
     }
 
     fn emit(&mut self, pending: &Pending, out: &mut BytesMut) -> Result<(), FilterError> {
-        let mut encoded = pending.block.clone();
-        self.fields.clear();
-        let decoder = &mut self.decoder;
-        let fields = &mut self.fields;
-        // The decoder is third-party code fed with bytes from the network: a panic in it must
-        // not take the connection's task down with an unclear error.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decoder.decode(&mut encoded, fields)
-        }));
-        match decoded {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(FilterError::Hpack(format!("{e:?}"))),
-            Err(_) => return Err(FilterError::Hpack("decoder panicked".to_owned())),
-        }
-        let mut block = Vec::with_capacity(pending.block.len() + 64);
-        for (name, value, _) in &self.fields {
-            if name == b":authority" && value.is_empty() {
-                continue;
-            }
-            encode_literal(&mut block, name, value);
-        }
-
-        let mut first = true;
-        let mut rest = &block[..];
-        loop {
-            let (kind, mut flags, prefix): (u8, u8, &[u8]) = if first {
-                let mut flags = 0;
-                if pending.end_stream {
-                    flags |= FLAG_END_STREAM;
-                }
-                match &pending.priority {
-                    Some(p) => (TYPE_HEADERS, flags | FLAG_PRIORITY, &p[..]),
-                    None => (TYPE_HEADERS, flags, &[][..]),
-                }
-            } else {
-                (TYPE_CONTINUATION, 0, &[][..])
-            };
-            let room = MAX_FRAME_PAYLOAD - prefix.len();
-            let n = room.min(rest.len());
-            if n == rest.len() {
-                flags |= FLAG_END_HEADERS;
-            }
-            let len = prefix.len() + n;
-            out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
-            out.extend_from_slice(&pending.stream_id);
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            first = false;
-            if rest.is_empty() {
-                return Ok(());
-            }
-        }
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
+        let rewritten = self.hpack.rewrite(&pending.block, &mut block);
+        let result = rewritten
+            .map_err(FilterError::from)
+            .map(|()| write_frames(pending, &block, out));
+        self.block = block;
+        result
     }
 }
 
-/// A literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2).
-fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.push(0);
-    encode_int(out, name.len(), 0);
-    out.extend_from_slice(name);
-    encode_int(out, value.len(), 0);
-    out.extend_from_slice(value);
-}
-
-/// An HPACK string length: 7-bit prefix, H bit clear (RFC 7541 §5.1).
-fn encode_int(out: &mut Vec<u8>, mut value: usize, high: u8) {
-    const MAX: usize = 127;
-    if value < MAX {
-        out.push(high | value as u8);
-        return;
+/// Writes a rewritten header block as one HEADERS frame and its CONTINUATIONs.
+fn write_frames(pending: &Pending, block: &[u8], out: &mut BytesMut) {
+    let mut first = true;
+    let mut rest = block;
+    loop {
+        let (kind, mut flags, prefix): (u8, u8, &[u8]) = if first {
+            let mut flags = 0;
+            if pending.end_stream {
+                flags |= FLAG_END_STREAM;
+            }
+            match &pending.priority {
+                Some(p) => (TYPE_HEADERS, flags | FLAG_PRIORITY, &p[..]),
+                None => (TYPE_HEADERS, flags, &[][..]),
+            }
+        } else {
+            (TYPE_CONTINUATION, 0, &[][..])
+        };
+        let room = MAX_FRAME_PAYLOAD - prefix.len();
+        let n = room.min(rest.len());
+        if n == rest.len() {
+            flags |= FLAG_END_HEADERS;
+        }
+        let len = prefix.len() + n;
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+        out.extend_from_slice(&pending.stream_id);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        first = false;
+        if rest.is_empty() {
+            return;
+        }
     }
-    out.push(high | MAX as u8);
-    value -= MAX;
-    while value >= 128 {
-        out.push((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.push(value as u8);
 }
 
 /// A connection whose reads pass through the [`Rewriter`]; writes go straight through.
@@ -509,6 +477,31 @@ impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connecte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2).
+    fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.push(0);
+        encode_int(out, name.len(), 0);
+        out.extend_from_slice(name);
+        encode_int(out, value.len(), 0);
+        out.extend_from_slice(value);
+    }
+
+    /// An HPACK string length: 7-bit prefix, H bit clear (RFC 7541 §5.1).
+    fn encode_int(out: &mut Vec<u8>, mut value: usize, high: u8) {
+        const MAX: usize = 127;
+        if value < MAX {
+            out.push(high | value as u8);
+            return;
+        }
+        out.push(high | MAX as u8);
+        value -= MAX;
+        while value >= 128 {
+            out.push((value % 128) as u8 | 0x80);
+            value /= 128;
+        }
+        out.push(value as u8);
+    }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();

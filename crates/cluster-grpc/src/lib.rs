@@ -76,6 +76,7 @@
 pub mod authority;
 mod client;
 mod error;
+mod hpack;
 pub mod message;
 pub mod metadata;
 mod router;
