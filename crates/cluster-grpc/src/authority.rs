@@ -283,7 +283,7 @@ fn write_frames(pending: &Pending, block: &[u8], out: &mut BytesMut) {
     }
 }
 
-/// A connection whose reads pass through the [`Rewriter`]; writes go straight through.
+/// A connection whose reads pass through the header-block filter; writes go straight through.
 ///
 /// It can also be cut off from the server's side ([`AuthorityFilter::abort_on`]): once the
 /// token is cancelled, reads and writes fail with `ConnectionAborted`, which ends the HTTP/2
