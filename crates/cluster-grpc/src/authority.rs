@@ -11,13 +11,16 @@
 //! [`AuthorityFilter`] wraps each accepted connection's read side (the write side is passed
 //! through untouched) and walks the client's HTTP/2 frames: the connection preface and every
 //! frame except `HEADERS` and `CONTINUATION` are passed through byte for byte. A header block
-//! (a `HEADERS` frame and its `CONTINUATION`s) is collected whole and rewritten by a
-//! pass-through HPACK rewriter that follows the client's dynamic table exactly (crate-private
-//! `hpack` module): stateless field representations are copied byte for byte, references
-//! into the client's dynamic table become self-contained literals (strings kept as the client
-//! encoded them, Huffman or not), additions to the table are recorded and forwarded without
-//! indexing, and every `:authority` with an empty value is left out. h2's own dynamic table so
-//! stays empty and always in step. The block is then written as one `HEADERS` frame (same
+//! (a `HEADERS` frame and its `CONTINUATION`s) is collected whole and rewritten by an HPACK
+//! rewriter (crate-private `hpack` module) that follows the client's dynamic table exactly.
+//! As long as the client never *indexes* an empty `:authority` (grpc-go sends it as static
+//! entry 1), h2's table mirrors the client's and the block is forwarded byte for byte minus
+//! that field. If the client ever indexes one, the connection switches for good to
+//! self-contained blocks: references into the client's table become literals without
+//! indexing (strings kept as the client encoded them, Huffman or not), additions are recorded
+//! and forwarded without indexing, and h2's table is not referenced again. Either way h2 never
+//! sees an empty `:authority` and its table never drifts. The block is then written as one
+//! `HEADERS` frame (same
 //! stream, `END_STREAM` and priority kept, padding removed) and `CONTINUATION`s of at most
 //! 16 384 bytes (the smallest maximum frame size a peer must accept). A non-empty
 //! `:authority` is kept.

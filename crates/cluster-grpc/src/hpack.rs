@@ -129,6 +129,8 @@ pub(crate) struct Rewriter {
     max: usize,
     allowed: usize,
     scratch: Vec<u8>,
+    /// Whether the server's table still mirrors the client's (see [`Rewriter::rewrite`]).
+    mirror: bool,
 }
 
 impl Rewriter {
@@ -141,10 +143,21 @@ impl Rewriter {
             max: allowed,
             allowed,
             scratch: Vec::new(),
+            mirror: true,
         }
     }
 
     /// Rewrites `block` into `out`.
+    ///
+    /// While the client has never put an empty `:authority` into its dynamic table (grpc-go
+    /// sends it as the static entry 1), the server's table can mirror the client's: every
+    /// representation is copied byte for byte (table additions, references and size updates
+    /// included) except the empty `:authority`, which is stateless and just left out. The
+    /// first time the client *indexes* an empty `:authority`, the tables would drift apart, so
+    /// from then on the connection is rewritten self-contained: references into the client's
+    /// table become literals without indexing, additions are recorded here and forwarded
+    /// without indexing, size updates are not forwarded, and the server's table is never
+    /// referenced again.
     pub(crate) fn rewrite(&mut self, block: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
         let mut pos = 0;
         let mut seen_field = false;
@@ -159,6 +172,11 @@ impl Rewriter {
                     0 => return Err(HpackError::Index),
                     AUTHORITY_INDEX => {}
                     2..=61 => out.extend_from_slice(&block[start..pos]),
+                    _ if self.mirror => {
+                        // Mirrored tables never hold an empty `:authority`.
+                        self.entries.get(index - 62).ok_or(HpackError::Index)?;
+                        out.extend_from_slice(&block[start..pos]);
+                    }
                     _ => {
                         let entry = self.entries.get(index - 62).ok_or(HpackError::Index)?;
                         if !entry.empty_authority {
@@ -179,7 +197,11 @@ impl Rewriter {
                     huffman: value.0,
                     bytes: value.1.into(),
                 };
-                if !empty_authority {
+                if empty_authority {
+                    self.mirror = false;
+                } else if self.mirror {
+                    out.extend_from_slice(&block[start..pos]);
+                } else {
                     emit_literal(out, 0x00, &name, &value);
                 }
                 self.insert(Entry {
@@ -196,6 +218,9 @@ impl Rewriter {
                 }
                 self.max = size;
                 self.evict(0);
+                if self.mirror {
+                    out.extend_from_slice(&block[start..pos]);
+                }
             } else {
                 // Literal without indexing (0000) or never indexed (0001).
                 seen_field = true;
@@ -208,7 +233,7 @@ impl Rewriter {
                 if empty_authority {
                     continue;
                 }
-                if index >= 62 {
+                if index >= 62 && !self.mirror {
                     let value = Str {
                         huffman: value.0,
                         bytes: value.1.into(),
@@ -470,6 +495,31 @@ mod tests {
                 kv("custom-key", "custom-value"),
                 kv("custom-key", "other"),
             ]
+        );
+    }
+
+    #[test]
+    fn references_made_before_the_switch_are_expanded_after_it() {
+        let mut r = Rewriter::new(4096);
+        let mut d = loona_hpack::Decoder::new();
+        let mut run = |block: &[u8]| {
+            let mut out = Vec::new();
+            r.rewrite(block, &mut out).unwrap();
+            d.decode(&out).unwrap()
+        };
+        let kv = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        // Mirrored: `x-a: 1` indexed (62 on both sides), then referenced.
+        assert_eq!(
+            run(&[0x40, 3, b'x', b'-', b'a', 1, b'1', 0xbe]),
+            [kv("x-a", "1"), kv("x-a", "1")]
+        );
+        // The client indexes an empty `:authority`: x-a is now its 63 but still the server's
+        // 62; the reference must arrive as x-a all the same.
+        assert_eq!(run(&[0x41, 0x00, 0xbf, 0xbe]), [kv("x-a", "1")]);
+        // And later blocks too, with new entries.
+        assert_eq!(
+            run(&[0x40, 3, b'x', b'-', b'b', 1, b'2', 0xbe, 0xc0]),
+            [kv("x-b", "2"), kv("x-b", "2"), kv("x-a", "1")]
         );
     }
 
