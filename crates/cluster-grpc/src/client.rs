@@ -23,14 +23,36 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 struct Host {
     addr: String,
     channel: OnceLock<Option<Channel>>,
+    /// When the last attempt to reach it failed before any answer (see [`HOST_PAUSE`]).
+    failed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a host that could not be reached is passed over while others are available: 1 s
+/// (grpc-go's round-robin likewise skips instances whose connection is failing).
+pub const HOST_PAUSE: Duration = Duration::from_secs(1);
 
 impl Host {
     fn new(addr: String) -> Self {
         Self {
             addr,
             channel: OnceLock::new(),
+            failed_at: std::sync::Mutex::new(None),
         }
+    }
+
+    fn paused(&self, now: tokio::time::Instant) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| now.saturating_duration_since(at) < HOST_PAUSE)
+    }
+
+    fn set_failed(&self, failed: bool) {
+        let mut at = self
+            .failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *at = failed.then(tokio::time::Instant::now);
     }
 
     /// The host's channel, made on first use (inside the runtime); `None` when the address
@@ -74,7 +96,8 @@ struct Inner {
 /// (a host that leaves the list has its connection dropped). With no host a call fails at
 /// once with [`CallError::NoHosts`]. When a host cannot be connected to (the call fails
 /// `Unavailable` before any answer from a server), the call moves on to the next host, each
-/// host tried at most once; an `Unavailable` sent by a server is returned as it is.
+/// host tried at most once, and that host is tried after the others for [`HOST_PAUSE`]
+/// (1 s); an `Unavailable` sent by a server is returned as it is.
 ///
 /// Cloning is cheap; clones share hosts and connections.
 #[derive(Clone)]
@@ -174,6 +197,17 @@ impl GrpcClient {
         self.snapshot().iter().map(|h| h.addr.clone()).collect()
     }
 
+    /// The hosts passed over because reaching them failed less than [`HOST_PAUSE`] ago.
+    #[must_use]
+    pub fn paused_hosts(&self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        self.snapshot()
+            .iter()
+            .filter(|h| h.paused(now))
+            .map(|h| h.addr.clone())
+            .collect()
+    }
+
     /// A call of `endpoint` (Go: `Invoke(endpoint)`).
     pub fn invoke(&self, endpoint: impl Into<String>) -> Invoke {
         Invoke {
@@ -206,9 +240,14 @@ impl GrpcClient {
             return Err(CallError::NoHosts);
         }
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        // Round-robin order from `start`, hosts that failed lately last.
+        let now = tokio::time::Instant::now();
+        let mut order: Vec<&Arc<Host>> = (0..hosts.len())
+            .map(|i| &hosts[(start + i) % hosts.len()])
+            .collect();
+        order.sort_by_key(|h| h.paused(now));
         let mut last = None;
-        for i in 0..hosts.len() {
-            let host = &hosts[(start + i) % hosts.len()];
+        for host in order {
             let Some(channel) = host.channel(&self.inner.config) else {
                 last = Some(CallError::Status(tonic::Status::unavailable(format!(
                     "bad host address {}",
@@ -221,7 +260,9 @@ impl GrpcClient {
             if !timeout.is_zero() {
                 request.set_timeout(timeout);
             }
-            match self.call_one(channel, request).await {
+            let outcome = self.call_one(channel, request).await;
+            host.set_failed(matches!(&outcome, Err(status) if is_connect_failure(status)));
+            match outcome {
                 Ok(response) => return Ok(response),
                 Err(status) if is_connect_failure(&status) => {
                     tracing::debug!(host = %host.addr, error = %status.message(), "grpc client: host unreachable, trying the next");

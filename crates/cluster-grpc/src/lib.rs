@@ -83,7 +83,9 @@ mod router;
 mod server;
 pub mod testing;
 
-pub use client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, GrpcClient, GrpcClientBuilder, Invoke};
+pub use client::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, GrpcClient, GrpcClientBuilder, HOST_PAUSE, Invoke,
+};
 pub use error::{
     ApiError, BoxError, CallError, ERROR_CODE_BAD_REQUEST, ERROR_CODE_INTERNAL, HandlerError,
     INTERNAL_SERVICE_ERROR,

@@ -90,6 +90,36 @@ async fn an_unreachable_host_is_skipped() {
 }
 
 #[tokio::test]
+async fn a_host_that_fails_is_passed_over_for_a_while() {
+    let a = named("a").await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    // The first call starts at the first host: the dead one fails, `a` answers.
+    let client = GrpcClient::new([dead.clone(), a.host()]);
+    assert!(client.paused_hosts().is_empty());
+    let (name, _): (String, Option<u16>) = client.invoke("who").json().await.unwrap();
+    assert_eq!(name, "a");
+    assert_eq!(client.paused_hosts(), [dead.clone()]);
+    // While paused it is tried last, so every call goes straight to `a`.
+    for _ in 0..10 {
+        let (name, _): (String, Option<u16>) = client.invoke("who").json().await.unwrap();
+        assert_eq!(name, "a");
+    }
+    // A host that answers is not paused; an upgrade keeps the pause of a host that stays.
+    client.upgrade(vec![a.host(), dead.clone()]);
+    assert_eq!(client.paused_hosts(), [dead.clone()]);
+    // Alone, a paused host is still tried.
+    client.upgrade(vec![dead]);
+    assert_eq!(
+        client.invoke("who").raw().await.unwrap_err().grpc_code(),
+        Some(Code::Unavailable)
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_unavailable_answer_from_a_server_is_not_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
     let router = || {
