@@ -40,11 +40,13 @@ impl Host {
         }
     }
 
+    /// Whether it failed before `now` and less than [`HOST_PAUSE`] before. (A failure at or
+    /// after `now`, during the call that asks, does not count: that call tried it already.)
     fn paused(&self, now: tokio::time::Instant) -> bool {
         self.failed_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|at| now.saturating_duration_since(at) < HOST_PAUSE)
+            .is_some_and(|at| at < now && now - at < HOST_PAUSE)
     }
 
     fn set_failed(&self, failed: bool) {
@@ -240,14 +242,15 @@ impl GrpcClient {
             return Err(CallError::NoHosts);
         }
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        // Round-robin order from `start`, hosts that failed lately last.
+        // Round-robin order from `start`, hosts that failed lately last (two passes, no
+        // allocation).
         let now = tokio::time::Instant::now();
-        let mut order: Vec<&Arc<Host>> = (0..hosts.len())
-            .map(|i| &hosts[(start + i) % hosts.len()])
-            .collect();
-        order.sort_by_key(|h| h.paused(now));
         let mut last = None;
-        for host in order {
+        for i in 0..2 * hosts.len() {
+            let host = &hosts[(start + i) % hosts.len()];
+            if host.paused(now) != (i >= hosts.len()) {
+                continue;
+            }
             let Some(channel) = host.channel(&self.inner.config) else {
                 last = Some(CallError::Status(tonic::Status::unavailable(format!(
                     "bad host address {}",
