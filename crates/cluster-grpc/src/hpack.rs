@@ -88,10 +88,37 @@ struct Str {
     bytes: Box<[u8]>,
 }
 
+/// A literal name, with what the table needs of it worked out once (shared by the entries
+/// and references that use it).
+#[derive(Debug)]
+struct LitName {
+    s: Str,
+    /// The decoded length.
+    len: usize,
+    /// Whether it is `:authority`.
+    authority: bool,
+}
+
 #[derive(Debug, Clone)]
 enum Name {
     Static(usize),
-    Literal(Str),
+    Literal(std::sync::Arc<LitName>),
+}
+
+impl Name {
+    fn len(&self) -> usize {
+        match self {
+            Self::Static(i) => STATIC_NAMES[i - 1].len(),
+            Self::Literal(l) => l.len,
+        }
+    }
+
+    fn is_authority(&self) -> bool {
+        match self {
+            Self::Static(i) => *i == AUTHORITY_INDEX,
+            Self::Literal(l) => l.authority,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -190,9 +217,9 @@ impl Rewriter {
                 let index = int(block, &mut pos, 6)?;
                 let name = self.name(block, &mut pos, index)?;
                 let value = string(block, &mut pos)?;
-                let name_len = self.name_len(&name)?;
+                let name_len = name.len();
                 let value_len = self.decoded_len(value.0, value.1)?;
-                let empty_authority = value_len == 0 && self.is_authority(&name)?;
+                let empty_authority = value_len == 0 && name.is_authority();
                 let value = Str {
                     huffman: value.0,
                     bytes: value.1.into(),
@@ -229,7 +256,7 @@ impl Rewriter {
                 let name = self.name(block, &mut pos, index)?;
                 let value = string(block, &mut pos)?;
                 let empty_authority =
-                    self.is_authority(&name)? && self.decoded_len(value.0, value.1)? == 0;
+                    name.is_authority() && self.decoded_len(value.0, value.1)? == 0;
                 if empty_authority {
                     continue;
                 }
@@ -247,14 +274,24 @@ impl Rewriter {
         Ok(())
     }
 
-    fn name(&self, block: &[u8], pos: &mut usize, index: usize) -> Result<Name, HpackError> {
+    fn name(&mut self, block: &[u8], pos: &mut usize, index: usize) -> Result<Name, HpackError> {
         Ok(match index {
             0 => {
                 let (huffman, bytes) = string(block, pos)?;
-                Name::Literal(Str {
-                    huffman,
-                    bytes: bytes.into(),
-                })
+                let (len, authority) = if huffman {
+                    self.huffman(bytes)?;
+                    (self.scratch.len(), self.scratch == b":authority")
+                } else {
+                    (bytes.len(), bytes == b":authority")
+                };
+                Name::Literal(std::sync::Arc::new(LitName {
+                    s: Str {
+                        huffman,
+                        bytes: bytes.into(),
+                    },
+                    len,
+                    authority,
+                }))
             }
             1..=61 => Name::Static(index),
             _ => self
@@ -264,26 +301,6 @@ impl Rewriter {
                 .name
                 .clone(),
         })
-    }
-
-    fn name_len(&mut self, name: &Name) -> Result<usize, HpackError> {
-        match name {
-            Name::Static(i) => Ok(STATIC_NAMES[i - 1].len()),
-            Name::Literal(s) => self.decoded_len(s.huffman, &s.bytes),
-        }
-    }
-
-    fn is_authority(&mut self, name: &Name) -> Result<bool, HpackError> {
-        match name {
-            Name::Static(i) => Ok(*i == AUTHORITY_INDEX),
-            Name::Literal(s) if !s.huffman => Ok(&*s.bytes == b":authority"),
-            // Huffman never makes a string longer than its text.
-            Name::Literal(s) if s.bytes.len() > ":authority".len() => Ok(false),
-            Name::Literal(s) => {
-                self.huffman(&s.bytes.clone())?;
-                Ok(self.scratch == b":authority")
-            }
-        }
     }
 
     fn decoded_len(&mut self, huffman: bool, bytes: &[u8]) -> Result<usize, HpackError> {
@@ -388,9 +405,9 @@ fn encode_str(out: &mut Vec<u8>, s: &Str) {
 fn emit_literal(out: &mut Vec<u8>, flag: u8, name: &Name, value: &Str) {
     match name {
         Name::Static(i) => encode_int(out, *i, 4, flag),
-        Name::Literal(s) => {
+        Name::Literal(l) => {
             out.push(flag);
-            encode_str(out, s);
+            encode_str(out, &l.s);
         }
     }
     encode_str(out, value);
