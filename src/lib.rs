@@ -8,7 +8,11 @@
 //! - `default_flow`: the Go package's documented default usage, ported one for one; point it
 //!   at `fake-config-service` or a real isp-config-service with `--hosts`;
 //! - `probe`: an operator's tool that joins a cluster as a module and prints what it receives
-//!   as JSON lines ([`probe`]).
+//!   as JSON lines ([`probe`]);
+//! - `grpc_probe`: an operator's tool that calls module endpoints over isp-kit's gRPC, or
+//!   serves test endpoints, printing JSON lines ([`grpc_probe`]);
+//! - `grpc_modules`: two modules on a fake config service, `orders` calling `auth-service`
+//!   over gRPC through the addresses the cluster delivers ([`grpc_modules`]).
 //!
 //! The quickstart and the probe are library code so that the test suite runs exactly what
 //! the examples run; the examples themselves only parse arguments, set up logs and signals.
@@ -28,6 +32,8 @@
 //! # });
 //! ```
 
+pub mod grpc_modules;
+pub mod grpc_probe;
 pub mod probe;
 mod quickstart;
 mod shutdown;

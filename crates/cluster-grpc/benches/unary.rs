@@ -1,0 +1,245 @@
+//! Unary call latency and throughput: a 100-byte JSON echo through our server and client,
+//! against a plain tonic echo service and plain tonic client measured in the same run (the
+//! floor), at concurrency 1 and 64, everything on loopback in one process.
+//!
+//! `cargo bench -p cluster-grpc --bench unary` (`BENCH_ROUNDS`, default 5, interleaved rounds
+//! of `BENCH_SECS`, default 1, per stack; the medians are printed).
+
+use bytes::Bytes;
+use cluster_grpc::tonic::codegen::http;
+use cluster_grpc::tonic::{self, Request, Response, Status};
+use cluster_grpc::{ApiError, CallContext, GrpcClient, Message, REQUEST_PATH, Router, Server};
+use futures_util::future::BoxFuture;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The plain tonic service: echoes the message, nothing else.
+#[derive(Clone)]
+struct PlainEcho;
+
+struct PlainUnary;
+
+impl tonic::server::UnaryService<Message> for PlainUnary {
+    type Response = Message;
+    type Future = BoxFuture<'static, Result<Response<Message>, Status>>;
+    fn call(&mut self, request: Request<Message>) -> Self::Future {
+        Box::pin(async move { Ok(Response::new(request.into_inner())) })
+    }
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for PlainEcho {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Message, Message>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(PlainUnary, request)
+                .await)
+        })
+    }
+}
+
+impl tonic::server::NamedService for PlainEcho {
+    const NAME: &'static str = "isp.BackendService";
+}
+
+async fn plain_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures_util::stream::unfold(listener, |l| async move {
+        let (s, _) = l.accept().await.ok()?;
+        s.set_nodelay(true).ok()?;
+        Some((Ok::<_, std::io::Error>(s), l))
+    });
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .serve_with_incoming(PlainEcho, incoming)
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+async fn plain_call(channel: tonic::transport::Channel, body: Bytes) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = Request::new(Message::bytes(body));
+    request
+        .metadata_mut()
+        .insert("proxy_method_name", "echo/json".parse().unwrap());
+    let codec = tonic_prost::ProstCodec::<Message, Message>::default();
+    let path = http::uri::PathAndQuery::from_static(REQUEST_PATH);
+    grpc.unary(request, path, codec).await.unwrap();
+}
+
+#[derive(Clone, Copy)]
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    rate: f64,
+}
+
+async fn measure<F, Fut>(concurrency: usize, secs: f64, call: F) -> Figures
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    // Warm up: connections made, caches hot.
+    for _ in 0..100 {
+        call().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                call().await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Figures {
+        p50: at(0.50),
+        p99: at(0.99),
+        rate: all.len() as f64 / elapsed,
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        // A 100-byte JSON body.
+        let body = Bytes::from(format!(r#"{{"data":"{}"}}"#, "x".repeat(89)));
+        assert_eq!(body.len(), 100);
+        let router = || {
+            Router::new()
+                .handle_raw("echo/json", |_c: CallContext, m: Message| async move {
+                    Ok::<_, ApiError>(m)
+                })
+                .unwrap()
+        };
+        let ours = Server::bind(router(), "127.0.0.1:0").await.unwrap();
+        let ours_nofilter = Server::builder(router())
+            .accept_empty_authority(false)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let plain = plain_server().await;
+
+        println!(
+            "unary 100-byte JSON echo, loopback, 2 worker threads; {rounds} interleaved rounds of {secs} s per stack, medians"
+        );
+        println!("{:<34} {:>5} {:>10} {:>10} {:>12}", "stack", "conc", "p50 us", "p99 us", "calls/s");
+        let names = [
+            "plain tonic (floor)",
+            "cluster-grpc",
+            "cluster-grpc, no :authority filter",
+            "our server, plain client",
+            "plain server, our client",
+        ];
+        for concurrency in [1usize, 64] {
+            let plain_channel = |addr: SocketAddr| {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            };
+            let floor_ch = plain_channel(plain);
+            let ours_ch = plain_channel(ours.local_addr());
+            let ours_client = GrpcClient::new([ours.local_addr().to_string()]);
+            let nofilter_client = GrpcClient::new([ours_nofilter.local_addr().to_string()]);
+            let plain_client = GrpcClient::new([plain.to_string()]);
+            let mut results: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
+            // Interleaved rounds: a machine whose load changes affects every stack alike.
+            for _ in 0..rounds {
+                for (i, row) in results.iter_mut().enumerate() {
+                    let b = body.clone();
+                    let f = match i {
+                        0 => {
+                            let ch = floor_ch.clone();
+                            measure(concurrency, secs, move || plain_call(ch.clone(), b.clone())).await
+                        }
+                        3 => {
+                            let ch = ours_ch.clone();
+                            measure(concurrency, secs, move || plain_call(ch.clone(), b.clone())).await
+                        }
+                        _ => {
+                            let client = match i {
+                                1 => ours_client.clone(),
+                                2 => nofilter_client.clone(),
+                                _ => plain_client.clone(),
+                            };
+                            measure(concurrency, secs, move || {
+                                let call = client.invoke("echo/json").raw_body(b.clone());
+                                async move {
+                                    call.raw().await.unwrap();
+                                }
+                            })
+                            .await
+                        }
+                    };
+                    row.push(f);
+                }
+            }
+            let median = |row: &[Figures]| {
+                let pick = |mut v: Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                (
+                    pick(row.iter().map(|f| us(f.p50)).collect()),
+                    pick(row.iter().map(|f| us(f.p99)).collect()),
+                    pick(row.iter().map(|f| f.rate).collect()),
+                )
+            };
+            let medians: Vec<(f64, f64, f64)> = results.iter().map(|r| median(r)).collect();
+            for (name, (p50, p99, rate)) in names.iter().zip(&medians) {
+                println!("{name:<34} {concurrency:>5} {p50:>10.1} {p99:>10.1} {rate:>12.0}");
+            }
+            let (floor, mine) = (medians[0], medians[1]);
+            println!(
+                "ratio ours/floor at {concurrency}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x of floor",
+                mine.0 / floor.0,
+                mine.1 / floor.1,
+                mine.2 / floor.2
+            );
+        }
+    });
+}

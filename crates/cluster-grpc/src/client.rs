@@ -1,0 +1,450 @@
+//! [`GrpcClient`]: calls the modules a module requires, round-robin over their live instances.
+
+use crate::error::CallError;
+use crate::message::Message;
+use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, new_request_id};
+use crate::server::{DEFAULT_MAX_MESSAGE_SIZE, REQUEST_PATH};
+use bytes::Bytes;
+use cluster_client::HostsUpgrader;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+use tonic::Code;
+use tonic::metadata::{AsciiMetadataValue, MetadataKey, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+
+/// The default call timeout: 15 s (Go: the request builder's `defaultTimeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default connect timeout of one host: 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Host {
+    addr: String,
+    channel: OnceLock<Option<Channel>>,
+    /// When the last attempt to reach it failed before any answer (see [`HOST_PAUSE`]).
+    failed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// How long a host that could not be reached is passed over while others are available: 1 s
+/// (grpc-go's round-robin likewise skips instances whose connection is failing).
+pub const HOST_PAUSE: Duration = Duration::from_secs(1);
+
+impl Host {
+    fn new(addr: String) -> Self {
+        Self {
+            addr,
+            channel: OnceLock::new(),
+            failed_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether it failed before `now` and less than [`HOST_PAUSE`] before. (A failure at or
+    /// after `now`, during the call that asks, does not count: that call tried it already.)
+    fn paused(&self, now: tokio::time::Instant) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at < now && now - at < HOST_PAUSE)
+    }
+
+    fn set_failed(&self, failed: bool) {
+        let mut at = self
+            .failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *at = failed.then(tokio::time::Instant::now);
+    }
+
+    /// The host's channel, made on first use (inside the runtime); `None` when the address
+    /// does not make a URI.
+    fn channel(&self, config: &ClientConfig) -> Option<Channel> {
+        self.channel
+            .get_or_init(|| {
+                let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+                    .map_err(|e| tracing::warn!(host = %self.addr, error = %e, "grpc client: bad host address"))
+                    .ok()?;
+                Some(
+                    endpoint
+                        .connect_timeout(config.connect_timeout)
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                )
+            })
+            .clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ClientConfig {
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_message_size: usize,
+}
+
+struct Inner {
+    hosts: RwLock<Arc<[Arc<Host>]>>,
+    next: AtomicUsize,
+    config: ClientConfig,
+}
+
+/// A client of isp modules (Go: isp-kit's `grpc/client.Client`).
+///
+/// It implements [`HostsUpgrader`]: pass a clone to
+/// [`EventHandler::require_module`](cluster_client::EventHandler::require_module) and it
+/// follows the module's ready instances. Calls go round-robin over the current hosts; one
+/// HTTP/2 connection per host is made on first use and kept while the host stays in the list
+/// (a host that leaves the list has its connection dropped). With no host a call fails at
+/// once with [`CallError::NoHosts`]. When a host cannot be connected to (the call fails
+/// `Unavailable` before any answer from a server), the call moves on to the next host, each
+/// host tried at most once, and that host is tried after the others for [`HOST_PAUSE`]
+/// (1 s); an `Unavailable` sent by a server is returned as it is.
+///
+/// Cloning is cheap; clones share hosts and connections.
+#[derive(Clone)]
+pub struct GrpcClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GrpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcClient")
+            .field("hosts", &self.hosts())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Default for GrpcClient {
+    fn default() -> Self {
+        Self::new(Vec::<String>::new())
+    }
+}
+
+/// Configures a [`GrpcClient`].
+#[derive(Debug, Clone)]
+pub struct GrpcClientBuilder {
+    config: ClientConfig,
+}
+
+impl GrpcClientBuilder {
+    /// The timeout of a call that sets none (default [`DEFAULT_TIMEOUT`], 15 s; zero: none).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// How long connecting to one host may take (default [`DEFAULT_CONNECT_TIMEOUT`], 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// The message limit, each way (default 64 MiB).
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// A client over `hosts` (`ip:port`).
+    #[must_use]
+    pub fn build<I>(self, hosts: I) -> GrpcClient
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let client = GrpcClient {
+            inner: Arc::new(Inner {
+                hosts: RwLock::new(Arc::from(Vec::new())),
+                next: AtomicUsize::new(0),
+                config: self.config,
+            }),
+        };
+        client.upgrade(hosts.into_iter().map(Into::into).collect());
+        client
+    }
+}
+
+impl GrpcClient {
+    /// A client over `hosts` (`ip:port`) with the defaults; usually empty, filled by the
+    /// cluster through [`HostsUpgrader`].
+    #[must_use]
+    pub fn new<I>(hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self::builder().build(hosts)
+    }
+
+    /// A builder (15 s timeout, 5 s connect timeout, 64 MiB limits).
+    #[must_use]
+    pub fn builder() -> GrpcClientBuilder {
+        GrpcClientBuilder {
+            config: ClientConfig {
+                timeout: DEFAULT_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            },
+        }
+    }
+
+    /// The current hosts, in the order given.
+    #[must_use]
+    pub fn hosts(&self) -> Vec<String> {
+        self.snapshot().iter().map(|h| h.addr.clone()).collect()
+    }
+
+    /// The hosts passed over because reaching them failed less than [`HOST_PAUSE`] ago.
+    #[must_use]
+    pub fn paused_hosts(&self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        self.snapshot()
+            .iter()
+            .filter(|h| h.paused(now))
+            .map(|h| h.addr.clone())
+            .collect()
+    }
+
+    /// A call of `endpoint` (Go: `Invoke(endpoint)`).
+    pub fn invoke(&self, endpoint: impl Into<String>) -> Invoke {
+        Invoke {
+            client: self.clone(),
+            endpoint: endpoint.into(),
+            body: Ok(Bytes::new()),
+            metadata: Vec::new(),
+            application_id: None,
+            request_id: None,
+            timeout: None,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<[Arc<Host>]> {
+        self.inner
+            .hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn call(
+        &self,
+        message: Message,
+        metadata: &MetadataMap,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        let hosts = self.snapshot();
+        if hosts.is_empty() {
+            return Err(CallError::NoHosts);
+        }
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        // Round-robin order from `start`, hosts that failed lately last (two passes, no
+        // allocation).
+        let now = tokio::time::Instant::now();
+        let mut last = None;
+        for i in 0..2 * hosts.len() {
+            let host = &hosts[(start + i) % hosts.len()];
+            if host.paused(now) != (i >= hosts.len()) {
+                continue;
+            }
+            let Some(channel) = host.channel(&self.inner.config) else {
+                last = Some(CallError::Status(tonic::Status::unavailable(format!(
+                    "bad host address {}",
+                    host.addr
+                ))));
+                continue;
+            };
+            let mut request = tonic::Request::new(message.clone());
+            *request.metadata_mut() = metadata.clone();
+            if !timeout.is_zero() {
+                request.set_timeout(timeout);
+            }
+            let outcome = self.call_one(channel, request).await;
+            host.set_failed(matches!(&outcome, Err(status) if is_connect_failure(status)));
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(status) if is_connect_failure(&status) => {
+                    tracing::debug!(host = %host.addr, error = %status.message(), "grpc client: host unreachable, trying the next");
+                    last = Some(CallError::Status(status));
+                }
+                // tonic enforces the `grpc-timeout` it sends (and so does the server).
+                Err(status)
+                    if status.code() == Code::Cancelled
+                        && status.message() == "Timeout expired" =>
+                {
+                    return Err(CallError::Timeout(timeout));
+                }
+                Err(status) => return Err(CallError::from_status(status)),
+            }
+        }
+        Err(last.unwrap_or(CallError::NoHosts))
+    }
+
+    async fn call_one(
+        &self,
+        channel: Channel,
+        request: tonic::Request<Message>,
+    ) -> Result<Message, tonic::Status> {
+        let max = self.inner.config.max_message_size;
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("service not ready: {e}")))?;
+        let codec = tonic_prost::ProstCodec::<Message, Message>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(REQUEST_PATH);
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// A transport failure before any server answered: no response headers came back, so the
+/// request was not handled and may go to another host.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && status.metadata().get("content-type").is_none()
+}
+
+impl HostsUpgrader for GrpcClient {
+    /// Replaces the hosts, keeping the connections of hosts that stay.
+    fn upgrade(&self, hosts: Vec<String>) {
+        let mut current = self
+            .inner
+            .hosts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next: Vec<Arc<Host>> = hosts
+            .into_iter()
+            .map(|addr| {
+                current
+                    .iter()
+                    .find(|h| h.addr == addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Host::new(addr)))
+            })
+            .collect();
+        tracing::debug!(hosts = next.len(), "grpc client: hosts upgraded");
+        *current = Arc::from(next);
+    }
+}
+
+/// One call being built (Go: `RequestBuilder`). Nothing is sent until [`Invoke::json`],
+/// [`Invoke::raw`] or [`Invoke::message`] is awaited.
+#[derive(Debug)]
+#[must_use = "a call does nothing until awaited with json(), raw() or message()"]
+pub struct Invoke {
+    client: GrpcClient,
+    endpoint: String,
+    body: Result<Bytes, CallError>,
+    metadata: Vec<(String, String)>,
+    application_id: Option<i64>,
+    request_id: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl Invoke {
+    /// The request body, encoded to JSON (Go: `JsonRequestBody`). Without one the body is
+    /// empty (`BytesBody` of length 0, as Go sends).
+    pub fn json_body<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        self.body = serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(CallError::EncodeRequest);
+        self
+    }
+
+    /// The request body as JSON bytes, sent as they are.
+    pub fn raw_body(mut self, json: impl Into<Bytes>) -> Self {
+        self.body = Ok(json.into());
+        self
+    }
+
+    /// Adds a metadata entry (Go: `AppendMetadata`); keys are lowercased by HTTP/2.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets `x-application-identity` (Go: `ApplicationId`).
+    pub fn application_id(mut self, id: i64) -> Self {
+        self.application_id = Some(id);
+        self
+    }
+
+    /// Sets `x-request-id`; without it (and without one in the metadata) a new one is made.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// The call's timeout (default: the client's, 15 s); zero means none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends the call and decodes the response's JSON into `T` (an empty body reads as
+    /// `null`, as Go's client does: use `Option<T>` or `serde_json::Value` where it may come).
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, CallError> {
+        let raw = self.raw().await?;
+        let json: &[u8] = if raw.is_empty() { b"null" } else { &raw };
+        serde_json::from_slice(json).map_err(CallError::DecodeResponse)
+    }
+
+    /// Sends the call; returns the response's `BytesBody` (JSON) as it came.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn raw(self) -> Result<Bytes, CallError> {
+        Ok(self.message().await?.bytes_body())
+    }
+
+    /// Sends the call; returns the whole response message.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn message(self) -> Result<Message, CallError> {
+        let body = self.body?;
+        let mut md = MetadataMap::new();
+        let mut request_id = self.request_id;
+        for (k, v) in &self.metadata {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
+            let value: AsciiMetadataValue = v
+                .parse()
+                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
+            if key.as_str() == REQUEST_ID {
+                request_id.get_or_insert_with(|| v.clone());
+                continue;
+            }
+            md.append(key, value);
+        }
+        md.insert(PROXY_METHOD_NAME, ascii(&self.endpoint)?);
+        if let Some(id) = self.application_id {
+            md.insert(APPLICATION_ID, ascii(&id.to_string())?);
+        }
+        let request_id = request_id.unwrap_or_else(new_request_id);
+        md.insert(REQUEST_ID, ascii(&request_id)?);
+        let timeout = self.timeout.unwrap_or(self.client.inner.config.timeout);
+        let call = self.client.call(Message::bytes(body), &md, timeout);
+        if timeout.is_zero() {
+            return call.await;
+        }
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?
+    }
+}
+
+fn ascii(value: &str) -> Result<AsciiMetadataValue, CallError> {
+    value
+        .parse()
+        .map_err(|_| CallError::InvalidMetadata(value.to_owned()))
+}

@@ -1,0 +1,392 @@
+//! The gRPC probe: calls a module's endpoint the way isp-kit modules do, or serves a few test
+//! endpoints, printing one JSON line per call or request (stdout).
+//!
+//! ```text
+//! cargo run --example grpc_probe -- call --hosts H[,H] --endpoint E --body JSON [--md k=v]
+//!     [--app-id N] [--timeout D] [--n N]
+//! cargo run --example grpc_probe -- serve --listen ADDR
+//! ```
+//!
+//! # `call` lines
+//! - `{"ok":true,"body":<response JSON>}`; an empty body prints `null` (as isp-kit's client
+//!   reads it); a body that is not JSON is printed as a JSON string.
+//! - `{"ok":false,"grpcCode":"InvalidArgument","errorCode":…,"errorMessage":…,"details":…}` for
+//!   an API error (`details` only when present);
+//! - `{"ok":false,"grpcCode":"NotFound","errorMessage":…}` for a status without isp detail;
+//! - `{"ok":false,"grpcCode":"DeadlineExceeded","errorMessage":…}` for a timeout;
+//! - `{"ok":false,"error":…}` for a call that reached no server (no hosts, bad metadata).
+//!
+//! gRPC codes are spelled as grpc-go spells them (`Canceled`, `InvalidArgument`, …). Calls go
+//! one after the other, round-robin over `--hosts`. Exit status: 0 when every call succeeded,
+//! 1 when one failed, 2 on a usage error.
+//!
+//! # `serve` lines
+//! First `{"listening":"ip:port"}`, then one line per request:
+//! `{"endpoint":…,"metadata":{…},"body":…}`. Endpoints: `echo/json` (answers the body as it
+//! came), `math/sum` (`{"a":…,"b":…}` → `{"sum":…}`; a body that does not decode is the
+//! business error 400), `fail/business` (errorCode 1001, "custom failure", details
+//! `{"field":"x"}`). Metadata values of `x-user-token` and `x-device-token` are printed as
+//! `"***"` (they are secrets); binary (`-bin`) entries are left out. The server stops on
+//! SIGINT/SIGTERM, gracefully.
+
+use crate::shutdown::Signal;
+use bytes::Bytes;
+use cluster_grpc::metadata::{DEVICE_TOKEN, USER_TOKEN};
+use cluster_grpc::tonic::Code;
+use cluster_grpc::tonic::metadata::{KeyAndValueRef, MetadataMap};
+use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Message, Router, Server};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The help text.
+pub const USAGE: &str = "\
+grpc_probe: call isp module endpoints (isp.BackendService/Request) or serve test endpoints
+
+USAGE:
+    cargo run --example grpc_probe -- call --hosts H[,H] --endpoint E [FLAGS]
+    cargo run --example grpc_probe -- serve [--listen ADDR]
+
+CALL FLAGS:
+    --hosts H[,H]     module instances, ip:port (required)
+    --endpoint E      the endpoint, e.g. auth/api/login (required)
+    --body JSON       the JSON request body (default: none, an empty BytesBody)
+    --md k=v          a metadata entry (repeatable)
+    --app-id N        x-application-identity
+    --timeout D       the call timeout (e.g. 2s, 500ms; default 15s)
+    --n N             how many calls (default 1)
+
+SERVE FLAGS:
+    --listen ADDR     the address to listen on (default 127.0.0.1:0)
+
+Output: one JSON line per call or request on stdout; logs on stderr.
+";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrpcProbeCommand {
+    /// `call`.
+    Call(CallOptions),
+    /// `serve`.
+    Serve(ServeOptions),
+    /// `--help`.
+    Help,
+}
+
+/// The flags of `call`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOptions {
+    /// `--hosts`.
+    pub hosts: Vec<String>,
+    /// `--endpoint`.
+    pub endpoint: String,
+    /// `--body`, validated as JSON.
+    pub body: Option<String>,
+    /// `--md`, in order.
+    pub metadata: Vec<(String, String)>,
+    /// `--app-id`.
+    pub app_id: Option<i64>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--n` (at least 1).
+    pub n: usize,
+}
+
+/// The flags of `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// `--listen` (default `127.0.0.1:0`).
+    pub listen: String,
+}
+
+/// Parses the arguments (without the program name).
+///
+/// # Errors
+/// A usage error, as text.
+pub fn parse_args<I>(args: I) -> Result<GrpcProbeCommand, String>
+where
+    I: IntoIterator,
+    I::Item: Into<String>,
+{
+    let mut args = args.into_iter().map(Into::into);
+    let command = match args.next().as_deref() {
+        None | Some("--help" | "-h" | "help") => return Ok(GrpcProbeCommand::Help),
+        Some(c @ ("call" | "serve")) => c.to_owned(),
+        Some(other) => return Err(format!("unknown command {other:?} (call or serve)")),
+    };
+    let mut call = CallOptions {
+        hosts: Vec::new(),
+        endpoint: String::new(),
+        body: None,
+        metadata: Vec::new(),
+        app_id: None,
+        timeout: None,
+        n: 1,
+    };
+    let mut listen = "127.0.0.1:0".to_owned();
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            return Ok(GrpcProbeCommand::Help);
+        }
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match (command.as_str(), flag.as_str()) {
+            ("call", "--hosts") => {
+                call.hosts = value()?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            ("call", "--endpoint") => call.endpoint = value()?,
+            ("call", "--body") => {
+                let body = value()?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&body)
+                    .map_err(|e| format!("--body is not JSON: {e}"))?;
+                call.body = Some(body);
+            }
+            ("call", "--md") => {
+                let kv = value()?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--md {kv:?} is not k=v"))?;
+                call.metadata.push((k.to_owned(), v.to_owned()));
+            }
+            ("call", "--app-id") => {
+                let v = value()?;
+                call.app_id = Some(
+                    v.parse()
+                        .map_err(|_| format!("--app-id {v:?} is not an integer"))?,
+                );
+            }
+            ("call", "--timeout") => {
+                let v = value()?;
+                call.timeout =
+                    Some(crate::probe::parse_duration(&v).map_err(|_| {
+                        format!("--timeout {v:?} is not a duration (try 2s, 500ms)")
+                    })?);
+            }
+            ("call", "--n") => {
+                let v = value()?;
+                call.n = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--n {v:?} is not a positive integer"))?;
+            }
+            ("serve", "--listen") => listen = value()?,
+            _ => return Err(format!("unknown flag {flag:?} for {command}")),
+        }
+    }
+    if command == "serve" {
+        return Ok(GrpcProbeCommand::Serve(ServeOptions { listen }));
+    }
+    if call.hosts.is_empty() {
+        return Err("call needs --hosts".to_owned());
+    }
+    if call.endpoint.is_empty() {
+        return Err("call needs --endpoint".to_owned());
+    }
+    Ok(GrpcProbeCommand::Call(call))
+}
+
+/// A gRPC code as grpc-go spells it.
+#[must_use]
+pub fn go_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+fn json_or_string(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The output line of one call.
+#[must_use]
+pub fn call_line(result: &Result<Bytes, CallError>) -> String {
+    let value = match result {
+        Ok(body) => json!({"ok": true, "body": json_or_string(body)}),
+        Err(CallError::Api { code, error }) => {
+            let mut line = json!({
+                "ok": false,
+                "grpcCode": go_code_name(*code),
+                "errorCode": error.error_code,
+                "errorMessage": error.error_message,
+            });
+            if !error.details.is_empty() {
+                line["details"] = Value::Object(error.details.clone());
+            }
+            line
+        }
+        Err(CallError::Status(status)) => json!({
+            "ok": false,
+            "grpcCode": go_code_name(status.code()),
+            "errorMessage": status.message(),
+        }),
+        Err(e @ CallError::Timeout(_)) => json!({
+            "ok": false,
+            "grpcCode": go_code_name(Code::DeadlineExceeded),
+            "errorMessage": e.to_string(),
+        }),
+        Err(other) => json!({"ok": false, "error": other.to_string()}),
+    };
+    value.to_string()
+}
+
+/// Runs `call`: `options.n` calls, one line each. Returns how many failed.
+///
+/// # Errors
+/// When `out` cannot be written.
+pub async fn run_call(options: &CallOptions, mut out: impl Write) -> std::io::Result<usize> {
+    let client = GrpcClient::new(options.hosts.clone());
+    let mut failed = 0;
+    for _ in 0..options.n {
+        let mut call = client.invoke(options.endpoint.clone());
+        if let Some(body) = &options.body {
+            call = call.raw_body(body.clone());
+        }
+        for (k, v) in &options.metadata {
+            call = call.metadata(k.clone(), v.clone());
+        }
+        if let Some(id) = options.app_id {
+            call = call.application_id(id);
+        }
+        if let Some(timeout) = options.timeout {
+            call = call.timeout(timeout);
+        }
+        let result = call.raw().await;
+        if result.is_err() {
+            failed += 1;
+        }
+        writeln!(out, "{}", call_line(&result))?;
+        out.flush()?;
+    }
+    Ok(failed)
+}
+
+/// The metadata of a request as printed by `serve` (secrets masked, binary entries left out).
+#[must_use]
+pub fn metadata_json(metadata: &MetadataMap) -> Value {
+    let mut map = Map::new();
+    for entry in metadata.iter() {
+        if let KeyAndValueRef::Ascii(key, value) = entry {
+            let key = key.as_str();
+            let value = if key == USER_TOKEN || key == DEVICE_TOKEN {
+                "***".to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            map.entry(key.to_owned()).or_insert(Value::String(value));
+        }
+    }
+    Value::Object(map)
+}
+
+type Out = Arc<Mutex<dyn Write + Send>>;
+
+fn print_request(out: &Out, ctx: &CallContext, message: &Message) {
+    let line = json!({
+        "endpoint": ctx.endpoint(),
+        "metadata": metadata_json(ctx.metadata()),
+        "body": json_or_string(&message.bytes_body()),
+    });
+    let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+    // A closed stdout must not fail the call.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[derive(Deserialize)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+/// The router of `serve`: `echo/json`, `math/sum`, `fail/business`, each request printed.
+#[must_use]
+pub fn probe_router(out: Out) -> Router {
+    let (o1, o2, o3) = (out.clone(), out.clone(), out);
+    Router::new()
+        .handle_raw("echo/json", move |ctx: CallContext, m: Message| {
+            print_request(&o1, &ctx, &m);
+            async move { Ok::<_, ApiError>(m) }
+        })
+        .expect("distinct paths")
+        .handle_raw("math/sum", move |ctx: CallContext, m: Message| {
+            print_request(&o2, &ctx, &m);
+            async move {
+                let sum: Sum = serde_json::from_slice(&m.bytes_body()).map_err(|e| {
+                    ApiError::bad_request(format!("unmarshal json request body: {e}"))
+                })?;
+                let answer = json!({"sum": sum.a.wrapping_add(sum.b)});
+                Ok::<_, ApiError>(Message::bytes(answer.to_string()))
+            }
+        })
+        .expect("distinct paths")
+        .handle_raw("fail/business", move |ctx: CallContext, m: Message| {
+            print_request(&o3, &ctx, &m);
+            async move {
+                Err::<Message, _>(
+                    ApiError::business(1001, "custom failure").with_detail("field", "x"),
+                )
+            }
+        })
+        .expect("distinct paths")
+}
+
+/// Runs `serve` until `shutdown` resolves; prints `{"listening":…}` first. Returns the address
+/// it listened on.
+///
+/// # Errors
+/// When the address cannot be bound or the server fails.
+pub async fn run_serve<W, F>(
+    options: &ServeOptions,
+    out: W,
+    shutdown: F,
+) -> Result<SocketAddr, cluster_grpc::BoxError>
+where
+    W: Write + Send + 'static,
+    F: Future<Output = Signal> + Send + 'static,
+{
+    let out: Out = Arc::new(Mutex::new(out));
+    let server = Server::builder(probe_router(out.clone()))
+        .shutdown_on(async move {
+            let signal = shutdown.await;
+            tracing::info!(?signal, "grpc_probe: stopping");
+        })
+        .bind(&options.listen)
+        .await?;
+    let addr = server.local_addr();
+    {
+        let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+        writeln!(out, "{}", json!({"listening": addr.to_string()}))?;
+        out.flush()?;
+    }
+    server.wait().await?;
+    Ok(addr)
+}
