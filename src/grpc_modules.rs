@@ -10,8 +10,7 @@
 //! story in plain words; the test suite runs it (`tests/grpc_modules.rs`).
 
 use cluster_client::{
-    BoxError, Client, ClientError, ConfigData, EventHandler, GRPC_TRANSPORT, HostsUpgrader,
-    ModuleInfo,
+    BoxError, Client, ClientError, ConfigData, EventHandler, GRPC_TRANSPORT, ModuleInfo,
 };
 use cluster_grpc::{ApiError, CallContext, GrpcClient, Router, Server};
 use cluster_testkit::FakeConfigService;
@@ -19,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The longest any step may take before the story fails.
@@ -158,16 +156,9 @@ pub async fn grpc_modules(mut out: impl Write) -> Result<Report, BoxError> {
         second.server.local_addr()
     )?;
 
-    // orders: its GrpcClient follows auth-service's instances; a watch lets the story wait.
+    // orders: its GrpcClient follows auth-service's instances (it is the HostsUpgrader).
     let auth = GrpcClient::new(Vec::<String>::new());
-    let (hosts_tx, mut hosts) = watch::channel(Vec::<String>::new());
-    let upgrader = {
-        let auth = auth.clone();
-        move |list: Vec<String>| {
-            auth.upgrade(list.clone());
-            hosts_tx.send_replace(list);
-        }
-    };
+    let mut hosts = auth.watch();
     let orders = Client::new(
         ModuleInfo {
             module_name: ORDERS.to_owned(),
@@ -182,7 +173,7 @@ pub async fn grpc_modules(mut out: impl Write) -> Result<Report, BoxError> {
     )?;
     let orders_run = tokio::spawn({
         let orders = orders.clone();
-        let handler = EventHandler::new().require_module(AUTH, upgrader);
+        let handler = EventHandler::new().require_module(AUTH, auth.clone());
         async move { orders.run(handler).await }
     });
     let both = step(

@@ -25,12 +25,14 @@
 //! `{"endpoint":…,"metadata":{…},"body":…}`. Endpoints: `echo/json` (answers the body as it
 //! came), `math/sum` (`{"a":…,"b":…}` → `{"sum":…}`; a body that does not decode is the
 //! business error 400), `fail/business` (errorCode 1001, "custom failure", details
-//! `{"field":"x"}`). Metadata values of `x-user-token` and `x-device-token` are printed as
-//! `"***"` (they are secrets); binary (`-bin`) entries are left out. The server stops on
+//! `{"field":"x"}`). Metadata values and body fields whose names hold a secret word (the rule
+//! of configs in logs: `token`, `password`, `secret`, …, plus `authorization`) are printed as
+//! `"***"`; binary (`-bin`) entries are left out. The server stops on
 //! SIGINT/SIGTERM, gracefully.
 
 use crate::shutdown::Signal;
 use bytes::Bytes;
+use cluster_client::SecretMasker;
 use cluster_grpc::metadata::{DEVICE_TOKEN, USER_TOKEN};
 use cluster_grpc::tonic::Code;
 use cluster_grpc::tonic::metadata::{KeyAndValueRef, MetadataMap};
@@ -289,14 +291,22 @@ pub async fn run_call(options: &CallOptions, mut out: impl Write) -> std::io::Re
     Ok(failed)
 }
 
+/// Whether a metadata entry or a body field named `key` holds a secret: the masking rule of
+/// configs in logs (`SecretMasker`'s default keys: `token`, `password`, `secret`, …, any case),
+/// plus `authorization`.
+fn is_secret(masker: &SecretMasker, key: &str) -> bool {
+    key.eq_ignore_ascii_case("authorization") || masker.is_secret_key(key)
+}
+
 /// The metadata of a request as printed by `serve` (secrets masked, binary entries left out).
 #[must_use]
 pub fn metadata_json(metadata: &MetadataMap) -> Value {
+    let masker = SecretMasker::new();
     let mut map = Map::new();
     for entry in metadata.iter() {
         if let KeyAndValueRef::Ascii(key, value) = entry {
             let key = key.as_str();
-            let value = if key == USER_TOKEN || key == DEVICE_TOKEN {
+            let value = if key == USER_TOKEN || key == DEVICE_TOKEN || is_secret(&masker, key) {
                 "***".to_owned()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -310,10 +320,12 @@ pub fn metadata_json(metadata: &MetadataMap) -> Value {
 type Out = Arc<Mutex<dyn Write + Send>>;
 
 fn print_request(out: &Out, ctx: &CallContext, message: &Message) {
+    let mut body = json_or_string(&message.bytes_body());
+    SecretMasker::new().mask_value(&mut body);
     let line = json!({
         "endpoint": ctx.endpoint(),
         "metadata": metadata_json(ctx.metadata()),
-        "body": json_or_string(&message.bytes_body()),
+        "body": body,
     });
     let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
     // A closed stdout must not fail the call.

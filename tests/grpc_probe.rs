@@ -151,6 +151,8 @@ async fn serve_and_call_print_one_json_line_each() {
     options.metadata = vec![
         ("x-user-identity".into(), "42".into()),
         ("x-user-token".into(), "secret".into()),
+        ("authorization".into(), "Bearer abc".into()),
+        ("x-api-key".into(), "k".into()),
     ];
     let (failed, lines) = call_lines(&options).await;
     assert_eq!(failed, 0);
@@ -165,8 +167,26 @@ async fn serve_and_call_print_one_json_line_each() {
         assert_eq!(seen["metadata"]["x-user-identity"], "42");
         assert_eq!(seen["metadata"]["x-application-identity"], "7");
         assert_eq!(seen["metadata"]["x-user-token"], "***");
+        assert_eq!(seen["metadata"]["authorization"], "***");
+        assert_eq!(seen["metadata"]["x-api-key"], "***");
         assert_eq!(seen["metadata"]["x-request-id"].as_str().unwrap().len(), 32);
     }
+    let (_, lines) = call_lines(&call(
+        &host,
+        "echo/json",
+        Some(r#"{"user":"ann","password":"hunter2","nested":{"token":"t"}}"#),
+    ))
+    .await;
+    assert_eq!(
+        lines[0]["body"]["password"], "hunter2",
+        "the caller gets its echo"
+    );
+    let seen: Value = serde_json::from_str(&served.recv().await.unwrap()).unwrap();
+    assert_eq!(
+        seen["body"],
+        json!({"user": "ann", "password": "***", "nested": {"token": "***"}}),
+        "secret body fields are masked in what serve prints"
+    );
 
     let (_, lines) = call_lines(&call(&host, "math/sum", Some(r#"{"a":40,"b":2}"#))).await;
     assert_eq!(lines, [json!({"ok": true, "body": {"sum": 42}})]);

@@ -85,6 +85,8 @@ struct ClientConfig {
 
 struct Inner {
     hosts: RwLock<Arc<[Arc<Host>]>>,
+    /// The host list as last upgraded, for [`GrpcClient::watch`] and [`GrpcClient::wait_for`].
+    published: tokio::sync::watch::Sender<Arc<[String]>>,
     next: AtomicUsize,
     config: ClientConfig,
 }
@@ -160,6 +162,7 @@ impl GrpcClientBuilder {
         let client = GrpcClient {
             inner: Arc::new(Inner {
                 hosts: RwLock::new(Arc::from(Vec::new())),
+                published: tokio::sync::watch::Sender::new(Arc::from(Vec::new())),
                 next: AtomicUsize::new(0),
                 config: self.config,
             }),
@@ -191,6 +194,34 @@ impl GrpcClient {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             },
         }
+    }
+
+    /// Waits until the client has at least `n` hosts (as the cluster delivers them through
+    /// [`HostsUpgrader`]); returns them. With `n == 0` it returns at once. There is no
+    /// timeout: wrap it in `tokio::time::timeout` if the module may never come up.
+    ///
+    /// # Examples
+    /// ```
+    /// use cluster_client::HostsUpgrader;
+    /// use cluster_grpc::GrpcClient;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let auth = GrpcClient::new(Vec::<String>::new());
+    /// auth.upgrade(vec!["127.0.0.1:9000".to_owned()]); // what the cluster does
+    /// assert_eq!(&*auth.wait_for(1).await, ["127.0.0.1:9000"]);
+    /// # });
+    /// ```
+    pub async fn wait_for(&self, n: usize) -> Arc<[String]> {
+        let mut rx = self.watch();
+        // The sender lives in `self`: the watch cannot close while we wait.
+        let hosts = rx.wait_for(|hosts| hosts.len() >= n).await;
+        hosts.map_or_else(|_| Arc::from(self.hosts()), |hosts| hosts.clone())
+    }
+
+    /// A watch of the host list: it changes at every [`HostsUpgrader::upgrade`] (each list
+    /// the config service sends for the module), for `select!` loops.
+    #[must_use]
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<[String]>> {
+        self.inner.published.subscribe()
     }
 
     /// The current hosts, in the order given.
@@ -329,7 +360,10 @@ impl HostsUpgrader for GrpcClient {
             })
             .collect();
         tracing::debug!(hosts = next.len(), "grpc client: hosts upgraded");
+        let published: Arc<[String]> = next.iter().map(|h| h.addr.clone()).collect();
         *current = Arc::from(next);
+        drop(current);
+        self.inner.published.send_replace(published);
     }
 }
 

@@ -182,7 +182,7 @@ pub enum HandlerError {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// A gRPC status, sent as it is (isp-kit passes a handler's status through).
-    #[error("status {}: {}", .0.code(), .0.message())]
+    #[error("gRPC status {:?}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
     /// Any other error: logged, and answered `Internal` "internal service error" without a
     /// detail, as isp-kit does.
@@ -212,7 +212,7 @@ pub enum CallError {
         error: ApiError,
     },
     /// The callee (or the transport) answered with a plain gRPC status, without an isp detail.
-    #[error("status {}: {}", .0.code(), .0.message())]
+    #[error("gRPC status {:?}: {}", .0.code(), .0.message())]
     Status(Status),
     /// The call took longer than its timeout.
     #[error("call timed out after {0:?}")]

@@ -363,8 +363,11 @@ impl Server {
         self.local_addr
     }
 
-    /// The address to declare in `ModuleInfo::grpc_outer_address` (the listening address;
-    /// behind NAT or in a container, declare the reachable one instead).
+    /// The listening address as an `AddressConfiguration` (behind NAT or in a container,
+    /// declare the reachable one instead). A module whose server follows its cluster client
+    /// ([`ServerBuilder::shutdown_with`]) needs the address before the server exists: bind a
+    /// `TcpListener` first, declare its address in `ModuleInfo::grpc_outer_address`, build the
+    /// client, then [`ServerBuilder::serve`] the listener (the README shows the order).
     #[must_use]
     pub fn outer_address(&self) -> AddressConfiguration {
         AddressConfiguration::new(

@@ -195,3 +195,26 @@ async fn host_lists_that_change_during_calls() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_test_can_wait_for_the_hosts_the_cluster_delivers() {
+    let client = GrpcClient::new(Vec::<String>::new());
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.wait_for(2).await }
+    });
+    client.upgrade(vec!["127.0.0.1:1".to_owned()]);
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "one host is not two");
+    client.upgrade(vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()]);
+    let hosts = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the second list")
+        .unwrap();
+    assert_eq!(&*hosts, ["127.0.0.1:1", "127.0.0.1:2"]);
+    assert_eq!(
+        &*client.watch().borrow().clone(),
+        ["127.0.0.1:1", "127.0.0.1:2"]
+    );
+    assert_eq!(&*client.wait_for(0).await, ["127.0.0.1:1", "127.0.0.1:2"]);
+}

@@ -7,9 +7,10 @@
 //! # The default rule
 //! A value is masked when any key on its path contains, in any letter case, one of
 //! [`DEFAULT_SECRET_TAGS`]: `password`, `secret`, `token`, `credentials`, `apikey`, `api_key`,
-//! `privatekey`, `private_key`. So `dbPassword`, `CLIENT_SECRET`, `accessToken`, `apiKey`,
-//! `X-Api_Key`, `privateKeyPem` and everything nested under `credentials` are masked; `host`,
-//! `user` and `publicKey` are not. Add your own with [`SecretMasker::add`].
+//! `api-key`, `privatekey`, `private_key`, `private-key` (the dashed forms for header-style
+//! names). So `dbPassword`, `CLIENT_SECRET`, `accessToken`, `apiKey`, `X-Api-Key`,
+//! `privateKeyPem` and everything nested under `credentials` are masked; `host`, `user` and
+//! `publicKey` are not. Add your own with [`SecretMasker::add`].
 //!
 //! # Differences from isp-kit (`cluster.HideSecrets`)
 //! - isp-kit **fails open**: a payload it cannot parse is logged raw. [`SecretMasker::mask`]
@@ -17,8 +18,8 @@
 //!   its length.
 //! - isp-kit masks every value but the empty string, `null` included; here `null` and `""` are
 //!   both kept (neither holds a secret, and keeping them shows that the value is unset).
-//! - isp-kit's default list is `password`, `secret`, `token`; ours adds `credentials`,
-//!   `apikey`, `api_key`, `privatekey` and `private_key`.
+//! - isp-kit's default list is `password`, `secret`, `token`; ours adds `credentials` and the
+//!   API and private key spellings.
 //! - isp-kit matches a substring against the dotted path (`db.password`), so a substring
 //!   holding a `.` could match across two keys; here each key is matched on its own.
 //! - isp-kit's list is process-global; here each masker has its own (the client shares one).
@@ -33,15 +34,17 @@ use std::sync::{PoisonError, RwLock};
 pub const MASK: &str = "***";
 
 /// The substrings a new [`SecretMasker`] starts with.
-pub const DEFAULT_SECRET_TAGS: [&str; 8] = [
+pub const DEFAULT_SECRET_TAGS: [&str; 10] = [
     "password",
     "secret",
     "token",
     "credentials",
     "apikey",
     "api_key",
+    "api-key",
     "privatekey",
     "private_key",
+    "private-key",
 ];
 
 /// Masks secret values in JSON configs. Cheap to share: wrap it in an `Arc` and call it from
@@ -251,12 +254,12 @@ mod tests {
     fn default_rule_covers_api_and_private_keys_in_any_case() {
         let m = SecretMasker::new();
         let out = m.mask(
-            br#"{"apiKey":"a1","API_KEY":"a2","x-api_key":"a3","privateKey":"p1",
+            br#"{"apiKey":"a1","API_KEY":"a2","x-api-key":"a3","privateKey":"p1",
                  "PRIVATE_KEY_PEM":"p2","tls":{"privatekey":"p3"},"publicKey":"pub","host":"h"}"#,
         );
         assert_eq!(
             out,
-            r#"{"API_KEY":"***","PRIVATE_KEY_PEM":"***","apiKey":"***","host":"h","privateKey":"***","publicKey":"pub","tls":{"privatekey":"***"},"x-api_key":"***"}"#
+            r#"{"API_KEY":"***","PRIVATE_KEY_PEM":"***","apiKey":"***","host":"h","privateKey":"***","publicKey":"pub","tls":{"privatekey":"***"},"x-api-key":"***"}"#
         );
     }
 

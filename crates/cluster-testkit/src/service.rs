@@ -1391,6 +1391,11 @@ impl FakeConfigService {
     /// newest first. To give a module under test ready instances of a module it requires
     /// without running a second client, see [`FakeConfigService::declare_instance`].
     ///
+    /// This is the service's view: an instance is ready once its `MODULE:READY` is stored,
+    /// which is before the module's own client has read the ack. To assert on the module's
+    /// side (its `healthcheck()`, say), await its client's state too
+    /// (`client.state().wait_for(ClientState::is_ready)`).
+    ///
     /// # Errors
     /// [`WaitError::Timeout`] saying what there was instead.
     pub async fn wait_ready_instances(
