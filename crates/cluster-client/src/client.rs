@@ -585,7 +585,10 @@ impl ClientBuilder {
     }
 
     /// The TLS settings of `wss://` hosts (default: the webpki roots). Ignored with a custom
-    /// connector.
+    /// connector. CA files ([`TlsConfig::add_ca_file`]) are read by [`ClientBuilder::build`],
+    /// a blocking read: in async code, build on the blocking pool
+    /// (`tokio::task::spawn_blocking`) or read the file with `tokio::fs::read` and use
+    /// [`TlsConfig::add_ca_pem`]. Nothing is read from disk while the client runs.
     #[must_use]
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         let config = self.settings.ws_config.take().unwrap_or_default();
@@ -672,7 +675,8 @@ impl ClientBuilder {
     }
 
     /// Checks the settings and builds the client; nothing is dialed before
-    /// [`Client::run`].
+    /// [`Client::run`]. With CA files in [`ClientBuilder::tls`] this reads them (blocking
+    /// reads); without, it touches no file.
     ///
     /// # Errors
     /// - [`ClientError::InvalidModuleName`]: the module's name breaks the wire's rules
