@@ -166,7 +166,7 @@ pub(crate) async fn run(
     let mut reconnect = Reconnect::new(plan.endpoints.len(), settings.backoff, plan.seed);
     let mut ids = SplitMix64::new(plan.seed ^ 0x5EED_0F5E_5510_1015);
     let mut appliers = Appliers {
-        config: Applier::new(Order::LatestWins, handler.config_timeout),
+        config: Applier::new(Order::LatestWins, handler.config_apply_timeout),
         routes: Applier::new(Order::Fifo, handler.routes_timeout),
     };
     let mut generation = 0u64;

@@ -115,10 +115,11 @@ pub mod lb;
 pub mod offline;
 pub mod typed;
 
-pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_WAIT};
+pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_ARRIVAL_WAIT};
 pub use error::{BoxError, ClientError, OfflineError};
 pub use handler::{
-    DEFAULT_CONFIG_TIMEOUT, EventHandler, HostsUpgrader, RemoteConfigReceiver, RoutesReceiver,
+    DEFAULT_CONFIG_APPLY_TIMEOUT, DEFAULT_ROUTES_APPLY_TIMEOUT, EventHandler, HostsUpgrader,
+    RemoteConfigReceiver, RoutesReceiver,
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
