@@ -115,6 +115,7 @@
 
 pub mod admin;
 pub mod declared;
+pub mod duration;
 pub mod service;
 pub mod state;
 
