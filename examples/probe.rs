@@ -14,18 +14,19 @@
 //! `--help` lists the flags; [`cluster_examples::probe`] documents the lines, the exit
 //! statuses and the decisions behind them.
 
-use cluster_examples::probe::{Command, Probe, USAGE, parse_args};
+use cluster_examples::probe::{Command, Probe, help, parse_args};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(options)) => options,
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{}", help());
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("probe: {err}\n\n{USAGE}");
+            // clap's message: what is wrong, the usage line, "try '--help'".
+            eprint!("{err}");
             return ExitCode::from(2);
         }
     };

@@ -2,6 +2,7 @@
 //! JSON line each, so an operator sees exactly what a module receives.
 //!
 //! `cargo run --example probe -- --module NAME [flags]` parses its flags with [`parse_args`]
+//! (clap; `--help` lists every flag with its default, the output lines and the exit statuses)
 //! and runs a [`Probe`]; the test suite runs the same code against an in-process fake config
 //! service (`tests/probe.rs`).
 //!
@@ -41,6 +42,9 @@
 //! itself ready.
 
 use crate::shutdown::Signal;
+use clap::builder::NonEmptyStringValueParser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use cluster_client::proto::PayloadError;
 use cluster_client::proto::payload::encode_routing_config;
 use cluster_client::{
@@ -57,39 +61,85 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The help text of the probe.
-pub const USAGE: &str = "\
-probe: joins an isp cluster as a module and prints what the config service hands it
-
-USAGE:
-    cargo run --example probe -- --module NAME [FLAGS]
-
-FLAGS:
-    --module NAME           the module name (required)
-    --hosts H[,H]           config service hosts, ip:port, ws://… or wss://… (default 127.0.0.1:9001)
-    --config                register a config receiver: print each config
-    --reject-config         the config receiver prints the config, then rejects it (implies --config)
-    --routes                register a routes receiver: print each routing table
-    --require M[,M]         require modules: print their addresses
-    --ip IP                 the address the module declares (default 127.0.0.1)
-    --port PORT             the port the module declares (default 9999)
-    --endpoints P[,P]       endpoint paths the module declares
-    --default-config JSON   the default remote config sent with the schema (default {})
-    --schema JSON           the JSON Schema of the remote config (default: any object)
-    --version V             the module version (default 1.0.0)
-    --duration D            close and exit after D (e.g. 7s, 500ms, 1m30s; default: until SIGINT/SIGTERM)
-    --ready-exit            close and exit 0 once ready (1 if it stops before being ready)
-    -h, --help              print this help
-
+/// What `--help` shows after the flags: the output, the logs, the exit statuses, a warning.
+const AFTER_HELP: &str = "\
 Output, one JSON object a line on stdout:
     {\"kind\":\"config\",\"data\":<config>}   {\"kind\":\"routes\",\"data\":<routing config>}
     {\"kind\":\"hosts\",\"module\":\"A\",\"hosts\":[\"ip:port\"]}   {\"kind\":\"ready\",\"us\":N}   {\"kind\":\"unready\",\"us\":N}
 Logs go to stderr, filtered by RUST_LOG (default info).
+List flags (--hosts, --require, --endpoints) take comma-separated items and add up when
+repeated; any other flag given twice keeps its last value.
+
+EXIT STATUS:
+    0 stopped as asked (--duration, SIGINT/SIGTERM, --ready-exit once ready; or --help)
+    1 --ready-exit and it stopped before being ready, or the client cannot start (a bad host)
+    2 usage error
 
 Careful: the probe is a module. The config service stores its --schema under --module, and
 once ready it is in everyone's routing table at --ip:--port. On a real cluster use a name of
-its own, or --reject-config (it prints the config and never declares itself ready).
-";
+its own, or --reject-config (it prints the config and never declares itself ready).";
+
+/// The probe's command line, as clap parses it; [`parse_args`] turns it into [`ProbeOptions`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe",
+    about = "probe: joins an isp cluster as a module and prints what the config service hands it",
+    override_usage = "cargo run --example probe -- --module NAME [OPTIONS]",
+    after_help = AFTER_HELP,
+    args_override_self = true,
+    disable_version_flag = true
+)]
+struct ProbeArgs {
+    /// The module name (required)
+    #[arg(long, value_name = "NAME", required = true, value_parser = NonEmptyStringValueParser::new())]
+    module: String,
+    /// Config service hosts: ip:port, ws://… or wss://…
+    #[arg(long, value_name = "H[,H]", default_value = DEFAULT_HOST)]
+    hosts: Vec<String>,
+    /// Register a config receiver: print each config
+    #[arg(long)]
+    config: bool,
+    /// The config receiver prints the config, then rejects it (implies --config)
+    #[arg(long)]
+    reject_config: bool,
+    /// Register a routes receiver: print each routing table
+    #[arg(long)]
+    routes: bool,
+    /// Require modules: print their addresses
+    #[arg(long, value_name = "M[,M]")]
+    require: Vec<String>,
+    /// The address the module declares
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    ip: String,
+    /// The port the module declares
+    #[arg(long, value_name = "PORT", default_value_t = 9999)]
+    port: u16,
+    /// Endpoint paths the module declares
+    #[arg(long, value_name = "P[,P]")]
+    endpoints: Vec<String>,
+    /// The default remote config sent with the schema (JSON)
+    #[arg(long, value_name = "JSON", default_value = "{}", value_parser = json)]
+    default_config: String,
+    /// The JSON Schema of the remote config [default: any object]
+    #[arg(long, value_name = "JSON", default_value = DEFAULT_SCHEMA, hide_default_value = true, value_parser = json)]
+    schema: String,
+    /// The module version (also the config data version)
+    #[arg(long, value_name = "V", default_value = "1.0.0")]
+    version: String,
+    /// Close and exit after D (7s, 500ms, 2m, 1h30m) [default: until SIGINT/SIGTERM]
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Close and exit 0 once ready (1 if it stops before being ready)
+    #[arg(long)]
+    ready_exit: bool,
+}
+
+/// The probe's `--help` text: every flag with its default, the output lines, the exit
+/// statuses.
+#[must_use]
+pub fn help() -> String {
+    ProbeArgs::command().render_help().to_string()
+}
 
 /// The default of [`ProbeOptions::hosts`].
 pub const DEFAULT_HOST: &str = "127.0.0.1:9001";
@@ -163,11 +213,12 @@ impl ProbeOptions {
 pub enum Command {
     /// Run the probe.
     Run(ProbeOptions),
-    /// Print [`USAGE`] and exit 0.
+    /// Print [`help`] and exit 0.
     Help,
 }
 
-/// A command line the probe does not understand: the message says what is wrong.
+/// A command line the probe does not understand: the message (clap's) says what is wrong,
+/// shows the usage line and points at `--help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
@@ -179,18 +230,16 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(message: impl Into<String>) -> UsageError {
-    UsageError(message.into())
-}
-
-/// Parses the probe's flags (without the program name). Flags take their value as the next
-/// argument or after `=` (`--module A`, `--module=A`). A scalar flag given twice keeps the
-/// last value; a list flag (`--hosts`, `--require`, `--endpoints`) given twice adds to the
-/// list, and empty items (`A,,B`) are skipped. `--default-config` and `--schema` must be JSON.
+/// Parses the probe's flags (without the program name) with clap. Flags take their value as
+/// the next argument or after `=` (`--module A`, `--module=A`). A scalar flag given twice
+/// keeps the last value; a list flag (`--hosts`, `--require`, `--endpoints`) given twice adds
+/// to the list, items are split at commas and trimmed, and empty items (`A,,B`) are skipped.
+/// `--default-config` and `--schema` must be JSON; `--duration` is read by
+/// [`parse_duration`].
 ///
 /// # Errors
 /// A [`UsageError`] naming the flag: unknown flag, missing value, a value that does not parse,
-/// a missing `--module`.
+/// a missing or empty `--module`, `--hosts` without any host.
 ///
 /// # Examples
 /// ```
@@ -206,80 +255,33 @@ pub fn parse_args<I>(args: I) -> Result<Command, UsageError>
 where
     I: IntoIterator<Item = String>,
 {
-    let mut options = ProbeOptions::new("");
-    let mut hosts: Option<Vec<String>> = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let switch = |on: &mut bool| match &inline {
-            Some(_) => Err(usage(format!("{flag} takes no value"))),
-            None => {
-                *on = true;
-                Ok(())
-            }
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--config" => switch(&mut options.config)?,
-            "--reject-config" => switch(&mut options.reject_config)?,
-            "--routes" => switch(&mut options.routes)?,
-            "--ready-exit" => switch(&mut options.ready_exit)?,
-            _ => {
-                if !matches!(
-                    flag.as_str(),
-                    "--module"
-                        | "--hosts"
-                        | "--require"
-                        | "--ip"
-                        | "--port"
-                        | "--endpoints"
-                        | "--default-config"
-                        | "--schema"
-                        | "--version"
-                        | "--duration"
-                ) {
-                    return Err(usage(format!("unknown argument {arg:?}")));
-                }
-                let value = match inline {
-                    Some(value) => value,
-                    None => args
-                        .next()
-                        .ok_or_else(|| usage(format!("{flag} needs a value")))?,
-                };
-                match flag.as_str() {
-                    "--module" => options.module = value,
-                    "--hosts" => hosts.get_or_insert_with(Vec::new).extend(list(&value)),
-                    "--require" => options.require.extend(list(&value)),
-                    "--endpoints" => options.endpoints.extend(list(&value)),
-                    "--ip" => options.ip = value,
-                    "--port" => {
-                        options.port = value
-                            .parse()
-                            .map_err(|_| usage(format!("--port {value:?} is not a port number")))?;
-                    }
-                    "--default-config" => options.default_config = json(&flag, value)?,
-                    "--schema" => options.schema = json(&flag, value)?,
-                    "--version" => options.version = value,
-                    _ => options.duration = Some(parse_duration(&value)?),
-                }
-            }
-        }
+    let parsed = match ProbeArgs::try_parse_from(std::iter::once("probe".to_owned()).chain(args)) {
+        Ok(parsed) => parsed,
+        Err(err) if err.kind() == ErrorKind::DisplayHelp => return Ok(Command::Help),
+        Err(err) => return Err(UsageError(err.to_string())),
+    };
+    let hosts: Vec<String> = parsed.hosts.iter().flat_map(|h| list(h)).collect();
+    if hosts.is_empty() {
+        let mut cmd = ProbeArgs::command();
+        let err = cmd.error(ErrorKind::InvalidValue, "--hosts needs at least one host");
+        return Err(UsageError(err.to_string()));
     }
-    if options.module.is_empty() {
-        return Err(usage("--module NAME is required"));
-    }
-    if let Some(hosts) = hosts {
-        if hosts.is_empty() {
-            return Err(usage("--hosts needs at least one host"));
-        }
-        options.hosts = hosts;
-    }
-    Ok(Command::Run(options))
+    Ok(Command::Run(ProbeOptions {
+        module: parsed.module,
+        hosts,
+        config: parsed.config,
+        reject_config: parsed.reject_config,
+        routes: parsed.routes,
+        require: parsed.require.iter().flat_map(|m| list(m)).collect(),
+        ip: parsed.ip,
+        port: parsed.port,
+        endpoints: parsed.endpoints.iter().flat_map(|p| list(p)).collect(),
+        default_config: parsed.default_config,
+        schema: parsed.schema,
+        version: parsed.version,
+        duration: parsed.duration,
+        ready_exit: parsed.ready_exit,
+    }))
 }
 
 fn list(value: &str) -> impl Iterator<Item = String> + '_ {
@@ -290,65 +292,17 @@ fn list(value: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_owned)
 }
 
-fn json(flag: &str, value: String) -> Result<String, UsageError> {
-    match serde_json::from_str::<&RawValue>(&value) {
-        Ok(_) => Ok(value),
-        Err(err) => Err(usage(format!("{flag} is not JSON: {err}"))),
+/// clap's value parser of `--default-config` and `--schema`: the text, if it is JSON.
+fn json(value: &str) -> Result<String, String> {
+    match serde_json::from_str::<&RawValue>(value) {
+        Ok(_) => Ok(value.to_owned()),
+        Err(err) => Err(format!("not JSON: {err}")),
     }
 }
 
-/// Parses a duration as Go's `time.ParseDuration` does (`7s`, `500ms`, `1m30s`, `1.5h`;
-/// units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), and also a bare number of seconds (`7`).
-///
-/// # Errors
-/// A [`UsageError`] for anything else (a negative or empty duration, an unknown unit).
-///
-/// # Examples
-/// ```
-/// use cluster_examples::probe::parse_duration;
-/// use std::time::Duration;
-/// assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-/// assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-/// assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-/// assert!(parse_duration("7 parsecs").is_err());
-/// ```
-pub fn parse_duration(text: &str) -> Result<Duration, UsageError> {
-    let bad = || {
-        usage(format!(
-            "--duration {text:?} is not a duration (try 7s, 500ms, 1m30s)"
-        ))
-    };
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|_| bad());
-    }
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * unit).map_err(|_| bad())?;
-    }
-    Ok(total)
-}
+/// The duration parser of `--duration` (and of `fake-config-service`'s durations): Go's forms
+/// (`7s`, `500ms`, `1m30s`, `1h30m`, `1.5h`) and a bare number of seconds.
+pub use cluster_testkit::duration::{DurationError, parse_duration};
 
 /// The `config` line: `{"kind":"config","data":<config>}` (see the [module docs](self)).
 #[must_use]

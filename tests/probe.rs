@@ -4,8 +4,8 @@
 use cluster_client::{AddressConfiguration, Client, ConfigData, EventHandler, ModuleInfo};
 use cluster_examples::Signal;
 use cluster_examples::probe::{
-    Command, DEFAULT_SCHEMA, Probe, ProbeOptions, ProbeReport, StopReason, config_line, hosts_line,
-    parse_args, parse_duration, ready_line, routes_line, unready_line,
+    Command, DEFAULT_SCHEMA, Probe, ProbeOptions, ProbeReport, StopReason, config_line, help,
+    hosts_line, parse_args, parse_duration, ready_line, routes_line, unready_line,
 };
 use cluster_testkit::{FakeConfigService, MemoryListener};
 use serde_json::{Value, json};
@@ -415,6 +415,8 @@ fn flags_and_their_defaults() {
             ready_exit: true,
         }
     );
+    // A scalar flag given twice keeps the last value.
+    assert_eq!(run(&["--module", "A", "--module=B"]).unwrap().module, "B");
     assert_eq!(run(&["--module", "A", "--help"]), Err("help".to_owned()));
     assert_eq!(run(&["-h"]), Err("help".to_owned()));
 }
@@ -422,22 +424,34 @@ fn flags_and_their_defaults() {
 #[test]
 fn usage_errors_name_the_flag() {
     let cases: [(&[&str], &str); 9] = [
-        (&[], "--module NAME is required"),
-        (&["--module", ""], "--module NAME is required"),
-        (&["--module"], "--module needs a value"),
+        (
+            &[],
+            "the following required arguments were not provided:\n  --module <NAME>",
+        ),
+        (
+            &["--module", ""],
+            "a value is required for '--module <NAME>'",
+        ),
+        (&["--module"], "a value is required for '--module <NAME>'"),
         (
             &["--module", "A", "--frobnicate"],
-            "unknown argument \"--frobnicate\"",
+            "unexpected argument '--frobnicate'",
         ),
-        (&["--module", "A", "--port", "99999"], "--port \"99999\""),
-        (&["--module", "A", "--schema", "{"], "--schema is not JSON"),
+        (
+            &["--module", "A", "--port", "99999"],
+            "invalid value '99999' for '--port <PORT>'",
+        ),
+        (
+            &["--module", "A", "--schema", "{"],
+            "invalid value '{' for '--schema <JSON>': not JSON",
+        ),
         (
             &["--module", "A", "--duration", "soon"],
-            "--duration \"soon\"",
+            "invalid value 'soon' for '--duration <D>': \"soon\" is not a duration",
         ),
         (
             &["--module", "A", "--routes=yes"],
-            "--routes takes no value",
+            "unexpected value 'yes' for '--routes'",
         ),
         (
             &["--module", "A", "--hosts", ","],
@@ -447,6 +461,48 @@ fn usage_errors_name_the_flag() {
     for (args, expected) in cases {
         let err = run(args).unwrap_err();
         assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(err.contains("--help"), "{args:?} points at --help: {err}");
+    }
+}
+
+#[test]
+fn help_shows_every_flag_its_default_the_output_and_the_exit_statuses() {
+    let help = help();
+    for flag in [
+        "--module <NAME>",
+        "--hosts <H[,H]>",
+        "--config",
+        "--reject-config",
+        "--routes",
+        "--require <M[,M]>",
+        "--ip <IP>",
+        "--port <PORT>",
+        "--endpoints <P[,P]>",
+        "--default-config <JSON>",
+        "--schema <JSON>",
+        "--version <V>",
+        "--duration <D>",
+        "--ready-exit",
+        "-h, --help",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    for text in [
+        "[default: 127.0.0.1:9001]",
+        "[default: 127.0.0.1]",
+        "[default: 9999]",
+        "[default: {}]",
+        "[default: any object]",
+        "[default: 1.0.0]",
+        "[default: until SIGINT/SIGTERM]",
+        r#"{"kind":"config","data":<config>}"#,
+        r#"{"kind":"unready","us":N}"#,
+        "RUST_LOG",
+        "EXIT STATUS",
+        "2 usage error",
+        "Careful: the probe is a module",
+    ] {
+        assert!(help.contains(text), "{text} missing:\n{help}");
     }
 }
 
@@ -460,6 +516,8 @@ fn durations_as_go_writes_them() {
         ("250us", Duration::from_micros(250)),
         ("3", Duration::from_secs(3)),
         ("0.5", Duration::from_millis(500)),
+        ("2m", Duration::from_secs(120)),
+        ("1h30m", Duration::from_secs(5400)),
     ];
     for (text, expected) in ok {
         assert_eq!(parse_duration(text).unwrap(), expected, "{text}");

@@ -19,9 +19,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// How long the handshake waits for the initial config before the config handler's timeout is
-/// added (5 s, as in Go).
-pub const DEFAULT_CONFIG_WAIT: Duration = Duration::from_secs(5);
+/// The default of [`ClientBuilder::config_arrival_wait`]: how long the handshake gives the
+/// config service to **send** the module's first config (5 s, as in Go). Not to be confused with
+/// [`DEFAULT_CONFIG_APPLY_TIMEOUT`](crate::DEFAULT_CONFIG_APPLY_TIMEOUT), the bound on one
+/// application by the receiver: the handshake's whole wait for the initial config,
+/// [`SessionTimeouts::initial_config`](crate::SessionTimeouts::initial_config), is the sum of
+/// the two (10 s by default).
+pub const DEFAULT_CONFIG_ARRIVAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a client stands, as [`Client::state`] reports it.
 ///
@@ -160,7 +164,7 @@ pub(crate) struct Settings {
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) ws_config: Option<WsConfig>,
     pub(crate) timeouts: SessionTimeouts,
-    pub(crate) config_wait: Duration,
+    pub(crate) config_arrival_wait: Duration,
     pub(crate) backoff: BackoffConfig,
     pub(crate) seed: Option<u64>,
     pub(crate) masker: Arc<SecretMasker>,
@@ -273,7 +277,7 @@ impl Client {
                 connector: None,
                 ws_config: None,
                 timeouts: SessionTimeouts::default(),
-                config_wait: DEFAULT_CONFIG_WAIT,
+                config_arrival_wait: DEFAULT_CONFIG_ARRIVAL_WAIT,
                 backoff: BackoffConfig::default(),
                 seed: None,
                 masker: Arc::new(SecretMasker::new()),
@@ -440,7 +444,9 @@ impl Client {
         let settings = &self.shared.settings;
         let mut timeouts = settings.timeouts;
         // Saturating: a `Duration::MAX` wait means no deadline, not a panic.
-        timeouts.config = settings.config_wait.saturating_add(handler.config_timeout);
+        timeouts.initial_config = settings
+            .config_arrival_wait
+            .saturating_add(handler.config_apply_timeout);
         Plan {
             endpoints: self.shared.endpoints.clone(),
             connector: self.shared.connector.clone(),
@@ -554,7 +560,7 @@ impl fmt::Debug for ClientBuilder {
             .field("hosts", &s.hosts)
             .field("custom_connector", &s.connector.is_some())
             .field("timeouts", &s.timeouts)
-            .field("config_wait", &s.config_wait)
+            .field("config_arrival_wait", &s.config_arrival_wait)
             .field("backoff", &s.backoff)
             .field("seed", &s.seed)
             .finish_non_exhaustive()
@@ -585,7 +591,10 @@ impl ClientBuilder {
     }
 
     /// The TLS settings of `wss://` hosts (default: the webpki roots). Ignored with a custom
-    /// connector.
+    /// connector. CA files ([`TlsConfig::add_ca_file`]) are read by [`ClientBuilder::build`],
+    /// a blocking read: in async code, build on the blocking pool
+    /// (`tokio::task::spawn_blocking`) or read the file with `tokio::fs::read` and use
+    /// [`TlsConfig::add_ca_pem`]. Nothing is read from disk while the client runs.
     #[must_use]
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         let config = self.settings.ws_config.take().unwrap_or_default();
@@ -611,11 +620,15 @@ impl ClientBuilder {
         self
     }
 
-    /// How long the handshake waits for the initial config, before the config handler's
-    /// timeout is added. Default 5 s ([`DEFAULT_CONFIG_WAIT`]).
+    /// How long the handshake gives the config service to send the module's first config.
+    /// The handshake's whole wait for the initial config
+    /// ([`SessionTimeouts::initial_config`](crate::SessionTimeouts::initial_config)) is this
+    /// plus the receiver's apply timeout
+    /// ([`EventHandler::remote_config_receiver_with_timeout`](crate::EventHandler::remote_config_receiver_with_timeout)),
+    /// as in Go. Default 5 s ([`DEFAULT_CONFIG_ARRIVAL_WAIT`]); [`Duration::MAX`]: no deadline.
     #[must_use]
-    pub fn config_wait(mut self, wait: Duration) -> Self {
-        self.settings.config_wait = wait;
+    pub fn config_arrival_wait(mut self, wait: Duration) -> Self {
+        self.settings.config_arrival_wait = wait;
         self
     }
 
@@ -672,7 +685,8 @@ impl ClientBuilder {
     }
 
     /// Checks the settings and builds the client; nothing is dialed before
-    /// [`Client::run`].
+    /// [`Client::run`]. With CA files in [`ClientBuilder::tls`] this reads them (blocking
+    /// reads); without, it touches no file.
     ///
     /// # Errors
     /// - [`ClientError::InvalidModuleName`]: the module's name breaks the wire's rules

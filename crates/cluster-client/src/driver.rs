@@ -30,11 +30,11 @@
 use crate::apply::{Applier, Done, Job, Order, panic_message};
 use crate::client::{ClientState, Shared};
 use crate::handler::EventHandler;
-use crate::lb::splitmix;
 use bytes::Bytes;
 use cluster_proto::SecretMasker;
 use cluster_proto::backoff::Reconnect;
 use cluster_proto::payload::{ModuleRequirements, decode_addresses, decode_routing_config};
+use cluster_proto::rng::SplitMix64;
 use cluster_proto::session::{
     AckToken, Applied, PingToken, Session, SessionConfig, SessionError, SessionEvent,
     SessionTimeouts, Transmit,
@@ -164,9 +164,9 @@ pub(crate) async fn run(
     let settings = &shared.settings;
     let cancel = &shared.cancel;
     let mut reconnect = Reconnect::new(plan.endpoints.len(), settings.backoff, plan.seed);
-    let mut ids = plan.seed ^ 0x5EED_0F5E_5510_1015;
+    let mut ids = SplitMix64::new(plan.seed ^ 0x5EED_0F5E_5510_1015);
     let mut appliers = Appliers {
-        config: Applier::new(Order::LatestWins, handler.config_timeout),
+        config: Applier::new(Order::LatestWins, handler.config_apply_timeout),
         routes: Applier::new(Order::Fifo, handler.routes_timeout),
     };
     let mut generation = 0u64;
@@ -176,7 +176,7 @@ pub(crate) async fn run(
         };
         let endpoint = &plan.endpoints[index];
         generation += 1;
-        let session_id = format!("{:016x}", splitmix(&mut ids));
+        let session_id = format!("{:016x}", ids.next_u64());
         let host: Arc<str> = Arc::from(endpoint.to_string());
         let span = tracing::info_span!("session", session_id = %session_id, host = %host);
         let outcome = async {

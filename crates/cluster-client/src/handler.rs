@@ -36,8 +36,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The default bound on one config application: 5 s, as in Go.
-pub const DEFAULT_CONFIG_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default bound on **one application** of a config by the remote config receiver (one
+/// call of [`RemoteConfigReceiver::receive_config`]): 5 s, as in Go. Not to be confused with
+/// [`DEFAULT_CONFIG_ARRIVAL_WAIT`](crate::DEFAULT_CONFIG_ARRIVAL_WAIT), how long the service
+/// may take to send the first config; the handshake waits for the initial config the sum of
+/// the two ([`SessionTimeouts::initial_config`](crate::SessionTimeouts::initial_config)).
+pub const DEFAULT_CONFIG_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default bound on one call of the routes receiver
+/// ([`RoutesReceiver::receive_routes`]): 5 s (Go bounds config applications only).
+pub const DEFAULT_ROUTES_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Receives the module's remote config (Go: `cluster.RemoteConfigReceiver`).
 ///
@@ -153,7 +161,7 @@ where
 #[derive(Clone)]
 pub struct EventHandler {
     pub(crate) config: Option<Arc<dyn RemoteConfigReceiver>>,
-    pub(crate) config_timeout: Duration,
+    pub(crate) config_apply_timeout: Duration,
     pub(crate) routes: Option<Arc<dyn RoutesReceiver>>,
     pub(crate) routes_timeout: Duration,
     pub(crate) modules: Vec<(String, Arc<dyn HostsUpgrader>)>,
@@ -169,7 +177,7 @@ impl fmt::Debug for EventHandler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventHandler")
             .field("remote_config_receiver", &self.config.is_some())
-            .field("config_timeout", &self.config_timeout)
+            .field("config_apply_timeout", &self.config_apply_timeout)
             .field("routes_receiver", &self.routes.is_some())
             .field("routes_timeout", &self.routes_timeout)
             .field(
@@ -186,22 +194,24 @@ impl EventHandler {
     pub fn new() -> Self {
         Self {
             config: None,
-            config_timeout: DEFAULT_CONFIG_TIMEOUT,
+            config_apply_timeout: DEFAULT_CONFIG_APPLY_TIMEOUT,
             routes: None,
-            routes_timeout: DEFAULT_CONFIG_TIMEOUT,
+            routes_timeout: DEFAULT_ROUTES_APPLY_TIMEOUT,
             modules: Vec::new(),
         }
     }
 
     /// Receives the remote config, each application bounded by 5 s
-    /// ([`DEFAULT_CONFIG_TIMEOUT`]).
+    /// ([`DEFAULT_CONFIG_APPLY_TIMEOUT`]).
     #[must_use]
     pub fn remote_config_receiver(self, receiver: impl RemoteConfigReceiver) -> Self {
-        self.remote_config_receiver_with_timeout(receiver, DEFAULT_CONFIG_TIMEOUT)
+        self.remote_config_receiver_with_timeout(receiver, DEFAULT_CONFIG_APPLY_TIMEOUT)
     }
 
     /// Receives the remote config, each application bounded by `timeout`. The handshake waits
-    /// for the initial config 5 s plus `timeout`, as the Go client does.
+    /// for the initial config the arrival wait
+    /// ([`ClientBuilder::config_arrival_wait`](crate::ClientBuilder::config_arrival_wait), 5 s)
+    /// plus `timeout`, as the Go client does.
     #[must_use]
     pub fn remote_config_receiver_with_timeout(
         mut self,
@@ -209,14 +219,14 @@ impl EventHandler {
         timeout: Duration,
     ) -> Self {
         self.config = Some(Arc::new(receiver));
-        self.config_timeout = timeout;
+        self.config_apply_timeout = timeout;
         self
     }
 
-    /// Receives the routing table, each call bounded by 5 s ([`DEFAULT_CONFIG_TIMEOUT`]).
+    /// Receives the routing table, each call bounded by 5 s ([`DEFAULT_ROUTES_APPLY_TIMEOUT`]).
     #[must_use]
     pub fn routes_receiver(self, receiver: impl RoutesReceiver) -> Self {
-        self.routes_receiver_with_timeout(receiver, DEFAULT_CONFIG_TIMEOUT)
+        self.routes_receiver_with_timeout(receiver, DEFAULT_ROUTES_APPLY_TIMEOUT)
     }
 
     /// Receives the routing table, each call bounded by `timeout`.
@@ -262,10 +272,11 @@ impl EventHandler {
         self.routes.is_some()
     }
 
-    /// The bound on one config application.
+    /// The bound on one config application by the receiver (default
+    /// [`DEFAULT_CONFIG_APPLY_TIMEOUT`]).
     #[must_use]
-    pub fn config_timeout(&self) -> Duration {
-        self.config_timeout
+    pub fn config_apply_timeout(&self) -> Duration {
+        self.config_apply_timeout
     }
 
     /// Checks every required module's name against the wire's rules ([`check_module_name`]);
@@ -378,12 +389,12 @@ mod tests {
         let handler = EventHandler::default();
         assert!(!handler.has_config_receiver());
         assert!(!handler.has_routes_receiver());
-        assert_eq!(handler.config_timeout(), Duration::from_secs(5));
+        assert_eq!(handler.config_apply_timeout(), Duration::from_secs(5));
         let handler = handler.remote_config_receiver_with_timeout(
             |_: Bytes| async { Ok::<(), BoxError>(()) },
             Duration::from_millis(10),
         );
-        assert_eq!(handler.config_timeout(), Duration::from_millis(10));
+        assert_eq!(handler.config_apply_timeout(), Duration::from_millis(10));
         assert!(format!("{handler:?}").contains("remote_config_receiver: true"));
     }
 }

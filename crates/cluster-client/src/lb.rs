@@ -2,6 +2,7 @@
 //! isp-kit's `lb.RoundRobin`).
 
 use crate::handler::HostsUpgrader;
+use cluster_proto::rng::SplitMix64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
@@ -15,7 +16,7 @@ pub struct NoHostsToBalance;
 struct Inner {
     hosts: Arc<[String]>,
     current: usize,
-    rng: u64,
+    rng: SplitMix64,
     /// Every list set, for [`RoundRobin::watch`] and [`RoundRobin::wait_for`].
     published: watch::Sender<Arc<[String]>>,
 }
@@ -88,7 +89,7 @@ impl RoundRobin {
         let mut inner = Inner {
             hosts: Arc::from(Vec::new()),
             current: 0,
-            rng: seed,
+            rng: SplitMix64::new(seed),
             published: watch::channel(Arc::from(Vec::new())).0,
         };
         inner.set(hosts.into_iter().map(Into::into).collect());
@@ -155,11 +156,7 @@ impl HostsUpgrader for RoundRobin {
 
 impl Inner {
     fn set(&mut self, hosts: Vec<String>) {
-        self.current = if hosts.is_empty() {
-            0
-        } else {
-            (splitmix(&mut self.rng) % hosts.len() as u64) as usize
-        };
+        self.current = self.rng.below(hosts.len());
         self.hosts = Arc::from(hosts);
         self.published.send_replace(self.hosts.clone());
     }
@@ -171,17 +168,7 @@ pub(crate) fn random_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut state = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    splitmix(&mut state)
-}
-
-/// SplitMix64: one step.
-pub(crate) fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    SplitMix64::new(nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)).next_u64()
 }
 
 #[cfg(test)]

@@ -115,10 +115,11 @@ pub mod lb;
 pub mod offline;
 pub mod typed;
 
-pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_WAIT};
+pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_ARRIVAL_WAIT};
 pub use error::{BoxError, ClientError, OfflineError};
 pub use handler::{
-    DEFAULT_CONFIG_TIMEOUT, EventHandler, HostsUpgrader, RemoteConfigReceiver, RoutesReceiver,
+    DEFAULT_CONFIG_APPLY_TIMEOUT, DEFAULT_ROUTES_APPLY_TIMEOUT, EventHandler, HostsUpgrader,
+    RemoteConfigReceiver, RoutesReceiver,
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
@@ -145,6 +146,28 @@ pub use cluster_transport::conn::ConnConfig;
 pub use cluster_transport::tls::TlsConfig;
 pub use cluster_transport::ws::WsConfig;
 pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};
-/// schemars, to derive `JsonSchema` for [`TypedConfig::config_data`] and
+/// schemars 1, to derive `JsonSchema` for [`TypedConfig::config_data`] and
 /// [`typed::config_data_for`].
+///
+/// Depending on `schemars` yourself is optional: with `cluster-client` alone in
+/// `Cargo.toml`, derive through this re-export and tell the derive where schemars is with
+/// `#[schemars(crate = "cluster_client::schemars")]` (without it, the derive's code names a
+/// `schemars` crate of your own). A `schemars = "1"` dependency of your own works as well, as
+/// long as it resolves to the same major version.
+///
+/// ```
+/// # mod schemars {} // no `schemars` crate in scope: only the re-export is used
+/// use cluster_client::schemars::JsonSchema;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+/// #[schemars(crate = "cluster_client::schemars")]
+/// struct RemoteConfig {
+///     #[schemars(range(min = 1))]
+///     workers: u32,
+/// }
+///
+/// let schema = cluster_client::typed::json_schema_for::<RemoteConfig>();
+/// assert_eq!(schema["properties"]["workers"]["minimum"], 1, "{schema}");
+/// ```
 pub use schemars;

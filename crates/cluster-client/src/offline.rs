@@ -57,7 +57,7 @@ impl OfflineClient {
                 path: self.path.display().to_string(),
                 source,
             })?;
-        let timeout = handler.config_timeout;
+        let timeout = handler.config_apply_timeout;
         let apply =
             AssertUnwindSafe(async move { receiver.receive_config(Bytes::from(config)).await })
                 .catch_unwind();

@@ -661,7 +661,7 @@ async fn huge_timeouts_mean_no_deadline() {
     let client = builder(&listener, module("B", "10.0.0.2"), "{}")
         .ack_timeout(Duration::MAX)
         .event_timeout(Duration::MAX)
-        .config_wait(Duration::MAX)
+        .config_arrival_wait(Duration::MAX)
         .ping_interval(Duration::MAX)
         .pong_timeout(Duration::MAX)
         .build()

@@ -9,6 +9,7 @@
 //! so a server that accepts and drops at once does not get every client back each second.
 //! The Go client always waits 1 s.
 
+use crate::rng::SplitMix64;
 use std::time::Duration;
 
 /// How the delay between reconnects grows.
@@ -59,12 +60,8 @@ impl Reconnect {
     /// Never; `hosts == 0` is allowed and makes [`Reconnect::next_host`] return `None`.
     #[must_use]
     pub fn new(hosts: usize, config: BackoffConfig, seed: u64) -> Self {
-        let mut rng = SplitMix64(seed);
-        let next_host = if hosts == 0 {
-            0
-        } else {
-            (rng.next() % hosts as u64) as usize
-        };
+        let mut rng = SplitMix64::new(seed);
+        let next_host = rng.below(hosts);
         Self {
             hosts,
             next_host,
@@ -119,25 +116,6 @@ impl Reconnect {
     #[must_use]
     pub fn failures(&self) -> u32 {
         self.failures
-    }
-}
-
-/// A tiny seeded generator (SplitMix64): enough for jitter and a start index.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A float in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -31,6 +31,7 @@ pub mod backoff;
 pub mod event;
 pub mod frame;
 pub mod payload;
+pub mod rng;
 pub mod secrets;
 pub mod session;
 

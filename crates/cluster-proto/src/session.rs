@@ -61,9 +61,11 @@ use std::time::{Duration, Instant};
 pub struct SessionTimeouts {
     /// How long to wait for the ack of each emit. Default: 1 s.
     pub ack: Duration,
-    /// How long to wait for the initial config to arrive and be applied. The Go client waits
-    /// 5 s plus the config handler's timeout; the client crate sets it so. Default: 10 s.
-    pub config: Duration,
+    /// The handshake's **whole** wait for the initial config: for it to arrive and for the
+    /// receiver to apply it (from the handshake's start to the config's ack). The Go client
+    /// waits 5 s plus the config handler's timeout; the client crate sets it to its
+    /// `config_arrival_wait` (5 s) plus the receiver's apply timeout (5 s). Default: 10 s.
+    pub initial_config: Duration,
     /// How long to wait for the initial routes. Default: 1 s.
     pub routes: Duration,
     /// How long to wait for each required module's first address list. Default: 1 s.
@@ -82,7 +84,7 @@ impl Default for SessionTimeouts {
     fn default() -> Self {
         Self {
             ack: Duration::from_secs(1),
-            config: Duration::from_secs(10),
+            initial_config: Duration::from_secs(10),
             routes: Duration::from_secs(1),
             hosts: Duration::from_secs(1),
             ping_interval: Duration::from_secs(5),
@@ -357,7 +359,7 @@ impl Session {
             waits.push(Wait::new(
                 Applied::Config,
                 event::CONFIG_SEND_CONFIG_WHEN_CONNECTED.to_owned(),
-                t.config,
+                t.initial_config,
             ));
         }
         if config.wait_routes {

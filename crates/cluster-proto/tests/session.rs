@@ -578,7 +578,7 @@ fn timeouts_too_long_for_an_instant_mean_no_deadline() {
     let mut cfg = config(true);
     cfg.timeouts = SessionTimeouts {
         ack: Duration::MAX,
-        config: Duration::MAX,
+        initial_config: Duration::MAX,
         routes: Duration::MAX,
         hosts: Duration::MAX,
         ping_interval: Duration::MAX,

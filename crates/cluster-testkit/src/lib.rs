@@ -24,6 +24,15 @@
 //! - [`admin`]: the admin HTTP API over a service; `src/bin/fake-config-service.rs`: the
 //!   service as a program, for Go services under development.
 //!
+//! # Features
+//! - `bin` (default): builds the `fake-config-service` program (and the tests and the scale
+//!   bench that start it); it brings `tracing-subscriber`, `libc` and `clap`, which the library
+//!   does not use. A crate that only needs the library turns it off
+//!   (`cluster-testkit = { …, default-features = false }`). A feature rather than a crate of its
+//!   own so that `cargo run -p cluster-testkit --bin fake-config-service` stays the command, and
+//!   the tests and bench that start the program keep finding it (`CARGO_BIN_EXE_*` is only set
+//!   within one package).
+//!
 //! # Cost
 //! What a connection costs the service and how fast a change reaches N modules are measured by
 //! `benches/fanout.rs` and `benches/scale.rs`; the README's benchmark table has the figures.
@@ -106,6 +115,7 @@
 
 pub mod admin;
 pub mod declared;
+pub mod duration;
 pub mod service;
 pub mod state;
 

@@ -748,12 +748,12 @@ fn the_binary_refuses_bad_arguments_and_prints_help() {
     let exe = env!("CARGO_BIN_EXE_fake-config-service");
     let bad = Command::new(exe).arg("--bogus").output().expect("run");
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown argument \"--bogus\""));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unexpected argument '--bogus'"));
     let help = Command::new(exe).arg("--help").output().expect("run");
     assert_eq!(help.status.code(), Some(0));
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(
-        text.contains("--listen ADDR") && text.contains("--admin ADDR"),
+        text.contains("--listen <ADDR>") && text.contains("--admin <ADDR>"),
         "{text}"
     );
     // A port that is taken: exit 1 with a message.

@@ -72,7 +72,10 @@ impl TlsConfig {
     }
 
     /// Also trusts the CA certificates in the PEM file at `path`, read when the config is
-    /// built ([`TlsConfig::client_config`]).
+    /// built ([`TlsConfig::client_config`], called by `WsConnector::new` and the client's
+    /// `ClientBuilder::build`), once: never while dialing. That read is a blocking file read:
+    /// in async code, build on the blocking pool (`tokio::task::spawn_blocking`), or read the
+    /// file with `tokio::fs::read` and pass the bytes to [`TlsConfig::add_ca_pem`].
     #[must_use]
     pub fn add_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_files.push(path.into());
@@ -100,6 +103,8 @@ impl TlsConfig {
     }
 
     /// Builds the rustls client config (ring provider, safe default protocol versions).
+    /// Reads the files of [`TlsConfig::add_ca_file`] with blocking `std::fs` reads: call it
+    /// from sync code or the blocking pool, not from a task on a runtime thread.
     ///
     /// # Errors
     /// [`TransportError::Tls`] (endpoint [`CONFIG_ENDPOINT`]) when a CA file cannot be read,

@@ -239,7 +239,9 @@ impl fmt::Debug for WsConnector {
 }
 
 impl WsConnector {
-    /// A connector with `config`; the TLS config is built now, so a bad CA fails here.
+    /// A connector with `config`; the TLS config is built now, so a bad CA fails here. CA
+    /// files ([`TlsConfig::add_ca_file`]) are read here with blocking reads, never while
+    /// dialing: in async code, call this on the blocking pool or pass the PEM bytes instead.
     ///
     /// # Errors
     /// [`TransportError::Tls`] when [`TlsConfig::client_config`] fails.

@@ -719,7 +719,7 @@ async fn concurrent_emitters_on_two_threads_each_get_their_own_ack() {
 // ---------------------------------------------------------------------------------------------
 // Review fixes.
 
-/// Finding 3: while every handler slot is busy the reader still reads acks, so a `Later`
+/// While every handler slot is busy the reader still reads acks, so a `Later`
 /// handler that waits for the ack of its own `emit_with_ack` finishes even at bound 1.
 #[tokio::test(start_paused = true)]
 async fn a_later_handler_awaiting_an_ack_completes_while_the_slot_is_busy() {
@@ -747,7 +747,7 @@ async fn a_later_handler_awaiting_an_ack_completes_while_the_slot_is_busy() {
     );
 }
 
-/// Finding 3: pings work both ways while the only handler slot is busy and one more event
+/// Pings work both ways while the only handler slot is busy and one more event
 /// waits for it; the reader stops reading only once it would have to hold a second event.
 #[tokio::test(start_paused = true)]
 async fn pings_are_answered_while_the_handler_slot_is_busy() {
@@ -818,7 +818,7 @@ impl Drop for SlowOwner {
     }
 }
 
-/// Finding 7: when `close()` returns, the handler tasks have dropped everything they held
+/// When `close()` returns, the handler tasks have dropped everything they held
 /// (their future, the frame, the handler table), on a multi-thread runtime too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_close_nothing_a_handler_held_is_alive() {
@@ -870,7 +870,7 @@ async fn after_close_nothing_a_handler_held_is_alive() {
     }
 }
 
-/// Finding 10: every emit that returned `Ok` is delivered before our close, however the emit
+/// Every emit that returned `Ok` is delivered before our close, however the emit
 /// and the close race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emit_that_returned_ok_is_sent_before_the_close() {
@@ -940,7 +940,7 @@ impl cluster_transport::MessageSink for BrokenOnClose {
     }
 }
 
-/// Finding 11: a close that could not be written is not reported as a normal close.
+/// A close that could not be written is not reported as a normal close.
 #[tokio::test(start_paused = true)]
 async fn a_close_that_could_not_be_sent_is_not_normal() {
     let transport = Transport {
@@ -959,7 +959,7 @@ async fn a_close_that_could_not_be_sent_is_not_normal() {
     assert!(end.reason.contains("connection reset by peer"), "{end:?}");
 }
 
-/// Finding 9: a handler reply that is not UTF-8 cannot travel in a text message: the ack goes
+/// A handler reply that is not UTF-8 cannot travel in a text message: the ack goes
 /// out empty and the connection stays.
 #[tokio::test(start_paused = true)]
 async fn a_non_utf8_reply_is_acked_empty_and_the_connection_stays() {
@@ -979,7 +979,7 @@ async fn a_non_utf8_reply_is_acked_empty_and_the_connection_stays() {
     assert!(!client.is_closed());
 }
 
-/// Finding 9: data that is not UTF-8 cannot travel in a text message: it is refused with a
+/// Data that is not UTF-8 cannot travel in a text message: it is refused with a
 /// typed error before it is queued, and the connection stays.
 #[tokio::test(start_paused = true)]
 async fn non_utf8_data_is_refused_and_the_connection_stays() {
@@ -1009,7 +1009,7 @@ async fn non_utf8_data_is_refused_and_the_connection_stays() {
     assert!(!client.is_closed());
 }
 
-/// Finding 1: a peer that sends requests and never reads the answers is slowed down to its
+/// A peer that sends requests and never reads the answers is slowed down to its
 /// own reading pace. The write queue stays at about the high-water mark instead of growing
 /// without bound, the connection stays, and everything is answered once the peer reads.
 #[tokio::test(start_paused = true)]
@@ -1081,7 +1081,7 @@ async fn a_peer_that_does_not_read_is_back_pressured() {
     assert!(!server.is_closed());
 }
 
-/// Finding 1: past `max_queued_bytes` an emit is refused with `QueueFull` and the connection
+/// Past `max_queued_bytes` an emit is refused with `QueueFull` and the connection
 /// is closed with 1008 after what was queued.
 #[tokio::test(start_paused = true)]
 async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {

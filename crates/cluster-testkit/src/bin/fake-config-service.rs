@@ -15,7 +15,8 @@
 //!   admin server's limits
 //!   (`cluster_testkit::admin::AdminConfig`).
 //!
-//! Durations are whole numbers with `ms` or `s` (`500ms`, `5s`).
+//! Durations are written as in Go (`500ms`, `5s`, `2m`, `1h30m`; a bare number is seconds):
+//! [`cluster_testkit::duration::parse_duration`], the probe's parser too.
 //!
 //! Port `0` picks a free port. Once both are bound it prints them on stdout, one a line, and
 //! flushes:
@@ -33,41 +34,33 @@
 //! At start it raises its soft limit of open files to the hard limit (as Go programs do since
 //! Go 1.19), so it can serve as many module connections as the system lets it.
 //!
-//! Each connection reads with a 1 KiB buffer (the library's default is 4 KiB): modules send
-//! few and small messages, and a server with thousands of them saves ~3 KiB each.
-//!
 //! Frame recording is off: a long-running process should not keep every frame, and the admin
 //! API does not show frames.
 //!
-//! Arguments are parsed by hand: two options do not justify a parser dependency in a crate
-//! that tests depend on.
+//! Arguments are parsed by clap (derive), behind the testkit's `bin` feature, so the library
+//! that tests depend on does not pull it.
 
+use clap::Parser;
+use clap::builder::NonEmptyStringValueParser;
 use cluster_testkit::FakeConfigService;
-use cluster_testkit::admin::{AdminConfig, DEFAULT_SHUTDOWN_TIMEOUT};
+use cluster_testkit::admin::AdminConfig;
+use cluster_testkit::duration::parse_duration;
 use cluster_transport::ws::WsServerConfig;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "\
-fake-config-service: a fake isp-config-service for local development and tests
-
-USAGE:
-    fake-config-service [--listen ADDR] [--admin ADDR] [OPTIONS]
-
-OPTIONS:
-    --listen ADDR                 where modules connect: ws://ADDR/isp-etp/ (default 127.0.0.1:9001)
-    --admin ADDR                  the admin HTTP API (default 127.0.0.1:9002)
-    --shutdown-timeout DUR        exit at the latest this long after SIGINT/SIGTERM (default 5s)
-    --admin-header-timeout DUR    close an admin connection whose request head is late (default 10s)
-    --admin-body-timeout DUR      answer 408 to a request body that is late (default 10s)
-    --admin-write-timeout DUR     drop an admin client that stops reading its response (default 10s)
-    --admin-max-connections N     answer 503 to admin connections over N (default 256)
-    -h, --help                    print this help
-
-Durations: a whole number with ms or s (500ms, 5s). Port 0 picks a free port; the bound
-addresses are printed on stdout. Logs go to stderr, filtered by RUST_LOG (default info).
+/// What `--help` shows after the flags.
+const AFTER_HELP: &str = "\
+Durations: as in Go (500ms, 5s, 2m, 1h30m; a bare number is seconds). Port 0 picks a free
+port; the bound addresses are printed on stdout, one a line:
+    listen ws://127.0.0.1:9001/isp-etp/
+    admin http://127.0.0.1:9002/
+Logs go to stderr, filtered by RUST_LOG (default info).
 SIGINT/SIGTERM close the module connections with 1000 and exit 0.
+
+EXIT STATUS:
+    0 stopped by SIGINT/SIGTERM (or --help)   1 cannot bind or start   2 usage error
 
 ADMIN API:
     GET  /modules                      modules, connections, instances, configs, schemas
@@ -77,8 +70,41 @@ ADMIN API:
     POST /modules/{name}/disconnect    close the module's connections
     GET  /routes                       the routing table as modules get it
     POST /config/config/get_active_config_by_module_name, /config/config/create_update_config,
-         /config/module/get_modules_info, /config/routing/get_routes   (isp-config-service)
-";
+         /config/module/get_modules_info, /config/routing/get_routes   (isp-config-service)";
+
+/// The command line. Defaults are those of [`AdminConfig::default`] and
+/// `admin::DEFAULT_SHUTDOWN_TIMEOUT` (a unit test checks they agree).
+#[derive(Debug, Parser)]
+#[command(
+    name = "fake-config-service",
+    about = "fake-config-service: a fake isp-config-service for local development and tests",
+    after_help = AFTER_HELP,
+    args_override_self = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Where modules connect: ws://ADDR/isp-etp/
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001", value_parser = NonEmptyStringValueParser::new())]
+    listen: String,
+    /// The admin HTTP API
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9002", value_parser = NonEmptyStringValueParser::new())]
+    admin: String,
+    /// Exit at the latest this long after SIGINT/SIGTERM
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// Close an admin connection whose request head is late
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    admin_header_timeout: Duration,
+    /// Answer 408 to a request body that is late
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    admin_body_timeout: Duration,
+    /// Drop an admin client that stops reading its response
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    admin_write_timeout: Duration,
+    /// Answer 503 to admin connections over N (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    admin_max_connections: u64,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
@@ -88,89 +114,27 @@ struct Args {
     admin_config: AdminConfig,
 }
 
-/// `500ms` or `5s`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        ms.parse().ok().map(Duration::from_millis)
-    } else {
-        text.strip_suffix('s')?
-            .parse()
-            .ok()
-            .map(Duration::from_secs)
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    Run(Args),
-    Help,
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
-    let mut parsed = Args {
-        listen: "127.0.0.1:9001".to_owned(),
-        admin: "127.0.0.1:9002".to_owned(),
-        shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-        admin_config: AdminConfig::default(),
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let what = match name.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--listen" | "--admin" => "an address, e.g. 127.0.0.1:0",
-            "--shutdown-timeout"
-            | "--admin-header-timeout"
-            | "--admin-body-timeout"
-            | "--admin-write-timeout" => "a duration, e.g. 5s or 500ms",
-            "--admin-max-connections" => "a positive number",
-            _ => return Err(format!("unknown argument {arg:?}")),
-        };
-        let value = match inline {
-            Some(value) => value,
-            None => args.next().unwrap_or_default(),
-        };
-        let bad = || format!("{name} needs {what}");
-        if value.is_empty() {
-            return Err(bad());
-        }
-        let duration = || parse_duration(&value).ok_or_else(bad);
-        match name.as_str() {
-            "--listen" => parsed.listen = value.clone(),
-            "--admin" => parsed.admin = value.clone(),
-            "--shutdown-timeout" => {
-                parsed.shutdown_timeout = duration()?;
-                parsed.admin_config.shutdown_timeout = parsed.shutdown_timeout;
-            }
-            "--admin-header-timeout" => parsed.admin_config.header_timeout = duration()?,
-            "--admin-body-timeout" => parsed.admin_config.body_timeout = duration()?,
-            "--admin-write-timeout" => parsed.admin_config.write_timeout = duration()?,
-            _ => {
-                parsed.admin_config.max_connections =
-                    value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-            }
+impl From<Cli> for Args {
+    fn from(cli: Cli) -> Self {
+        Self {
+            listen: cli.listen,
+            admin: cli.admin,
+            shutdown_timeout: cli.shutdown_timeout,
+            admin_config: AdminConfig {
+                max_connections: usize::try_from(cli.admin_max_connections).unwrap_or(usize::MAX),
+                header_timeout: cli.admin_header_timeout,
+                body_timeout: cli.admin_body_timeout,
+                write_timeout: cli.admin_write_timeout,
+                shutdown_timeout: cli.shutdown_timeout,
+                ..AdminConfig::default()
+            },
         }
     }
-    Ok(Parsed::Run(parsed))
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("fake-config-service: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Help exits 0 on stdout; a usage error exits 2 on stderr (clap's `exit`).
+    let args = Args::from(Cli::try_parse().unwrap_or_else(|err| err.exit()));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -326,21 +290,23 @@ async fn shutdown_signal() -> Result<&'static str, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cluster_testkit::admin::DEFAULT_SHUTDOWN_TIMEOUT;
 
-    fn parse(args: &[&str]) -> Result<Parsed, String> {
-        parse_args(args.iter().map(|s| (*s).to_owned()))
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fake-config-service").chain(args.iter().copied()))
+            .map(Args::from)
     }
 
     #[test]
-    fn defaults_and_both_spellings() {
+    fn the_defaults_are_the_libraries_and_both_spellings_parse() {
         let defaults = Args {
             listen: "127.0.0.1:9001".into(),
             admin: "127.0.0.1:9002".into(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin_config: AdminConfig::default(),
         };
-        assert_eq!(parse(&[]), Ok(Parsed::Run(defaults)));
-        let Ok(Parsed::Run(args)) = parse(&[
+        assert_eq!(parse(&[]).unwrap(), defaults);
+        let args = parse(&[
             "--listen",
             "127.0.0.1:0",
             "--admin=127.0.0.1:7",
@@ -348,15 +314,15 @@ mod tests {
             "--admin-header-timeout",
             "2s",
             "--admin-body-timeout=3s",
-            "--admin-write-timeout=4s",
+            "--admin-write-timeout=1m30s",
             "--admin-max-connections",
             "9",
-        ]) else {
-            panic!("not parsed");
-        };
+            "--listen=127.0.0.1:1", // given twice: the last one counts
+        ])
+        .unwrap();
         assert_eq!(
             (args.listen.as_str(), args.admin.as_str()),
-            ("127.0.0.1:0", "127.0.0.1:7")
+            ("127.0.0.1:1", "127.0.0.1:7")
         );
         assert_eq!(args.shutdown_timeout, Duration::from_millis(250));
         assert_eq!(
@@ -365,38 +331,66 @@ mod tests {
                 max_connections: 9,
                 header_timeout: Duration::from_secs(2),
                 body_timeout: Duration::from_secs(3),
-                write_timeout: Duration::from_secs(4),
+                write_timeout: Duration::from_secs(90),
                 shutdown_timeout: Duration::from_millis(250),
                 ..AdminConfig::default()
             }
         );
-        assert_eq!(parse(&["--listen", "a", "-h"]), Ok(Parsed::Help));
+        let help = parse(&["--listen", "a", "-h"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(help.exit_code(), 0);
     }
 
     #[test]
-    fn refuses_unknown_and_missing_values() {
-        assert!(
-            parse(&["--port", "1"])
-                .unwrap_err()
-                .contains("unknown argument")
-        );
-        assert!(
-            parse(&["--listen"])
-                .unwrap_err()
-                .contains("needs an address")
-        );
-        assert!(
-            parse(&["--admin="])
-                .unwrap_err()
-                .contains("needs an address")
-        );
-        for bad in [
-            &["--shutdown-timeout", "5"][..],
-            &["--admin-body-timeout=fast"],
-            &["--admin-max-connections", "0"],
-            &["--admin-header-timeout"],
+    fn refuses_unknown_and_missing_values_with_status_2() {
+        for (bad, says) in [
+            (&["--port", "1"][..], "unexpected argument '--port'"),
+            (&["--listen"], "a value is required for '--listen <ADDR>'"),
+            (&["--admin="], "a value is required for '--admin <ADDR>'"),
+            (&["--shutdown-timeout", "5 s"], "is not a duration"),
+            (&["--admin-body-timeout=fast"], "\"fast\" is not a duration"),
+            (&["--admin-max-connections", "0"], "invalid value '0'"),
+            (&["--admin-header-timeout"], "a value is required"),
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(err.to_string().contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_shows_every_flag_its_default_the_output_and_the_exit_statuses() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        for flag in [
+            "--listen <ADDR>",
+            "--admin <ADDR>",
+            "--shutdown-timeout <DUR>",
+            "--admin-header-timeout <DUR>",
+            "--admin-body-timeout <DUR>",
+            "--admin-write-timeout <DUR>",
+            "--admin-max-connections <N>",
+            "-h, --help",
+        ] {
+            assert!(help.contains(flag), "{flag} missing:\n{help}");
+        }
+        for default in [
+            "[default: 127.0.0.1:9001]",
+            "[default: 127.0.0.1:9002]",
+            "[default: 5s]",
+            "[default: 10s]",
+            "[default: 256]",
+        ] {
+            assert!(help.contains(default), "{default} missing:\n{help}");
+        }
+        for text in [
+            "listen ws://",
+            "EXIT STATUS",
+            "2 usage error",
+            "ADMIN API",
+            "RUST_LOG",
+        ] {
+            assert!(help.contains(text), "{text} missing:\n{help}");
         }
     }
 }

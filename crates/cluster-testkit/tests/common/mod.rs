@@ -9,7 +9,9 @@ use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+#[cfg(feature = "bin")]
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -206,15 +208,18 @@ pub fn memory(service: &FakeConfigService) -> (Arc<dyn Connector>, String) {
 /// Starts the `fake-config-service` binary with both listeners on `127.0.0.1:0`,
 /// `RUST_LOG=warn`, stdin closed and stdout piped: its first two lines are the bound
 /// addresses (see [`bound_addresses`]).
+#[cfg(feature = "bin")]
 pub fn spawn_service_binary(stderr: Stdio) -> Child {
     spawn_binary(&[], stderr)
 }
 
 /// [`spawn_service_binary`] with more arguments, stderr discarded.
+#[cfg(feature = "bin")]
 pub fn spawn_service_binary_with(args: &[&str]) -> Child {
     spawn_binary(args, Stdio::null())
 }
 
+#[cfg(feature = "bin")]
 fn spawn_binary(args: &[&str], stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fake-config-service"))
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
