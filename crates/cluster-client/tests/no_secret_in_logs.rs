@@ -9,23 +9,8 @@ mod common;
 use cluster_client::transport::conn::{Conn, ConnConfig, Handlers};
 use cluster_client::transport::ws::{WsConfig, WsConnector};
 use cluster_client::{Client, ConfigData, Connector, Endpoint, EventHandler};
+use cluster_testkit::logs::CapturedLogs;
 use common::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Each canary is a secret value somewhere in a config; none may be logged.
 const CANARIES: [&str; 9] = [
@@ -61,7 +46,7 @@ fn hex(text: &str) -> [String; 2] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_canary_reaches_any_log_at_trace() {
-    let sink = Sink::default();
+    let sink = CapturedLogs::default();
     let writer = sink.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -122,7 +107,7 @@ async fn no_canary_reaches_any_log_at_trace() {
     close_and_join(&client, run).await;
     service.wait_connections("B", 0, WAIT).await.unwrap();
 
-    let logs = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    let logs = sink.text();
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "the capture works at low levels: {logs}"

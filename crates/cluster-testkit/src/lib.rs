@@ -21,6 +21,7 @@
 //!   per client, delivery of notifications (encoded once, fanned out), the test API.
 //! - [`declared`]: ready instances declared without a client
 //!   ([`FakeConfigService::declare_instance`]).
+//! - [`logs`]: a buffer a `tracing` subscriber writes into, for tests that check the logs.
 //! - [`admin`]: the admin HTTP API over a service; `src/bin/fake-config-service.rs`: the
 //!   service as a program, for Go services under development.
 //!
@@ -116,6 +117,7 @@
 pub mod admin;
 pub mod declared;
 pub mod duration;
+pub mod logs;
 pub mod service;
 pub mod state;
 

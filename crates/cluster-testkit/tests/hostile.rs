@@ -6,13 +6,12 @@
 mod common;
 
 use bytes::Bytes;
+use cluster_testkit::logs::CapturedLogs;
 use cluster_testkit::state::{DEFAULT_MAX_DECLARATION_LEN, DEFAULT_MAX_FRAME_LEN, frame_len};
 use cluster_testkit::{ConfigUpdateError, FakeConfigService, Limits};
 use cluster_transport::log_limit::DEFAULT_LOG_BURST;
 use cluster_transport::{Endpoint, Incoming};
 use common::{Client, WAIT, memory, requirements_payload, schema_payload};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 /// A declaration of `module` at `ip` whose JSON is about `len` bytes (the padding is in
 /// `version`).
@@ -235,39 +234,17 @@ async fn names_that_break_the_wire_format_are_refused() {
 
 // ----- logs -----
 
-/// Captured log output (a `tracing` subscriber for the current thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.text().lines().map(str::to_owned).collect()
-    }
+/// Installs a subscriber at `level` on this thread, writing into the returned buffer, for as
+/// long as the guard lives.
+fn capture(level: tracing::Level) -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
 }
 
 const FLOOD: usize = 10_000;
@@ -289,7 +266,7 @@ fn assert_bounded(lines: &[String], what: &str, suppressed: usize) {
 
 #[tokio::test]
 async fn a_flood_of_unknown_events_logs_a_few_lines_and_a_count() {
-    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let (logs, _guard) = capture(tracing::Level::INFO);
     let service = FakeConfigService::builder().recording(false).build();
     let (connector, host) = memory(&service);
     let client = Client::connect(&connector, &host, "flooder").await;
@@ -312,7 +289,7 @@ async fn a_flood_of_unknown_events_logs_a_few_lines_and_a_count() {
 
 #[tokio::test]
 async fn a_flood_of_refused_events_logs_a_few_lines_and_a_count() {
-    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let (logs, _guard) = capture(tracing::Level::INFO);
     let service = FakeConfigService::builder().recording(false).build();
     let (connector, host) = memory(&service);
     let client = Client::connect(&connector, &host, "flooder").await;
@@ -339,7 +316,7 @@ async fn a_flood_of_refused_events_logs_a_few_lines_and_a_count() {
 
 #[tokio::test]
 async fn a_flood_of_malformed_frames_logs_a_few_lines_and_a_count() {
-    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let (logs, _guard) = capture(tracing::Level::INFO);
     let service = FakeConfigService::builder().recording(false).build();
     let (connector, host) = memory(&service);
     let endpoint: Endpoint = host.parse().unwrap();
@@ -381,7 +358,7 @@ const SECRET_SCHEMA: &str = r#"{"version":"1","schema":{"type":"object","propert
 
 #[tokio::test]
 async fn a_refused_config_is_reported_by_place_and_rule_never_by_value() {
-    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
+    let (logs, _guard) = capture(tracing::Level::DEBUG);
     let service = FakeConfigService::new();
     let (connector, host) = memory(&service);
     let client = Client::connect(&connector, &host, "svc").await;

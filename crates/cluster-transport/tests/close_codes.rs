@@ -4,49 +4,15 @@
 //!
 //! The misbehaving peer is a raw socket that speaks just enough WebSocket by hand.
 
+mod common;
 use bytes::Bytes;
 use cluster_transport::conn::{Conn, ConnConfig, Handlers};
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, Transport, TransportError};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use common::Captured;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::subscriber::DefaultGuard;
-
-/// Log lines written while a test runs (current-thread runtime: every task logs on this
-/// thread, so a thread-local default subscriber sees them all).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install() -> (Self, DefaultGuard) {
-        let captured = Self::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 async fn acceptor() -> (WsAcceptor, Endpoint) {
     let acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
@@ -152,7 +118,7 @@ fn assert_violation(result: Result<Incoming, TransportError>, code: u16) {
 
 #[tokio::test]
 async fn our_server_closes_an_unmasked_client_frame_with_1002() {
-    let (_log, _guard) = Captured::install();
+    let (_log, _guard) = Captured::install(tracing::Level::DEBUG);
     let (mut acceptor, _) = acceptor().await;
     let (mut raw, mut server) = raw_client(&mut acceptor).await;
     raw.write_all(&text_frame(b"hi", false)).await.unwrap();
@@ -195,7 +161,7 @@ async fn our_client_closes_text_that_is_not_utf8_with_1007() {
 #[tokio::test]
 async fn a_conn_whose_transport_closed_for_a_fault_says_we_ended_it() {
     // Server side: a raw client breaks the framing.
-    let (log, _guard) = Captured::install();
+    let (log, _guard) = Captured::install(tracing::Level::DEBUG);
     let (mut acceptor, _) = acceptor().await;
     let (mut raw, server) = raw_client(&mut acceptor).await;
     let server = Conn::spawn(server, Handlers::new(), ConnConfig::default());
@@ -239,7 +205,7 @@ async fn a_conn_whose_transport_closed_for_a_fault_says_we_ended_it() {
 
 #[tokio::test]
 async fn a_conn_whose_peer_closed_for_a_fault_says_the_peer_ended_it() {
-    let (log, _guard) = Captured::install();
+    let (log, _guard) = Captured::install(tracing::Level::DEBUG);
     let (mut acceptor, endpoint) = acceptor().await;
     let connector = WsConnector::new(WsConfig::default()).unwrap();
 

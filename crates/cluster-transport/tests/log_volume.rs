@@ -1,48 +1,13 @@
 //! A peer cannot make a connection log without bound: floods of malformed frames give a few
 //! lines and a summary with the count.
 
+mod common;
 use bytes::Bytes;
 use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::log_limit::{DEFAULT_LOG_BURST, LogLimit};
 use cluster_transport::{Incoming, memory};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use common::Captured;
 use std::time::Duration;
-
-/// Captured log output (a `tracing` subscriber for the current thread, INFO and above: what a
-/// service logs by default).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 const FLOOD: usize = 10_000;
 
@@ -70,7 +35,7 @@ async fn flood_malformed(peer: &mut cluster_transport::Transport) {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_malformed_frames_logs_a_few_lines_and_a_count() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let (server, mut peer, _faults) = memory::pair();
     let handlers = Handlers::new().on("SYNC", |_, _| Reply::ack(Bytes::from_static(b"ok")));
     let server = Conn::spawn(server, handlers, ConnConfig::default());
@@ -94,7 +59,7 @@ async fn a_flood_of_malformed_frames_logs_a_few_lines_and_a_count() {
 
 #[tokio::test(start_paused = true)]
 async fn each_interval_logs_a_few_lines_again_after_the_summary_of_the_last() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let (server, mut peer, _faults) = memory::pair();
     let limit = LogLimit {
         burst: 2,

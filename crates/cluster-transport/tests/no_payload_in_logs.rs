@@ -8,28 +8,13 @@
 //!
 //! The subscriber is global to the process: this file holds this one test only.
 
+mod common;
 use bytes::Bytes;
 use cluster_transport::tls::{TlsConfig, server_config_from_pem};
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, Transport};
+use common::Captured;
 use rcgen::{CertificateParams, KeyPair};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-/// Everything the subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The forms a payload takes in a log line: as is, in hex (either case, with or without
 /// separators) and as a list of decimal byte values. Searched for case-insensitively.
@@ -128,7 +113,7 @@ async fn no_payload_reaches_any_log_at_trace_with_the_log_bridge() {
     let server = acceptor.accept().await.unwrap().transport;
     exchange(client, server, "CANARY7QX-tls").await;
 
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_lowercase();
+    let text = captured.text().to_lowercase();
     assert!(
         text.contains("log records reach the subscriber"),
         "the capture does not work: {text}"

@@ -16,9 +16,8 @@ use cluster_client::{
 use cluster_client::{Endpoint, Transport, TransportError};
 use cluster_testkit::{FakeConfigService, MemoryListener};
 use std::future::Future;
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -191,24 +190,14 @@ impl Drop for DropFlag {
 
 /// Captured log output (a `tracing` subscriber for the current thread).
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+pub struct Logs(cluster_testkit::logs::CapturedLogs);
 
 impl Logs {
     /// Installs a capturing subscriber on this thread (tests use the current-thread runtime,
     /// so every task of the test logs here) for as long as the guard lives.
     pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
         let logs = Self::default();
-        let writer = logs.clone();
+        let writer = logs.0.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
@@ -218,7 +207,7 @@ impl Logs {
     }
 
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        self.0.text()
     }
 }
 
