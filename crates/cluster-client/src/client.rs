@@ -1,7 +1,7 @@
 //! [`Client`]: run sessions with the config service, close, health check, state.
 
 use crate::driver::{self, Plan};
-use crate::error::ClientError;
+use crate::error::{ClientError, SessionInactive};
 use crate::handler::EventHandler;
 use crate::lb::random_seed;
 use cluster_proto::backoff::BackoffConfig;
@@ -402,14 +402,14 @@ impl Client {
     /// `Ok` while the session is active (the module is ready), as Go's `Healthcheck`.
     ///
     /// # Errors
-    /// [`ClientError::SessionInactive`] otherwise, with the state the client is in (idle,
-    /// connecting, backing off and why, …).
-    pub fn healthcheck(&self) -> Result<(), ClientError> {
+    /// [`SessionInactive`] otherwise, with the state the client is in (idle, connecting,
+    /// backing off and why, …).
+    pub fn healthcheck(&self) -> Result<(), SessionInactive> {
         let state = self.shared.state.borrow();
         if state.is_ready() {
             Ok(())
         } else {
-            Err(ClientError::SessionInactive {
+            Err(SessionInactive {
                 state: state.clone(),
             })
         }

@@ -7,8 +7,9 @@ use cluster_transport::TransportError;
 /// The error type receivers return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// What [`ClientBuilder::build`](crate::ClientBuilder::build), [`Client::run`](crate::Client::run)
-/// and [`Client::healthcheck`](crate::Client::healthcheck) report.
+/// What [`ClientBuilder::build`](crate::ClientBuilder::build) and
+/// [`Client::run`](crate::Client::run) report. (A health check that fails is not an error of
+/// the client's: it is [`SessionInactive`], a state.)
 ///
 /// Only the caller's faults are errors, and the settings are checked when the client is
 /// built: the peer's faults (a refused connection, an error ack, a missing event, a
@@ -55,13 +56,16 @@ pub enum ClientError {
     /// going on.
     #[error("the client is already running")]
     AlreadyRunning,
-    /// [`Client::healthcheck`](crate::Client::healthcheck): the session is not active (not
-    /// ready); `state` says where the client stands instead.
-    #[error("session inactive: {state}")]
-    SessionInactive {
-        /// The client's state when the check ran.
-        state: ClientState,
-    },
+}
+
+/// [`Client::healthcheck`](crate::Client::healthcheck) failed: the session is not active (the
+/// module is not ready). `state` says where the client stands instead (idle, connecting,
+/// backing off and why, closed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("session inactive: {state}")]
+pub struct SessionInactive {
+    /// The client's state when the check ran.
+    pub state: ClientState,
 }
 
 /// What [`OfflineClient::run`](crate::OfflineClient::run) reports.

@@ -116,7 +116,7 @@ pub mod offline;
 pub mod typed;
 
 pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_ARRIVAL_WAIT};
-pub use error::{BoxError, ClientError, OfflineError};
+pub use error::{BoxError, ClientError, OfflineError, SessionInactive};
 pub use handler::{
     DEFAULT_CONFIG_APPLY_TIMEOUT, DEFAULT_ROUTES_APPLY_TIMEOUT, EventHandler, HostsUpgrader,
     RemoteConfigReceiver, RoutesReceiver,
