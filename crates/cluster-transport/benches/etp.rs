@@ -84,21 +84,14 @@ async fn rtt() -> Rtt {
     let (c, s) = net.pair().await;
     let (client, server) = spawn_pair(c, s, Handlers::new().on("ECHO", |_, data| Reply::Ack(data)));
     let payload = [b'x'; 16];
-    for _ in 0..RTT_WARMUP {
-        client.emit_with_ack("ECHO", &payload).await.expect("ack");
-    }
-    let mut samples = Vec::with_capacity(RTT_ROUNDS);
-    let started = Instant::now();
-    for _ in 0..RTT_ROUNDS {
-        let t = Instant::now();
+    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
         let answer = client.emit_with_ack("ECHO", &payload).await.expect("ack");
-        samples.push(t.elapsed());
         assert_eq!(answer.len(), payload.len());
-    }
-    let total = started.elapsed();
+    })
+    .await;
     client.close(CLOSE_NORMAL, "done").await;
     server.closed().await;
-    summarize(&mut samples, total)
+    rtt
 }
 
 async fn flood() -> f64 {
@@ -154,17 +147,10 @@ async fn floor_rtt() -> Rtt {
             other => panic!("unexpected {other:?}"),
         }
     };
-    for _ in 0..RTT_WARMUP {
+    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
         round_trip().await;
-    }
-    let mut samples = Vec::with_capacity(RTT_ROUNDS);
-    let started = Instant::now();
-    for _ in 0..RTT_ROUNDS {
-        let t = Instant::now();
-        round_trip().await;
-        samples.push(t.elapsed());
-    }
-    let total = started.elapsed();
+    })
+    .await;
     client
         .sink
         .close(CLOSE_NORMAL, "done")
@@ -172,7 +158,7 @@ async fn floor_rtt() -> Rtt {
         .expect("close");
     let _ = client.stream.recv().await;
     let _ = echo.await;
-    summarize(&mut samples, total)
+    rtt
 }
 
 /// The floor of `flood`: the raw transports, the sender feeding and flushing every 64 frames

@@ -263,18 +263,8 @@ mod fw {
 
 // ---- the parts ------------------------------------------------------------------------------
 
-async fn measure_rtt(mut round_trip: impl AsyncFnMut()) -> Rtt {
-    for _ in 0..RTT_WARMUP {
-        round_trip().await;
-    }
-    let mut samples = Vec::with_capacity(RTT_ROUNDS);
-    let started = Instant::now();
-    for _ in 0..RTT_ROUNDS {
-        let t = Instant::now();
-        round_trip().await;
-        samples.push(t.elapsed());
-    }
-    summarize(&mut samples, started.elapsed())
+async fn measure_rtt(round_trip: impl AsyncFnMut()) -> Rtt {
+    common::measure_rtt(RTT_WARMUP, RTT_ROUNDS, round_trip).await
 }
 
 async fn rtt_streams<W, M, E>(

@@ -26,6 +26,25 @@ pub(crate) fn summarize(samples: &mut [Duration], total: Duration) -> Rtt {
     }
 }
 
+/// `warmup` round trips, then `rounds` timed ones: their rate and percentiles.
+pub(crate) async fn measure_rtt(
+    warmup: usize,
+    rounds: usize,
+    mut round_trip: impl AsyncFnMut(),
+) -> Rtt {
+    for _ in 0..warmup {
+        round_trip().await;
+    }
+    let mut samples = Vec::with_capacity(rounds);
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        round_trip().await;
+        samples.push(t.elapsed());
+    }
+    summarize(&mut samples, started.elapsed())
+}
+
 /// This process's resident memory in bytes.
 pub(crate) fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
