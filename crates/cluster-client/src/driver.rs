@@ -28,8 +28,8 @@
 //! `MODULE:READY` is then logged rather than failing the handshake.
 
 use crate::apply::{Applier, Done, Job, Order, panic_message};
-use crate::client::{ClientState, Shared};
 use crate::handler::EventHandler;
+use crate::state::{ClientState, Shared};
 use bytes::Bytes;
 use cluster_proto::SecretMasker;
 use cluster_proto::backoff::Reconnect;

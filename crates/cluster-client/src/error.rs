@@ -1,6 +1,6 @@
 //! The client's errors: the caller's misuse apart from the peer's faults.
 
-use crate::client::ClientState;
+use crate::state::ClientState;
 use cluster_proto::event::ModuleNameError;
 use cluster_transport::TransportError;
 

@@ -113,9 +113,10 @@ mod error;
 pub mod handler;
 pub mod lb;
 pub mod offline;
+mod state;
 pub mod typed;
 
-pub use client::{Client, ClientBuilder, ClientState, DEFAULT_CONFIG_ARRIVAL_WAIT};
+pub use client::{Client, ClientBuilder, DEFAULT_CONFIG_ARRIVAL_WAIT};
 pub use error::{BoxError, ClientError, OfflineError, SessionInactive};
 pub use handler::{
     DEFAULT_CONFIG_APPLY_TIMEOUT, DEFAULT_ROUTES_APPLY_TIMEOUT, EventHandler, HostsUpgrader,
@@ -123,6 +124,7 @@ pub use handler::{
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
+pub use state::ClientState;
 pub use typed::{
     ConfigHandle, ConfigOutcome, ConfigRejection, TypedConfig, TypedConfigError, config_data_for,
 };
