@@ -9,10 +9,10 @@ use cluster_proto::backoff::BackoffConfig;
 use cluster_proto::event::check_module_name;
 use cluster_proto::session::SessionTimeouts;
 use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
-use cluster_transport::conn::{Conn, ConnConfig};
+use cluster_transport::log_limit::LogLimit;
 use cluster_transport::tls::TlsConfig;
 use cluster_transport::ws::{WsConfig, WsConnector};
-use cluster_transport::{CLOSE_NORMAL, Connector, Endpoint, Scheme, TransportError};
+use cluster_transport::{Connector, Endpoint, Scheme, TransportError};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -109,7 +109,7 @@ impl Client {
                 backoff: BackoffConfig::default(),
                 seed: None,
                 masker: Arc::new(SecretMasker::new()),
-                conn_config: ConnConfig::default(),
+                log_limit: LogLimit::default(),
             },
         }
     }
@@ -145,8 +145,8 @@ impl Client {
         {
             return Err(ClientError::AlreadyRunning);
         }
-        let mut guard = RunGuard { shared, conn: None };
-        driver::run(shared, &handler, plan, &mut guard.conn).await;
+        let _guard = RunGuard { shared };
+        driver::run(shared, &handler, plan).await;
         Ok(())
     }
 
@@ -353,18 +353,15 @@ fn default_connector() -> Result<Arc<dyn Connector>, TransportError> {
     Ok(DEFAULT.get_or_init(|| connector).clone())
 }
 
-/// Ends a run however it ends (returned, or its future dropped): closes the connection still
-/// open, publishes the final state, and lets [`Client::close`] return.
+/// Ends a run however it ends (returned, or its future dropped): publishes the final state
+/// and lets [`Client::close`] return. (A connection still open is dropped with the run's
+/// future: the peer sees it end.)
 struct RunGuard<'a> {
     shared: &'a Shared,
-    conn: Option<Conn>,
 }
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.start_close(CLOSE_NORMAL, "client dropped");
-        }
         let state = if self.shared.cancel.is_cancelled() {
             ClientState::Closed
         } else {
@@ -505,10 +502,12 @@ impl ClientBuilder {
         self
     }
 
-    /// The connection runtime's settings. Default: [`ConnConfig::default`].
+    /// How many warnings the config service can cause per session (malformed frames,
+    /// unknown events, error events): the first [`LogLimit::burst`] of each
+    /// [`LogLimit::interval`], then one summary line with the count. Default: 5 per 10 s.
     #[must_use]
-    pub fn conn_config(mut self, config: ConnConfig) -> Self {
-        self.settings.conn_config = config;
+    pub fn log_limit(mut self, limit: LogLimit) -> Self {
+        self.settings.log_limit = limit;
         self
     }
 

@@ -1,31 +1,33 @@
 //! The run loop and the session driver: one task drives the sans-IO [`Session`] over a
-//! [`Conn`].
+//! [`Transport`].
 //!
 //! The run loop picks the next host ([`Reconnect`]: round-robin from a seeded random start),
 //! connects, drives one session until it fails or the client is closed, waits the backoff, and
-//! starts over. The driver of one session is a single `select!` loop:
+//! starts over. The driver of one session is ONE `select!` over:
 //!
-//! - inputs: the server's events (forwarded in arrival order by ONE catch-all handler of the
-//!   connection into a bounded [`Inbox`]), the outcomes of acknowledged emits and pings
-//!   (futures polled by this task, so nothing outlives it), the end of the connection, the
-//!   end of an application of a receiver, and ONE sleep reset to [`Session::poll_timeout`];
-//! - after every input, [`Session::poll_transmit`] is sent and [`Session::poll_event`] is
-//!   dispatched: configs and routing tables to their [`Applier`]s, host lists to the upgraders
-//!   (inline), and the verdicts on the first ones back to the session with
-//!   [`Session::handle_applied`]. Nothing in there awaits: a failed session leaves the
-//!   [`ClientState::Ready`] state at the very input that failed it, and its connection is
-//!   closed by the run loop during the backoff.
+//! - the transport's next message (one read in flight, a future that owns the reading half and
+//!   gives it back), handed to the session in arrival order: frames to
+//!   [`Session::handle_frame`], pongs to [`Session::handle_pong`], the end to
+//!   [`Session::handle_disconnect`];
+//! - the end of the write in flight (the same shape: a future owning the writing half);
+//! - ONE sleep, reset to [`Session::poll_timeout`] (acks, first events, pings, pongs);
+//! - the end of an application of a receiver;
+//! - the client's close.
 //!
-//! The select is biased so that the server's events are always taken before the outcome of an
-//! ack that arrived after them: the connection's reader forwards an event before it resolves a
-//! later ack, so the session sees the wire order. Two bounds keep that from starving the rest:
-//! after [`EVENT_BUDGET`] events in a row the driver lets its other inputs go first once, and
-//! when the inbox is full (the driver is behind by [`EVENT_QUEUE`] events) the reader parks the
-//! events, in order, and stops reading once the connection's
-//! [`max_concurrent_handlers`](cluster_transport::conn::ConnConfig::max_concurrent_handlers)
-//! are parked. In either case an ack may overtake events that arrived before it; the session
-//! tolerates that (early events count), except that an error event overtaken by the ack of
-//! `MODULE:READY` is then logged rather than failing the handshake.
+//! After every input, [`Session::poll_transmit`] goes to the write queue and
+//! [`Session::poll_event`] is dispatched: configs and routing tables to their [`Applier`]s,
+//! host lists to the upgraders (inline), and the verdicts on the first ones back to the session
+//! with [`Session::handle_applied`]. Nothing in there awaits: a failed session leaves the
+//! [`ClientState::Ready`] state at the very input that failed it, and its connection is closed
+//! by the run loop during the backoff.
+//!
+//! Since the session sees every frame in the order it arrived, nothing can overtake anything:
+//! an error event that arrives before the ack of `MODULE:READY` fails the handshake.
+//!
+//! Bounds: the session's own frames are few (three emits, pings); the acks it owes a server
+//! that emits with ack are the only frames a peer can multiply, so reading pauses while more
+//! than [`WRITE_HIGH_WATER`] bytes wait to be written (a server that does not read its acks
+//! slows itself down). Inbound messages are bounded by the transport's size limit.
 
 use crate::apply::{Applier, Done, Job, Order, panic_message};
 use crate::handler::EventHandler;
@@ -36,19 +38,19 @@ use cluster_proto::backoff::Reconnect;
 use cluster_proto::payload::{ModuleRequirements, decode_addresses, decode_routing_config};
 use cluster_proto::rng::SplitMix64;
 use cluster_proto::session::{
-    AckToken, Applied, PingToken, Session, SessionConfig, SessionError, SessionEvent,
-    SessionTimeouts, Transmit,
+    Applied, Session, SessionConfig, SessionError, SessionEvent, SessionTimeouts, Transmit,
 };
-use cluster_transport::conn::{Conn, ConnError, Handlers, Reply};
-use cluster_transport::{CLOSE_NORMAL, Connector, Endpoint, Transport, TransportError};
+use cluster_transport::conn::CLOSE_TIMEOUT;
+use cluster_transport::log_limit::LogLimiter;
+use cluster_transport::{
+    CLOSE_NORMAL, Connector, Endpoint, Incoming, MessageSink, MessageStream, Transport,
+    TransportError,
+};
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -56,10 +58,8 @@ use tracing::Instrument;
 const REASON_CLOSED: &str = "client closed";
 /// The close reason sent when a session failed.
 const REASON_FAILED: &str = "session failed";
-/// How many of the server's events the [`Inbox`] holds before the reader parks them.
-pub(crate) const EVENT_QUEUE: usize = 1024;
-/// How many events the driver takes in a row before its other inputs get a turn.
-pub(crate) const EVENT_BUDGET: u32 = 64;
+/// Reading pauses while more than this many bytes wait to be written (see the module docs).
+pub(crate) const WRITE_HIGH_WATER: usize = 1 << 20;
 
 /// What one run needs, prepared once.
 pub(crate) struct Plan {
@@ -71,27 +71,21 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The session config of `handler`: what to send, what to wait for, how long.
+    /// The session config of `handler`: what to send, what to wait for, how long. One source:
+    /// the handler's receivers and required modules.
     pub(crate) fn session_config(
         shared: &Shared,
         handler: &EventHandler,
         timeouts: SessionTimeouts,
     ) -> SessionConfig {
         let settings = &shared.settings;
-        let modules: Vec<String> = handler.required_modules().map(str::to_owned).collect();
         let requirements = ModuleRequirements {
-            required_modules: modules.clone(),
+            required_modules: handler.required_modules().map(str::to_owned).collect(),
             require_routes: handler.has_routes_receiver(),
         };
-        let declaration = settings.module_info.backend_declaration(&modules);
-        let mut session = SessionConfig::new(
-            Bytes::from(settings.config_data.to_json()),
-            Bytes::from(requirements.to_json()),
-            Bytes::from(declaration.to_json()),
-        );
+        let mut session =
+            SessionConfig::new(&settings.module_info, &settings.config_data, requirements);
         session.wait_config = handler.has_config_receiver();
-        session.wait_routes = handler.has_routes_receiver();
-        session.required_modules = modules;
         session.timeouts = timeouts;
         session
     }
@@ -135,10 +129,10 @@ struct Outcome {
     closed: bool,
     /// How long the session stayed ready (`None`: it never was).
     ready_for: Option<Duration>,
-    /// The connection of a failed session, still to be closed (it may take up to
-    /// [`CLOSE_TIMEOUT`](cluster_transport::conn::CLOSE_TIMEOUT) with a peer that does not
-    /// answer); `None` when the connect failed or the client was closed.
-    conn: Option<Conn>,
+    /// The close of a failed session's connection, still to run (it may take up to
+    /// [`CLOSE_TIMEOUT`] with a peer that does not answer); `None` when the connect failed or
+    /// the client was closed.
+    closing: Option<BoxFuture<'static, ()>>,
     /// Why it ended, for [`ClientState::BackingOff`].
     cause: Arc<str>,
 }
@@ -148,19 +142,16 @@ impl Outcome {
         Self {
             closed: true,
             ready_for: None,
-            conn: None,
+            closing: None,
             cause: Arc::from("closed"),
         }
     }
 }
 
-/// Runs sessions until the client is closed.
-pub(crate) async fn run(
-    shared: &Shared,
-    handler: &EventHandler,
-    plan: Plan,
-    guard: &mut Option<Conn>,
-) {
+/// Runs sessions until the client is closed. Dropping this future drops the connection
+/// without a close handshake (the peer sees it end); [`Client::close`](crate::Client::close)
+/// closes it normally.
+pub(crate) async fn run(shared: &Shared, handler: &EventHandler, plan: Plan) {
     let settings = &shared.settings;
     let cancel = &shared.cancel;
     let mut reconnect = Reconnect::new(plan.endpoints.len(), settings.backoff, plan.seed);
@@ -191,7 +182,7 @@ pub(crate) async fn run(
                     return Outcome {
                         closed: false,
                         ready_for: None,
-                        conn: None,
+                        closing: None,
                         cause: Arc::from(format!("connect: {err}")),
                     };
                 }
@@ -200,7 +191,7 @@ pub(crate) async fn run(
                 host: host.clone(),
                 session_id: session_id.clone(),
             });
-            let mut driver = Driver::start(
+            let outcome = Driver::start(
                 shared,
                 handler,
                 &mut appliers,
@@ -209,12 +200,9 @@ pub(crate) async fn run(
                 generation,
                 host.clone(),
                 session_id.clone(),
-            );
-            *guard = Some(driver.conn.clone());
-            let outcome = driver.drive().await;
-            if outcome.conn.is_none() {
-                *guard = None;
-            }
+            )
+            .drive()
+            .await;
             tracing::info!("config service session stopped");
             outcome
         }
@@ -239,12 +227,12 @@ pub(crate) async fn run(
             delay = %format_args!("{delay:.1?}"),
             "next session after the backoff delay"
         );
-        if let Some(conn) = outcome.conn {
-            let closed = close_failed(&mut appliers, cancel, &conn)
-                .instrument(span)
-                .await;
-            *guard = None;
-            if closed {
+        if let Some(closing) = outcome.closing {
+            // Part of the backoff. If the client is closed meanwhile, the close is finished
+            // all the same before returning, so that nothing of it outlives `Client::close`.
+            let mut closing = closing.instrument(span);
+            if appliers.wait(cancel, &mut closing).await.is_none() {
+                closing.await;
                 break;
             }
         }
@@ -270,46 +258,19 @@ fn deadline_after(delay: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
-/// Closes the connection of a failed session while the applications go on (this is part of
-/// the backoff). Returns whether the client was closed meanwhile; the close is then finished
-/// before returning all the same, so that nothing of the connection outlives `Client::close`.
-async fn close_failed(appliers: &mut Appliers, cancel: &CancellationToken, conn: &Conn) -> bool {
-    let close = conn.close(CLOSE_NORMAL, REASON_FAILED);
-    tokio::pin!(close);
-    if appliers.wait(cancel, close.as_mut()).await.is_some() {
-        return false;
-    }
-    close.await;
-    true
-}
-
-/// What the driver's futures resolve to.
-enum Settled {
-    Ack {
-        token: AckToken,
-        event: &'static str,
-        result: Result<Bytes, ConnError>,
-    },
-    Pong {
-        token: PingToken,
-        result: Result<Duration, ConnError>,
-    },
-}
-
 /// Drives one session over one connection.
 struct Driver<'a> {
     shared: &'a Shared,
     handler: &'a EventHandler,
     appliers: &'a mut Appliers,
-    conn: Conn,
+    link: Link,
     session: Session,
-    events: mpsc::Receiver<InboxItem>,
-    pending: FuturesUnordered<BoxFuture<'static, Settled>>,
     generation: u64,
     host: Arc<str>,
     session_id: String,
     event_seq: u64,
-    pong_timeout: Duration,
+    /// Bounds the warnings the peer can cause (malformed frames, unknown and error events).
+    warnings: LogLimiter,
     closed: bool,
     /// When the session became ready.
     ready_at: Option<tokio::time::Instant>,
@@ -339,40 +300,27 @@ impl<'a> Driver<'a> {
         if dropped > 0 {
             tracing::debug!(dropped, "queued applications of an earlier session dropped");
         }
-        let (inbox, events) = Inbox::new(EVENT_QUEUE);
-        // ONE catch-all handler: every event goes to the driver, in arrival order.
-        let handlers =
-            Handlers::new().on_unknown(move |_conn, name, data| inbox.deliver(name, data));
-        let conn = Conn::spawn(transport, handlers, shared.settings.conn_config.clone());
-        let session = Session::new(config.clone(), now());
         Self {
             shared,
             handler,
             appliers,
-            conn,
-            session,
-            events,
-            pending: FuturesUnordered::new(),
+            link: Link::new(transport),
+            session: Session::new(config.clone(), now()),
             generation,
             host,
             session_id,
             event_seq: 0,
-            pong_timeout: config.timeouts.pong_timeout,
+            warnings: LogLimiter::new(shared.settings.log_limit),
             closed: false,
             ready_at: None,
             failure: None,
         }
     }
 
-    async fn drive(&mut self) -> Outcome {
+    async fn drive(mut self) -> Outcome {
         let cancel = self.shared.cancel.clone();
-        let conn = self.conn.clone();
-        let closed = conn.closed();
-        tokio::pin!(closed);
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
-        let mut disconnected = false;
-        let mut budget = EVENT_BUDGET;
         loop {
             self.flush();
             if self.session.is_finished() {
@@ -385,38 +333,38 @@ impl<'a> Driver<'a> {
                     sleep.as_mut().reset(at);
                 }
             }
+            let reading = self.link.queued < WRITE_HIGH_WATER;
             tokio::select! {
-                biased;
                 () = cancel.cancelled(), if !self.closed => {
                     self.closed = true;
                     self.session.close(now());
                 }
-                Some((name, data)) = next_event(&mut self.events, &mut budget) => {
-                    budget = budget.saturating_sub(1);
-                    self.on_event(&name, data);
+                (stream, incoming) = next(&mut self.link.read), if reading => {
+                    self.on_incoming(stream, incoming);
                 }
-                Some(outcome) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.on_outcome(outcome);
-                }
+                (sink, result) = next(&mut self.link.write) => self.on_written(sink, result),
                 done = self.appliers.config.done() => self.on_applied(Applied::Config, "remote config", &done),
                 done = self.appliers.routes.done() => self.on_applied(Applied::Routes, "routes", &done),
-                cause = &mut closed, if !disconnected => {
-                    disconnected = true;
-                    self.session.handle_disconnect(now(), cause.normal, &cause.reason);
-                }
                 () = &mut sleep, if deadline.is_some() => self.session.handle_timeout(now()),
             }
         }
+        self.warnings.flush(self.generation, &self.link.peer);
+        let reason = if self.closed {
+            REASON_CLOSED
+        } else {
+            REASON_FAILED
+        };
+        let closing = Box::pin(self.link.shutdown(reason));
         if self.closed {
             // Closed by the application: the connection's end is awaited here, before `run`
             // returns. A failed session's is left to the run loop, once the state says so.
-            self.conn.close(CLOSE_NORMAL, REASON_CLOSED).await;
+            closing.await;
             return Outcome::closed();
         }
         Outcome {
             closed: false,
             ready_for: self.ready_at.map(|at| at.elapsed()),
-            conn: Some(self.conn.clone()),
+            closing: Some(closing),
             cause: self
                 .failure
                 .take()
@@ -424,8 +372,9 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Sends what the session wants sent and hands its events to the application, until both
-    /// queues are empty (handing out an event can produce more to send). Never waits.
+    /// Queues what the session wants sent and hands its events to the application, until
+    /// both queues are empty (handing out an event can produce more to send), then starts a
+    /// write. Never waits.
     fn flush(&mut self) {
         loop {
             let mut progressed = false;
@@ -438,104 +387,95 @@ impl<'a> Driver<'a> {
                 self.dispatch(event);
             }
             if !progressed {
-                return;
+                break;
             }
         }
+        self.link.start_write();
     }
 
     fn transmit(&mut self, transmit: Transmit) {
-        match transmit {
-            Transmit::Emit { event, data, ack } => {
-                tracing::debug!(
-                    event,
-                    data = %Masked(&self.shared.settings.masker, &data),
-                    "send event"
-                );
-                match ack {
-                    Some(token) => {
-                        let ack = self.conn.emit_with_ack(event, &data);
-                        self.pending.push(Box::pin(async move {
-                            Settled::Ack {
-                                token,
-                                event,
-                                result: ack.await,
-                            }
-                        }));
-                    }
-                    None => {
-                        if let Err(err) = self.conn.emit(event, &data) {
-                            tracing::warn!(event, error = %err, "emit failed");
-                        }
-                    }
-                }
-            }
-            Transmit::Ping(token) => {
-                let conn = self.conn.clone();
-                let timeout = self.pong_timeout;
-                self.pending.push(Box::pin(async move {
-                    Settled::Pong {
-                        token,
-                        result: conn.ping(timeout).await,
-                    }
-                }));
-            }
-            // Only started here: the session is over, and the end of the connection is
-            // awaited after the state has left `Ready` (see `run` and `drive`).
-            Transmit::Close => {
-                let reason = if self.closed {
-                    REASON_CLOSED
-                } else {
-                    REASON_FAILED
-                };
-                self.conn.start_close(CLOSE_NORMAL, reason);
-            }
-        }
-    }
-
-    fn on_event(&mut self, name: &str, data: Bytes) {
-        self.event_seq += 1;
-        tracing::debug!(
-            event_id = self.event_seq,
-            event = name,
-            len = data.len(),
-            "event received"
-        );
-        self.session.handle_event(now(), name, data);
-    }
-
-    fn on_outcome(&mut self, outcome: Settled) {
-        match outcome {
-            Settled::Ack {
-                token,
+        if let Transmit::Emit { event, data, .. } = &transmit {
+            tracing::debug!(
                 event,
-                result,
-            } => match result {
-                Ok(text) => {
-                    if text.as_ref() == b"ok" {
-                        tracing::debug!(event, "event acknowledged");
-                    } else {
-                        tracing::error!(
-                            event,
-                            response = %String::from_utf8_lossy(&text),
-                            "event refused by the config service"
-                        );
-                    }
-                    self.session.handle_ack(now(), token, &text);
-                }
-                // The connection ended: the disconnect input fails the session.
-                Err(err) => tracing::debug!(event, error = %err, "no ack"),
-            },
-            Settled::Pong { token, result } => match result {
-                Ok(rtt) => {
-                    tracing::trace!(?rtt, "pong");
-                    self.session.handle_pong(now(), token);
-                }
-                Err(err) => tracing::warn!(error = %err, "ping config service"),
-            },
+                data = %Masked(&self.shared.settings.masker, data),
+                "send event"
+            );
         }
+        let out = match transmit {
+            Transmit::Ping(payload) => Out::Ping(payload),
+            // Only queued here: the session is over, and the close is written by
+            // `Link::shutdown` once the state has left `Ready` (see `run` and `drive`).
+            Transmit::Close => return,
+            frame => match frame.encode() {
+                Some(message) => Out::Frame(message),
+                None => return,
+            },
+        };
+        self.link.push(out);
+    }
+
+    /// A read finished: hand what came to the session, and read on unless the stream ended.
+    fn on_incoming(
+        &mut self,
+        stream: Box<dyn MessageStream>,
+        incoming: Result<Incoming, TransportError>,
+    ) {
+        match incoming {
+            Ok(Incoming::Text(message)) => {
+                self.session.handle_frame(now(), message);
+                self.link.read = Some(read(stream));
+            }
+            Ok(Incoming::Pong(payload)) => {
+                tracing::trace!("pong");
+                self.session.handle_pong(now(), &payload);
+                self.link.read = Some(read(stream));
+            }
+            Ok(Incoming::Closed(close)) => {
+                self.session
+                    .handle_disconnect(now(), close.is_normal(), &close.to_string());
+            }
+            Ok(other) => {
+                tracing::debug!(?other, "transport message ignored");
+                self.link.read = Some(read(stream));
+            }
+            Err(err) => {
+                self.session
+                    .handle_disconnect(now(), false, &err.to_string());
+            }
+        }
+    }
+
+    /// A write finished: on error the transport is broken and the session ends.
+    fn on_written(&mut self, sink: Box<dyn MessageSink>, result: Result<usize, TransportError>) {
+        match result {
+            Ok(written) => {
+                self.link.queued -= written;
+                self.link.sink = Some(sink);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "write to config service failed");
+                self.session
+                    .handle_disconnect(now(), false, &format!("write failed: {err}"));
+            }
+        }
+    }
+
+    /// Whether a warning the peer caused may be logged (see [`LogLimiter`]).
+    fn peer_may_log(&self) -> bool {
+        self.warnings.admit(self.generation, &self.link.peer)
     }
 
     fn dispatch(&mut self, event: SessionEvent) {
+        if matches!(
+            event,
+            SessionEvent::Config { .. }
+                | SessionEvent::Routes { .. }
+                | SessionEvent::Hosts { .. }
+                | SessionEvent::ServerError { .. }
+                | SessionEvent::Unknown { .. }
+        ) {
+            self.event_seq += 1;
+        }
         let event_id = self.event_seq;
         match event {
             SessionEvent::Config { data, initial } => {
@@ -603,11 +543,7 @@ impl<'a> Driver<'a> {
             }
             // Both come as often as the peer likes: through the connection's log limiter.
             SessionEvent::ServerError { event, text } => {
-                if self
-                    .conn
-                    .log_limiter()
-                    .admit(self.conn.id(), self.conn.peer())
-                {
+                if self.peer_may_log() {
                     let text = String::from_utf8_lossy(&text);
                     tracing::error!(
                         event_id,
@@ -619,16 +555,18 @@ impl<'a> Driver<'a> {
                 }
             }
             SessionEvent::Unknown { name } => {
-                if self
-                    .conn
-                    .log_limiter()
-                    .admit(self.conn.id(), self.conn.peer())
-                {
+                if self.peer_may_log() {
                     tracing::warn!(
                         event_id,
                         event = %shorten(&name),
                         "unexpected event from config service"
                     );
+                }
+            }
+            SessionEvent::Acked { event } => tracing::debug!(event, "event acknowledged"),
+            SessionEvent::Malformed(error) => {
+                if self.peer_may_log() {
+                    tracing::warn!(%error, "malformed frame from config service; skipped");
                 }
             }
             SessionEvent::Ready => {
@@ -696,100 +634,151 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// One event of the server: its name and data.
-type InboxItem = (Box<str>, Bytes);
-
-/// Where the connection's reader puts the server's events for the driver: a queue bounded to
-/// [`EVENT_QUEUE`] events that keeps their arrival order.
-///
-/// [`Inbox::deliver`] runs in the reader, in arrival order. While the queue has room and no
-/// event is parked, the event is queued at once. Otherwise it is parked in a [`Reply::Later`]
-/// future with a numbered turn: parked events reach the queue strictly by turn (the
-/// connection runs `Later` futures concurrently, in no set order), and none is queued directly
-/// while any is parked. Parked futures count against the connection's
-/// `max_concurrent_handlers`: once that many are parked the reader stops reading, so a server
-/// that outruns the driver is slowed down instead of filling memory.
-struct Inbox {
-    tx: mpsc::Sender<InboxItem>,
-    turns: Mutex<Turns>,
-    served: Notify,
+/// Something to write.
+enum Out {
+    /// One ETP frame.
+    Frame(Bytes),
+    /// A ping with this payload.
+    Ping(Bytes),
+    /// The close handshake, with this reason; nothing follows.
+    Close(&'static str),
 }
 
-/// The turns of parked events.
-#[derive(Default)]
-struct Turns {
-    /// Turns handed out so far.
-    issued: u64,
-    /// Turns whose event is queued; `served == issued` when nothing is parked.
-    served: u64,
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Self::Frame(b) | Self::Ping(b) => b.len(),
+            Self::Close(_) => 0,
+        }
+    }
 }
 
-impl Inbox {
-    fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<InboxItem>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let inbox = Self {
-            tx,
-            turns: Mutex::new(Turns::default()),
-            served: Notify::new(),
-        };
-        (Arc::new(inbox), rx)
+type ReadFuture = BoxFuture<'static, (Box<dyn MessageStream>, Result<Incoming, TransportError>)>;
+type WriteFuture = BoxFuture<'static, (Box<dyn MessageSink>, Result<usize, TransportError>)>;
+
+/// The transport of one session, driven from the driver's one `select!`: at most one read and
+/// one write in flight, each a future that owns its half of the transport and gives it back,
+/// so that no message is lost when another branch wins (nothing relies on the transport's
+/// futures being cancel-safe).
+struct Link {
+    peer: String,
+    /// The read in flight; `None` once the stream ended.
+    read: Option<ReadFuture>,
+    /// The writing half while no write is in flight.
+    sink: Option<Box<dyn MessageSink>>,
+    /// The write in flight.
+    write: Option<WriteFuture>,
+    /// What waits for the next write.
+    queue: Vec<Out>,
+    /// Bytes queued or in flight.
+    queued: usize,
+}
+
+impl Link {
+    fn new(transport: Transport) -> Self {
+        let Transport { sink, stream, peer } = transport;
+        Self {
+            peer,
+            read: Some(read(stream)),
+            sink: Some(sink),
+            write: None,
+            queue: Vec::new(),
+            queued: 0,
+        }
     }
 
-    fn turns(&self) -> MutexGuard<'_, Turns> {
-        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    fn push(&mut self, out: Out) {
+        self.queued += out.len();
+        self.queue.push(out);
     }
 
-    /// Queues the event `name` with `data`, or parks it (see [`Inbox`]). Once the driver is
-    /// gone (the session is over) the event is dropped.
-    fn deliver(self: &Arc<Self>, name: &str, data: Bytes) -> Reply {
-        let mut item: InboxItem = (Box::from(name), data);
-        let turn = {
-            let mut turns = self.turns();
-            if turns.issued == turns.served {
-                match self.tx.try_send(item) {
-                    Ok(()) | Err(TrySendError::Closed(_)) => return Reply::default(),
-                    Err(TrySendError::Full(back)) => item = back,
+    /// Starts writing what is queued, unless a write is in flight (it will be started when
+    /// that one ends) or the writing half is gone (broken).
+    fn start_write(&mut self) {
+        if self.write.is_some() || self.queue.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.sink.take() {
+            let batch = std::mem::take(&mut self.queue);
+            self.write = Some(Box::pin(write(sink, batch)));
+        }
+    }
+
+    /// Closes the connection normally with `reason`: finishes the writes, sends the close,
+    /// and reads until the peer answers it (or the stream ends), all within
+    /// [`CLOSE_TIMEOUT`]. Dropping the future drops the connection.
+    async fn shutdown(mut self, reason: &'static str) {
+        let work = async {
+            if let Some(write) = self.write.take() {
+                let (sink, result) = write.await;
+                if result.is_ok() {
+                    self.sink = Some(sink);
                 }
             }
-            let turn = turns.issued;
-            turns.issued += 1;
-            turn
-        };
-        tracing::trace!(turn, "event parked: the driver is behind");
-        let inbox = Arc::clone(self);
-        Reply::later(async move {
-            inbox.park(turn, item).await;
-            Bytes::new()
-        })
-    }
-
-    /// Waits for `turn`, then for room in the queue.
-    async fn park(&self, turn: u64, item: InboxItem) {
-        loop {
-            let served = self.served.notified();
-            tokio::pin!(served);
-            served.as_mut().enable();
-            if self.turns().served == turn {
-                break;
+            if let Some(sink) = self.sink.take() {
+                let mut batch = std::mem::take(&mut self.queue);
+                batch.push(Out::Close(reason));
+                let _ = write(sink, batch).await;
             }
-            served.await;
+            if let Some(read) = self.read.take() {
+                let (mut stream, mut incoming) = read.await;
+                while let Ok(Incoming::Text(_) | Incoming::Pong(_)) = incoming {
+                    incoming = stream.recv().await;
+                }
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, work).await.is_err() {
+            tracing::debug!("the config service did not answer the close in time");
         }
-        // An error means the driver is gone: the event is dropped with the session.
-        let _ = self.tx.send(item).await;
-        self.turns().served += 1;
-        self.served.notify_waiters();
     }
 }
 
-/// The next event, unless `budget` events were taken in a row: then it first yields once, so
-/// that the select's other inputs (acks, pongs, applications, timers) and the connection's
-/// tasks get a turn, and starts a new budget.
-async fn next_event(events: &mut mpsc::Receiver<InboxItem>, budget: &mut u32) -> Option<InboxItem> {
-    if *budget == 0 {
-        *budget = EVENT_BUDGET;
-        tokio::task::yield_now().await;
+/// The next message of `stream`, with the stream given back.
+fn read(mut stream: Box<dyn MessageStream>) -> ReadFuture {
+    Box::pin(async move {
+        let incoming = stream.recv().await;
+        (stream, incoming)
+    })
+}
+
+/// Writes `batch` (one flush at the end; a close flushes itself), with the sink given back and
+/// the bytes written.
+async fn write(
+    mut sink: Box<dyn MessageSink>,
+    batch: Vec<Out>,
+) -> (Box<dyn MessageSink>, Result<usize, TransportError>) {
+    let mut written = 0;
+    let mut closed = false;
+    for out in batch {
+        written += out.len();
+        let result = match out {
+            Out::Frame(message) => sink.feed(message).await,
+            Out::Ping(payload) => sink.ping(payload).await,
+            Out::Close(reason) => {
+                closed = true;
+                sink.close(CLOSE_NORMAL, reason).await
+            }
+        };
+        if let Err(err) = result {
+            return (sink, Err(err));
+        }
+        if closed {
+            break;
+        }
     }
-    events.recv().await
+    let result = if closed { Ok(()) } else { sink.flush().await };
+    (sink, result.map(|()| written))
+}
+
+/// The output of the future in `slot`, which is then emptied; pending forever while `slot` is
+/// empty. Cancel-safe: a future that has not finished stays in its slot.
+async fn next<T>(slot: &mut Option<BoxFuture<'static, T>>) -> T {
+    let out = match slot.as_mut() {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    };
+    *slot = None;
+    out
 }
 
 /// `text` cut to its first 256 characters, for a log line about something the peer chose.
@@ -805,84 +794,5 @@ struct Masked<'a>(&'a SecretMasker, &'a [u8]);
 impl fmt::Display for Masked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.mask(self.1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn name(item: &InboxItem) -> &str {
-        &item.0
-    }
-
-    #[tokio::test]
-    async fn the_inbox_is_bounded_and_keeps_arrival_order() {
-        let (inbox, mut rx) = Inbox::new(2);
-        let mut parked = Vec::new();
-        for i in 0..6 {
-            match inbox.deliver(&format!("E{i}"), Bytes::new()) {
-                Reply::Later(future) => parked.push(future),
-                _ => assert!(i < 2, "E{i} was queued although the queue was full"),
-            }
-        }
-        assert_eq!(parked.len(), 4, "parked once the queue is full");
-        // Room again, but E2..E5 are parked: E6 must wait its turn behind them.
-        assert_eq!(name(&rx.try_recv().unwrap()), "E0");
-        assert_eq!(name(&rx.try_recv().unwrap()), "E1");
-        let Reply::Later(e6) = inbox.deliver("E6", Bytes::new()) else {
-            panic!("E6 overtook the parked events");
-        };
-        parked.push(e6);
-        // The connection runs parked replies concurrently in no set order: start the last first.
-        let tasks: Vec<_> = parked.into_iter().rev().map(tokio::spawn).collect();
-        let mut names = Vec::new();
-        for _ in 2..7 {
-            names.push(name(&rx.recv().await.unwrap()).to_owned());
-        }
-        assert_eq!(names, ["E2", "E3", "E4", "E5", "E6"]);
-        for task in tasks {
-            task.await.unwrap();
-        }
-        // Nothing parked any more: straight into the queue.
-        assert!(matches!(inbox.deliver("E7", Bytes::new()), Reply::Ack(_)));
-        assert_eq!(name(&rx.recv().await.unwrap()), "E7");
-        // Once the driver is gone, events are dropped without parking.
-        drop(rx);
-        for _ in 0..3 {
-            assert!(matches!(inbox.deliver("late", Bytes::new()), Reply::Ack(_)));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_events_lets_other_inputs_in_after_the_budget() {
-        let (tx, mut rx) = mpsc::channel(1000);
-        for i in 0..200 {
-            tx.try_send((Box::from(format!("E{i}")), Bytes::new()))
-                .unwrap();
-        }
-        let mut budget = EVENT_BUDGET;
-        let mut taken = Vec::new();
-        // Like the driver: events first, another input that is always ready after them.
-        for _ in 0..3 {
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(item) = next_event(&mut rx, &mut budget) => {
-                        budget = budget.saturating_sub(1);
-                        taken.push(item);
-                    }
-                    () = std::future::ready(()) => break,
-                }
-            }
-        }
-        assert_eq!(taken.len(), 3 * EVENT_BUDGET as usize);
-        assert!(
-            taken
-                .iter()
-                .enumerate()
-                .all(|(i, item)| name(item) == format!("E{i}")),
-            "in order"
-        );
     }
 }

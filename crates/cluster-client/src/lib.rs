@@ -144,7 +144,7 @@ pub use cluster_proto::secrets::SecretMasker;
 pub use cluster_proto::session::{SessionError, SessionTimeouts};
 /// The transport crate, for everything else (connection runtime, in-memory transport).
 pub use cluster_transport as transport;
-pub use cluster_transport::conn::ConnConfig;
+pub use cluster_transport::log_limit::LogLimit;
 pub use cluster_transport::tls::TlsConfig;
 pub use cluster_transport::ws::WsConfig;
 pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};

@@ -6,7 +6,7 @@
 use cluster_proto::backoff::BackoffConfig;
 use cluster_proto::session::SessionTimeouts;
 use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
-use cluster_transport::conn::ConnConfig;
+use cluster_transport::log_limit::LogLimit;
 use cluster_transport::ws::WsConfig;
 use cluster_transport::{Connector, Endpoint};
 use std::fmt;
@@ -156,7 +156,7 @@ pub(crate) struct Settings {
     pub(crate) backoff: BackoffConfig,
     pub(crate) seed: Option<u64>,
     pub(crate) masker: Arc<SecretMasker>,
-    pub(crate) conn_config: ConnConfig,
+    pub(crate) log_limit: LogLimit,
 }
 
 /// What the client handle and its run share.

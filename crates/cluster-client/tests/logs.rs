@@ -223,3 +223,38 @@ async fn a_flood_of_error_events_writes_a_bounded_number_of_lines() {
         "a peer's text is cut before it is logged"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn malformed_frames_are_logged_and_the_session_goes_on() {
+    let (logs, _guard) = Logs::capture();
+    let server = scripted(|events| {
+        Handlers::new().on_unknown(move |conn, name, _data| {
+            record(&events, conn, name);
+            if name == "MODULE:SEND_CONFIG_SCHEMA" {
+                let _ = conn.emit_encoded(bytes::Bytes::from_static(b"not a frame"));
+                let _ = conn.emit_encoded(bytes::Bytes::from_static(b"X||-1||{}"));
+            }
+            Reply::ack("ok")
+        })
+    });
+    let client = Client::builder(
+        module("B", "10.0.0.2"),
+        config_data("{}"),
+        [server.host.clone()],
+    )
+    .connector_arc(server.connector.clone())
+    .build()
+    .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    wait_ready(&client).await;
+    client.close().await;
+    run.await.unwrap().unwrap();
+    let text = logs.text();
+    let malformed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("malformed frame from config service"))
+        .collect();
+    assert_eq!(malformed.len(), 2, "{text}");
+    assert!(malformed[0].contains(" WARN "), "{text}");
+    assert!(malformed[1].contains("invalid ack id"), "{text}");
+}

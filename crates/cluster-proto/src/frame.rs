@@ -230,6 +230,16 @@ pub fn encode_to_bytes(name: &str, ack_id: u64, data: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
+/// Encodes an acknowledgement of `event` into a new, exactly sized [`Bytes`] (see
+/// [`encode_ack`]).
+#[must_use]
+pub fn encode_ack_to_bytes(event: &str, ack_id: u64, data: &[u8]) -> Bytes {
+    let len = ACK_PREFIX.len() + encoded_len(event, ack_id, data);
+    let mut buf = Vec::with_capacity(len);
+    encode_ack(event, ack_id, data, &mut buf);
+    Bytes::from(buf)
+}
+
 fn find_separator(haystack: &[u8]) -> Option<usize> {
     // Eight bytes at a time (SWAR): flag every `|` byte exactly, then every `|` followed by a
     // `|`. Windows overlap by one byte so that a pair straddling two windows is seen.

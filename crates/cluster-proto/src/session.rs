@@ -1,13 +1,17 @@
-//! The client side of one connection to the config service, as a sans-IO state machine.
+//! The client side of one connection to the config service, as a sans-IO state machine that
+//! owns the wire protocol.
 //!
 //! A [`Session`] lives for one connection. It never touches a socket or a clock: the runtime
-//! feeds it inputs (`handle_*`, each with the current time) and drains its outputs in this
-//! order after every input:
+//! feeds it what the transport received, in arrival order, each with the current time, and
+//! drains its outputs after every input:
 //!
-//! 1. [`Session::poll_transmit`]: what to send (emits, with or without ack; pings; close);
-//! 2. [`Session::poll_event`]: what to hand the application (configs, routes, host lists, ready,
-//!    failure);
-//! 3. [`Session::poll_timeout`]: when to call [`Session::handle_timeout`] next (keep ONE sleep).
+//! - inputs: [`Session::handle_frame`] (one received text message: an ETP frame),
+//!   [`Session::handle_pong`], [`Session::handle_timeout`], [`Session::handle_applied`] (the
+//!   application's verdict on a first event), [`Session::handle_disconnect`],
+//!   [`Session::close`];
+//! - outputs, in this order: [`Session::poll_transmit`] (frames, pings, close),
+//!   [`Session::poll_event`] (configs, routes, host lists, ready, failure), and
+//!   [`Session::poll_timeout`] (the one next deadline: keep ONE sleep).
 //!
 //! ```text
 //! Connected ─► SchemaSent ─► RequirementsSent ─► AwaitingEvents ─► ReadySent ─► Ready
@@ -15,11 +19,29 @@
 //!     (any state) ─► Closed (the application closed)
 //! ```
 //!
-//! Ack ids are the connection runtime's business: the session names each acknowledged emit with
-//! an [`AckToken`] and takes the ack's text back through [`Session::handle_ack`]. Deadlines
-//! and what an outcome means are the session's: an ack not answered by its deadline fails the
-//! session, and so does an ack whose text is not `ok` (the Go client ignores the text; we
-//! don't: a server that says it failed has not stored what we sent).
+//! # What the session owns
+//! Everything the protocol decides: the ack ids of its emits (a sequence from 1, per
+//! connection), the one ack it waits for and its deadline, the acks it owes the server (an
+//! event with an ack id above 0 is acknowledged with empty data, as the Go client does), the
+//! pings and their pongs, and every deadline of the handshake, in one table. Because frames
+//! come in through one door in the order they arrived, an error event that arrives before
+//! the ack of `MODULE:READY` always fails the handshake, and a config that arrives before
+//! the schema's ack is always seen first.
+//!
+//! An ack not answered by its deadline fails the session, and so does an ack whose text is
+//! not `ok` (the Go client ignores the text; we don't: a server that says it failed has not
+//! stored what we sent). A malformed frame is reported ([`SessionEvent::Malformed`]) and
+//! skipped; the session goes on, as with the Go peer. An ack for an id the session is not
+//! waiting for is ignored.
+//!
+//! # Why no connection core shared with the server runtime
+//! The server side's runtime (`cluster_transport::conn::Conn`) has the same wire rules but a
+//! different shape: any number of tasks emit with ack at once, each waiting on its own
+//! channel, and handlers run concurrently. The client session has at most one ack in flight
+//! and one ping. What both need in common is the frame grammar, the ack naming and the
+//! name rules, and those are shared already ([`crate::frame`], [`crate::event`]). A generic
+//! core would be a table with one entry here and a translation layer there: more code, not
+//! less.
 //!
 //! Every timeout may be as long as the caller likes: a deadline past what [`Instant`] can hold
 //! (`Duration::MAX`, say) means no deadline at all. A zero [`SessionTimeouts::ping_interval`]
@@ -34,22 +56,27 @@
 //! # Example
 //! ```
 //! use bytes::Bytes;
+//! use cluster_proto::frame;
+//! use cluster_proto::payload::{ConfigData, ModuleInfo, ModuleRequirements};
 //! use cluster_proto::session::{Session, SessionConfig, SessionState, Transmit};
 //! use std::time::Instant;
 //!
+//! let module = ModuleInfo { module_name: "A".into(), ..ModuleInfo::default() };
+//! let config_data = ConfigData::from_json("1.0.0", "{}", "{}").unwrap();
+//! let config = SessionConfig::new(&module, &config_data, ModuleRequirements::default());
 //! let now = Instant::now();
-//! let mut session = Session::new(SessionConfig::new(
-//!     Bytes::from_static(br#"{"version":"1.0.0","schema":{},"config":{}}"#),
-//!     Bytes::from_static(br#"{"requiredModules":[],"requireRoutes":false}"#),
-//!     Bytes::from_static(br#"{"moduleName":"A"}"#),
-//! ), now);
-//! let Some(Transmit::Emit { event, ack: Some(token), .. }) = session.poll_transmit() else { panic!() };
+//! let mut session = Session::new(config, now);
+//!
+//! let Some(Transmit::Emit { event, ack_id, .. }) = session.poll_transmit() else { panic!() };
 //! assert_eq!(event, "MODULE:SEND_CONFIG_SCHEMA");
-//! session.handle_ack(now, token, b"ok");
+//! // The server's ack, as it arrives on the wire.
+//! session.handle_frame(now, frame::encode_ack_to_bytes(event, ack_id, b"ok"));
 //! assert_eq!(session.state(), SessionState::RequirementsSent);
 //! ```
 
 use crate::event;
+use crate::frame::{self, DecodeError, Frame};
+use crate::payload::{ConfigData, ModuleInfo, ModuleRequirements};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
@@ -94,39 +121,64 @@ impl Default for SessionTimeouts {
     }
 }
 
-/// What a session sends and waits for. Payloads are encoded JSON (see [`crate::payload`]).
+/// What a session sends and waits for, from one source: the module, its config schema and
+/// default config, and its typed requirements. What to await is derived, never given apart:
+/// the routing table when the requirements ask for routes, one address list per required
+/// module (duplicates once), and the initial config when [`SessionConfig::wait_config`] is set
+/// (the module has a config receiver: nothing on the wire says so).
+///
+/// The payloads are encoded once, here; cloning a config is cheap.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The `MODULE:SEND_CONFIG_SCHEMA` payload (`ConfigData`).
-    pub config_data: Bytes,
-    /// The `MODULE:SEND_REQUIREMENTS` payload (`ModuleRequirements`).
-    pub requirements: Bytes,
-    /// The `MODULE:READY` payload (`BackendDeclaration`).
-    pub declaration: Bytes,
+    config_data: Bytes,
+    requirements: ModuleRequirements,
+    requirements_json: Bytes,
+    declaration: Bytes,
     /// Whether the module has a config receiver: then the initial config is awaited.
+    /// Default: `false`.
     pub wait_config: bool,
-    /// Whether the module wants routes: then the initial routes are awaited.
-    pub wait_routes: bool,
-    /// The modules whose address lists are awaited (one `<m>_MODULE_CONNECTED` each).
-    pub required_modules: Vec<String>,
-    /// The timeouts.
+    /// The timeouts. Default: [`SessionTimeouts::default`].
     pub timeouts: SessionTimeouts,
 }
 
 impl SessionConfig {
-    /// A config that awaits nothing but the acks; set the `wait_*` fields and
-    /// `required_modules` to await the first events.
+    /// The session of `module` with `config_data` (`MODULE:SEND_CONFIG_SCHEMA`) and
+    /// `requirements` (`MODULE:SEND_REQUIREMENTS`); `MODULE:READY` declares the module with
+    /// the required modules of `requirements`.
     #[must_use]
-    pub fn new(config_data: Bytes, requirements: Bytes, declaration: Bytes) -> Self {
+    pub fn new(
+        module: &ModuleInfo,
+        config_data: &ConfigData,
+        requirements: ModuleRequirements,
+    ) -> Self {
+        let declaration = module.backend_declaration(&requirements.required_modules);
         Self {
-            config_data,
+            config_data: Bytes::from(config_data.to_json()),
+            requirements_json: Bytes::from(requirements.to_json()),
             requirements,
-            declaration,
+            declaration: Bytes::from(declaration.to_json()),
             wait_config: false,
-            wait_routes: false,
-            required_modules: Vec::new(),
             timeouts: SessionTimeouts::default(),
         }
+    }
+
+    /// What the module requires.
+    #[must_use]
+    pub fn requirements(&self) -> &ModuleRequirements {
+        &self.requirements
+    }
+
+    /// The encoded `MODULE:READY` payload (`BackendDeclaration`).
+    #[must_use]
+    pub fn declaration(&self) -> &Bytes {
+        &self.declaration
+    }
+
+    fn requires(&self, module: &str) -> bool {
+        self.requirements
+            .required_modules
+            .iter()
+            .any(|m| m == module)
     }
 }
 
@@ -151,31 +203,47 @@ pub enum SessionState {
     Failed,
 }
 
-/// Names one acknowledged emit of a session, to match its outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AckToken(u64);
-
-/// Names one ping of a session, to match its pong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PingToken(u64);
-
-/// Something the runtime must send.
+/// Something the runtime must send, in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    /// Emit `event` with `data`; when `ack` is set, emit with ack and report the ack's text
-    /// with [`Session::handle_ack`] (the deadline is the session's).
+    /// Emit `event` with `data`; an `ack_id` above 0 asks for an acknowledgement (the session
+    /// matches it and keeps its deadline). [`Transmit::encode`] gives the text message.
     Emit {
         /// The event name.
         event: &'static str,
+        /// The ack id: `0` when no acknowledgement is wanted.
+        ack_id: u64,
         /// The payload.
         data: Bytes,
-        /// Set when an acknowledgement is wanted.
-        ack: Option<AckToken>,
     },
-    /// Send a ping and report its pong with [`Session::handle_pong`].
-    Ping(PingToken),
-    /// Close the connection normally (the session failed or was closed).
+    /// Acknowledge the server's `event` that asked for it, with empty data.
+    Ack {
+        /// The event acknowledged (the frame's name is `__ack_<event>`).
+        event: String,
+        /// The server's ack id.
+        ack_id: u64,
+    },
+    /// Send a ping with this payload; pass the pong's payload to [`Session::handle_pong`].
+    Ping(Bytes),
+    /// Close the connection normally (the session failed or was closed). Nothing follows.
     Close,
+}
+
+impl Transmit {
+    /// The ETP frame to send as one text message, for [`Transmit::Emit`] and
+    /// [`Transmit::Ack`]; `None` for pings and the close.
+    #[must_use]
+    pub fn encode(&self) -> Option<Bytes> {
+        match self {
+            Self::Emit {
+                event,
+                ack_id,
+                data,
+            } => Some(frame::encode_to_bytes(event, *ack_id, data)),
+            Self::Ack { event, ack_id } => Some(frame::encode_ack_to_bytes(event, *ack_id, b"")),
+            Self::Ping(_) | Self::Close => None,
+        }
+    }
 }
 
 /// Which first event the application has applied.
@@ -218,6 +286,11 @@ pub enum SessionEvent {
         /// Whether this is the first list the handshake waits for.
         initial: bool,
     },
+    /// One of the session's emits was acknowledged with `ok`.
+    Acked {
+        /// The event acknowledged.
+        event: &'static str,
+    },
     /// The server sent an error event after the session was ready (before, it fails the
     /// session instead).
     ServerError {
@@ -226,11 +299,13 @@ pub enum SessionEvent {
         /// The error text.
         text: Bytes,
     },
-    /// An event this session does not expect (logged by the runtime).
+    /// An event this session does not expect (the runtime logs it, bounded).
     Unknown {
         /// The event name.
         name: String,
     },
+    /// A received message is not an ETP frame. It was skipped; the session goes on.
+    Malformed(DecodeError),
     /// The module is ready: `MODULE:READY` was acknowledged.
     Ready,
     /// The session failed; the runtime closes the connection and reconnects.
@@ -316,11 +391,20 @@ struct Wait {
     deadline: Option<Instant>,
 }
 
+/// The one emit awaiting its ack.
 #[derive(Debug, Clone, Copy)]
 struct PendingAck {
-    token: AckToken,
+    id: u64,
     event: &'static str,
     /// `None`: the ack timeout is too long to have a deadline.
+    deadline: Option<Instant>,
+}
+
+/// The one ping awaiting its pong.
+#[derive(Debug, Clone, Copy)]
+struct PendingPing {
+    id: u64,
+    /// `None`: the pong timeout is too long to have a deadline.
     deadline: Option<Instant>,
 }
 
@@ -330,11 +414,12 @@ pub struct Session {
     state: SessionState,
     error: Option<SessionError>,
     waits: Vec<Wait>,
+    /// The ack id of the next emit with ack: a sequence from 1 per connection.
+    next_ack_id: u64,
     pending_ack: Option<PendingAck>,
-    next_token: u64,
+    next_ping_id: u64,
     next_ping: Option<Instant>,
-    /// The ping awaiting its pong, with its deadline (`None`: no deadline).
-    pending_ping: Option<(PingToken, Option<Instant>)>,
+    pending_ping: Option<PendingPing>,
     missed_pongs: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
@@ -362,14 +447,14 @@ impl Session {
                 t.initial_config,
             ));
         }
-        if config.wait_routes {
+        if config.requirements.require_routes {
             waits.push(Wait::new(
                 Applied::Routes,
                 event::CONFIG_SEND_ROUTES_WHEN_CONNECTED.to_owned(),
                 t.routes,
             ));
         }
-        for module in &config.required_modules {
+        for module in &config.requirements.required_modules {
             let key = Applied::Hosts(module.clone());
             if waits.iter().all(|w| w.key != key) {
                 waits.push(Wait::new(key, event::module_connected(module), t.hosts));
@@ -380,8 +465,9 @@ impl Session {
             state: SessionState::Connected,
             error: None,
             waits,
+            next_ack_id: 1,
             pending_ack: None,
-            next_token: 1,
+            next_ping_id: 1,
             next_ping: None,
             pending_ping: None,
             missed_pongs: 0,
@@ -422,111 +508,35 @@ impl Session {
 
     // ----- inputs -----
 
-    /// The outcome of an acknowledged emit: the ack's data. `ok` moves the handshake on;
-    /// anything else fails the session. Outcomes of unknown or stale tokens are ignored.
-    pub fn handle_ack(&mut self, now: Instant, token: AckToken, text: &[u8]) {
-        let Some(pending) = self.pending_ack else {
-            return;
-        };
-        if pending.token != token || self.is_finished() {
-            return;
-        }
-        self.pending_ack = None;
-        if text != b"ok" {
-            self.fail(SessionError::AckRejected {
-                event: pending.event,
-                text: String::from_utf8_lossy(text).into_owned(),
-            });
-            return;
-        }
-        match self.state {
-            SessionState::SchemaSent => {
-                let data = self.config.requirements.clone();
-                self.emit_with_ack(now, event::MODULE_SEND_REQUIREMENTS, data);
-                self.state = SessionState::RequirementsSent;
-            }
-            SessionState::RequirementsSent => {
-                self.state = SessionState::AwaitingEvents;
-                for wait in &mut self.waits {
-                    if wait.status != WaitStatus::Done {
-                        wait.deadline = now.checked_add(wait.timeout);
-                    }
-                }
-                self.maybe_declare_ready(now);
-            }
-            SessionState::ReadySent => {
-                self.state = SessionState::Ready;
-                self.next_ping = self.ping_after(now);
-                self.events.push_back(SessionEvent::Ready);
-            }
-            _ => {}
-        }
-    }
-
-    /// An event from the server (not an ack), by name, with its data.
-    pub fn handle_event(&mut self, now: Instant, name: &str, data: Bytes) {
+    /// One text message from the server, in arrival order: an ETP frame.
+    ///
+    /// An acknowledgement is matched to the emit waiting for it by its ack id (`ok` moves the
+    /// handshake on; any other text fails the session); an ack for any other id is ignored.
+    /// An event that asks for an ack gets one (empty data) and is handled. A message that is
+    /// not a frame is reported as [`SessionEvent::Malformed`] and skipped.
+    pub fn handle_frame(&mut self, now: Instant, message: Bytes) {
         if self.is_finished() {
             return;
         }
-        match name {
-            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED | event::CONFIG_SEND_CONFIG_CHANGED
-                if self.config.wait_config =>
-            {
-                let initial = name == event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
-                    && self.deliver_first(&Applied::Config);
-                self.events
-                    .push_back(SessionEvent::Config { data, initial });
+        let frame = match Frame::decode(message) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.events.push_back(SessionEvent::Malformed(error));
+                return;
             }
-            event::CONFIG_SEND_ROUTES_WHEN_CONNECTED | event::CONFIG_SEND_ROUTES_CHANGED
-                if self.config.wait_routes =>
-            {
-                let initial = name == event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
-                    && self.deliver_first(&Applied::Routes);
-                self.events
-                    .push_back(SessionEvent::Routes { data, initial });
-            }
-            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
-            | event::CONFIG_SEND_CONFIG_CHANGED
-            | event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
-            | event::CONFIG_SEND_ROUTES_CHANGED => {
-                // Known events the module did not ask for (no receiver): nothing to do.
-            }
-            event::ERROR_CONNECTION | event::ERROR_CONFIG => {
-                let event = if name == event::ERROR_CONFIG {
-                    event::ERROR_CONFIG
-                } else {
-                    event::ERROR_CONNECTION
-                };
-                if self.state == SessionState::Ready {
-                    self.events
-                        .push_back(SessionEvent::ServerError { event, text: data });
-                } else {
-                    self.fail(SessionError::ServerError {
-                        event,
-                        text: String::from_utf8_lossy(&data).into_owned(),
-                    });
-                }
-            }
-            _ => {
-                let module = event::connected_module(name)
-                    .filter(|m| self.config.required_modules.iter().any(|r| r == m));
-                match module {
-                    Some(module) => {
-                        let key = Applied::Hosts(module.to_owned());
-                        let initial = self.deliver_first(&key);
-                        self.events.push_back(SessionEvent::Hosts {
-                            module: module.to_owned(),
-                            data,
-                            initial,
-                        });
-                    }
-                    None => self.events.push_back(SessionEvent::Unknown {
-                        name: name.to_owned(),
-                    }),
-                }
-            }
+        };
+        if frame.is_ack() {
+            self.on_ack(now, frame.ack_id(), frame.data());
+            return;
         }
-        let _ = now;
+        if frame.ack_id() > 0 {
+            self.transmits.push_back(Transmit::Ack {
+                event: frame.name().to_owned(),
+                ack_id: frame.ack_id(),
+            });
+        }
+        let name = frame.name().to_owned();
+        self.on_event(&name, frame.into_data());
     }
 
     /// The application's verdict on a first event it was handed (`initial: true`): `Ok` counts
@@ -555,15 +565,20 @@ impl Session {
         }
     }
 
-    /// The pong of a ping arrived.
-    pub fn handle_pong(&mut self, now: Instant, token: PingToken) {
-        if let Some((pending, _)) = self.pending_ping {
-            if pending == token {
-                self.pending_ping = None;
-                self.missed_pongs = 0;
-            }
-        }
+    /// A pong arrived with `payload`. The pong of the ping in flight settles it (and resets
+    /// the count of missed pongs); any other pong is ignored.
+    pub fn handle_pong(&mut self, now: Instant, payload: &[u8]) {
         let _ = now;
+        let Ok(raw) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        if self
+            .pending_ping
+            .is_some_and(|p| p.id == u64::from_be_bytes(raw))
+        {
+            self.pending_ping = None;
+            self.missed_pongs = 0;
+        }
     }
 
     /// Time has passed: fires every deadline at or before `now`.
@@ -592,8 +607,8 @@ impl Session {
             self.fail(error);
             return;
         }
-        if let Some((_, deadline)) = self.pending_ping {
-            if deadline.is_some_and(|d| d <= now) {
+        if let Some(ping) = self.pending_ping {
+            if ping.deadline.is_some_and(|d| d <= now) {
                 self.pending_ping = None;
                 self.missed_pongs += 1;
                 if self.missed_pongs >= self.config.timeouts.max_missed_pongs.max(1) {
@@ -606,10 +621,14 @@ impl Session {
         }
         if let Some(at) = self.next_ping {
             if at <= now && self.pending_ping.is_none() {
-                let token = PingToken(self.take_token());
-                self.transmits.push_back(Transmit::Ping(token));
-                let deadline = now.checked_add(self.config.timeouts.pong_timeout);
-                self.pending_ping = Some((token, deadline));
+                let id = self.next_ping_id;
+                self.next_ping_id += 1;
+                self.transmits
+                    .push_back(Transmit::Ping(Bytes::copy_from_slice(&id.to_be_bytes())));
+                self.pending_ping = Some(PendingPing {
+                    id,
+                    deadline: now.checked_add(self.config.timeouts.pong_timeout),
+                });
                 self.next_ping = self.ping_after(now);
             } else if at <= now {
                 // A pong is still outstanding: ping again once it is settled.
@@ -624,8 +643,8 @@ impl Session {
         if self.is_finished() {
             return;
         }
-        self.pending_ack = None;
         self.state = SessionState::Failed;
+        self.clear_timers();
         let error = SessionError::Disconnected {
             normal,
             reason: reason.to_owned(),
@@ -669,7 +688,7 @@ impl Session {
         }
         let ack = self.pending_ack.and_then(|p| p.deadline);
         let waits = self.waits.iter().filter_map(|w| w.deadline).min();
-        let pong = self.pending_ping.and_then(|(_, d)| d);
+        let pong = self.pending_ping.and_then(|p| p.deadline);
         [ack, waits, pong, self.next_ping]
             .into_iter()
             .flatten()
@@ -678,23 +697,114 @@ impl Session {
 
     // ----- internals -----
 
-    fn take_token(&mut self) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
+    fn on_ack(&mut self, now: Instant, id: u64, text: &[u8]) {
+        let Some(pending) = self.pending_ack.filter(|p| p.id == id) else {
+            return;
+        };
+        self.pending_ack = None;
+        if text != b"ok" {
+            self.fail(SessionError::AckRejected {
+                event: pending.event,
+                text: String::from_utf8_lossy(text).into_owned(),
+            });
+            return;
+        }
+        self.events.push_back(SessionEvent::Acked {
+            event: pending.event,
+        });
+        match self.state {
+            SessionState::SchemaSent => {
+                let data = self.config.requirements_json.clone();
+                self.emit_with_ack(now, event::MODULE_SEND_REQUIREMENTS, data);
+                self.state = SessionState::RequirementsSent;
+            }
+            SessionState::RequirementsSent => {
+                self.state = SessionState::AwaitingEvents;
+                for wait in &mut self.waits {
+                    if wait.status != WaitStatus::Done {
+                        wait.deadline = now.checked_add(wait.timeout);
+                    }
+                }
+                self.maybe_declare_ready(now);
+            }
+            SessionState::ReadySent => {
+                self.state = SessionState::Ready;
+                self.next_ping = self.ping_after(now);
+                self.events.push_back(SessionEvent::Ready);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, name: &str, data: Bytes) {
+        match name {
+            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED | event::CONFIG_SEND_CONFIG_CHANGED
+                if self.config.wait_config =>
+            {
+                let initial = name == event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
+                    && self.deliver_first(&Applied::Config);
+                self.events
+                    .push_back(SessionEvent::Config { data, initial });
+            }
+            event::CONFIG_SEND_ROUTES_WHEN_CONNECTED | event::CONFIG_SEND_ROUTES_CHANGED
+                if self.config.requirements.require_routes =>
+            {
+                let initial = name == event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
+                    && self.deliver_first(&Applied::Routes);
+                self.events
+                    .push_back(SessionEvent::Routes { data, initial });
+            }
+            event::CONFIG_SEND_CONFIG_WHEN_CONNECTED
+            | event::CONFIG_SEND_CONFIG_CHANGED
+            | event::CONFIG_SEND_ROUTES_WHEN_CONNECTED
+            | event::CONFIG_SEND_ROUTES_CHANGED => {
+                // Known events the module did not ask for (no receiver): nothing to do.
+            }
+            event::ERROR_CONNECTION | event::ERROR_CONFIG => {
+                let event = if name == event::ERROR_CONFIG {
+                    event::ERROR_CONFIG
+                } else {
+                    event::ERROR_CONNECTION
+                };
+                if self.state == SessionState::Ready {
+                    self.events
+                        .push_back(SessionEvent::ServerError { event, text: data });
+                } else {
+                    self.fail(SessionError::ServerError {
+                        event,
+                        text: String::from_utf8_lossy(&data).into_owned(),
+                    });
+                }
+            }
+            _ => match event::connected_module(name).filter(|m| self.config.requires(m)) {
+                Some(module) => {
+                    let key = Applied::Hosts(module.to_owned());
+                    let initial = self.deliver_first(&key);
+                    self.events.push_back(SessionEvent::Hosts {
+                        module: module.to_owned(),
+                        data,
+                        initial,
+                    });
+                }
+                None => self.events.push_back(SessionEvent::Unknown {
+                    name: name.to_owned(),
+                }),
+            },
+        }
     }
 
     fn emit_with_ack(&mut self, now: Instant, event: &'static str, data: Bytes) {
-        let token = AckToken(self.take_token());
+        let id = self.next_ack_id;
+        self.next_ack_id += 1;
         self.pending_ack = Some(PendingAck {
-            token,
+            id,
             event,
             deadline: now.checked_add(self.config.timeouts.ack),
         });
         self.transmits.push_back(Transmit::Emit {
             event,
+            ack_id: id,
             data,
-            ack: Some(token),
         });
     }
 

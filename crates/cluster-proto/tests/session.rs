@@ -1,36 +1,52 @@
 //! Drives `Session` deterministically with a virtual clock through every path.
 
 use bytes::Bytes;
-use cluster_proto::event;
+use cluster_proto::payload::{AddressConfiguration, ConfigData, ModuleInfo, ModuleRequirements};
 use cluster_proto::session::{
-    AckToken, Applied, PingToken, Session, SessionConfig, SessionError, SessionEvent, SessionState,
-    SessionTimeouts, Transmit,
+    Applied, Session, SessionConfig, SessionError, SessionEvent, SessionState, SessionTimeouts,
+    Transmit,
 };
+use cluster_proto::{DecodeError, event, frame};
 use std::time::{Duration, Instant};
 
 const SCHEMA: &[u8] = br#"{"version":"1.0.0","schema":{},"config":{}}"#;
 const REQS: &[u8] = br#"{"requiredModules":["A","C"],"requireRoutes":true}"#;
-const DECL: &[u8] = br#"{"moduleName":"B"}"#;
+const DECL: &[u8] = br#"{"moduleName":"B","version":"1.0.0","libVersion":"1.0.0","endpoints":null,"requiredModules":[{"name":"A","required":true},{"name":"C","required":true}],"address":{"ip":"127.0.0.1","port":"8000"}}"#;
 
 /// A session plus a virtual clock and the outputs seen so far.
 struct Harness {
     session: Session,
     now: Instant,
     sent: Vec<Transmit>,
+    /// Every event but [`SessionEvent::Acked`], which goes to `acked`.
     events: Vec<SessionEvent>,
+    acked: Vec<&'static str>,
 }
 
-fn config(wait_all: bool) -> SessionConfig {
-    let mut cfg = SessionConfig::new(
-        Bytes::from_static(SCHEMA),
-        Bytes::from_static(REQS),
-        Bytes::from_static(DECL),
-    );
-    if wait_all {
-        cfg.wait_config = true;
-        cfg.wait_routes = true;
-        cfg.required_modules = vec!["A".into(), "C".into()];
+fn module() -> ModuleInfo {
+    ModuleInfo {
+        module_name: "B".into(),
+        module_version: "1.0.0".into(),
+        lib_version: "1.0.0".into(),
+        grpc_outer_address: AddressConfiguration::new("127.0.0.1", "8000"),
+        ..ModuleInfo::default()
     }
+}
+
+/// With `wait_all`, the module has a config receiver and requires `A`, `C` and the routes;
+/// without, it has no receiver and requires nothing, so it awaits nothing.
+fn config(wait_all: bool) -> SessionConfig {
+    let data = ConfigData::from_json("1.0.0", "{}", "{}").unwrap();
+    let requirements = if wait_all {
+        ModuleRequirements {
+            required_modules: vec!["A".into(), "C".into()],
+            require_routes: true,
+        }
+    } else {
+        ModuleRequirements::default()
+    };
+    let mut cfg = SessionConfig::new(&module(), &data, requirements);
+    cfg.wait_config = wait_all;
     cfg
 }
 
@@ -42,6 +58,7 @@ impl Harness {
             now,
             sent: Vec::new(),
             events: Vec::new(),
+            acked: Vec::new(),
         };
         h.drain();
         h
@@ -52,7 +69,10 @@ impl Harness {
             self.sent.push(t);
         }
         while let Some(e) = self.session.poll_event() {
-            self.events.push(e);
+            match e {
+                SessionEvent::Acked { event } => self.acked.push(event),
+                e => self.events.push(e),
+            }
         }
     }
 
@@ -72,31 +92,34 @@ impl Harness {
         self.drain();
     }
 
-    /// The token of the last acknowledged emit of `event`.
-    fn ack_token(&self, event: &str) -> AckToken {
+    /// The ack id of the last emit of `event` that asked for an ack.
+    fn ack_id(&self, event: &str) -> u64 {
         self.sent
             .iter()
             .rev()
             .find_map(|t| match t {
                 Transmit::Emit {
-                    event: e,
-                    ack: Some(tok),
-                    ..
-                } if *e == event => Some(*tok),
+                    event: e, ack_id, ..
+                } if *e == event && *ack_id > 0 => Some(*ack_id),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{event} was not emitted with ack: {:?}", self.sent))
     }
 
+    /// The server acknowledges `event` with `text`, as a frame.
     fn ack(&mut self, event: &str, text: &[u8]) {
-        let token = self.ack_token(event);
-        self.session.handle_ack(self.now, token, text);
-        self.drain();
+        let id = self.ack_id(event);
+        self.frame(frame::encode_ack_to_bytes(event, id, text));
     }
 
+    /// The server sends `name` with `data` (no ack wanted), as a frame.
     fn event(&mut self, name: &str, data: &'static [u8]) {
-        self.session
-            .handle_event(self.now, name, Bytes::from_static(data));
+        self.frame(frame::encode_to_bytes(name, 0, data));
+    }
+
+    /// One raw message from the server.
+    fn frame(&mut self, message: Bytes) {
+        self.session.handle_frame(self.now, message);
         self.drain();
     }
 
@@ -131,12 +154,12 @@ impl Harness {
         }
     }
 
-    fn last_ping(&self) -> PingToken {
+    fn last_ping(&self) -> Bytes {
         self.sent
             .iter()
             .rev()
             .find_map(|t| match t {
-                Transmit::Ping(tok) => Some(*tok),
+                Transmit::Ping(payload) => Some(payload.clone()),
                 _ => None,
             })
             .expect("a ping was sent")
@@ -376,10 +399,19 @@ fn a_failing_ack_fails_with_the_server_text() {
 #[test]
 fn stale_and_unknown_ack_tokens_are_ignored() {
     let mut h = Harness::new(config(false));
-    let schema = h.ack_token(event::MODULE_SEND_CONFIG_SCHEMA);
+    let schema = h.ack_id(event::MODULE_SEND_CONFIG_SCHEMA);
     h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
-    h.session.handle_ack(h.now, schema, b"not ok");
-    h.drain();
+    // The same id again (stale), and one never sent.
+    h.frame(frame::encode_ack_to_bytes(
+        event::MODULE_SEND_CONFIG_SCHEMA,
+        schema,
+        b"not ok",
+    ));
+    h.frame(frame::encode_ack_to_bytes(
+        event::MODULE_SEND_REQUIREMENTS,
+        99,
+        b"not ok",
+    ));
     assert_eq!(h.session.state(), SessionState::RequirementsSent);
 }
 
@@ -476,7 +508,7 @@ fn pings_every_interval_and_two_missed_pongs_kill_the_session() {
     assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
     let ping = h.last_ping();
     h.now += Duration::from_millis(2);
-    h.session.handle_pong(h.now, ping);
+    h.session.handle_pong(h.now, &ping);
     // One missed pong is tolerated ...
     let t = h.fire_next_timeout();
     assert_eq!(t, Duration::from_millis(4998));
@@ -485,7 +517,7 @@ fn pings_every_interval_and_two_missed_pongs_kill_the_session() {
     // ... a pong resets the count ...
     assert_eq!(h.fire_next_timeout(), Duration::from_secs(2));
     let ping = h.last_ping();
-    h.session.handle_pong(h.now, ping);
+    h.session.handle_pong(h.now, &ping);
     assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
     assert_eq!(h.fire_next_timeout(), Duration::from_secs(3));
     assert!(h.session.is_ready());
@@ -625,7 +657,7 @@ fn a_long_pong_timeout_never_misses() {
         ping,
         "no new ping while the pong is outstanding"
     );
-    h.session.handle_pong(h.now, ping);
+    h.session.handle_pong(h.now, &ping);
     assert_eq!(h.fire_next_timeout(), Duration::from_secs(5));
     assert_ne!(h.last_ping(), ping);
 }
@@ -646,4 +678,114 @@ fn a_zero_ping_interval_turns_pings_off() {
     assert!(h.session.is_ready());
     assert!(!h.sent.iter().any(|t| matches!(t, Transmit::Ping(_))));
     assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn emits_are_numbered_from_one_and_acks_match_by_id() {
+    let mut h = Harness::new(config(false));
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    h.ack(event::MODULE_READY, b"ok");
+    let ids: Vec<u64> = h
+        .sent
+        .iter()
+        .filter_map(|t| match t {
+            Transmit::Emit { ack_id, .. } => Some(*ack_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(
+        h.acked,
+        [
+            event::MODULE_SEND_CONFIG_SCHEMA,
+            event::MODULE_SEND_REQUIREMENTS,
+            event::MODULE_READY
+        ]
+    );
+    // What goes on the wire is the frame the Go server reads.
+    assert_eq!(
+        h.sent[0].encode().unwrap(),
+        Bytes::from([b"MODULE:SEND_CONFIG_SCHEMA||1||".as_slice(), SCHEMA].concat())
+    );
+    assert_eq!(h.session.state(), SessionState::Ready);
+}
+
+#[test]
+fn an_error_event_just_before_the_ready_ack_fails_the_handshake() {
+    let mut h = Harness::new(config(true));
+    h.event(event::CONFIG_SEND_CONFIG_WHEN_CONNECTED, b"{}");
+    h.applied(Applied::Config, Ok(()));
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    h.handshake_events();
+    assert_eq!(h.session.state(), SessionState::ReadySent);
+    // Both arrive in one read: the error event first, then the ack.
+    h.event(event::ERROR_CONNECTION, b"instance refused");
+    h.ack(event::MODULE_READY, b"ok");
+    assert_eq!(
+        h.failure(),
+        SessionError::ServerError {
+            event: event::ERROR_CONNECTION,
+            text: "instance refused".into()
+        }
+    );
+    assert!(!h.events.contains(&SessionEvent::Ready));
+}
+
+#[test]
+fn malformed_frames_are_reported_and_skipped() {
+    let mut h = Harness::new(config(false));
+    h.frame(Bytes::from_static(b"no separator"));
+    h.frame(Bytes::from_static(b"X||-1||{}"));
+    h.frame(Bytes::from_static(b"||0||{}"));
+    assert_eq!(
+        h.events,
+        [
+            SessionEvent::Malformed(DecodeError::MissingSeparator),
+            SessionEvent::Malformed(DecodeError::InvalidAckId("-1".into())),
+            SessionEvent::Malformed(DecodeError::EmptyName),
+        ]
+    );
+    assert_eq!(h.session.state(), SessionState::SchemaSent);
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    assert_eq!(h.session.state(), SessionState::RequirementsSent);
+}
+
+#[test]
+fn an_event_that_asks_for_an_ack_gets_an_empty_one() {
+    let mut h = Harness::new(config(true));
+    h.frame(frame::encode_to_bytes(
+        event::CONFIG_SEND_CONFIG_WHEN_CONNECTED,
+        7,
+        b"{}",
+    ));
+    let ack = h
+        .sent
+        .iter()
+        .find(|t| matches!(t, Transmit::Ack { .. }))
+        .expect("an ack was sent");
+    assert_eq!(
+        ack.encode().unwrap(),
+        Bytes::from_static(b"__ack_CONFIG:SEND_CONFIG_WHEN_CONNECTED||7")
+    );
+    assert!(matches!(
+        h.events[..],
+        [SessionEvent::Config { initial: true, .. }]
+    ));
+}
+
+#[test]
+fn a_pong_that_is_not_ours_settles_nothing() {
+    let mut h = Harness::new(config(false));
+    h.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"ok");
+    h.ack(event::MODULE_SEND_REQUIREMENTS, b"ok");
+    h.ack(event::MODULE_READY, b"ok");
+    h.fire_next_timeout(); // ping 1
+    h.session.handle_pong(h.now, b"foreign");
+    h.session.handle_pong(h.now, &99u64.to_be_bytes());
+    h.fire_next_timeout(); // pong 1 missed
+    h.fire_next_timeout(); // ping 2
+    h.fire_next_timeout(); // pong 2 missed: dead
+    assert_eq!(h.failure(), SessionError::PongsMissed { missed: 2 });
 }

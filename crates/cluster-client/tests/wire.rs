@@ -1,0 +1,169 @@
+//! The session sees the wire in arrival order: what a scripted server sends in one burst is
+//! handled in that order, and the acks the server asks for are sent.
+
+mod common;
+
+use bytes::Bytes;
+use cluster_client::transport::conn::{Handlers, Reply};
+use cluster_client::{Client, ClientState, EventHandler};
+use common::*;
+
+#[tokio::test(start_paused = true)]
+async fn an_error_event_just_before_the_ready_ack_fails_the_handshake() {
+    let server = scripted(|events| {
+        Handlers::new().on_unknown(move |conn, name, _data| {
+            record(&events, conn, name);
+            if name == "MODULE:READY" {
+                // Queued before the ack that the reader sends once this handler returns: on
+                // the wire, the error event comes first.
+                let _ = conn.emit("ERROR_CONNECTION", b"instance refused");
+            }
+            Reply::ack("ok")
+        })
+    });
+    let client = Client::builder(
+        module("B", "10.0.0.2"),
+        config_data("{}"),
+        [server.host.clone()],
+    )
+    .connector_arc(server.connector.clone())
+    .build()
+    .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    let failed = wait_state(&client, "backing off", |s| {
+        matches!(s, ClientState::BackingOff { .. })
+    })
+    .await;
+    let ClientState::BackingOff { cause, .. } = failed else {
+        unreachable!()
+    };
+    assert!(
+        cause.contains("ERROR_CONNECTION") && cause.contains("instance refused"),
+        "{cause}"
+    );
+    assert_eq!(
+        server
+            .events
+            .all()
+            .iter()
+            .filter(|(_, e)| e == "MODULE:READY")
+            .count(),
+        1
+    );
+    close_and_join(&client, run).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_sent_with_ack_is_acknowledged_with_empty_data() {
+    let answers: Recorder<Result<Bytes, String>> = Recorder::new();
+    let server = {
+        let answers = answers.clone();
+        scripted(move |events| {
+            let answers = answers.clone();
+            Handlers::new().on_unknown(move |conn, name, _data| {
+                record(&events, conn, name);
+                if name != "MODULE:SEND_REQUIREMENTS" {
+                    return Reply::ack("ok");
+                }
+                // Ack the requirements only once the client acked an event of ours.
+                let ack = conn.emit_with_ack("SOMETHING_NEW", b"{}");
+                let answers = answers.clone();
+                Reply::later(async move {
+                    answers.push(ack.await.map_err(|e| e.to_string()));
+                    Bytes::from_static(b"ok")
+                })
+            })
+        })
+    };
+    let client = Client::builder(
+        module("B", "10.0.0.2"),
+        config_data("{}"),
+        [server.host.clone()],
+    )
+    .connector_arc(server.connector.clone())
+    .build()
+    .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    wait_ready(&client).await;
+    assert_eq!(answers.all(), [Ok(Bytes::new())]);
+    close_and_join(&client, run).await;
+}
+
+/// A server that emits events with ack as fast as the client reads and never reads the acks:
+/// the client's writes never finish, so its acks pile up until reading pauses.
+mod hoarding {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use cluster_client::transport::{Incoming, MessageSink, MessageStream};
+    use cluster_client::{Connector, Endpoint, Transport, TransportError};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every event name is this long, so each ack the client owes is about as long.
+    pub(crate) const NAME_LEN: usize = 64 << 10;
+
+    #[derive(Clone, Default)]
+    pub(crate) struct Hoarder {
+        pub(crate) reads: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Connector for Hoarder {
+        async fn connect(&self, _: &Endpoint, _: &str) -> Result<Transport, TransportError> {
+            Ok(Transport {
+                sink: Box::new(NeverWrites),
+                stream: Box::new(Flood(self.reads.clone())),
+                peer: "hoarder".into(),
+            })
+        }
+    }
+
+    struct NeverWrites;
+
+    #[async_trait]
+    impl MessageSink for NeverWrites {
+        async fn feed(&mut self, _: Bytes) -> Result<(), TransportError> {
+            std::future::pending().await
+        }
+        async fn flush(&mut self) -> Result<(), TransportError> {
+            std::future::pending().await
+        }
+        async fn ping(&mut self, _: Bytes) -> Result<(), TransportError> {
+            std::future::pending().await
+        }
+        async fn close(&mut self, _: u16, _: &str) -> Result<(), TransportError> {
+            std::future::pending().await
+        }
+    }
+
+    struct Flood(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl MessageStream for Flood {
+        async fn recv(&mut self) -> Result<Incoming, TransportError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            let name = "E".repeat(NAME_LEN);
+            Ok(Incoming::Text(Bytes::from(format!("{name}||{n}"))))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reading_pauses_while_the_acks_owed_to_a_server_that_does_not_read_pile_up() {
+    use std::sync::atomic::Ordering;
+    let hoarder = hoarding::Hoarder::default();
+    let client = Client::builder(module("B", "10.0.0.2"), config_data("{}"), ["hoarder:1"])
+        .connector_arc(std::sync::Arc::new(hoarder.clone()))
+        .ack_timeout(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    // Let virtual time pass with every task idle: the client must have stopped reading.
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    let reads = hoarder.reads.load(Ordering::SeqCst);
+    // 1 MiB of acks of ~64 KiB each: reading pauses after about 16 (plus the one in flight).
+    assert!((16..=18).contains(&reads), "{reads} messages read");
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(hoarder.reads.load(Ordering::SeqCst), reads, "still paused");
+    drop(run);
+}
