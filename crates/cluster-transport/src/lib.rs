@@ -49,9 +49,8 @@
 //! trip but half as fast on a flood (a write per frame), sends few close codes and splits only
 //! behind an unstable feature. Its cost in the transport: tokio-util reads into a buffer that
 //! starts at 8 KiB per end, which cannot be set (tungstenite's was set to 4 KiB), so an idle
-//! connection of the ETP runtime costs ~3–4 KiB more for both ends (15.2 → 19.0 KiB, see
-//! README), and a fake-service connection ~5.6 KiB more (its 1 KiB read buffer setting no
-//! longer applies).
+//! connection costs a few KiB more for both ends (`benches/etp.rs`, `memory`), and a
+//! fake-service connection more still (its 1 KiB read buffer setting no longer applies).
 //! The opening handshake is ours on both sides ([`ws`] docs, *Upgrade requests*): bounded
 //! requests with an HTTP status for every fault, and the server's reason in a refused client's
 //! error.

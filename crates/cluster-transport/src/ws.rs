@@ -109,9 +109,9 @@ pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
-/// Measured with 1 KiB messages flushed every 64: 8 KiB gave ~0.55–0.85 M msg/s, 32 KiB
-/// ~0.95–1.4 M msg/s on this machine (with tungstenite; kept for tokio-websockets, whose queue
-/// holds the frames themselves, so it costs an idle connection nothing).
+/// Chosen with the flood bench (`benches/etp.rs`, `flood`): with 1 KiB messages flushed every
+/// 64, 32 KiB went clearly faster than 8 KiB. It costs an idle connection nothing:
+/// tokio-websockets' queue holds the frames themselves, not a copy.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 32 << 10;
 /// Default time a server gives a client for its TCP/TLS + upgrade handshake (10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,159 @@
+//! What the client costs a service: the private memory and tasks one more ready client adds
+//! to a process that already runs a multi-threaded tokio runtime, against the floor of one
+//! more bare WebSocket connection (the transport alone, no session) measured in the same run;
+//! the private memory of a process with one ready client (multi-thread and current-thread);
+//! and the size of that release binary.
+//!
+//! `cargo bench -p cluster-client --bench footprint` prints the figures. `FOOTPRINT_CLIENTS`
+//! (default 200) sets how many more clients are started; `FOOTPRINT_RUNS` (default 3) how
+//! many times each child runs (the median is printed).
+//!
+//! The clients run in a child process, the `idle_client` example (built by `cargo bench`), so
+//! that the fake config service (in this process) is not counted. Private memory is `RssAnon`
+//! from `/proc/self/status`: what the process allocated and touched, without the file-backed
+//! pages of its code, which every process running the same binary shares.
+
+use cluster_client::{AddressConfiguration, Client, ConfigData, EventHandler, ModuleInfo};
+use cluster_testkit::FakeConfigService;
+use std::collections::HashMap;
+
+fn main() {
+    let clients: usize = std::env::var("FOOTPRINT_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runs: usize = std::env::var("FOOTPRINT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let Some(exe) = idle_client_exe() else {
+        println!(
+            "no idle_client example binary: build it with \
+             `cargo build --release -p cluster-client --example idle_client`"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let service = FakeConfigService::builder().recording(false).build();
+        let addr = service.listen_ws("127.0.0.1:0").await.expect("listen");
+        let host = addr.to_string();
+        // Module `A` is ready, so the clients' required module has an address.
+        let a = Client::new(
+            ModuleInfo {
+                module_name: "A".into(),
+                module_version: "1.0.0".into(),
+                lib_version: "0.1.0".into(),
+                grpc_outer_address: AddressConfiguration::new("127.0.0.2", "9000"),
+                ..ModuleInfo::default()
+            },
+            ConfigData::from_json("1.0.0", "{}", "{}").expect("config"),
+            [host.clone()],
+        )
+        .expect("client A");
+        let run_a = tokio::spawn({
+            let a = a.clone();
+            async move { a.run(EventHandler::new()).await }
+        });
+        a.state()
+            .wait_for(cluster_client::ClientState::is_ready)
+            .await
+            .expect("A ready");
+
+        let n = clients.to_string();
+        let extra = median_of(runs, &exe, &host, &["--multi-thread", "--extra", &n]).await;
+        let bare = median_of(runs, &exe, &host, &["--multi-thread", "--bare", &n]).await;
+        let current = median_of(runs, &exe, &host, &[]).await;
+        let per = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64 / clients as f64);
+        let client_kib = per(extra.get("EXTRA_ANON_KIB=").copied());
+        let bare_kib = per(bare.get("BARE_ANON_KIB=").copied());
+        println!(
+            "one more ready client, idle, in a multi_thread(2) process ({clients} more, median of {runs} runs):"
+        );
+        println!(
+            "  private memory {client_kib:.1} KiB / client  (floor, one more bare WebSocket connection: {bare_kib:.1} KiB; ours/floor {:.2}x)",
+            client_kib / bare_kib
+        );
+        println!(
+            "  tasks {:.2} / client  (floor: {:.2})",
+            per(extra.get("EXTRA_TASKS=").copied()),
+            per(bare.get("BARE_TASKS=").copied())
+        );
+        for (label, figures) in [
+            ("multi_thread(2)", &extra),
+            ("current_thread", &current),
+        ] {
+            println!(
+                "process with one ready client, idle ({label}): private (RssAnon) {} KiB, file-backed {} KiB, VmRSS {} KiB",
+                show(figures.get("RSS_ANON_KIB=")),
+                show(figures.get("RSS_FILE_KIB=")),
+                show(figures.get("RSS_READY_KIB=")),
+            );
+        }
+        let size = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "idle_client release binary: {:.2} MiB ({})",
+            size as f64 / (1024.0 * 1024.0),
+            exe.display()
+        );
+        a.close().await;
+        run_a.await.expect("run task").expect("run");
+        drop(service);
+    });
+}
+
+fn show(v: Option<&u64>) -> String {
+    v.map_or_else(|| "?".to_owned(), ToString::to_string)
+}
+
+/// Runs the child `runs` times with `args`; the median of each `KEY=value` figure it printed.
+async fn median_of(
+    runs: usize,
+    exe: &std::path::Path,
+    host: &str,
+    args: &[&str],
+) -> HashMap<String, u64> {
+    let mut all: HashMap<String, Vec<u64>> = HashMap::new();
+    for _ in 0..runs.max(1) {
+        let out = child(exe, host, args).await;
+        for line in out.lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                if let Ok(value) = value.parse() {
+                    all.entry(format!("{key}=")).or_default().push(value);
+                }
+            }
+        }
+    }
+    all.into_iter()
+        .map(|(k, mut v)| {
+            v.sort_unstable();
+            (k, v[v.len() / 2])
+        })
+        .collect()
+}
+
+async fn child(exe: &std::path::Path, host: &str, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(exe);
+    command.arg(host).arg("3").args(args);
+    tokio::task::spawn_blocking(move || {
+        let out = command.output().expect("spawn idle_client");
+        if !out.status.success() {
+            eprintln!("idle_client failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("child")
+}
+
+/// The `idle_client` example next to this bench (`target/<profile>/examples/idle_client`).
+fn idle_client_exe() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let path = dir.join("examples").join("idle_client");
+    path.exists().then_some(path)
+}
