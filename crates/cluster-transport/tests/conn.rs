@@ -934,9 +934,13 @@ impl cluster_transport::MessageSink for BrokenOnClose {
         _code: u16,
         _reason: &str,
     ) -> Result<(), cluster_transport::TransportError> {
-        Err(cluster_transport::TransportError::Lost(
-            "connection reset by peer".to_owned(),
-        ))
+        Err(cluster_transport::TransportError::Lost {
+            reason: "TCP write failed".to_owned(),
+            source: Some(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )),
+        })
     }
 }
 
