@@ -1,16 +1,47 @@
-//! What goes wrong on a connection ([`ConnError`]) and why one ended ([`Disconnect`]).
+//! What goes wrong on a connection: the caller's mistakes ([`SendError`]) apart from what the
+//! peer or the connection did ([`ConnError`]); and why a connection ended ([`Disconnect`]).
 
 use crate::{CloseInfo, TransportError};
 use cluster_proto::frame::DecodeError;
 use std::fmt;
 use std::time::Duration;
 
-/// What went wrong on a connection.
+/// A frame the caller asked to send was refused because of the call: nothing was sent, and
+/// the connection goes on as it was. Fix the call; trying again does not help. (The rule is in
+/// the [module docs](super#whose-fault-an-error-is).)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection was already closing or closed when the call was made
+    /// ([`Conn::is_closed`](super::Conn::is_closed) tells in advance).
+    #[error("connection closed")]
+    Closed,
+    /// An event name that cannot be sent: empty, containing `||`, or starting with `__ack_`
+    /// (the peer would take it for an acknowledgement).
+    #[error("invalid event name {0:?}")]
+    InvalidEventName(String),
+    /// Data (or an encoded frame) that is not UTF-8: ETP frames travel as WebSocket text
+    /// messages, which must be.
+    #[error("data is not valid UTF-8 (valid up to byte {valid_up_to}); ETP frames are text")]
+    NotUtf8 {
+        /// The length of the valid UTF-8 prefix.
+        valid_up_to: usize,
+    },
+}
+
+/// What went wrong on a connection: the peer's doing (a malformed frame, no ack in time, a
+/// peer that does not read), the connection's end, a handler's panic; or, as
+/// [`ConnError::Send`], the caller's mistake in a call. (The rule is in the
+/// [module docs](super#whose-fault-an-error-is).)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnError {
-    /// The connection is closed (or closing): nothing more can be sent, and pending acks and
-    /// pings are released with this error.
+    /// The call was refused at once, because of the call itself (`emit*`, `ping` on a
+    /// connection already closed, a bad event name, data that is not UTF-8).
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The connection ended (either side, or the transport broke) before the answer came:
+    /// pending acks and pings are released with this error.
     #[error("connection closed")]
     Closed,
     /// No ack arrived within the given time
@@ -28,17 +59,6 @@ pub enum ConnError {
     /// transport errors in `ConnError`.)
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// The caller gave an event name that cannot be sent: empty, containing `||`, or starting
-    /// with `__ack_` (the peer would take it for an acknowledgement).
-    #[error("invalid event name {0:?}")]
-    InvalidEventName(String),
-    /// The caller gave data (or an encoded frame) that is not UTF-8: ETP frames travel as
-    /// WebSocket text messages, which must be. Nothing was sent; the connection goes on.
-    #[error("data is not valid UTF-8 (valid up to byte {valid_up_to}); ETP frames are text")]
-    NotUtf8 {
-        /// The length of the valid UTF-8 prefix.
-        valid_up_to: usize,
-    },
     /// The write queue is full: the frame would take it over
     /// [`ConnConfig::max_queued_bytes`](super::ConnConfig::max_queued_bytes) because the peer does
     /// not read. The frame was not queued, and the connection is being closed with

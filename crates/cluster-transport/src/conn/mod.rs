@@ -62,6 +62,17 @@
 //! - Ack ids are a per-connection sequence from 1.
 //! - When the connection ends every pending ack and ping fails with [`ConnError::Closed`].
 //!
+//! # Whose fault an error is
+//! A call refused because of the call itself is a [`SendError`] (inside
+//! [`ConnError::Send`] where the call also waits for the peer): the connection was already
+//! closed, the event name cannot be sent, the data is not UTF-8. Nothing was sent and the
+//! connection goes on; fix the call, as trying again does not help. Every other
+//! [`ConnError`] is what the peer or the connection did: a malformed frame
+//! ([`ConnError::Malformed`]), no ack or pong in time ([`ConnError::AckTimeout`],
+//! [`ConnError::PingTimeout`]), a write queue full because the peer does not read
+//! ([`ConnError::QueueFull`]), the connection ending while an answer was awaited
+//! ([`ConnError::Closed`]), a handler that panicked ([`ConnError::HandlerPanicked`]).
+//!
 //! # Lifetime
 //! A connection lives until one side closes it or the transport breaks; dropping every [`Conn`]
 //! handle does **not** close it (the reader keeps one for the handlers). Call [`Conn::close`].
@@ -115,7 +126,7 @@ pub use config::{
     CLOSE_QUEUE_OVERFLOW, CLOSE_TIMEOUT, ConnConfig, DEFAULT_FLUSH_BATCH,
     DEFAULT_MAX_CONCURRENT_HANDLERS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_QUEUED_BYTES_HIGH_WATER,
 };
-pub use error::{ConnError, Disconnect};
+pub use error::{ConnError, Disconnect, SendError};
 pub use handlers::{Handlers, Reply};
 pub use pending::AckFuture;
 
@@ -204,9 +215,10 @@ impl Conn {
     /// ([`ConnConfig::max_queued_bytes`]); see the [module docs](self#backpressure).
     ///
     /// # Errors
-    /// [`ConnError::Closed`] once the connection is closing or closed;
-    /// [`ConnError::InvalidEventName`] for a name that cannot be sent; [`ConnError::NotUtf8`]
-    /// for data that is not UTF-8; [`ConnError::QueueFull`] when the peer does not read (the
+    /// The caller's mistakes as [`ConnError::Send`]: [`SendError::Closed`] once the connection
+    /// is closing or closed, [`SendError::InvalidEventName`] for a name that cannot be sent,
+    /// [`SendError::NotUtf8`] for data that is not UTF-8. The peer's:
+    /// [`ConnError::QueueFull`] when the peer does not read (the
     /// connection is then closing).
     pub fn emit(&self, event: &str, data: &[u8]) -> Result<(), ConnError> {
         check_event_name(event)?;
@@ -221,8 +233,9 @@ impl Conn {
     /// `Ok` means queued, as for [`Conn::emit`].
     ///
     /// # Errors
-    /// [`ConnError::Closed`] once the connection is closing or closed; [`ConnError::NotUtf8`]
-    /// for a frame that is not UTF-8; [`ConnError::QueueFull`] when the peer does not read.
+    /// [`ConnError::Send`] with [`SendError::Closed`] once the connection is closing or
+    /// closed, or [`SendError::NotUtf8`] for a frame that is not UTF-8;
+    /// [`ConnError::QueueFull`] when the peer does not read.
     pub fn emit_encoded(&self, frame: Bytes) -> Result<(), ConnError> {
         check_utf8(&frame)?;
         self.inner.send_frame(frame)
@@ -243,24 +256,24 @@ impl Conn {
     /// the future forgets the ack id (a late ack is then ignored). There is no timeout here:
     /// the caller owns deadlines (see [`Conn::emit_with_ack_timeout`]).
     ///
-    /// The future resolves to [`ConnError::Closed`] if the connection is closed or ends before
-    /// the ack arrives, and at once to the errors of [`Conn::emit`] if the frame cannot be
-    /// queued ([`ConnError::InvalidEventName`], [`ConnError::NotUtf8`],
-    /// [`ConnError::QueueFull`]).
+    /// The future resolves to [`ConnError::Closed`] if the connection ends before the ack
+    /// arrives, and at once to the errors of [`Conn::emit`] if the frame cannot be queued
+    /// ([`ConnError::Send`]: the connection was already closed, a bad name, data that is not
+    /// UTF-8; [`ConnError::QueueFull`]).
     pub fn emit_with_ack(&self, event: &str, data: &[u8]) -> AckFuture {
         if let Err(err) = check_event_name(event).and_then(|()| check_utf8(data)) {
-            return AckFuture::ready(Err(err));
+            return AckFuture::ready(Err(err.into()));
         }
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
-            return AckFuture::ready(Err(ConnError::Closed));
+            return AckFuture::ready(Err(SendError::Closed.into()));
         }
         let ack_id = inner.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
             let mut state = inner.state();
             if state.ended {
-                return AckFuture::ready(Err(ConnError::Closed));
+                return AckFuture::ready(Err(SendError::Closed.into()));
             }
             state.acks.insert(ack_id, tx);
         }
@@ -297,7 +310,9 @@ impl Conn {
     /// Sends a transport ping and waits for its pong; returns the round trip time.
     ///
     /// # Errors
-    /// [`ConnError::PingTimeout`] when no pong came within `timeout`; [`ConnError::Closed`] if
+    /// [`ConnError::PingTimeout`] when no pong came within `timeout`;
+    /// [`ConnError::Send`] with [`SendError::Closed`] if the connection was already closing
+    /// or closed; [`ConnError::Closed`] if
     /// the connection is closed or ends meanwhile.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, ConnError> {
         let inner = &self.inner;
@@ -306,7 +321,7 @@ impl Conn {
         {
             let mut state = inner.state();
             if state.ended {
-                return Err(ConnError::Closed);
+                return Err(SendError::Closed.into());
             }
             state.pings.push((id, tx));
         }
@@ -373,20 +388,20 @@ impl Conn {
     }
 }
 
-fn check_utf8(data: &[u8]) -> Result<(), ConnError> {
+fn check_utf8(data: &[u8]) -> Result<(), SendError> {
     match std::str::from_utf8(data) {
         Ok(_) => Ok(()),
-        Err(err) => Err(ConnError::NotUtf8 {
+        Err(err) => Err(SendError::NotUtf8 {
             valid_up_to: err.valid_up_to(),
         }),
     }
 }
 
-fn check_event_name(event: &str) -> Result<(), ConnError> {
+fn check_event_name(event: &str) -> Result<(), SendError> {
     let bytes = event.as_bytes();
     if bytes.is_empty() || bytes.windows(2).any(|w| w == SEPARATOR) || event.starts_with(ACK_PREFIX)
     {
-        return Err(ConnError::InvalidEventName(event.to_owned()));
+        return Err(SendError::InvalidEventName(event.to_owned()));
     }
     Ok(())
 }
@@ -403,7 +418,7 @@ mod tests {
         for bad in ["", "a||b", "__ack_MODULE:READY"] {
             assert!(matches!(
                 check_event_name(bad),
-                Err(ConnError::InvalidEventName(name)) if name == bad
+                Err(SendError::InvalidEventName(name)) if name == bad
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! the sink.
 
 use super::inner::{Inner, Stop};
-use super::{CLOSE_QUEUE_OVERFLOW, ConnError, Disconnect};
+use super::{CLOSE_QUEUE_OVERFLOW, ConnError, Disconnect, SendError};
 use crate::{CLOSE_NORMAL, CloseInfo, MessageSink, TransportError};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -41,13 +41,13 @@ impl Inner {
     /// full (which closes the connection).
     pub(super) fn send_frame(&self, frame: Bytes) -> Result<(), ConnError> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(ConnError::Closed);
+            return Err(SendError::Closed.into());
         }
         let len = frame.len();
         let was_empty = {
             let mut outbox = self.outbox();
             if !outbox.open || !outbox.accepting {
-                return Err(ConnError::Closed);
+                return Err(SendError::Closed.into());
             }
             // Only the writer lowers `queued` meanwhile: the check cannot be outdated upwards.
             let queued = self.queued.load(Ordering::Acquire);
@@ -72,7 +72,7 @@ impl Inner {
         let was_empty = {
             let mut outbox = self.outbox();
             if !outbox.open || (!last && !outbox.accepting) {
-                return Err(ConnError::Closed);
+                return Err(SendError::Closed.into());
             }
             if last {
                 outbox.accepting = false;
