@@ -12,7 +12,7 @@ use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
 use cluster_transport::log_limit::LogLimit;
 use cluster_transport::tls::TlsConfig;
 use cluster_transport::ws::{WsConfig, WsConnector};
-use cluster_transport::{Connector, Endpoint, Scheme, TransportError};
+use cluster_transport::{Connector, Endpoint, Scheme, SetupError};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -344,7 +344,7 @@ fn parse_host(input: &str) -> Result<Endpoint, ClientError> {
 
 /// The WebSocket connector with the default [`WsConfig`], built once per process (building
 /// its TLS roots is not free).
-fn default_connector() -> Result<Arc<dyn Connector>, TransportError> {
+fn default_connector() -> Result<Arc<dyn Connector>, SetupError> {
     static DEFAULT: OnceLock<Arc<dyn Connector>> = OnceLock::new();
     if let Some(connector) = DEFAULT.get() {
         return Ok(connector.clone());
@@ -522,8 +522,8 @@ impl ClientBuilder {
     /// - [`ClientError::NoHosts`], [`ClientError::InvalidHost`] (the reason says what to
     ///   write instead; also for a scheme the default WebSocket connector cannot dial,
     ///   `tcp://` or `mem://` without [`ClientBuilder::connector`]);
-    /// - [`ClientError::Connector`]: the WebSocket connector cannot be set up (a TLS setting
-    ///   that does not load).
+    /// - [`ClientError::Setup`]: the WebSocket connector cannot be set up (a TLS setting
+    ///   that does not load, a `wss://` host that is not a valid TLS server name).
     pub fn build(self) -> Result<Client, ClientError> {
         let settings = self.settings;
         let name = &settings.module_info.module_name;
@@ -555,6 +555,12 @@ impl ClientBuilder {
                              {bad}; set a connector (ClientBuilder::connector) for other schemes"
                         ),
                     });
+                }
+                // A host the certificate cannot be checked against fails here, not at each dial.
+                let default_tls = TlsConfig::new();
+                let tls = settings.ws_config.as_ref().map_or(&default_tls, |c| &c.tls);
+                for endpoint in endpoints.iter().filter(|e| e.scheme == Scheme::Wss) {
+                    tls.name_for(&endpoint.host)?;
                 }
                 match &settings.ws_config {
                     Some(config) => Arc::new(WsConnector::new(config.clone())?),

@@ -2,7 +2,7 @@
 
 use crate::state::ClientState;
 use cluster_proto::event::ModuleNameError;
-use cluster_transport::TransportError;
+use cluster_transport::SetupError;
 
 /// The error type receivers return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -49,9 +49,11 @@ pub enum ClientError {
         /// The rule it breaks.
         error: ModuleNameError,
     },
-    /// The connector cannot be set up (a TLS setting that does not load, say).
+    /// The WebSocket connector cannot be set up from the caller's settings: a CA file or PEM
+    /// that does not read or parse, a `wss://` host that is not a valid TLS server name. The
+    /// [`SetupError`] says which, with the underlying error as its source.
     #[error("cannot set up the connector: {0}")]
-    Connector(#[from] TransportError),
+    Setup(#[from] SetupError),
     /// [`Client::run`](crate::Client::run) was called while another run of the same client is
     /// going on.
     #[error("the client is already running")]

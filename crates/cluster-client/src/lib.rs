@@ -147,7 +147,7 @@ pub use cluster_transport as transport;
 pub use cluster_transport::log_limit::LogLimit;
 pub use cluster_transport::tls::TlsConfig;
 pub use cluster_transport::ws::WsConfig;
-pub use cluster_transport::{Connector, Endpoint, Scheme, Transport, TransportError};
+pub use cluster_transport::{Connector, Endpoint, Scheme, SetupError, Transport, TransportError};
 /// schemars 1, to derive `JsonSchema` for [`TypedConfig::config_data`] and
 /// [`typed::config_data_for`].
 ///

@@ -7,7 +7,7 @@ use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::transport::{Transport, TransportError};
 use cluster_client::{
     BackoffConfig, Client, ClientError, ClientState, Connector, Endpoint, EventHandler, ModuleInfo,
-    TlsConfig, async_trait,
+    SetupError, TlsConfig, async_trait,
 };
 use common::*;
 use std::sync::Arc;
@@ -320,8 +320,31 @@ async fn a_tls_setting_that_does_not_load_is_an_error_when_the_client_is_built()
     .tls(TlsConfig::new().add_ca_file("/nonexistent/cluster-client/ca.pem"))
     .build()
     .unwrap_err();
-    assert!(matches!(err, ClientError::Connector(_)), "{err}");
+    match &err {
+        ClientError::Setup(SetupError::ReadCaFile { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected a setup error reading the CA file, got {other:?}"),
+    }
     assert!(err.to_string().contains("CA file"), "{err}");
+    // The chain goes down to the io::Error.
+    let setup = std::error::Error::source(&err).expect("the SetupError is the source");
+    assert!(setup.source().is_some(), "{setup:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wss_host_that_is_no_server_name_is_a_setup_error_when_the_client_is_built() {
+    let err = Client::builder(
+        module("A", "10.0.0.1"),
+        config_data("{}"),
+        ["wss://no!such:9443"],
+    )
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Setup(SetupError::ServerName { name, .. }) if name == "no!such"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -55,7 +55,7 @@ impl ChannelAcceptor {
         self.rx
             .recv()
             .await
-            .ok_or_else(|| TransportError::Lost(self.stopped.to_owned()))
+            .ok_or_else(|| TransportError::lost(self.stopped))
     }
 }
 
@@ -100,7 +100,9 @@ mod tests {
                 drop(tx);
             });
         match acceptor.accept().await {
-            Err(TransportError::Lost(reason)) => assert_eq!(reason, "the X listener stopped"),
+            Err(TransportError::Lost { reason, .. }) => {
+                assert_eq!(reason, "the X listener stopped")
+            }
             other => panic!("expected Lost, got {other:?}"),
         }
     }

@@ -83,12 +83,16 @@ mod acceptor;
 pub mod conn;
 pub mod log_limit;
 pub mod memory;
+mod setup;
 mod socket;
 mod stream_end;
 pub mod tcp;
 pub mod tls;
 mod upgrade;
 pub mod ws;
+
+pub use setup::SetupError;
+pub use upgrade::HandshakeError;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -155,7 +159,15 @@ impl fmt::Display for CloseInfo {
     }
 }
 
-/// What went wrong with a transport.
+/// What went wrong with a transport: what the peer or the network did. (The caller's own
+/// mistakes, a CA file that does not load or a bad host, are a [`SetupError`].)
+///
+/// Where a library or the system reported the failure, the variant keeps that error as its
+/// [`source`](std::error::Error::source), typed: an [`std::io::Error`] for a refused or broken
+/// connection, a [`rustls::Error`] for a refused certificate, the WebSocket library's error,
+/// a [`HandshakeError`] for an upgrade that failed. `Display` names the endpoint (never its
+/// user info: an [`Endpoint`] has none) and includes the source's message, so a log line
+/// that prints only `Display` says it all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
@@ -163,8 +175,15 @@ pub enum TransportError {
     #[error("connection closed ({0})")]
     Closed(CloseInfo),
     /// The connection broke without a close handshake (reset, EOF, severed).
-    #[error("connection lost: {0}")]
-    Lost(String),
+    #[error("connection lost: {reason}{}", with_source(.source.as_ref()))]
+    Lost {
+        /// What broke, in a few words.
+        reason: String,
+        /// The IO error that broke it, when there was one (an in-memory network or the end
+        /// of a stream breaks without).
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// A received message is over the read limit; the connection was closed with 1009.
     #[error("message of {size} bytes is over the limit of {limit} bytes")]
     MessageTooBig {
@@ -173,10 +192,17 @@ pub enum TransportError {
         /// The configured limit.
         limit: usize,
     },
-    /// The peer sent something the transport cannot carry (a binary WebSocket message, a
-    /// text message that is not UTF-8, a malformed length prefix).
-    #[error("protocol violation: {0}")]
-    Protocol(String),
+    /// The transport cannot carry a message: the peer sent what the framing does not allow
+    /// (a malformed length prefix, a truncated close frame), or a sink was given what it
+    /// cannot send (text that is not UTF-8, a ping over 125 bytes).
+    #[error("protocol violation: {reason}{}", with_source(.source.as_ref()))]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+        /// The WebSocket library's error, when it reported it.
+        #[source]
+        source: Option<tokio_websockets::Error>,
+    },
     /// The peer broke the protocol; this side closed the connection with `code` (1002 for a
     /// framing violation, 1003 for a binary message, 1007 for text that is not UTF-8).
     #[error("the peer broke the protocol ({reason}); closed with {code}")]
@@ -185,30 +211,40 @@ pub enum TransportError {
         code: u16,
         /// What the peer did.
         reason: String,
+        /// The WebSocket library's account of the violation, when it found it (a binary
+        /// message is found by this crate).
+        #[source]
+        source: Option<tokio_websockets::proto::ProtocolError>,
     },
     /// The peer refused the connection or is not there.
-    #[error("cannot connect to {endpoint}: {reason}")]
+    #[error("cannot connect to {endpoint}: {source}")]
     Connect {
         /// Where we tried to connect.
         endpoint: String,
-        /// Why it failed.
-        reason: String,
+        /// Why it failed (`ConnectionRefused`, a name that does not resolve, ...).
+        #[source]
+        source: std::io::Error,
     },
-    /// The opening handshake (WebSocket upgrade, TLS) failed.
-    #[error("handshake with {endpoint} failed: {reason}")]
+    /// The opening handshake (WebSocket upgrade, TCP hello, a TLS failure that is not
+    /// rustls's) failed.
+    #[error("handshake with {endpoint} failed: {source}")]
     Handshake {
         /// Where we tried to connect.
         endpoint: String,
-        /// Why it failed.
-        reason: String,
+        /// What went wrong.
+        #[source]
+        source: HandshakeError,
     },
-    /// TLS refused the peer (untrusted certificate, wrong name) or could not be set up.
+    /// TLS refused the peer: an untrusted certificate, a wrong name.
     #[error("TLS error with {endpoint}: {reason}")]
     Tls {
         /// Where we tried to connect.
         endpoint: String,
-        /// Why it failed.
+        /// What it means, in words ("untrusted certificate: ...", "wrong name: ...").
         reason: String,
+        /// What rustls reported.
+        #[source]
+        source: rustls::Error,
     },
     /// An operation did not complete in time (connect timeout).
     #[error("timed out after {0:?}")]
@@ -217,9 +253,19 @@ pub enum TransportError {
     /// connector, say).
     #[error("unsupported endpoint {0}")]
     UnsupportedEndpoint(String),
+    /// A mistake of the caller's that only dialing could find: a `wss://` host that is not a
+    /// valid TLS server name, an empty module name. (`cluster-client` checks these when the
+    /// client is built, so its connections never fail with it.)
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// An IO error.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `": {source}"`, or nothing: for `Display` of variants whose source is optional.
+fn with_source(source: Option<&impl fmt::Display>) -> String {
+    source.map(|s| format!(": {s}")).unwrap_or_default()
 }
 
 impl TransportError {
@@ -232,6 +278,30 @@ impl TransportError {
             Self::Violation { code, .. } => Some(*code),
             Self::MessageTooBig { .. } => Some(CLOSE_MESSAGE_TOO_BIG),
             _ => None,
+        }
+    }
+
+    /// [`TransportError::Lost`] without a source.
+    pub(crate) fn lost(reason: impl Into<String>) -> Self {
+        Self::Lost {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// [`TransportError::Lost`] because of `source`.
+    pub(crate) fn lost_io(reason: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Lost {
+            reason: reason.into(),
+            source: Some(source),
+        }
+    }
+
+    /// [`TransportError::Protocol`] without a source.
+    pub(crate) fn protocol(reason: impl Into<String>) -> Self {
+        Self::Protocol {
+            reason: reason.into(),
+            source: None,
         }
     }
 }

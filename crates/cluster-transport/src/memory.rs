@@ -242,7 +242,7 @@ struct EndState {
 fn link_error(status: Status) -> Option<TransportError> {
     match status {
         Status::Open => None,
-        Status::Severed => Some(TransportError::Lost(SEVERED.to_owned())),
+        Status::Severed => Some(TransportError::lost(SEVERED)),
         Status::ClosedNormally => {
             Some(TransportError::Closed(CloseInfo::normal(CLOSED_BY_NETWORK)))
         }
@@ -280,11 +280,11 @@ impl MemorySink {
         let tx = &self.tx;
         tokio::select! {
             sent = tx.send(envelope) => {
-                sent.map_err(|_| TransportError::Lost(PEER_DROPPED.to_owned()))
+                sent.map_err(|_| TransportError::lost(PEER_DROPPED))
             }
             state = self.link.wait_for(|s| s.status != Status::Open) => {
                 let status = state.map_or(Status::Severed, |s| s.status);
-                Err(link_error(status).unwrap_or_else(|| TransportError::Lost(SEVERED.to_owned())))
+                Err(link_error(status).unwrap_or_else(|| TransportError::lost(SEVERED)))
             }
         }
     }
@@ -295,8 +295,8 @@ impl MessageSink for MemorySink {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
         self.check()?;
         if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::Protocol(
-                "a text message must be valid UTF-8".to_owned(),
+            return Err(TransportError::protocol(
+                "a text message must be valid UTF-8",
             ));
         }
         let counter = &self.drops[self.direction.index()];
@@ -372,7 +372,7 @@ impl MemoryStream {
                     _ = self.link.changed() => {}
                     envelope = self.rx.recv() => match envelope {
                         Some(envelope) => self.pending = Some(envelope),
-                        None => return Err(TransportError::Lost(PEER_DROPPED.to_owned())),
+                        None => return Err(TransportError::lost(PEER_DROPPED)),
                     },
                 }
                 continue;
@@ -645,7 +645,7 @@ impl MemoryNetwork {
             .inner
             .listeners
             .lock()
-            .map_err(|_| TransportError::Lost("memory network lock poisoned".to_owned()))?;
+            .map_err(|_| TransportError::lost("memory network lock poisoned"))?;
         let key = if port == 0 {
             let mut found = None;
             for _ in 0..=u16::MAX {
@@ -758,39 +758,38 @@ impl Connector for MemoryConnector {
     /// Connects at once if a listener is bound at the endpoint's authority.
     ///
     /// # Errors
-    /// [`TransportError::Connect`] ("connection refused") when nothing listens there or its
-    /// backlog of [`ACCEPT_BACKLOG`] is full; [`TransportError::Handshake`] for an empty
-    /// `module_name`, which the WebSocket server refuses too.
+    /// [`TransportError::Connect`] (an IO error of kind `ConnectionRefused`) when nothing
+    /// listens there or its backlog of [`ACCEPT_BACKLOG`] is full; [`TransportError::Setup`]
+    /// for an empty `module_name`, which the WebSocket server refuses too.
     async fn connect(
         &self,
         endpoint: &Endpoint,
         module_name: &str,
     ) -> Result<Transport, TransportError> {
         let addr = endpoint.authority();
-        let refused = |reason: &str| TransportError::Connect {
+        let refused = |kind: std::io::ErrorKind, reason: &str| TransportError::Connect {
             endpoint: endpoint.to_string(),
-            reason: reason.to_owned(),
+            source: std::io::Error::new(kind, reason.to_owned()),
         };
         if module_name.is_empty() {
-            return Err(TransportError::Handshake {
-                endpoint: endpoint.to_string(),
-                reason: "the server refuses an empty module_name".to_owned(),
-            });
+            return Err(crate::SetupError::ModuleName {
+                name: String::new(),
+                reason: "the server refuses an empty module_name",
+            }
+            .into());
         }
         let tx = {
-            let listeners = self
-                .network
-                .listeners
-                .lock()
-                .map_err(|_| refused("memory network lock poisoned"))?;
-            listeners
-                .get(&addr)
-                .map(|l| l.tx.clone())
-                .ok_or_else(|| refused("connection refused"))?
+            let listeners =
+                self.network.listeners.lock().map_err(|_| {
+                    refused(std::io::ErrorKind::Other, "memory network lock poisoned")
+                })?;
+            listeners.get(&addr).map(|l| l.tx.clone()).ok_or_else(|| {
+                refused(std::io::ErrorKind::ConnectionRefused, "connection refused")
+            })?
         };
         let permit = tx
             .try_reserve()
-            .map_err(|_| refused("connection refused"))?;
+            .map_err(|_| refused(std::io::ErrorKind::ConnectionRefused, "connection refused"))?;
         let mut index = 0;
         let (client, server, faults) = {
             let connections = &self.network.connections;
@@ -814,7 +813,7 @@ impl Connector for MemoryConnector {
                 });
                 made = Some(pair);
             });
-            made.ok_or_else(|| refused("internal error"))?
+            made.ok_or_else(|| refused(std::io::ErrorKind::Other, "internal error"))?
         };
         drop(faults);
         permit.send(Accepted {
@@ -867,7 +866,7 @@ impl Acceptor for MemoryAcceptor {
         self.rx
             .recv()
             .await
-            .ok_or_else(|| TransportError::Lost("memory listener closed".to_owned()))
+            .ok_or_else(|| TransportError::lost("memory listener closed"))
     }
 }
 
@@ -897,19 +896,19 @@ mod tests {
         faults.sever();
         assert!(matches!(
             c.stream.recv().await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(matches!(
             s.stream.recv().await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(matches!(
             c.sink.feed(Bytes::from_static(b"x")).await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(matches!(
             s.sink.ping(Bytes::new()).await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(!faults.is_open());
     }
@@ -923,7 +922,7 @@ mod tests {
         faults.sever();
         assert!(matches!(
             reader.await.unwrap(),
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
     }
 
@@ -941,7 +940,7 @@ mod tests {
         faults.sever();
         assert!(matches!(
             writer.await.unwrap(),
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
     }
 
@@ -1074,7 +1073,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(refused, TransportError::Connect { ref reason, .. } if reason == "connection refused")
+            matches!(refused, TransportError::Connect { ref source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
         );
 
         let mut acceptor = network.bind("10.0.0.1:7000").unwrap();
@@ -1101,16 +1100,19 @@ mod tests {
         conn.faults.sever();
         assert!(matches!(
             client.stream.recv().await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(matches!(
             accepted.transport.stream.recv().await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
 
         let ws: Endpoint = "10.0.0.1:7000".parse().unwrap();
         let empty = network.connector().connect(&ws, "").await.unwrap_err();
-        assert!(matches!(empty, TransportError::Handshake { .. }));
+        assert!(matches!(
+            empty,
+            TransportError::Setup(crate::SetupError::ModuleName { .. })
+        ));
         let _second = network.connector().connect(&ws, "again").await.unwrap();
         assert_eq!(network.connections().len(), 2);
 
@@ -1173,11 +1175,11 @@ mod tests {
         drop(c);
         assert!(matches!(
             s.stream.recv().await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
         assert!(matches!(
             s.sink.feed(Bytes::from_static(b"x")).await,
-            Err(TransportError::Lost(_))
+            Err(TransportError::Lost { .. })
         ));
     }
 
@@ -1189,6 +1191,6 @@ mod tests {
             .feed(Bytes::from_static(b"\xff\xfe"))
             .await
             .unwrap_err();
-        assert!(matches!(err, TransportError::Protocol(_)));
+        assert!(matches!(err, TransportError::Protocol { .. }));
     }
 }

@@ -19,9 +19,9 @@ use tokio::task::JoinSet;
 pub(crate) async fn dial_tcp(endpoint: &Endpoint) -> Result<(TcpStream, String), TransportError> {
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
-        .map_err(|e| TransportError::Connect {
+        .map_err(|source| TransportError::Connect {
             endpoint: endpoint.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
     let _ = tcp.set_nodelay(true);
     let peer = tcp

@@ -19,7 +19,7 @@ impl StreamEnd {
     pub(crate) fn check(&self) -> Result<(), TransportError> {
         match &self.0 {
             Some(Done::Closed(info)) => Err(TransportError::Closed(info.clone())),
-            Some(Done::Failed) => Err(TransportError::Lost("the stream has ended".to_owned())),
+            Some(Done::Failed) => Err(TransportError::lost("the stream has ended")),
             None => Ok(()),
         }
     }
@@ -61,9 +61,9 @@ mod tests {
     #[test]
     fn after_an_error_every_read_says_lost() {
         let mut end = StreamEnd::default();
-        end.record(&Err(TransportError::Protocol("bad".to_owned())));
+        end.record(&Err(TransportError::protocol("bad")));
         assert!(
-            matches!(end.check(), Err(TransportError::Lost(reason)) if reason == "the stream has ended")
+            matches!(end.check(), Err(TransportError::Lost { reason, source: None }) if reason == "the stream has ended")
         );
     }
 }

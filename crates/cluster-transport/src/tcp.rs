@@ -29,9 +29,10 @@
 use crate::acceptor::ChannelAcceptor;
 use crate::socket::{self, dial_tcp};
 use crate::stream_end::StreamEnd;
+use crate::upgrade::HandshakeError;
 use crate::{
     Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, Endpoint, Incoming,
-    MessageSink, MessageStream, Scheme, Transport, TransportError,
+    MessageSink, MessageStream, Scheme, SetupError, Transport, TransportError,
 };
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -298,7 +299,7 @@ impl TcpSink {
             self.shared
                 .flush()
                 .await
-                .map_err(|e| TransportError::Lost(e.to_string()))?;
+                .map_err(|e| TransportError::lost_io("TCP write failed", e))?;
         }
         Ok(())
     }
@@ -308,8 +309,8 @@ impl TcpSink {
 impl MessageSink for TcpSink {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
         if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::Protocol(
-                "a text message must be valid UTF-8".to_owned(),
+            return Err(TransportError::protocol(
+                "a text message must be valid UTF-8",
             ));
         }
         self.queue(TAG_TEXT, &text, false).await
@@ -319,7 +320,7 @@ impl MessageSink for TcpSink {
         self.shared
             .flush()
             .await
-            .map_err(|e| TransportError::Lost(e.to_string()))
+            .map_err(|e| TransportError::lost_io("TCP write failed", e))
     }
 
     async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {
@@ -363,9 +364,9 @@ fn parse_close(body: &[u8]) -> Result<CloseInfo, TransportError> {
         [hi, lo, reason @ ..] => Ok(CloseInfo {
             code: Some(u16::from_be_bytes([*hi, *lo])),
             reason: String::from_utf8(reason.to_vec())
-                .map_err(|_| TransportError::Protocol("close reason is not UTF-8".to_owned()))?,
+                .map_err(|_| TransportError::protocol("close reason is not UTF-8"))?,
         }),
-        [_] => Err(TransportError::Protocol("truncated close frame".to_owned())),
+        [_] => Err(TransportError::protocol("truncated close frame")),
     }
 }
 
@@ -375,7 +376,7 @@ impl TcpStreamHalf {
         self.shared
             .close_from_reader(CLOSE_PROTOCOL_ERROR, "protocol error")
             .await;
-        TransportError::Protocol(reason)
+        TransportError::protocol(reason)
     }
 
     async fn next_incoming(&mut self) -> Result<Incoming, TransportError> {
@@ -394,13 +395,13 @@ impl TcpStreamHalf {
                         .await;
                     return Err(TransportError::MessageTooBig { size, limit });
                 }
-                Some(Err(ReadError::Io(err))) => return Err(TransportError::Lost(err.to_string())),
+                Some(Err(ReadError::Io(err))) => {
+                    return Err(TransportError::lost_io("TCP read failed", err));
+                }
                 None => {
                     return Err(match self.shared.received_close.get() {
                         Some(info) => TransportError::Closed(info.clone()),
-                        None => TransportError::Lost(
-                            "connection ended without a close frame".to_owned(),
-                        ),
+                        None => TransportError::lost("connection ended without a close frame"),
                     });
                 }
             };
@@ -489,7 +490,7 @@ impl TcpConnector {
             .await
             .map_err(|e| TransportError::Handshake {
                 endpoint: endpoint.to_string(),
-                reason: e.to_string(),
+                source: HandshakeError::Hello(Box::new(e)),
             })?;
         Ok(transport)
     }
@@ -500,9 +501,9 @@ impl Connector for TcpConnector {
     /// Connects to a `tcp://` endpoint and sends the hello, within the connect timeout.
     ///
     /// # Errors
-    /// [`TransportError::UnsupportedEndpoint`] for other schemes; [`TransportError::Handshake`]
+    /// [`TransportError::UnsupportedEndpoint`] for other schemes; [`TransportError::Setup`]
     /// for an empty module name (the server would refuse it); [`TransportError::Connect`],
-    /// [`TransportError::Timeout`].
+    /// [`TransportError::Handshake`], [`TransportError::Timeout`].
     async fn connect(
         &self,
         endpoint: &Endpoint,
@@ -512,10 +513,11 @@ impl Connector for TcpConnector {
             return Err(TransportError::UnsupportedEndpoint(endpoint.to_string()));
         }
         if module_name.is_empty() {
-            return Err(TransportError::Handshake {
-                endpoint: endpoint.to_string(),
-                reason: "the server refuses an empty module name".to_owned(),
-            });
+            return Err(SetupError::ModuleName {
+                name: String::new(),
+                reason: "the server refuses an empty module name",
+            }
+            .into());
         }
         let timeout = self.config.connect_timeout;
         tokio::time::timeout(timeout, self.dial(endpoint, module_name))
@@ -718,7 +720,7 @@ mod acceptor_tests {
         let tcp: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
         assert!(matches!(
             TcpConnector::default().connect(&tcp, "").await,
-            Err(TransportError::Handshake { .. })
+            Err(TransportError::Setup(SetupError::ModuleName { .. }))
         ));
     }
 }

@@ -7,18 +7,16 @@
 //! A [`TlsConfig`] says which certificate authorities the client trusts: the Mozilla roots of
 //! `webpki-roots` (the default), custom CAs given as PEM bytes or a PEM file, or both.
 //! Handshake failures are [`TransportError::Tls`] with a reason that names the cause
-//! ("untrusted certificate ...", "certificate is not valid for name ...").
+//! ("untrusted certificate ...", "wrong name ...") and rustls's error as its source. A
+//! setting that does not load (a CA file, a PEM, a server name) is a [`SetupError`]: the
+//! caller's to fix.
 
-use crate::TransportError;
+use crate::{SetupError, TransportError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// The `endpoint` of [`TransportError::Tls`] errors raised while building a config, before
-/// any connection.
-pub const CONFIG_ENDPOINT: &str = "<tls configuration>";
 
 /// Which certificate authorities a client trusts, and how it names the server.
 ///
@@ -93,12 +91,12 @@ impl TlsConfig {
     /// The name to verify the certificate of `host` against.
     ///
     /// # Errors
-    /// [`TransportError::Tls`] when the name is neither a DNS name nor an IP address.
-    pub fn name_for(&self, host: &str) -> Result<ServerName<'static>, TransportError> {
+    /// [`SetupError::ServerName`] when the name is neither a DNS name nor an IP address.
+    pub fn name_for(&self, host: &str) -> Result<ServerName<'static>, SetupError> {
         let name = self.server_name.as_deref().unwrap_or(host);
-        ServerName::try_from(name.to_owned()).map_err(|_| TransportError::Tls {
-            endpoint: host.to_owned(),
-            reason: format!("{name:?} is not a valid server name"),
+        ServerName::try_from(name.to_owned()).map_err(|source| SetupError::ServerName {
+            name: name.to_owned(),
+            source,
         })
     }
 
@@ -107,16 +105,18 @@ impl TlsConfig {
     /// from sync code or the blocking pool, not from a task on a runtime thread.
     ///
     /// # Errors
-    /// [`TransportError::Tls`] (endpoint [`CONFIG_ENDPOINT`]) when a CA file cannot be read,
-    /// a PEM holds no certificate or a bad one, or no CA is trusted at all.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TransportError> {
+    /// A [`SetupError`] when a CA file cannot be read ([`SetupError::ReadCaFile`]), a PEM
+    /// holds no certificate or a bad one, or no CA is trusted at all
+    /// ([`SetupError::NoTrustedCa`]).
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, SetupError> {
         let mut roots = RootCertStore::empty();
         if self.webpki_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         for path in &self.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                config_error(format!("cannot read CA file {}: {e}", path.display()))
+            let pem = std::fs::read(path).map_err(|source| SetupError::ReadCaFile {
+                path: path.clone(),
+                source,
             })?;
             add_pem_certs(&mut roots, &pem, &path.display().to_string())?;
         }
@@ -124,11 +124,11 @@ impl TlsConfig {
             add_pem_certs(&mut roots, pem, "CA PEM")?;
         }
         if roots.is_empty() {
-            return Err(config_error("no trusted certificate authority".to_owned()));
+            return Err(SetupError::NoTrustedCa);
         }
         let config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| config_error(format!("cannot set up TLS: {e}")))?
+            .map_err(SetupError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Arc::new(config))
@@ -139,28 +139,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn config_error(reason: String) -> TransportError {
-    TransportError::Tls {
-        endpoint: CONFIG_ENDPOINT.to_owned(),
-        reason,
-    }
-}
-
-fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let certs = rustls_pemfile::certs(&mut io::BufReader::new(pem))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| config_error(format!("{what}: malformed PEM: {e}")))?;
+        .map_err(|source| SetupError::MalformedPem {
+            what: what.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(config_error(format!("{what}: no CERTIFICATE in PEM")));
+        return Err(SetupError::MissingPemItem {
+            what: what.to_owned(),
+            item: "CERTIFICATE",
+        });
     }
     Ok(certs)
 }
 
-fn add_pem_certs(roots: &mut RootCertStore, pem: &[u8], what: &str) -> Result<(), TransportError> {
+fn add_pem_certs(roots: &mut RootCertStore, pem: &[u8], what: &str) -> Result<(), SetupError> {
     for cert in parse_certs(pem, what)? {
-        roots
-            .add(cert)
-            .map_err(|e| config_error(format!("{what}: unusable CA certificate: {e}")))?;
+        roots.add(cert).map_err(|source| SetupError::UnusableCa {
+            what: what.to_owned(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -169,27 +169,34 @@ fn add_pem_certs(roots: &mut RootCertStore, pem: &[u8], what: &str) -> Result<()
 /// private key (PKCS#8, PKCS#1 or SEC1), for [`crate::ws::WsServerConfig::tls`].
 ///
 /// # Errors
-/// [`TransportError::Tls`] (endpoint [`CONFIG_ENDPOINT`]) when the PEM holds no certificate
-/// or no key, or rustls refuses them.
+/// A [`SetupError`] when the PEM holds no certificate or no key, or rustls refuses them
+/// ([`SetupError::Tls`]).
 pub fn server_config_from_pem(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
-) -> Result<Arc<ServerConfig>, TransportError> {
+) -> Result<Arc<ServerConfig>, SetupError> {
     let chain = parse_certs(cert_chain_pem, "certificate chain")?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut io::BufReader::new(key_pem))
-        .map_err(|e| config_error(format!("private key: malformed PEM: {e}")))?
-        .ok_or_else(|| config_error("private key: no key in PEM".to_owned()))?;
+        .map_err(|source| SetupError::MalformedPem {
+            what: "private key".to_owned(),
+            source,
+        })?
+        .ok_or_else(|| SetupError::MissingPemItem {
+            what: "private key".to_owned(),
+            item: "key",
+        })?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| config_error(format!("cannot set up TLS: {e}")))?
+        .map_err(SetupError::Tls)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| config_error(format!("certificate or key refused: {e}")))?;
+        .map_err(SetupError::Tls)?;
     Ok(Arc::new(config))
 }
 
 /// Turns an IO error from a TLS handshake into [`TransportError::Tls`] with a readable
-/// reason when rustls caused it, or `None` when it is a plain IO error.
+/// reason and rustls's error as its source when rustls caused it, or `None` when it is a
+/// plain IO error.
 pub(crate) fn classify(err: &io::Error, endpoint: &str, name: &str) -> Option<TransportError> {
     let tls = err.get_ref()?.downcast_ref::<rustls::Error>()?;
     let reason = match tls {
@@ -208,6 +215,7 @@ pub(crate) fn classify(err: &io::Error, endpoint: &str, name: &str) -> Option<Tr
     Some(TransportError::Tls {
         endpoint: endpoint.to_owned(),
         reason,
+        source: tls.clone(),
     })
 }
 
@@ -221,12 +229,18 @@ mod tests {
     }
 
     #[test]
-    fn bad_ca_input_is_a_tls_error() {
+    fn bad_ca_input_is_a_setup_error() {
         let err = TlsConfig::custom_ca_pem(b"not a pem".to_vec())
             .client_config()
             .unwrap_err();
         assert!(
-            matches!(err, TransportError::Tls { ref reason, .. } if reason.contains("no CERTIFICATE")),
+            matches!(
+                err,
+                SetupError::MissingPemItem {
+                    item: "CERTIFICATE",
+                    ..
+                }
+            ),
             "{err}"
         );
         let err = TlsConfig::new()
@@ -234,16 +248,51 @@ mod tests {
             .client_config()
             .unwrap_err();
         assert!(
-            matches!(err, TransportError::Tls { ref reason, .. } if reason.contains("cannot read CA file")),
+            matches!(&err, SetupError::ReadCaFile { source, .. } if source.kind() == io::ErrorKind::NotFound),
             "{err}"
         );
         let err = TlsConfig::new()
             .webpki_roots(false)
             .client_config()
             .unwrap_err();
+        assert!(matches!(err, SetupError::NoTrustedCa), "{err}");
+    }
+
+    /// A CA file that reads but does not parse is the caller's mistake, typed as such: a
+    /// `SetupError` (not a `TransportError`), with the PEM parser's error as its source.
+    #[test]
+    fn a_ca_file_that_does_not_parse_is_a_setup_error_with_the_parse_error_as_source() {
+        let path = std::env::temp_dir().join(format!(
+            "cluster-transport-bad-ca-{}.pem",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n%%% not base64 %%%\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let result = TlsConfig::new().add_ca_file(&path).client_config();
+        std::fs::remove_file(&path).unwrap();
+        let err: SetupError = result.unwrap_err();
         assert!(
-            matches!(err, TransportError::Tls { ref reason, .. } if reason.contains("no trusted")),
-            "{err}"
+            matches!(&err, SetupError::MalformedPem { what, .. } if what == &path.display().to_string()),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).expect("the parse error is the source");
+        assert!(source.downcast_ref::<io::Error>().is_some(), "{source:?}");
+        assert!(err.to_string().contains(&source.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_that_does_not_read_keeps_the_io_error() {
+        let err = TlsConfig::new()
+            .add_ca_file("/nonexistent/ca.pem")
+            .client_config()
+            .unwrap_err();
+        let source = std::error::Error::source(&err).expect("the io error is the source");
+        assert_eq!(
+            source.downcast_ref::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
         );
     }
 
@@ -251,7 +300,10 @@ mod tests {
     fn server_name_override_and_validation() {
         let config = TlsConfig::new();
         assert!(config.name_for("127.0.0.1").is_ok());
-        assert!(config.name_for("bad name!").is_err());
+        assert!(matches!(
+            config.name_for("bad name!"),
+            Err(SetupError::ServerName { ref name, .. }) if name == "bad name!"
+        ));
         let named = TlsConfig::new().server_name("config.local");
         assert_eq!(
             named.name_for("127.0.0.1").unwrap().to_str(),

@@ -50,6 +50,50 @@ pub(crate) const MAX_REFUSAL_BODY: usize = 1024;
 /// RFC 6455 §1.3.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Why a client's opening handshake failed: the WebSocket upgrade (this crate's own client
+/// side, see [`crate::ws`]), the TCP transport's hello, or TLS when rustls did not say why.
+/// The source of [`TransportError::Handshake`](crate::TransportError::Handshake).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// Writing the upgrade request failed.
+    #[error("sending the upgrade request failed: {0}")]
+    Send(#[source] io::Error),
+    /// Reading the server's answer failed.
+    #[error("reading the upgrade answer failed: {0}")]
+    Read(#[source] io::Error),
+    /// The server closed the connection before it answered.
+    #[error("the server closed the connection before answering the upgrade")]
+    ClosedEarly,
+    /// The server answered 101 without `Upgrade: websocket`.
+    #[error("the server switched to another protocol than WebSocket")]
+    NotWebSocket,
+    /// The server's `Sec-WebSocket-Accept` is not the one our key asks for.
+    #[error("the server's Sec-WebSocket-Accept does not match")]
+    AcceptMismatch,
+    /// The answer's head is over [`MAX_REQUEST_HEAD`] bytes.
+    #[error("the upgrade answer is over {MAX_REQUEST_HEAD} bytes")]
+    AnswerTooLong,
+    /// The answer is not an HTTP response.
+    #[error("the upgrade answer is not HTTP: {0}")]
+    NotHttp(#[source] httparse::Error),
+    /// The server refused the upgrade with an HTTP status; its body says why.
+    #[error("server answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The body (bounded, trimmed; empty if none).
+        body: String,
+    },
+    /// The TLS handshake failed, and not because rustls refused the peer (that is
+    /// [`TransportError::Tls`](crate::TransportError::Tls)): the connection broke meanwhile.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    /// The TCP transport's hello could not be sent.
+    #[error("sending the hello failed: {0}")]
+    Hello(#[source] Box<crate::TransportError>),
+}
+
 /// An HTTP refusal of an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
@@ -318,7 +362,7 @@ pub(crate) fn client_request(host: &str, target: &str, key: &str) -> Vec<u8> {
 pub(crate) async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     key: &str,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, HandshakeError> {
     // Read straight into `buf` (no chunk on the future's stack), at most 512 bytes at a time.
     let mut buf = Vec::with_capacity(512);
     let (status, head_len, content_length) = loop {
@@ -330,9 +374,9 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
             .take(room as u64)
             .read_buf(&mut buf)
             .await
-            .map_err(|e| format!("reading the upgrade answer failed: {e}"))?;
+            .map_err(HandshakeError::Read)?;
         if n == 0 {
-            return Err("the server closed the connection before answering the upgrade".into());
+            return Err(HandshakeError::ClosedEarly);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
@@ -350,13 +394,13 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
                     let upgraded = header("upgrade")
                         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"));
                     if !upgraded {
-                        return Err("the server switched to another protocol than WebSocket".into());
+                        return Err(HandshakeError::NotWebSocket);
                     }
                     let expected = accept_key(key.as_bytes());
                     if header("sec-websocket-accept").map(<[u8]>::trim_ascii)
                         != Some(expected.as_bytes())
                     {
-                        return Err("the server's Sec-WebSocket-Accept does not match".into());
+                        return Err(HandshakeError::AcceptMismatch);
                     }
                     return Ok(Bytes::copy_from_slice(&buf[len..]));
                 }
@@ -366,12 +410,10 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
                 break (status, len, content_length);
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
-                return Err(format!(
-                    "the upgrade answer is over {MAX_REQUEST_HEAD} bytes"
-                ));
+                return Err(HandshakeError::AnswerTooLong);
             }
             Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("the upgrade answer is not HTTP: {e}")),
+            Err(e) => return Err(HandshakeError::NotHttp(e)),
         }
     };
     // A refusal: its body (bounded) says why.
@@ -386,12 +428,9 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
         }
     }
     let body = &buf[head_len..(head_len + want).min(buf.len())];
-    let reason = String::from_utf8_lossy(body);
-    let reason = reason.trim();
-    Err(if reason.is_empty() {
-        format!("server answered HTTP {status}")
-    } else {
-        format!("server answered HTTP {status}: {reason}")
+    Err(HandshakeError::Refused {
+        status,
+        body: String::from_utf8_lossy(body).trim().to_owned(),
     })
 }
 
@@ -589,16 +628,23 @@ mod tests {
         let err = read_response(&mut &refusal[..], &new_key())
             .await
             .unwrap_err();
-        assert_eq!(err, "server answered HTTP 400: module_name is required");
+        assert!(
+            matches!(&err, HandshakeError::Refused { status: 400, body } if body == "module_name is required"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "server answered HTTP 400: module_name is required"
+        );
         let wrong = switching_protocols("AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
         let err = read_response(&mut &wrong[..], &new_key())
             .await
             .unwrap_err();
-        assert!(err.contains("Sec-WebSocket-Accept"), "{err}");
+        assert!(matches!(err, HandshakeError::AcceptMismatch), "{err}");
         let err = read_response(&mut &b"HTTP/1.1 101 Swi"[..], &new_key())
             .await
             .unwrap_err();
-        assert!(err.contains("closed"), "{err}");
+        assert!(matches!(err, HandshakeError::ClosedEarly), "{err}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ use crate::acceptor::ChannelAcceptor;
 use crate::socket::{self, Pending, dial_tcp};
 use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
-use crate::upgrade::{self, Prefixed, ReadFailure};
+use crate::upgrade::{self, HandshakeError, Prefixed, ReadFailure};
 use crate::{
     Accepted, Acceptor, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR,
     CloseInfo, Connector, ETP_PATH, Endpoint, Incoming, MessageSink, MessageStream, Scheme,
@@ -244,8 +244,8 @@ impl WsConnector {
     /// dialing: in async code, call this on the blocking pool or pass the PEM bytes instead.
     ///
     /// # Errors
-    /// [`TransportError::Tls`] when [`TlsConfig::client_config`] fails.
-    pub fn new(config: WsConfig) -> Result<Self, TransportError> {
+    /// A [`SetupError`](crate::SetupError) when [`TlsConfig::client_config`] fails.
+    pub fn new(config: WsConfig) -> Result<Self, crate::SetupError> {
         let tls = config.tls.client_config()?;
         Ok(Self { config, tls })
     }
@@ -281,7 +281,7 @@ impl WsConnector {
                         tls::classify(&e, &target, &name_text).unwrap_or_else(|| {
                             TransportError::Handshake {
                                 endpoint: target.clone(),
-                                reason: format!("TLS handshake failed: {e}"),
+                                source: HandshakeError::Tls(e),
                             }
                         })
                     })?;
@@ -311,9 +311,9 @@ async fn upgrade_client<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let failed = |reason: String| TransportError::Handshake {
+    let failed = |source: HandshakeError| TransportError::Handshake {
         endpoint: target.to_owned(),
-        reason,
+        source,
     };
     let key = upgrade::new_key();
     stream
@@ -323,11 +323,11 @@ where
             &key,
         ))
         .await
-        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+        .map_err(|e| failed(HandshakeError::Send(e)))?;
     stream
         .flush()
         .await
-        .map_err(|e| failed(format!("sending the upgrade request failed: {e}")))?;
+        .map_err(|e| failed(HandshakeError::Send(e)))?;
     let leftover = upgrade::read_response(&mut stream, &key)
         .await
         .map_err(failed)?;
@@ -655,7 +655,7 @@ where
         use tokio_websockets::Error;
         match err {
             Error::AlreadyClosed => TransportError::Closed(self.close_info()),
-            Error::Io(err) => TransportError::Lost(err.to_string()),
+            Error::Io(err) => TransportError::lost_io("WebSocket IO failed", err),
             Error::Protocol(violation) => TransportError::Violation {
                 code: if matches!(violation, ProtocolError::InvalidUtf8) {
                     CLOSE_INVALID_PAYLOAD
@@ -663,12 +663,16 @@ where
                     CLOSE_PROTOCOL_ERROR
                 },
                 reason: violation.to_string(),
+                source: Some(violation),
             },
             Error::PayloadTooLong { len, max_len } => TransportError::MessageTooBig {
                 size: len,
                 limit: max_len,
             },
-            other => TransportError::Protocol(other.to_string()),
+            other => TransportError::Protocol {
+                reason: "the WebSocket library refused it".to_owned(),
+                source: Some(other),
+            },
         }
     }
 
@@ -783,8 +787,8 @@ where
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
         self.check()?;
         if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::Protocol(
-                "a text message must be valid UTF-8".to_owned(),
+            return Err(TransportError::protocol(
+                "a text message must be valid UTF-8",
             ));
         }
         let shared = &self.shared;
@@ -804,7 +808,7 @@ where
     async fn ping(&mut self, payload: Bytes) -> Result<(), TransportError> {
         self.check()?;
         if payload.len() > MAX_PING_PAYLOAD {
-            return Err(TransportError::Protocol(format!(
+            return Err(TransportError::protocol(format!(
                 "a ping carries at most {MAX_PING_PAYLOAD} bytes"
             )));
         }
@@ -860,7 +864,7 @@ where
                                 format!("message of {size} bytes over the limit of {limit}");
                             shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason).await;
                         }
-                        TransportError::Violation { code, reason } => {
+                        TransportError::Violation { code, reason, .. } => {
                             shared.close_for_fault(*code, reason).await;
                         }
                         _ => {
@@ -872,9 +876,7 @@ where
                 None => {
                     return Err(match shared.received_close.get() {
                         Some(info) => TransportError::Closed(info.clone()),
-                        None => TransportError::Lost(
-                            "connection ended without a close frame".to_owned(),
-                        ),
+                        None => TransportError::lost("connection ended without a close frame"),
                     });
                 }
             };
@@ -910,6 +912,7 @@ where
                 return Err(TransportError::Violation {
                     code: crate::CLOSE_UNSUPPORTED_DATA,
                     reason: reason.to_owned(),
+                    source: None,
                 });
             }
             // A ping: tokio-websockets queued the pong; the next read writes it out.

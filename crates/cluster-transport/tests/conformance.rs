@@ -253,7 +253,7 @@ async fn abrupt_drop_is_lost<F: Future<Output = (Transport, Accepted)>>(factory:
     drop(client);
     assert!(matches!(
         server.stream.recv().await,
-        Err(TransportError::Lost(_))
+        Err(TransportError::Lost { .. })
     ));
     // After the end, the stream stays ended.
     assert!(server.stream.recv().await.is_err());
@@ -264,7 +264,7 @@ async fn abrupt_server_drop_is_lost<F: Future<Output = (Transport, Accepted)>>(f
     drop(accepted);
     assert!(matches!(
         client.stream.recv().await,
-        Err(TransportError::Lost(_))
+        Err(TransportError::Lost { .. })
     ));
 }
 

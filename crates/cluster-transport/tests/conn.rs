@@ -4,7 +4,9 @@
 //! [`Transport`] on the other, to see and forge the exact frames on the wire.
 
 use bytes::Bytes;
-use cluster_transport::conn::{CLOSE_QUEUE_OVERFLOW, Conn, ConnConfig, ConnError, Handlers, Reply};
+use cluster_transport::conn::{
+    CLOSE_QUEUE_OVERFLOW, Conn, ConnConfig, ConnError, Handlers, Reply, SendError,
+};
 use cluster_transport::memory::{self, Faults};
 use cluster_transport::{CLOSE_NORMAL, Incoming, Transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -199,12 +201,18 @@ async fn pending_acks_fail_with_closed_when_the_peer_severs() {
     assert!(end.by_peer && !end.normal && end.close.is_none(), "{end:?}");
     assert!(client.is_closed());
     assert_eq!(client.pending_acks(), 0);
-    assert!(matches!(client.emit("E", b""), Err(ConnError::Closed)));
+    assert!(matches!(
+        client.emit("E", b""),
+        Err(ConnError::Send(SendError::Closed))
+    ));
     assert!(matches!(
         within(client.emit_with_ack("E", b"")).await,
-        Err(ConnError::Closed)
+        Err(ConnError::Send(SendError::Closed))
     ));
-    assert!(matches!(client.ping(SECOND).await, Err(ConnError::Closed)));
+    assert!(matches!(
+        client.ping(SECOND).await,
+        Err(ConnError::Send(SendError::Closed))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -434,7 +442,10 @@ async fn close_flushes_queued_frames_first_and_is_idempotent() {
     let theirs = within(server.closed()).await;
     assert!(theirs.by_peer && theirs.normal, "{theirs:?}");
     assert_eq!(theirs.close.unwrap().code, Some(CLOSE_NORMAL));
-    assert!(matches!(client.emit("E", b""), Err(ConnError::Closed)));
+    assert!(matches!(
+        client.emit("E", b""),
+        Err(ConnError::Send(SendError::Closed))
+    ));
     // Both ends dropped their sinks and streams: every task of both connections is gone.
     assert!(!faults.is_open());
 }
@@ -544,13 +555,13 @@ async fn invalid_event_names_are_refused() {
     for bad in ["", "A||B", "__ack_E"] {
         assert!(matches!(
             client.emit(bad, b""),
-            Err(ConnError::InvalidEventName(_))
+            Err(ConnError::Send(SendError::InvalidEventName(_)))
         ));
         let ack = client.emit_with_ack(bad, b"");
         assert_eq!(ack.ack_id(), None);
         assert!(matches!(
             within(ack).await,
-            Err(ConnError::InvalidEventName(_))
+            Err(ConnError::Send(SendError::InvalidEventName(_)))
         ));
     }
     assert!(!client.is_closed());
@@ -934,9 +945,13 @@ impl cluster_transport::MessageSink for BrokenOnClose {
         _code: u16,
         _reason: &str,
     ) -> Result<(), cluster_transport::TransportError> {
-        Err(cluster_transport::TransportError::Lost(
-            "connection reset by peer".to_owned(),
-        ))
+        Err(cluster_transport::TransportError::Lost {
+            reason: "TCP write failed".to_owned(),
+            source: Some(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )),
+        })
     }
 }
 
@@ -986,17 +1001,17 @@ async fn non_utf8_data_is_refused_and_the_connection_stays() {
     let (client, mut raw, _faults) = conn_and_raw(Handlers::new(), ConnConfig::default());
     assert!(matches!(
         client.emit("E", b"ok\xff"),
-        Err(ConnError::NotUtf8 { valid_up_to: 2 })
+        Err(ConnError::Send(SendError::NotUtf8 { valid_up_to: 2 }))
     ));
     assert!(matches!(
         client.emit_encoded(Bytes::from_static(b"E||0||\xc3")),
-        Err(ConnError::NotUtf8 { valid_up_to: 6 })
+        Err(ConnError::Send(SendError::NotUtf8 { valid_up_to: 6 }))
     ));
     let refused = client.emit_with_ack("E", b"\xfe");
     assert_eq!(refused.ack_id(), None);
     assert!(matches!(
         within(refused).await,
-        Err(ConnError::NotUtf8 { valid_up_to: 0 })
+        Err(ConnError::Send(SendError::NotUtf8 { valid_up_to: 0 }))
     ));
     assert_eq!(client.queued_bytes(), 0);
 
@@ -1119,7 +1134,10 @@ async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
     assert_eq!(accepted, LIMIT / FRAME);
     assert!(queued <= LIMIT, "{queued} bytes queued");
     assert!(server.is_closed());
-    assert!(matches!(server.emit("E", b""), Err(ConnError::Closed)));
+    assert!(matches!(
+        server.emit("E", b""),
+        Err(ConnError::Send(SendError::Closed))
+    ));
 
     // The client reads at last: what was accepted, then the close.
     let mut received = 0;

@@ -126,8 +126,12 @@ async fn an_untrusted_certificate_is_refused() {
         TlsConfig::custom_ca_pem(other.ca_pem.clone()),
     ] {
         match connector(tls).connect(&endpoint, "m").await {
-            Err(TransportError::Tls { reason, .. }) => {
+            Err(TransportError::Tls { reason, source, .. }) => {
                 assert!(reason.contains("untrusted certificate"), "{reason}");
+                assert!(
+                    matches!(source, rustls::Error::InvalidCertificate(_)),
+                    "{source:?}"
+                );
             }
             other => panic!("expected a TLS error, got {other:?}"),
         }
@@ -143,7 +147,18 @@ async fn a_wrong_server_name_is_refused() {
         .connect(&endpoint, "m")
         .await
     {
-        Err(TransportError::Tls { reason, .. }) => {
+        Err(err @ TransportError::Tls { .. }) => {
+            let source = std::error::Error::source(&err).expect("rustls's error is the source");
+            assert!(
+                matches!(
+                    source.downcast_ref::<rustls::Error>(),
+                    Some(rustls::Error::InvalidCertificate(_))
+                ),
+                "{source:?}"
+            );
+            let TransportError::Tls { reason, .. } = err else {
+                unreachable!()
+            };
             assert!(reason.contains("wrong name"), "{reason}");
             assert!(reason.contains("127.0.0.1"), "{reason}");
         }

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
-use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, TransportError};
+use cluster_transport::{Acceptor, Connector, Endpoint, HandshakeError, Incoming, TransportError};
 use futures_util::{SinkExt, StreamExt};
+use std::error::Error as _;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -97,8 +98,17 @@ async fn refuses_a_missing_or_empty_module_name_and_keeps_accepting() {
         ),
     ] {
         match connector().connect(&endpoint, name).await.unwrap_err() {
-            TransportError::Handshake { reason, .. } => {
-                assert_eq!(reason, format!("server answered HTTP 400: {why}"));
+            err @ TransportError::Handshake { .. } => {
+                let source = err.source().expect("a handshake error has a source");
+                match source.downcast_ref::<HandshakeError>() {
+                    Some(HandshakeError::Refused { status: 400, body }) => assert_eq!(body, why),
+                    other => panic!("expected a 400 refusal, got {other:?}"),
+                }
+                assert!(
+                    err.to_string()
+                        .ends_with(&format!("server answered HTTP 400: {why}")),
+                    "{err}"
+                );
             }
             other => panic!("expected a handshake error, got {other:?}"),
         }
@@ -195,6 +205,26 @@ async fn a_silent_server_times_out_the_upgrade() {
     );
     assert!(started.elapsed() >= timeout);
     holder.abort();
+}
+
+#[tokio::test]
+async fn a_refused_tcp_connect_has_the_io_error_as_its_source() {
+    // A port nobody listens on: bind one, note it, free it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let endpoint: Endpoint = addr.to_string().parse().unwrap();
+    let err = connector().connect(&endpoint, "m").await.unwrap_err();
+    assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    let io = err
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the source is the io::Error of the dial");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    // Display says where and why.
+    let text = err.to_string();
+    assert!(text.contains(&endpoint.to_string()), "{text}");
+    assert!(text.contains(&io.to_string()), "{text}");
 }
 
 #[tokio::test]

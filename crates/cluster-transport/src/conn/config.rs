@@ -1,0 +1,63 @@
+//! Settings of a connection ([`ConnConfig`]) and the constants its defaults and its end use.
+
+use crate::log_limit::LogLimit;
+use std::time::Duration;
+
+/// The default of [`ConnConfig::max_concurrent_handlers`].
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
+/// The default of [`ConnConfig::flush_batch`].
+pub const DEFAULT_FLUSH_BATCH: usize = 64;
+/// The default of [`ConnConfig::queued_bytes_high_water`]: 4 MiB.
+pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = 4 << 20;
+/// The default of [`ConnConfig::max_queued_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+/// The close code sent when the write queue goes over [`ConnConfig::max_queued_bytes`]
+/// (1008, policy violation: the peer does not read what it is sent).
+pub const CLOSE_QUEUE_OVERFLOW: u16 = 1008;
+/// How long the end of a connection may take: after we send a close, how long we wait for the
+/// peer's close reply (and for the writer to flush what was queued before it); after the peer
+/// closed, how long the writer may take to flush and echo the close. Past it the transport is
+/// dropped, which the peer sees as a broken connection.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Settings of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// How many [`Reply::Later`](super::Reply::Later) futures may run at once on this connection
+    /// (default [`DEFAULT_MAX_CONCURRENT_HANDLERS`], 256). When that many run, the reader waits for
+    /// one to finish before it reads on, so a fast peer is slowed down instead of filling memory.
+    /// `0` is taken as `1`.
+    pub max_concurrent_handlers: usize,
+    /// The writer flushes the transport when its queue is empty or after this many frames fed
+    /// without a flush, whichever comes first (default [`DEFAULT_FLUSH_BATCH`], 64). `0` is
+    /// taken as `1` (flush every frame).
+    pub flush_batch: usize,
+    /// When more bytes than this wait in the write queue, the reader dispatches no further
+    /// event until the writer has drained the queue to this mark (default
+    /// [`DEFAULT_QUEUED_BYTES_HIGH_WATER`], 4 MiB). Acks, pongs and the peer's close are still
+    /// read meanwhile; see the [module docs](super#backpressure). `0` means: dispatch an event
+    /// only when the queue is empty.
+    pub queued_bytes_high_water: usize,
+    /// The most bytes the write queue holds (default [`DEFAULT_MAX_QUEUED_BYTES`], 64 MiB). A
+    /// frame that would take the queue over it is refused with
+    /// [`ConnError::QueueFull`](super::ConnError::QueueFull), and the connection is closed with
+    /// [`CLOSE_QUEUE_OVERFLOW`] after what is queued (or dropped after [`CLOSE_TIMEOUT`] if the
+    /// peer still does not read). Keep it well above `queued_bytes_high_water` and the largest
+    /// frame you send.
+    pub max_queued_bytes: usize,
+    /// How many warnings a peer can cause per interval (default [`LogLimit::default`]: 5 per
+    /// 10 s, then one summary line with the count); see the [module docs](super#log-volume).
+    pub log_limit: LogLimit,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            flush_batch: DEFAULT_FLUSH_BATCH,
+            queued_bytes_high_water: DEFAULT_QUEUED_BYTES_HIGH_WATER,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            log_limit: LogLimit::default(),
+        }
+    }
+}
