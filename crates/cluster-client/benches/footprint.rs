@@ -5,8 +5,15 @@
 //! and the size of that release binary.
 //!
 //! `cargo bench -p cluster-client --bench footprint` prints the figures. `FOOTPRINT_CLIENTS`
-//! (default 200) sets how many more clients are started; `FOOTPRINT_RUNS` (default 3) how
-//! many times each child runs (the median is printed).
+//! (default `40,200`) sets how many more clients are started, one measurement per count;
+//! `FOOTPRINT_RUNS` (default 3) how many times each child runs (the median is printed).
+//!
+//! Why two counts: every client here takes the routing table, and every client that joins
+//! adds an instance to it, so each client's WebSocket read buffer grows to the largest routing
+//! table it received (tokio-websockets keeps its read buffer at its largest size, and it
+//! cannot be set). With 40 more clients the table stays under the buffer's first 8 KiB; with
+//! 200 it is ~35 KiB, and that buffer is most of the difference. A bare connection that never
+//! received such a message does not pay it: the floor is the transport alone.
 //!
 //! The clients run in a child process, the `idle_client` example (built by `cargo bench`), so
 //! that the fake config service (in this process) is not counted. Private memory is `RssAnon`
@@ -18,10 +25,11 @@ use cluster_testkit::FakeConfigService;
 use std::collections::HashMap;
 
 fn main() {
-    let clients: usize = std::env::var("FOOTPRINT_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let counts: Vec<usize> = std::env::var("FOOTPRINT_CLIENTS")
+        .unwrap_or_else(|_| "40,200".to_owned())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let runs: usize = std::env::var("FOOTPRINT_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -64,27 +72,36 @@ fn main() {
             .await
             .expect("A ready");
 
-        let n = clients.to_string();
-        let extra = median_of(runs, &exe, &host, &["--multi-thread", "--extra", &n]).await;
-        let bare = median_of(runs, &exe, &host, &["--multi-thread", "--bare", &n]).await;
+        let mut one = HashMap::new();
+        for clients in counts {
+            let n = clients.to_string();
+            let extra = median_of(runs, &exe, &host, &["--multi-thread", "--extra", &n]).await;
+            let bare = median_of(runs, &exe, &host, &["--multi-thread", "--bare", &n]).await;
+            let per = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64 / clients as f64);
+            let client_kib = per(extra.get("EXTRA_ANON_KIB=").copied());
+            let bare_kib = per(bare.get("BARE_ANON_KIB=").copied());
+            println!(
+                "one more ready client, idle, in a multi_thread(2) process ({clients} more, median of {runs} runs):"
+            );
+            println!(
+                "  private memory {client_kib:.1} KiB / client  (floor, one more bare WebSocket connection: {bare_kib:.1} KiB; ours/floor {:.2}x)",
+                client_kib / bare_kib
+            );
+            println!(
+                "  of which live heap {:.1} KiB / client  (floor: {:.1} KiB); the rest is what the allocator keeps",
+                per(extra.get("EXTRA_HEAP_KIB=").copied()),
+                per(bare.get("BARE_HEAP_KIB=").copied())
+            );
+            println!(
+                "  tasks {:.2} / client  (floor: {:.2})",
+                per(extra.get("EXTRA_TASKS=").copied()),
+                per(bare.get("BARE_TASKS=").copied())
+            );
+            one = extra;
+        }
         let current = median_of(runs, &exe, &host, &[]).await;
-        let per = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64 / clients as f64);
-        let client_kib = per(extra.get("EXTRA_ANON_KIB=").copied());
-        let bare_kib = per(bare.get("BARE_ANON_KIB=").copied());
-        println!(
-            "one more ready client, idle, in a multi_thread(2) process ({clients} more, median of {runs} runs):"
-        );
-        println!(
-            "  private memory {client_kib:.1} KiB / client  (floor, one more bare WebSocket connection: {bare_kib:.1} KiB; ours/floor {:.2}x)",
-            client_kib / bare_kib
-        );
-        println!(
-            "  tasks {:.2} / client  (floor: {:.2})",
-            per(extra.get("EXTRA_TASKS=").copied()),
-            per(bare.get("BARE_TASKS=").copied())
-        );
         for (label, figures) in [
-            ("multi_thread(2)", &extra),
+            ("multi_thread(2)", &one),
             ("current_thread", &current),
         ] {
             println!(

@@ -30,6 +30,45 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Counts the bytes allocated and not yet freed, to tell live data from what the allocator
+/// keeps (`HEAP_KIB=` and `EXTRA_HEAP_KIB=` lines).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counter is a side
+// effect only.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        layout: std::alloc::Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        LIVE.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_kib() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed) / 1024
+}
+
 const USAGE: &str = "usage: idle_client HOST [SECONDS] [--multi-thread] [--extra N] [--bare N]";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -112,6 +151,8 @@ fn main() -> Result<(), Error> {
         println!("RSS_ANON_KIB={anon}");
         println!("RSS_FILE_KIB={}", status_kib("RssFile"));
         println!("TASKS={tasks}");
+        let heap = heap_kib();
+        println!("HEAP_KIB={heap}");
         let mut more = Vec::with_capacity(extra);
         for i in 0..extra {
             let ip = format!("127.0.{}.{}", 4 + i / 250, 1 + i % 250);
@@ -128,6 +169,7 @@ fn main() -> Result<(), Error> {
                 status_kib("RssAnon").saturating_sub(anon)
             );
             println!("EXTRA_TASKS={}", tasks_now.saturating_sub(tasks));
+            println!("EXTRA_HEAP_KIB={}", heap_kib().saturating_sub(heap));
         }
         let endpoint: cluster_client::Endpoint = host.parse()?;
         let connector =
@@ -148,6 +190,7 @@ fn main() -> Result<(), Error> {
                 status_kib("RssAnon").saturating_sub(anon)
             );
             println!("BARE_TASKS={}", tasks_now.saturating_sub(tasks));
+            println!("BARE_HEAP_KIB={}", heap_kib().saturating_sub(heap));
         }
         drop(transports);
         for (client, run) in more {

@@ -3,16 +3,18 @@
 //!
 //! The run loop picks the next host ([`Reconnect`]: round-robin from a seeded random start),
 //! connects, drives one session until it fails or the client is closed, waits the backoff, and
-//! starts over. The driver of one session is ONE `select!` over:
+//! starts over. The driver of one session is ONE `select!` over (in the order it prefers them
+//! when several are ready: what finished locally before new input, so that a peer that floods
+//! starves nothing and the order of inputs never depends on chance):
 //!
+//! - the client's close;
+//! - the end of the write in flight (a future owning the writing half, given back);
+//! - the end of an application of a receiver;
+//! - ONE sleep, reset to [`Session::poll_timeout`] (acks, first events, pings, pongs);
 //! - the transport's next message (one read in flight, a future that owns the reading half and
 //!   gives it back), handed to the session in arrival order: frames to
 //!   [`Session::handle_frame`], pongs to [`Session::handle_pong`], the end to
-//!   [`Session::handle_disconnect`];
-//! - the end of the write in flight (the same shape: a future owning the writing half);
-//! - ONE sleep, reset to [`Session::poll_timeout`] (acks, first events, pings, pongs);
-//! - the end of an application of a receiver;
-//! - the client's close.
+//!   [`Session::handle_disconnect`].
 //!
 //! After every input, [`Session::poll_transmit`] goes to the write queue and
 //! [`Session::poll_event`] is dispatched: configs and routing tables to their [`Applier`]s,
@@ -334,18 +336,22 @@ impl<'a> Driver<'a> {
                 }
             }
             let reading = self.link.queued < WRITE_HIGH_WATER;
+            // Biased: what finished here (a write, an application, a deadline) is taken
+            // before the next message, so a peer that floods cannot starve them, and the
+            // order of inputs does not depend on chance.
             tokio::select! {
+                biased;
                 () = cancel.cancelled(), if !self.closed => {
                     self.closed = true;
                     self.session.close(now());
-                }
-                (stream, incoming) = next(&mut self.link.read), if reading => {
-                    self.on_incoming(stream, incoming);
                 }
                 (sink, result) = next(&mut self.link.write) => self.on_written(sink, result),
                 done = self.appliers.config.done() => self.on_applied(Applied::Config, "remote config", &done),
                 done = self.appliers.routes.done() => self.on_applied(Applied::Routes, "routes", &done),
                 () = &mut sleep, if deadline.is_some() => self.session.handle_timeout(now()),
+                (stream, incoming) = next(&mut self.link.read), if reading => {
+                    self.on_incoming(stream, incoming);
+                }
             }
         }
         self.warnings.flush(self.generation, &self.link.peer);
