@@ -86,11 +86,14 @@ async fn plain_call(channel: tonic::transport::Channel, body: Bytes, isp_headers
         .metadata_mut()
         .insert("proxy_method_name", "echo/json".parse().unwrap());
     if isp_headers {
-        // What isp-kit's convention adds to every call: a new request id and a deadline.
+        // What isp-kit's convention adds to every call: a new request id (sent, as
+        // `GrpcClient` sends it, as a literal neither HPACK table keeps) and a deadline.
         let id = cluster_grpc::metadata::new_request_id();
+        let mut id: tonic::metadata::AsciiMetadataValue = id.parse().unwrap();
+        id.set_sensitive(true);
         request
             .metadata_mut()
-            .insert(cluster_grpc::metadata::REQUEST_ID, id.parse().unwrap());
+            .insert(cluster_grpc::metadata::REQUEST_ID, id);
         request.set_timeout(cluster_grpc::DEFAULT_TIMEOUT);
     }
     let codec = tonic_prost::ProstCodec::<Message, Message>::default();

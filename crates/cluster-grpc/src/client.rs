@@ -464,8 +464,12 @@ impl Invoke {
         if let Some(id) = self.application_id {
             md.insert(APPLICATION_ID, ascii(&id.to_string())?);
         }
-        let request_id = request_id.unwrap_or_else(new_request_id);
-        md.insert(REQUEST_ID, ascii(&request_id)?);
+        let mut request_id = ascii(&request_id.unwrap_or_else(new_request_id))?;
+        // A new value on every call: HPACK sends it as a literal that neither end adds to
+        // its table (RFC 7541 §7.1.3). Indexed, each call's id took a table entry on both
+        // ends (and in the server's `:authority` filter) and evicted the entries that repeat.
+        request_id.set_sensitive(true);
+        md.insert(REQUEST_ID, request_id);
         let timeout = self.timeout.unwrap_or(self.client.inner.config.timeout);
         let call = self.client.call(Message::bytes(body), &md, timeout);
         if timeout.is_zero() {
