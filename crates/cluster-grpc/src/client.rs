@@ -1,14 +1,14 @@
 //! [`GrpcClient`]: calls the modules a module requires, round-robin over their live instances.
 
 use crate::error::CallError;
-use crate::message::Message;
-use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, new_request_id};
+use crate::message::{Body, Message};
+use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, request_id_bytes};
 use crate::server::{DEFAULT_MAX_MESSAGE_SIZE, REQUEST_PATH};
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 use tonic::Code;
@@ -23,9 +23,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 struct Host {
     addr: String,
     channel: OnceLock<Option<Channel>>,
+    /// Whether `failed_at` is set: calls to a host that answers read this flag only, and
+    /// take no lock.
+    failed: AtomicBool,
     /// When the last attempt to reach it failed before any answer (see [`HOST_PAUSE`]).
     failed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// The gRPC deadline header, as tonic's `Request::set_timeout` names it.
+const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
 /// How long a host that could not be reached is passed over while others are available: 1 s
 /// (grpc-go's round-robin likewise skips instances whose connection is failing).
@@ -36,6 +42,7 @@ impl Host {
         Self {
             addr,
             channel: OnceLock::new(),
+            failed: AtomicBool::new(false),
             failed_at: std::sync::Mutex::new(None),
         }
     }
@@ -43,6 +50,9 @@ impl Host {
     /// Whether it failed before `now` and less than [`HOST_PAUSE`] before. (A failure at or
     /// after `now`, during the call that asks, does not count: that call tried it already.)
     fn paused(&self, now: tokio::time::Instant) -> bool {
+        if !self.failed.load(Ordering::Acquire) {
+            return false;
+        }
         self.failed_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -50,11 +60,15 @@ impl Host {
     }
 
     fn set_failed(&self, failed: bool) {
+        if !failed && !self.failed.load(Ordering::Acquire) {
+            return;
+        }
         let mut at = self
             .failed_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *at = failed.then(tokio::time::Instant::now);
+        self.failed.store(failed, Ordering::Release);
     }
 
     /// The host's channel, made on first use (inside the runtime); `None` when the address
@@ -89,6 +103,8 @@ struct Inner {
     published: tokio::sync::watch::Sender<Arc<[String]>>,
     next: AtomicUsize,
     config: ClientConfig,
+    /// The `grpc-timeout` of `config.timeout`, made once (`None` for no timeout).
+    timeout_header: Option<AsciiMetadataValue>,
 }
 
 /// A client of isp modules (Go: isp-kit's `grpc/client.Client`).
@@ -164,6 +180,7 @@ impl GrpcClientBuilder {
                 hosts: RwLock::new(Arc::from(Vec::new())),
                 published: tokio::sync::watch::Sender::new(Arc::from(Vec::new())),
                 next: AtomicUsize::new(0),
+                timeout_header: grpc_timeout_value(self.config.timeout),
                 config: self.config,
             }),
         };
@@ -265,7 +282,8 @@ impl GrpcClient {
     async fn call(
         &self,
         message: Message,
-        metadata: &MetadataMap,
+        headers: &CallHeaders<'_>,
+        metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<Message, CallError> {
         let hosts = self.snapshot();
@@ -274,8 +292,12 @@ impl GrpcClient {
         }
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         // Round-robin order from `start`, hosts that failed lately last (two passes, no
-        // allocation).
+        // allocation). The first attempt takes `metadata` (and, if it is the only host
+        // left, `message`) as they are; a retry makes them again.
         let now = tokio::time::Instant::now();
+        let mut first = Some(metadata);
+        let mut message = Some(message);
+        let mut tried = 0;
         let mut last = None;
         for i in 0..2 * hosts.len() {
             let host = &hosts[(start + i) % hosts.len()];
@@ -289,11 +311,20 @@ impl GrpcClient {
                 ))));
                 continue;
             };
-            let mut request = tonic::Request::new(message.clone());
-            *request.metadata_mut() = metadata.clone();
-            if !timeout.is_zero() {
-                request.set_timeout(timeout);
-            }
+            tried += 1;
+            let metadata = match first.take() {
+                Some(metadata) => metadata,
+                None => headers.metadata()?,
+            };
+            // The last host this call may try gets the message itself, others a copy.
+            let body = if tried >= hosts.len() {
+                message.take()
+            } else {
+                message.clone()
+            };
+            let Some(body) = body else { break };
+            let mut request = tonic::Request::new(body);
+            *request.metadata_mut() = metadata;
             let outcome = self.call_one(channel, request).await;
             host.set_failed(matches!(&outcome, Err(status) if is_connect_failure(status)));
             match outcome {
@@ -437,7 +468,11 @@ impl Invoke {
     /// # Errors
     /// See [`CallError`].
     pub async fn raw(self) -> Result<Bytes, CallError> {
-        Ok(self.message().await?.bytes_body())
+        // `Message::bytes_body` without its copy of the handle.
+        Ok(match self.message().await?.body {
+            Some(Body::BytesBody(bytes)) => bytes,
+            _ => Bytes::new(),
+        })
     }
 
     /// Sends the call; returns the whole response message.
@@ -446,28 +481,36 @@ impl Invoke {
     /// See [`CallError`].
     pub async fn message(self) -> Result<Message, CallError> {
         let body = self.body?;
-        let mut md = MetadataMap::new();
-        let mut request_id = self.request_id;
-        for (k, v) in &self.metadata {
-            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
-            let value: AsciiMetadataValue = v
-                .parse()
-                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
-            if key.as_str() == REQUEST_ID {
-                request_id.get_or_insert_with(|| v.clone());
-                continue;
-            }
-            md.append(key, value);
-        }
-        md.insert(PROXY_METHOD_NAME, ascii(&self.endpoint)?);
-        if let Some(id) = self.application_id {
-            md.insert(APPLICATION_ID, ascii(&id.to_string())?);
-        }
-        let request_id = request_id.unwrap_or_else(new_request_id);
-        md.insert(REQUEST_ID, ascii(&request_id)?);
+        // The request id: the caller's (`request_id`, else the first `x-request-id` in the
+        // metadata), or a new one.
+        let request_id = match &self.request_id {
+            Some(id) => RequestId::Given(id),
+            None => self
+                .metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(REQUEST_ID))
+                .map_or_else(
+                    || RequestId::New(request_id_bytes()),
+                    |(_, v)| RequestId::Given(v),
+                ),
+        };
         let timeout = self.timeout.unwrap_or(self.client.inner.config.timeout);
-        let call = self.client.call(Message::bytes(body), &md, timeout);
+        let timeout_header = if timeout == self.client.inner.config.timeout {
+            self.client.inner.timeout_header.clone()
+        } else {
+            grpc_timeout_value(timeout)
+        };
+        let headers = CallHeaders {
+            endpoint: &self.endpoint,
+            metadata: &self.metadata,
+            application_id: self.application_id,
+            request_id,
+            timeout: timeout_header,
+        };
+        let metadata = headers.metadata()?;
+        let call = self
+            .client
+            .call(Message::bytes(body), &headers, metadata, timeout);
         if timeout.is_zero() {
             return call.await;
         }
@@ -477,8 +520,159 @@ impl Invoke {
     }
 }
 
+/// The request id a call sends.
+enum RequestId<'a> {
+    Given(&'a str),
+    New([u8; 32]),
+}
+
+/// What a call sends as metadata, kept to make it again for a retry on another host.
+struct CallHeaders<'a> {
+    endpoint: &'a str,
+    metadata: &'a [(String, String)],
+    application_id: Option<i64>,
+    request_id: RequestId<'a>,
+    /// `grpc-timeout`; `None` for no timeout.
+    timeout: Option<AsciiMetadataValue>,
+}
+
+impl CallHeaders<'_> {
+    /// The call's metadata: the caller's entries in order (keys lowercased, `x-request-id`
+    /// left out), then `proxy_method_name`, `x-application-identity`, `x-request-id` and
+    /// `grpc-timeout`.
+    fn metadata(&self) -> Result<MetadataMap, CallError> {
+        let mut md = MetadataMap::with_capacity(self.metadata.len() + 4);
+        for (k, v) in self.metadata {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
+            let value: AsciiMetadataValue = v
+                .parse()
+                .map_err(|_| CallError::InvalidMetadata(k.clone()))?;
+            if key.as_str() != REQUEST_ID {
+                md.append(key, value);
+            }
+        }
+        md.insert(PROXY_METHOD_NAME, ascii(self.endpoint)?);
+        if let Some(id) = self.application_id {
+            md.insert(APPLICATION_ID, AsciiMetadataValue::from(id));
+        }
+        let mut request_id = match &self.request_id {
+            RequestId::Given(id) => ascii(id)?,
+            RequestId::New(bytes) => AsciiMetadataValue::try_from(bytes)
+                .map_err(|_| CallError::InvalidMetadata(REQUEST_ID.to_owned()))?,
+        };
+        // A new value on every call: HPACK sends it as a literal that neither end adds to
+        // its table (RFC 7541 §7.1.3). Indexed, each call's id took a table entry on both
+        // ends (and in the server's `:authority` filter) and evicted the entries that repeat.
+        request_id.set_sensitive(true);
+        md.insert(REQUEST_ID, request_id);
+        if let Some(timeout) = &self.timeout {
+            md.insert(GRPC_TIMEOUT_HEADER, timeout.clone());
+        }
+        Ok(md)
+    }
+}
+
+/// `grpc-timeout` as tonic's `Request::set_timeout` writes it: the most precise unit whose
+/// value has at most 8 digits. `None` for zero (no timeout).
+fn grpc_timeout_value(timeout: Duration) -> Option<AsciiMetadataValue> {
+    if timeout.is_zero() {
+        return None;
+    }
+    const MAX: u128 = 99_999_999;
+    let secs = u128::from(timeout.as_secs());
+    let text = [
+        (timeout.as_nanos(), 'n'),
+        (timeout.as_micros(), 'u'),
+        (timeout.as_millis(), 'm'),
+        (secs, 'S'),
+        (secs / 60, 'M'),
+        (secs / 3600, 'H'),
+    ]
+    .into_iter()
+    .find(|(value, _)| *value <= MAX)
+    .map_or_else(
+        || format!("{MAX}H"),
+        |(value, unit)| format!("{value}{unit}"),
+    );
+    text.parse().ok()
+}
+
 fn ascii(value: &str) -> Result<AsciiMetadataValue, CallError> {
     value
         .parse()
         .map_err(|_| CallError::InvalidMetadata(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_written_as_tonic_writes_it() {
+        for timeout in [
+            Duration::from_nanos(1),
+            Duration::from_nanos(99_999_999),
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+            DEFAULT_TIMEOUT,
+            Duration::from_secs(100_000),
+            Duration::from_secs(100_000_000),
+            Duration::from_secs(6_000_000_000),
+            Duration::from_secs(359_999_996_400),
+        ] {
+            let mut request = tonic::Request::new(());
+            request.set_timeout(timeout);
+            assert_eq!(
+                grpc_timeout_value(timeout).as_ref(),
+                request.metadata().get(GRPC_TIMEOUT_HEADER),
+                "{timeout:?}"
+            );
+        }
+        assert_eq!(grpc_timeout_value(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_metadata() {
+        let metadata = vec![
+            ("X-User-Token".to_owned(), "t".to_owned()),
+            ("x-request-id".to_owned(), "md-id".to_owned()),
+        ];
+        let headers = CallHeaders {
+            endpoint: "a/b",
+            metadata: &metadata,
+            application_id: Some(7),
+            request_id: RequestId::New(request_id_bytes()),
+            timeout: grpc_timeout_value(DEFAULT_TIMEOUT),
+        };
+        let first = headers.metadata().unwrap();
+        let again = headers.metadata().unwrap();
+        let pairs = |md: &MetadataMap| {
+            md.iter()
+                .map(|entry| match entry {
+                    tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                        (k.as_str().to_owned(), v.to_str().unwrap().to_owned())
+                    }
+                    tonic::metadata::KeyAndValueRef::Binary(..) => unreachable!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&first), pairs(&again));
+        let keys: Vec<String> = pairs(&first).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "x-user-token",
+                PROXY_METHOD_NAME,
+                APPLICATION_ID,
+                REQUEST_ID,
+                GRPC_TIMEOUT_HEADER
+            ]
+        );
+        assert_eq!(first.get(GRPC_TIMEOUT_HEADER).unwrap(), "15000000u");
+        let id = first.get(REQUEST_ID).unwrap();
+        assert_eq!(id.len(), 32);
+        // Not kept in the HPACK tables: a new value each call.
+        assert!(id.is_sensitive());
+    }
 }

@@ -253,6 +253,23 @@ impl Rewriter {
                 seen_field = true;
                 let flag = first & 0x10;
                 let index = int(block, &mut pos, 4)?;
+                if index == 0 && self.mirror {
+                    // A literal name, copied as it is: only whether it is `:authority`
+                    // matters, so no `Name` is made (h2 sends every call's `x-request-id`
+                    // this way, see `GrpcClient`).
+                    let (huffman, name) = string(block, &mut pos)?;
+                    let authority = if huffman {
+                        self.huffman(name)?;
+                        self.scratch == b":authority"
+                    } else {
+                        name == b":authority"
+                    };
+                    let value = string(block, &mut pos)?;
+                    if !(authority && self.decoded_len(value.0, value.1)? == 0) {
+                        out.extend_from_slice(&block[start..pos]);
+                    }
+                    continue;
+                }
                 let name = self.name(block, &mut pos, index)?;
                 let value = string(block, &mut pos)?;
                 let empty_authority =
@@ -513,6 +530,41 @@ mod tests {
                 kv("custom-key", "other"),
             ]
         );
+    }
+
+    /// How h2 sends a sensitive value whose name is in no table (`GrpcClient`'s request id):
+    /// never indexed, literal name; copied byte for byte, the empty `:authority` still left
+    /// out, a bad Huffman name still an error.
+    #[test]
+    fn literal_names_without_indexing_pass_through() {
+        let mut r = Rewriter::new(4096);
+        let mut block = vec![0x10];
+        lit(&mut block, true, &huff(b"x-request-id"));
+        lit(&mut block, true, &huff(b"0123456789abcdef0123456789abcdef"));
+        block.push(0x00);
+        lit(&mut block, false, b"x-plain");
+        lit(&mut block, false, b"1");
+        let mut out = Vec::new();
+        r.rewrite(&block, &mut out).unwrap();
+        assert_eq!(out, block);
+        for huffman in [true, false] {
+            let mut authority = vec![0x10];
+            let name = if huffman {
+                huff(b":authority")
+            } else {
+                b":authority".to_vec()
+            };
+            lit(&mut authority, huffman, &name);
+            lit(&mut authority, huffman, b"");
+            out.clear();
+            r.rewrite(&[&authority[..], &block[..]].concat(), &mut out)
+                .unwrap();
+            assert_eq!(out, block);
+        }
+        let mut bad = vec![0x10];
+        lit(&mut bad, true, &[0xff, 0xff, 0xff, 0xff]);
+        lit(&mut bad, false, b"v");
+        assert_eq!(r.rewrite(&bad, &mut out), Err(HpackError::Huffman));
     }
 
     #[test]

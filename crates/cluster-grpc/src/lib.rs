@@ -57,6 +57,8 @@
 //! - Messages: 64 MiB each way, server and client ([`DEFAULT_MAX_MESSAGE_SIZE`]).
 //! - Call timeout: 15 s ([`DEFAULT_TIMEOUT`]), sent as `grpc-timeout`; zero means none.
 //! - Connect timeout per host: 5 s ([`DEFAULT_CONNECT_TIMEOUT`]).
+//! - Request id: a new `x-request-id` on every call unless the caller gives one, sent as a
+//!   never-indexed HPACK literal (a value that never repeats is not worth a table entry).
 //! - Header block from a client: 1 MiB ([`authority::MAX_HEADER_BLOCK`]).
 //!
 //! # Behaviour, as isp-kit's server shows it (see `fixtures/grpc/`)

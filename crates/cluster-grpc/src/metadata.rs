@@ -92,13 +92,18 @@ impl CallContext {
 /// A new request id as isp-kit makes one: 16 random bytes as 32 lowercase hex digits.
 #[must_use]
 pub fn new_request_id() -> String {
+    request_id_bytes().iter().map(|&c| char::from(c)).collect()
+}
+
+/// A new request id's 32 lowercase hex digits, without a `String`.
+pub(crate) fn request_id_bytes() -> [u8; 32] {
     let bytes: [u8; 16] = rand::random();
-    let mut s = String::with_capacity(32);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    let mut hex = [0; 32];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    s
+    hex
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -80,11 +80,11 @@ impl BackendService {
             )));
         };
         let endpoint = String::from_utf8_lossy(endpoint.as_bytes()).into_owned();
+        // Borrowed: a span no subscriber wants does not read it.
         let request_id = metadata
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+            .unwrap_or("");
         let span = tracing::info_span!("grpc_call", endpoint = %endpoint, request_id = %request_id);
         let Some(handler) = self.routes.get(&endpoint) else {
             span.in_scope(|| tracing::debug!("grpc call to an unknown endpoint"));
