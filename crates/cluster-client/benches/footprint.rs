@@ -12,17 +12,34 @@
 //! adds an instance to it, so each client's WebSocket read buffer grows to the largest routing
 //! table it received (tokio-websockets keeps its read buffer at its largest size, and it
 //! cannot be set). With 40 more clients the table stays under the buffer's first 8 KiB; with
-//! 200 it is ~35 KiB, and that buffer is most of the difference. A bare connection that never
-//! received such a message does not pay it: the floor is the transport alone.
+//! 200 it is ~35 KiB, and that buffer is most of the difference. Any client that reads the
+//! table in one message pays it, so the floor does too: each bare connection receives one
+//! message of the size of the largest routing table the clients received (an `ERROR_CONNECTION`
+//! event the fake service sends to them) before the child measures.
 //!
 //! The clients run in a child process, the `idle_client` example (built by `cargo bench`), so
 //! that the fake config service (in this process) is not counted. Private memory is `RssAnon`
 //! from `/proc/self/status`: what the process allocated and touched, without the file-backed
 //! pages of its code, which every process running the same binary shares.
 
+use cluster_client::proto::payload::encode_routing_config;
 use cluster_client::{AddressConfiguration, Client, ConfigData, EventHandler, ModuleInfo};
-use cluster_testkit::FakeConfigService;
+use cluster_testkit::{ErrorEvent, FakeConfigService};
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// The length of the routing table of `instances` instances like the `idle_client` example's.
+fn routing_table_len(instances: usize) -> usize {
+    let info = ModuleInfo {
+        module_name: "idle".into(),
+        module_version: "1.0.0".into(),
+        lib_version: "0.1.0".into(),
+        grpc_outer_address: AddressConfiguration::new("127.0.4.100", "9000"),
+        ..ModuleInfo::default()
+    };
+    let declarations = vec![info.backend_declaration(["A"]); instances];
+    encode_routing_config(&declarations).len()
+}
 
 fn main() {
     let counts: Vec<usize> = std::env::var("FOOTPRINT_CLIENTS")
@@ -76,7 +93,25 @@ fn main() {
         for clients in counts {
             let n = clients.to_string();
             let extra = median_of(runs, &exe, &host, &["--multi-thread", "--extra", &n]).await;
-            let bare = median_of(runs, &exe, &host, &["--multi-thread", "--bare", &n]).await;
+            // The floor's connections get one message as long as the largest routing table.
+            let table = "x".repeat(routing_table_len(clients + 2));
+            let feed = async {
+                for _ in 0..runs.max(1) {
+                    if service
+                        .wait_connections("bare", clients, Duration::from_secs(60))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    service.send_error("bare", ErrorEvent::Connection, &table);
+                    let _ = service
+                        .wait_connections("bare", 0, Duration::from_secs(60))
+                        .await;
+                }
+            };
+            let bare_args = ["--multi-thread", "--bare", n.as_str()];
+            let (bare, ()) = tokio::join!(median_of(runs, &exe, &host, &bare_args), feed);
             let per = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64 / clients as f64);
             let client_kib = per(extra.get("EXTRA_ANON_KIB=").copied());
             let bare_kib = per(bare.get("BARE_ANON_KIB=").copied());
@@ -84,7 +119,8 @@ fn main() {
                 "one more ready client, idle, in a multi_thread(2) process ({clients} more, median of {runs} runs):"
             );
             println!(
-                "  private memory {client_kib:.1} KiB / client  (floor, one more bare WebSocket connection: {bare_kib:.1} KiB; ours/floor {:.2}x)",
+                "  private memory {client_kib:.1} KiB / client  (floor, one more bare WebSocket connection that received one {} KiB message: {bare_kib:.1} KiB; ours/floor {:.2}x)",
+                table.len() / 1024,
                 client_kib / bare_kib
             );
             println!(
@@ -159,7 +195,10 @@ async fn child(exe: &std::path::Path, host: &str, args: &[&str]) -> String {
     tokio::task::spawn_blocking(move || {
         let out = command.output().expect("spawn idle_client");
         if !out.status.success() {
-            eprintln!("idle_client failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "idle_client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     })

@@ -8,8 +8,9 @@
 //! runtime's live tasks). With `--extra N` it then starts N more clients the same way, waits
 //! until all are ready, idles again, and prints `EXTRA_ANON_KIB=` and `EXTRA_TASKS=` (the
 //! growth for all N), then closes them all. With `--bare N` it opens N bare WebSocket
-//! connections to the host instead (the transport alone, no session: the floor any client
-//! pays) and prints `BARE_ANON_KIB=` and `BARE_TASKS=` the same way. The runtime is current-thread unless
+//! connections to the host instead (the transport alone, no session, each read by one task:
+//! the floor any client pays), named module `bare`, and prints `BARE_ANON_KIB=` and
+//! `BARE_TASKS=` the same way. The runtime is current-thread unless
 //! `--multi-thread` (2 workers, as a service's `#[tokio::main]` on this machine). The `ready`
 //! bench runs it for the idle memory of a process with one ready client, the `footprint` bench
 //! for what one more client costs.
@@ -49,12 +50,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         // SAFETY: the caller's contract is passed on.
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
-    unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: std::alloc::Layout,
-        new_size: usize,
-    ) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the caller's contract is passed on.
@@ -174,10 +170,15 @@ fn main() -> Result<(), Error> {
         let endpoint: cluster_client::Endpoint = host.parse()?;
         let connector =
             cluster_client::transport::ws::WsConnector::new(cluster_client::WsConfig::default())?;
+        // Each bare connection reads (one task, as a client's), so what the peer sends lands
+        // in its buffers as it would in a client's.
         let mut transports = Vec::with_capacity(bare);
         for _ in 0..bare {
             use cluster_client::Connector;
-            transports.push(connector.connect(&endpoint, "bare").await?);
+            let transport = connector.connect(&endpoint, "bare").await?;
+            let mut stream = transport.stream;
+            let reader = tokio::spawn(async move { while stream.recv().await.is_ok() {} });
+            transports.push((transport.sink, reader));
         }
         if bare > 0 {
             tokio::time::sleep(idle).await;
@@ -192,7 +193,10 @@ fn main() -> Result<(), Error> {
             println!("BARE_TASKS={}", tasks_now.saturating_sub(tasks));
             println!("BARE_HEAP_KIB={}", heap_kib().saturating_sub(heap));
         }
-        drop(transports);
+        for (sink, reader) in transports {
+            drop(sink);
+            reader.abort();
+        }
         for (client, run) in more {
             client.close().await;
             run.await??;
