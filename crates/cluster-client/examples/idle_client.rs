@@ -65,6 +65,29 @@ fn heap_kib() -> usize {
     LIVE.load(std::sync::atomic::Ordering::Relaxed) / 1024
 }
 
+/// What the process holds at one point: private memory, live tasks, live heap.
+struct Figures {
+    anon: u64,
+    tasks: usize,
+    heap: usize,
+}
+
+impl Figures {
+    /// Prints `<PREFIX>=n` and how much each figure grew since `self`.
+    fn print_growth(&self, prefix: &str, n: usize) {
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        println!("{prefix}={n}");
+        println!(
+            "{prefix}_ANON_KIB={}",
+            status_kib("RssAnon").saturating_sub(self.anon)
+        );
+        println!("{prefix}_TASKS={}", tasks.saturating_sub(self.tasks));
+        println!("{prefix}_HEAP_KIB={}", heap_kib().saturating_sub(self.heap));
+    }
+}
+
 const USAGE: &str = "usage: idle_client HOST [SECONDS] [--multi-thread] [--extra N] [--bare N]";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -154,18 +177,10 @@ fn main() -> Result<(), Error> {
             let ip = format!("127.0.{}.{}", 4 + i / 250, 1 + i % 250);
             more.push(ready_client(&host, &ip).await?);
         }
+        let base = Figures { anon, tasks, heap };
         if extra > 0 {
             tokio::time::sleep(idle).await;
-            let tasks_now = tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks();
-            println!("EXTRA={extra}");
-            println!(
-                "EXTRA_ANON_KIB={}",
-                status_kib("RssAnon").saturating_sub(anon)
-            );
-            println!("EXTRA_TASKS={}", tasks_now.saturating_sub(tasks));
-            println!("EXTRA_HEAP_KIB={}", heap_kib().saturating_sub(heap));
+            base.print_growth("EXTRA", extra);
         }
         let endpoint: cluster_client::Endpoint = host.parse()?;
         let connector =
@@ -182,16 +197,7 @@ fn main() -> Result<(), Error> {
         }
         if bare > 0 {
             tokio::time::sleep(idle).await;
-            let tasks_now = tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks();
-            println!("BARE={bare}");
-            println!(
-                "BARE_ANON_KIB={}",
-                status_kib("RssAnon").saturating_sub(anon)
-            );
-            println!("BARE_TASKS={}", tasks_now.saturating_sub(tasks));
-            println!("BARE_HEAP_KIB={}", heap_kib().saturating_sub(heap));
+            base.print_growth("BARE", bare);
         }
         for (sink, reader) in transports {
             drop(sink);

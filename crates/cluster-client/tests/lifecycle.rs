@@ -531,14 +531,7 @@ async fn ack_with_error_text_fails_the_session() {
             }
         })
     });
-    let client = Client::builder(
-        module("C", "10.0.0.3"),
-        config_data("{}"),
-        [server.host.clone()],
-    )
-    .connector_arc(server.connector.clone())
-    .build()
-    .unwrap();
+    let client = server.client("C", "10.0.0.3");
     let run = spawn_run(&client, EventHandler::new());
     let failed = wait_state(&client, "backing off", |s| {
         matches!(s, ClientState::BackingOff { .. })

@@ -160,14 +160,7 @@ async fn a_flood_of_unknown_events_writes_a_bounded_number_of_warnings() {
         })
     });
     let configs = Configs::new();
-    let client = Client::builder(
-        module("B", "10.0.0.2"),
-        config_data("{}"),
-        [server.host.clone()],
-    )
-    .connector_arc(server.connector.clone())
-    .build()
-    .unwrap();
+    let client = server.client("B", "10.0.0.2");
     let run = spawn_run(
         &client,
         EventHandler::new().remote_config_receiver(configs.clone()),
@@ -237,14 +230,7 @@ async fn malformed_frames_are_logged_and_the_session_goes_on() {
             Reply::ack("ok")
         })
     });
-    let client = Client::builder(
-        module("B", "10.0.0.2"),
-        config_data("{}"),
-        [server.host.clone()],
-    )
-    .connector_arc(server.connector.clone())
-    .build()
-    .unwrap();
+    let client = server.client("B", "10.0.0.2");
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     client.close().await;

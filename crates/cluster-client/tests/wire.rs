@@ -21,14 +21,7 @@ async fn an_error_event_just_before_the_ready_ack_fails_the_handshake() {
             Reply::ack("ok")
         })
     });
-    let client = Client::builder(
-        module("B", "10.0.0.2"),
-        config_data("{}"),
-        [server.host.clone()],
-    )
-    .connector_arc(server.connector.clone())
-    .build()
-    .unwrap();
+    let client = server.client("B", "10.0.0.2");
     let run = spawn_run(&client, EventHandler::new());
     let failed = wait_state(&client, "backing off", |s| {
         matches!(s, ClientState::BackingOff { .. })
@@ -75,14 +68,7 @@ async fn an_event_sent_with_ack_is_acknowledged_with_empty_data() {
             })
         })
     };
-    let client = Client::builder(
-        module("B", "10.0.0.2"),
-        config_data("{}"),
-        [server.host.clone()],
-    )
-    .connector_arc(server.connector.clone())
-    .build()
-    .unwrap();
+    let client = server.client("B", "10.0.0.2");
     let run = spawn_run(&client, EventHandler::new());
     wait_ready(&client).await;
     assert_eq!(answers.all(), [Ok(Bytes::new())]);

@@ -254,6 +254,16 @@ pub fn scripted(handlers: impl Fn(Recorder<(u64, String)>) -> Handlers) -> Scrip
     }
 }
 
+impl Scripted {
+    /// A client of module `name` at `ip` (default config `{}`) for this server.
+    pub fn client(&self, name: &str, ip: &str) -> Client {
+        Client::builder(module(name, ip), config_data("{}"), [self.host.clone()])
+            .connector_arc(self.connector.clone())
+            .build()
+            .unwrap()
+    }
+}
+
 pub fn record(events: &Recorder<(u64, String)>, conn: &Conn, event: &str) {
     events.push((conn.id(), event.to_owned()));
 }
