@@ -51,6 +51,10 @@ pub const DEFAULT_CONFIG_ARRIVAL_WAIT: Duration = Duration::from_secs(5);
 ///   config, routes or host list of a session they fail the handshake, which is retried.
 /// - Applications go on across a reconnect; closing the client (or dropping `run`) cancels
 ///   them. After [`Client::close`] returns nothing of the client runs.
+/// - [`Client::close`] (and [`Client::run_until`]) closes the connection normally (close
+///   frame, the server's answer, at most 1 s); dropping the `run` future drops the connection
+///   without the close handshake (the service sees it lost, and forgets the instance all the
+///   same).
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
