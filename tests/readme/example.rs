@@ -13,7 +13,9 @@ struct RemoteConfig {
 }
 
 /// The default config. A config service that has no config for the module stores it and
-/// sends it back, so it must pass the validation below (`config_data` checks that).
+/// sends it back, so it must pass the validation below (`config_data` runs it on the default).
+/// The client does not check configs against the JSON Schema (the service stores a default
+/// without checking it): repeat in `validate` what the schema asks.
 impl Default for RemoteConfig {
     fn default() -> Self {
         Self { workers: 4 }
@@ -23,7 +25,7 @@ impl Default for RemoteConfig {
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Logs on stderr (`RUST_LOG`, default INFO): the client reports connection errors and
     // retries there, and nowhere else.
-    tracing_subscriber::fmt::try_init()?;
+    tracing_subscriber::fmt().with_writer(std::io::stderr).try_init()?;
     let module = ModuleInfo {
         module_name: "orders".into(),
         module_version: "1.0.0".into(),

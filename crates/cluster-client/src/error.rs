@@ -18,7 +18,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum ClientError {
     /// The host list is empty.
-    #[error("no config service hosts given")]
+    #[error(
+        "no config service hosts given: give at least one host:port (Go's configServiceAddress)"
+    )]
     NoHosts,
     /// A host entry is not `ip:port`, `ws://host:port` or `wss://host:port` (or `tcp://`,
     /// `mem://` with a matching connector). `reason` says what to write instead. User info

@@ -8,7 +8,8 @@
 //! The names are the Go ones in Rust case, so users of both recognise them.
 //!
 //! What it does not do: serve your module's own endpoints, or call other modules (a
-//! [`RoundRobin`] gives you the addresses to call).
+//! [`RoundRobin`] gives you the addresses to call; the `cluster-grpc` crate of this repository
+//! does both, isp-kit's way).
 //!
 //! # Example: the default flow
 //! ```no_run

@@ -378,6 +378,11 @@ where
     /// back; a default the validation refuses would fail every handshake, so it is an error
     /// here, when the module is set up.
     ///
+    /// The default is not checked against the JSON Schema (`#[schemars(range(min = 1))]`,
+    /// say): the client never validates against the schema, and the service stores a default
+    /// without checking it either (it checks only the configs an admin sets). Repeat in
+    /// [`TypedConfig::validate`] what the schema asks.
+    ///
     /// # Errors
     /// [`TypedConfigError::InvalidDefault`], [`TypedConfigError::DefaultNotJson`].
     pub fn config_data(&self, version: impl Into<String>) -> Result<ConfigData, TypedConfigError>

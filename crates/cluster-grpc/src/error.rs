@@ -197,6 +197,28 @@ impl HandlerError {
     }
 }
 
+/// A handler that calls another module can return that call's error with `?`: what the callee
+/// answered is passed on as it came, as an isp-kit handler returning a call's error does (its
+/// status passes through): [`CallError::Api`] as the same API error and code,
+/// [`CallError::Status`] as the same status, a timeout as `DeadlineExceeded`. The caller's own
+/// failures (no host, a body that does not encode or decode, bad metadata) are
+/// [`HandlerError::Other`]: logged, and answered `Internal`.
+impl From<CallError> for HandlerError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Api { code, mut error } => {
+                error.grpc_code = code;
+                Self::Api(error)
+            }
+            CallError::Status(status) => Self::Status(status),
+            CallError::Timeout(after) => Self::Status(Status::deadline_exceeded(format!(
+                "call timed out after {after:?}"
+            ))),
+            other => Self::Other(Box::new(other)),
+        }
+    }
+}
+
 /// Why a call failed (client side).
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -260,5 +282,38 @@ impl CallError {
             Self::Api { error, .. } => Some(error),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_error_passes_through_a_handler_as_the_callee_answered_it() {
+        let api = ApiError::business(1001, "custom failure").with_detail("field", "x");
+        let from_status = CallError::from_status(api.to_status());
+        match HandlerError::from(from_status) {
+            HandlerError::Api(error) => assert_eq!(error, api),
+            other => panic!("{other:?}"),
+        }
+        let plain = CallError::from_status(Status::not_found("no such thing"));
+        match HandlerError::from(plain) {
+            HandlerError::Status(status) => {
+                assert_eq!(
+                    (status.code(), status.message()),
+                    (Code::NotFound, "no such thing")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match HandlerError::from(CallError::Timeout(Duration::from_secs(1))) {
+            HandlerError::Status(status) => assert_eq!(status.code(), Code::DeadlineExceeded),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            HandlerError::from(CallError::NoHosts),
+            HandlerError::Other(_)
+        ));
     }
 }
