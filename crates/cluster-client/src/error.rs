@@ -53,8 +53,10 @@ pub enum ClientError {
     },
     /// The WebSocket connector cannot be set up from the caller's settings: a CA file or PEM
     /// that does not read or parse, a `wss://` host that is not a valid TLS server name. The
-    /// [`SetupError`] says which, with the underlying error as its source.
-    #[error("cannot set up the connector: {0}")]
+    /// [`SetupError`] says which, with the underlying error as its source. Shown as the
+    /// `SetupError` itself (`cannot read CA file …: …`), so that a printer that walks the
+    /// sources does not repeat it.
+    #[error(transparent)]
     Setup(#[from] SetupError),
     /// [`Client::run`](crate::Client::run) was called while another run of the same client is
     /// going on.
