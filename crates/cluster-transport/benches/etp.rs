@@ -28,7 +28,11 @@
 //! - `ETP_RUNTIME`: `current` (a current_thread runtime), `multi` (a multi-thread runtime, what
 //!   services run under `#[tokio::main]`) or `both` (the default);
 //! - `ETP_WORKERS`: the multi-thread runtime's workers (default 2, the machine's cores);
-//! - `ETP_RUNS`: rounds per part (default 5).
+//! - `ETP_RUNS`: rounds per part (default 5);
+//! - `ETP_CALLER`: where the client's code runs: `task` (the default: a spawned task, as a
+//!   service's handlers and connections run) or `main` (inside `block_on`, as the body of
+//!   `#[tokio::main]`; on a multi-thread runtime that thread is not a worker, so each wake-up
+//!   between it and the connection's tasks crosses threads). Both ours and the floor.
 
 mod common;
 use bytes::Bytes;
@@ -48,6 +52,24 @@ const FLOOD_EVENTS: u64 = 300_000;
 const FLOOD_SIZE: usize = 1024;
 const WINDOW: u64 = 4_096;
 const IDLE_CONNECTIONS: usize = 1_000;
+
+/// `RTT_WARMUP` round trips of `$round_trip`, then `RTT_ROUNDS` timed ones: their rate and
+/// percentiles. (A macro rather than an async closure, so the bench's future stays `Send`.)
+macro_rules! measure {
+    ($round_trip:block) => {{
+        for _ in 0..RTT_WARMUP {
+            $round_trip
+        }
+        let mut samples = Vec::with_capacity(RTT_ROUNDS);
+        let started = Instant::now();
+        for _ in 0..RTT_ROUNDS {
+            let t = Instant::now();
+            $round_trip
+            samples.push(t.elapsed());
+        }
+        summarize(&mut samples, started.elapsed())
+    }};
+}
 
 struct Net {
     acceptor: WsAcceptor,
@@ -96,11 +118,10 @@ async fn rtt() -> Rtt {
     let (c, s) = net.pair().await;
     let (client, server) = spawn_pair(c, s, Handlers::new().on("ECHO", |_, data| Reply::Ack(data)));
     let payload = [b'x'; 16];
-    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
+    let rtt = measure!({
         let answer = client.emit_with_ack("ECHO", &payload).await.expect("ack");
         assert_eq!(answer.len(), payload.len());
-    })
-    .await;
+    });
     client.close(CLOSE_NORMAL, "done").await;
     server.closed().await;
     rtt
@@ -145,10 +166,9 @@ async fn floor_rtt() -> Rtt {
     let (mut client, server) = net.pair().await;
     let echo = tokio::spawn(raw_echo(server));
     let frame = Bytes::from_static(b"ECHO||1||xxxxxxxxxxxxxxxx");
-    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
+    let rtt = measure!({
         raw_round_trip(&mut client, &frame).await;
-    })
-    .await;
+    });
     client
         .sink
         .close(CLOSE_NORMAL, "done")
@@ -283,6 +303,25 @@ impl Flavor {
         }
     }
 
+    /// Runs `bench` in a fresh runtime: as a spawned task, as a service's code runs, or with
+    /// `ETP_CALLER=main` inside `block_on` itself, as `main` under `#[tokio::main]` does (on a
+    /// multi-thread runtime that thread is not one of the workers: every wake-up between it and
+    /// a task crosses threads).
+    fn run<F>(self, bench: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = self.runtime();
+        match std::env::var("ETP_CALLER").as_deref() {
+            Ok("main") => runtime.block_on(bench),
+            Ok("task") | Err(_) => {
+                runtime.block_on(async { tokio::spawn(bench).await.expect("bench task") })
+            }
+            Ok(other) => panic!("ETP_CALLER={other}: task or main"),
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Self::Current => "current_thread".to_owned(),
@@ -395,8 +434,8 @@ fn compare_flood(flavor: Flavor, runs: usize) {
     let mut ours = Vec::with_capacity(runs);
     let mut floor = Vec::with_capacity(runs);
     for _ in 0..runs {
-        ours.push(flavor.runtime().block_on(flood()));
-        floor.push(flavor.runtime().block_on(floor_flood()));
+        ours.push(flavor.run(flood()));
+        floor.push(flavor.run(floor_flood()));
     }
     let ratios: Vec<f64> = ours
         .iter()
@@ -493,7 +532,8 @@ fn run_rtt_two_processes(flavor: Flavor, runs: usize) {
         .parse()
         .expect("endpoint");
     compare_rtt("rtt2p", flavor, runs, |side| {
-        flavor.runtime().block_on(rtt_to(&endpoint, side))
+        let endpoint = endpoint.clone();
+        flavor.run(async move { rtt_to(&endpoint, side).await })
     });
     drop(child.stdin.take());
     let _ = child.wait();
@@ -510,20 +550,18 @@ async fn rtt_to(endpoint: &Endpoint, side: Side) -> Rtt {
     match side {
         Side::Conn => {
             let client = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
-            let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
+            let rtt = measure!({
                 let answer = client.emit_with_ack("ECHO", &payload).await.expect("ack");
                 assert_eq!(answer.len(), payload.len());
-            })
-            .await;
+            });
             client.close(CLOSE_NORMAL, "done").await;
             rtt
         }
         Side::Floor => {
             let frame = Bytes::from_static(b"ECHO||1||xxxxxxxxxxxxxxxx");
-            let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
+            let rtt = measure!({
                 raw_round_trip(&mut transport, &frame).await;
-            })
-            .await;
+            });
             let _ = transport.sink.close(CLOSE_NORMAL, "done").await;
             let _ = transport.stream.recv().await;
             rtt
@@ -598,11 +636,9 @@ fn main() {
     }
     for &flavor in &settings.flavors {
         if wants("rtt") {
-            compare_rtt("rtt", flavor, runs, |side| {
-                flavor.runtime().block_on(match side {
-                    Side::Conn => Box::pin(rtt()) as std::pin::Pin<Box<dyn Future<Output = Rtt>>>,
-                    Side::Floor => Box::pin(floor_rtt()),
-                })
+            compare_rtt("rtt", flavor, runs, |side| match side {
+                Side::Conn => flavor.run(rtt()),
+                Side::Floor => flavor.run(floor_rtt()),
             });
         }
         if wants("rtt2p") {
