@@ -321,6 +321,12 @@ pub trait MessageSink: Send + 'static {
     fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
         Ok(Some(text))
     }
+    /// Writes out what was fed as far as the transport can without waiting: `Ok(true)` when
+    /// everything is out, `Ok(false)` when some is left (call [`MessageSink::flush`]). Never
+    /// waits and registers no wake-up. The default writes nothing and returns `Ok(false)`.
+    fn try_flush(&mut self) -> Result<bool, TransportError> {
+        Ok(false)
+    }
     /// Writes out everything fed so far.
     async fn flush(&mut self) -> Result<(), TransportError>;
     /// Sends a ping with `payload`; its pong arrives on the [`MessageStream`] as

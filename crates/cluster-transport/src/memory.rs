@@ -333,6 +333,10 @@ impl MessageSink for MemorySink {
         }
     }
 
+    fn try_flush(&mut self) -> Result<bool, TransportError> {
+        self.check().map(|()| true)
+    }
+
     async fn flush(&mut self) -> Result<(), TransportError> {
         self.check()
     }

@@ -822,6 +822,17 @@ where
         }
     }
 
+    fn try_flush(&mut self) -> Result<bool, TransportError> {
+        let shared = &self.shared;
+        let mut ws = shared.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *ws).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(shared.error(e)),
+            Poll::Pending => Ok(false),
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), TransportError> {
         let shared = &self.shared;
         shared.flush().await.map_err(|e| shared.error(e))

@@ -14,6 +14,10 @@
 //!   writer is woken only to flush, once that task yields. A request answered by a
 //!   synchronous handler, or a burst of emits from one task, thus costs no wake-up of another
 //!   thread on a multi-thread runtime; a frame the transport cannot take at once is queued.
+//!   Called from outside the runtime's tasks (`block_on`, the body of `#[tokio::main]`, another
+//!   thread), where waking the writer would cross threads, the caller also writes the frame
+//!   out ([`MessageSink::try_flush`](crate::MessageSink::try_flush)), except on a
+//!   current-thread runtime.
 //!
 //! # Backpressure
 //! `emit*` never blocks: it queues the frame for the writer. The queue is bounded by bytes:

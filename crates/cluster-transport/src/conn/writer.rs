@@ -105,11 +105,16 @@ impl Inner {
     }
 
     /// Feeds `frame` with the sink the idle writer left, gives the sink back, and wakes the
-    /// writer to flush (or to feed the frame, if the transport could not take it now, or to
-    /// end, if the transport failed).
+    /// writer for what is left to do: flush (see [`flushes_here`]), feed the frame if the
+    /// transport could not take it now, end if the transport failed.
     fn feed_here(&self, mut sink: Box<dyn MessageSink>, frame: Bytes) {
         let len = frame.len();
-        let fed = sink.try_feed(frame);
+        let fed = match sink.try_feed(frame) {
+            Ok(None) if flushes_here() => sink.try_flush().map(|done| (!done).then_some(None)),
+            Ok(None) => Ok(Some(None)),
+            Ok(Some(frame)) => Ok(Some(Some(frame))),
+            Err(err) => Err(err),
+        };
         let mut outbox = self.outbox();
         if !outbox.open {
             // The writer ended meanwhile (aborted): the transport goes, as it would have.
@@ -119,19 +124,25 @@ impl Inner {
         }
         outbox.idle_sink = Some(sink);
         match fed {
-            Ok(None) => outbox.unflushed = true,
-            Ok(Some(frame)) => {
+            // Fed and written out.
+            Ok(None) => {}
+            // Fed, to flush.
+            Ok(Some(None)) => outbox.unflushed = true,
+            Ok(Some(Some(frame))) => {
                 self.queued.fetch_add(len, Ordering::AcqRel);
                 // First: whatever was queued meanwhile came after it.
                 outbox.commands.push_front(Command::Frame(frame));
             }
             Err(err) => outbox.failed = Some(Box::new(err)),
         }
+        // Whenever there is work, even if the writer was woken for it already: it may have
+        // been woken while we held the sink, and gone back to waiting for it. (Cheap when the
+        // writer has a wake-up pending: `notify_one` then only stores a permit.)
+        let work = outbox.unflushed || !outbox.commands.is_empty() || outbox.failed.is_some();
         drop(outbox);
-        // Always, even if `unflushed` was set already: the writer may have been woken for it
-        // while we held the sink, and gone back to waiting for it. (Cheap when the writer
-        // has a wake-up pending: `notify_one` then only stores a permit.)
-        self.outbox_ready.notify_one();
+        if work {
+            self.outbox_ready.notify_one();
+        }
     }
 
     /// Queues a control command: a ping (refused once closing), or the last command (our
@@ -219,6 +230,19 @@ impl Inner {
         drop(dropped);
         self.drained.notify_waiters();
     }
+}
+
+/// Whether a frame fed from the caller's task is also written out from it, rather than by the
+/// writer task once the caller yields. Only where waking the writer would cross threads: on a
+/// multi-thread runtime from outside its tasks (`block_on`, the body of `#[tokio::main]`), or
+/// from outside any runtime. In a task the wake-up stays on the worker (tokio's LIFO slot) and
+/// the writer flushes a whole burst at once, so a task's burst of emits is not a write each.
+fn flushes_here() -> bool {
+    tokio::task::try_id().is_none()
+        && !matches!(
+            tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+        )
 }
 
 /// Closes the outbox when the writer ends, however it ends (done, failed, aborted).
