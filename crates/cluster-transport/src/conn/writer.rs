@@ -110,9 +110,11 @@ impl Inner {
     fn feed_here(&self, mut sink: Box<dyn MessageSink>, frame: Bytes) {
         let len = frame.len();
         let fed = match sink.try_feed(frame) {
-            Ok(None) if flushes_here() => sink.try_flush().map(|done| (!done).then_some(None)),
-            Ok(None) => Ok(Some(None)),
-            Ok(Some(frame)) => Ok(Some(Some(frame))),
+            Ok(None) if flushes_here() => sink
+                .try_flush()
+                .map(|done| if done { Fed::Written } else { Fed::Unflushed }),
+            Ok(None) => Ok(Fed::Unflushed),
+            Ok(Some(frame)) => Ok(Fed::Refused(frame)),
             Err(err) => Err(err),
         };
         let mut outbox = self.outbox();
@@ -124,11 +126,11 @@ impl Inner {
         }
         outbox.idle_sink = Some(sink);
         match fed {
-            // Fed and written out.
-            Ok(None) => {}
-            // Fed, to flush.
-            Ok(Some(None)) => outbox.unflushed = true,
-            Ok(Some(Some(frame))) => {
+            Ok(Fed::Written) => {}
+            Ok(Fed::Unflushed) => outbox.unflushed = true,
+            Ok(Fed::Refused(frame)) => {
+                // Checked against the limit with the others' frames of that moment: the queue
+                // can pass it by this one frame (one caller at a time holds the sink).
                 self.queued.fetch_add(len, Ordering::AcqRel);
                 // First: whatever was queued meanwhile came after it.
                 outbox.commands.push_front(Command::Frame(frame));
@@ -230,6 +232,16 @@ impl Inner {
         drop(dropped);
         self.drained.notify_waiters();
     }
+}
+
+/// What became of a frame fed from the caller's task.
+enum Fed {
+    /// Written out.
+    Written,
+    /// Taken by the transport; the writer flushes it.
+    Unflushed,
+    /// Not taken now: the writer feeds it.
+    Refused(Bytes),
 }
 
 /// Whether a frame fed from the caller's task is also written out from it, rather than by the
