@@ -1,22 +1,60 @@
-//! Benchmarks of the ETP connection runtime ([`Conn`]) over loopback WebSocket. A plain
-//! program that prints its figures (no criterion).
+//! Benchmarks of the ETP connection runtime ([`Conn`]) over loopback WebSocket, each against
+//! its floor measured in the same run. A plain program that prints its figures (no criterion).
 //!
 //! ```text
-//! cargo bench -p cluster-transport --bench etp                 # everything
-//! cargo bench -p cluster-transport --bench etp -- memory       # one part: rtt | flood | memory | floor
+//! cargo bench -p cluster-transport --bench etp                  # everything
+//! cargo bench -p cluster-transport --bench etp -- rtt flood     # parts: rtt | rtt2p | flood | memory
+//! ETP_RUNTIME=multi ETP_WORKERS=2 ETP_RUNS=7 cargo bench -p cluster-transport --bench etp -- rtt
 //! ```
 //!
-//! - `rtt`: sequential emit-with-ack round trips, 16 B payload, one connection: ops/s, p50, p99;
-//! - `flood`: fire-and-forget 1 KiB events client → server: events/s and MiB/s (the client
-//!   keeps at most `WINDOW` events in flight so the unbounded queue stays small);
+//! - `rtt`: sequential emit-with-ack round trips, 16 B payload, one connection, both ends in
+//!   this process: p50, p99, ops/s;
+//! - `rtt2p`: the same with the server in another process (this program re-executed with
+//!   `ETP_PEER=1`, on the same runtime flavour), as a service and its peer run;
+//! - `flood`: fire-and-forget 1 KiB events client → server: events/s (the client keeps at
+//!   most `WINDOW` events in flight so the unbounded queue stays small);
 //! - `memory`: RSS delta over 1,000 idle connections, both ends in this process, read from
-//!   `/proc/self/statm` (4 KiB pages): transports alone, then with a `Conn` on each end.
+//!   `/proc/self/statm` (4 KiB pages): transports alone, then with a `Conn` on each end; each
+//!   run in a fresh process.
 //!
-//! - `floor`: `rtt` and `flood` on the raw WebSocket transports without the runtime, to tell
-//!   the runtime's cost from the transport's and the machine's.
+//! The floor of `rtt`, `rtt2p` and `flood` is the same traffic on the bare WebSocket
+//! transports (tokio-websockets through `cluster_transport::ws`), without the runtime: one
+//! task that owns both halves echoes each text message (feed, flush), and the flood's sender
+//! flushes every 64 frames. Each round measures ours, then the floor, each in a fresh runtime;
+//! the bench prints the medians over the rounds and `ours/floor`, the median of the per-round
+//! ratios (the machine is shared and noisy: read the ratios, not the absolute figures).
 //!
-//! `rtt` and `flood` run on a current_thread runtime and on a 2-worker multi-thread runtime.
-//! Each part runs `RUNS` times; the median run is printed with the min and max.
+//! Settings (environment):
+//! - `ETP_RUNTIME`: `current` (a current_thread runtime), `multi` (a multi-thread runtime, what
+//!   services run under `#[tokio::main]`) or `both` (the default);
+//! - `ETP_WORKERS`: the multi-thread runtime's workers (default 2, the machine's cores);
+//! - `ETP_RUNS`: rounds per part (default 5);
+//! - `ETP_CALLER`: where the client's code runs: `task` (the default: a spawned task, as a
+//!   service's handlers and connections run) or `main` (inside `block_on`, as the body of
+//!   `#[tokio::main]`; on a multi-thread runtime that thread is not a worker, so each wake-up
+//!   between it and the connection's tasks crosses threads). Both ours and the floor.
+//!
+//! # Where the time goes, and the targets
+//! A round trip in one process crosses four tasks with `Conn` (the caller, the client's
+//! reader, the server's reader, and each side's writer) against two with the floor (the
+//! caller, the echo task). What costs on a multi-thread runtime is not the work but a wake-up
+//! that crosses threads (a futex wake, and on these shared 2-core machines, waiting for the
+//! other thread to be scheduled), which is what made the multi-thread figures bimodal:
+//! - a task woken from a worker goes to that worker's LIFO slot and runs there next, on the
+//!   same thread: cheap. The caller, the readers and the handlers' acks stay on one worker;
+//! - a task woken from outside the workers (from `block_on`, the body of `#[tokio::main]`)
+//!   goes to the shared queue and wakes a parked worker: a thread hop each time. Before the
+//!   runtime fed and flushed from the caller, `ETP_CALLER=main` paid two per round trip
+//!   (caller → writer, reader → caller) against the floor's one.
+//! - the writer task is now woken only to flush, once the caller's task yields (one flush
+//!   per burst); a lone frame from outside the tasks is written out by the caller itself.
+//!   What remains over the floor is the ETP work and one poll of each writer per round trip.
+//!
+//! The flood target (1 M events/s on the multi-thread runtime) is an absolute figure: the
+//! floor, the bare library in the same run, reaches it only when the machine is quiet, and
+//! ours follows the floor (read `ours/floor`). Per event, `Conn` adds to the floor's work the
+//! UTF-8 check of `emit`, the handler table's lookup and the frame's parse on the receiving
+//! side, which is why `ours/floor` stays under 1.
 
 mod common;
 use bytes::Bytes;
@@ -26,16 +64,34 @@ use cluster_transport::{Acceptor, CLOSE_NORMAL, Connector, Endpoint, Incoming, T
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 
-const RUNS: usize = 5;
+const DEFAULT_RUNS: usize = 5;
 const RTT_WARMUP: usize = 2_000;
 const RTT_ROUNDS: usize = 20_000;
 const FLOOD_EVENTS: u64 = 300_000;
 const FLOOD_SIZE: usize = 1024;
 const WINDOW: u64 = 4_096;
 const IDLE_CONNECTIONS: usize = 1_000;
+
+/// `RTT_WARMUP` round trips of `$round_trip`, then `RTT_ROUNDS` timed ones: their rate and
+/// percentiles. (A macro rather than an async closure, so the bench's future stays `Send`.)
+macro_rules! measure {
+    ($round_trip:block) => {{
+        for _ in 0..RTT_WARMUP {
+            $round_trip
+        }
+        let mut samples = Vec::with_capacity(RTT_ROUNDS);
+        let started = Instant::now();
+        for _ in 0..RTT_ROUNDS {
+            let t = Instant::now();
+            $round_trip
+            samples.push(t.elapsed());
+        }
+        summarize(&mut samples, started.elapsed())
+    }};
+}
 
 struct Net {
     acceptor: WsAcceptor,
@@ -84,11 +140,10 @@ async fn rtt() -> Rtt {
     let (c, s) = net.pair().await;
     let (client, server) = spawn_pair(c, s, Handlers::new().on("ECHO", |_, data| Reply::Ack(data)));
     let payload = [b'x'; 16];
-    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
+    let rtt = measure!({
         let answer = client.emit_with_ack("ECHO", &payload).await.expect("ack");
         assert_eq!(answer.len(), payload.len());
-    })
-    .await;
+    });
     client.close(CLOSE_NORMAL, "done").await;
     server.closed().await;
     rtt
@@ -130,27 +185,12 @@ async fn flood() -> f64 {
 /// echoes each text message from one task that owns both halves).
 async fn floor_rtt() -> Rtt {
     let mut net = Net::new().await;
-    let (mut client, mut server) = net.pair().await;
-    let echo = tokio::spawn(async move {
-        while let Ok(Incoming::Text(text)) = server.stream.recv().await {
-            if server.sink.feed(text).await.is_err() || server.sink.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let (mut client, server) = net.pair().await;
+    let echo = tokio::spawn(raw_echo(server));
     let frame = Bytes::from_static(b"ECHO||1||xxxxxxxxxxxxxxxx");
-    let mut round_trip = async || {
-        client.sink.feed(frame.clone()).await.expect("feed");
-        client.sink.flush().await.expect("flush");
-        match client.stream.recv().await {
-            Ok(Incoming::Text(text)) => text,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    let rtt = measure_rtt(RTT_WARMUP, RTT_ROUNDS, async || {
-        round_trip().await;
-    })
-    .await;
+    let rtt = measure!({
+        raw_round_trip(&mut client, &frame).await;
+    });
     client
         .sink
         .close(CLOSE_NORMAL, "done")
@@ -270,56 +310,302 @@ async fn memory() -> (f64, f64) {
     result
 }
 
-fn run_rtt<F: Future<Output = Rtt>>(
-    name: &str,
-    runtime: fn() -> tokio::runtime::Runtime,
-    bench: fn() -> F,
-) {
-    let runs: Vec<(f64, Duration, Duration)> = (0..RUNS)
-        .map(|_| {
-            let r = runtime().block_on(bench());
-            (r.ops_per_sec, r.p50, r.p99)
-        })
-        .collect();
-    let (_, median, _) = spread(runs.clone(), |r| r.1.as_secs_f64());
-    let p50 = spread(runs.clone(), |r| r.1.as_secs_f64());
-    let p99 = spread(runs.clone(), |r| r.2.as_secs_f64());
-    let ops = spread(runs, |r| r.0);
+/// The runtimes the bench runs on, from `ETP_RUNTIME` and `ETP_WORKERS`.
+#[derive(Clone, Copy, Debug)]
+enum Flavor {
+    Current,
+    Multi(usize),
+}
+
+impl Flavor {
+    fn runtime(self) -> tokio::runtime::Runtime {
+        match self {
+            Self::Current => current_thread(),
+            Self::Multi(workers) => multi_thread_with(workers),
+        }
+    }
+
+    /// Runs `bench` in a fresh runtime: as a spawned task, as a service's code runs, or with
+    /// `ETP_CALLER=main` inside `block_on` itself, as `main` under `#[tokio::main]` does (on a
+    /// multi-thread runtime that thread is not one of the workers: every wake-up between it and
+    /// a task crosses threads).
+    fn run<F>(self, bench: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = self.runtime();
+        match std::env::var("ETP_CALLER").as_deref() {
+            Ok("main") => runtime.block_on(bench),
+            Ok("task") | Err(_) => {
+                runtime.block_on(async { tokio::spawn(bench).await.expect("bench task") })
+            }
+            Ok(other) => panic!("ETP_CALLER={other}: task or main"),
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Self::Current => "current_thread".to_owned(),
+            Self::Multi(workers) => format!("multi_thread({workers})"),
+        }
+    }
+
+    /// How a peer process is told to build the same runtime (`ETP_RUNTIME`, `ETP_WORKERS`).
+    fn env(self) -> [(&'static str, String); 2] {
+        match self {
+            Self::Current => [
+                ("ETP_RUNTIME", "current".into()),
+                ("ETP_WORKERS", "1".into()),
+            ],
+            Self::Multi(w) => [
+                ("ETP_RUNTIME", "multi".into()),
+                ("ETP_WORKERS", w.to_string()),
+            ],
+        }
+    }
+}
+
+/// The settings from the environment (see the module docs).
+struct Settings {
+    runs: usize,
+    flavors: Vec<Flavor>,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value}: not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let runs = env_or("ETP_RUNS", DEFAULT_RUNS).max(1);
+        let workers = env_or("ETP_WORKERS", 2usize).max(1);
+        let flavors = match std::env::var("ETP_RUNTIME").as_deref() {
+            Ok("current") => vec![Flavor::Current],
+            Ok("multi") => vec![Flavor::Multi(workers)],
+            Ok("both") | Err(_) => vec![Flavor::Current, Flavor::Multi(workers)],
+            Ok(other) => panic!("ETP_RUNTIME={other}: current, multi or both"),
+        };
+        Self { runs, flavors }
+    }
+}
+
+/// ours / floor, per round.
+fn ratio(ours: f64, floor: f64) -> f64 {
+    ours / floor
+}
+
+/// Round trips of ours and of the floor, one of each per round, interleaved, each in a fresh
+/// runtime; prints the medians over the rounds and the median of the per-round ratios.
+fn compare_rtt(what: &str, flavor: Flavor, runs: usize, mut round: impl FnMut(Side) -> Rtt) {
+    let mut ours = Vec::with_capacity(runs);
+    let mut floor = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        ours.push(round(Side::Conn));
+        floor.push(round(Side::Floor));
+    }
+    let med = |v: &[Rtt], key: fn(&Rtt) -> f64| spread(v.iter().map(key).collect(), |x| *x);
+    let p50 = |r: &Rtt| us(r.p50);
+    let p99 = |r: &Rtt| us(r.p99);
+    let ops = |r: &Rtt| r.ops_per_sec;
+    let per_round = |key: fn(&Rtt) -> f64| {
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(&floor)
+            .map(|(o, f)| ratio(key(o), key(f)))
+            .collect();
+        spread(ratios, |x| *x).1
+    };
+    let (o50, f50, o99, f99) = (
+        med(&ours, p50),
+        med(&floor, p50),
+        med(&ours, p99),
+        med(&floor, p99),
+    );
     println!(
-        "rtt   {name:<24} median run: {:>8.0} ops/s  p50 {:>5.1} µs  p99 {:>5.1} µs   \
-         (p50 {:.1}–{:.1} µs, p99 {:.1}–{:.1} µs, ops/s {:.0}–{:.0} over {RUNS} runs)",
-        median.0,
-        us(median.1),
-        us(median.2),
-        us(p50.0.1),
-        us(p50.2.1),
-        us(p99.0.2),
-        us(p99.2.2),
-        ops.0.0,
-        ops.2.0,
+        "{what:<5} {:<18} conn  p50 {:>5.1} µs  p99 {:>6.1} µs  {:>6.0} ops/s | floor p50 {:>5.1} µs  \
+         p99 {:>6.1} µs  {:>6.0} ops/s | ours/floor p50 {:.2}  p99 {:.2}   (medians of {runs} rounds; \
+         conn p50 {:.1}–{:.1}, p99 {:.1}–{:.1}; floor p50 {:.1}–{:.1}, p99 {:.1}–{:.1})",
+        flavor.name(),
+        o50.1,
+        o99.1,
+        med(&ours, ops).1,
+        f50.1,
+        f99.1,
+        med(&floor, ops).1,
+        per_round(p50),
+        per_round(p99),
+        o50.0,
+        o50.2,
+        o99.0,
+        o99.2,
+        f50.0,
+        f50.2,
+        f99.0,
+        f99.2,
     );
 }
 
-fn run_flood<F: Future<Output = f64>>(
-    name: &str,
-    runtime: fn() -> tokio::runtime::Runtime,
-    bench: fn() -> F,
-) {
-    let runs: Vec<f64> = (0..RUNS).map(|_| runtime().block_on(bench())).collect();
-    let (min, median, max) = spread(runs, |r| *r);
-    let mib = |events: f64| events * FLOOD_SIZE as f64 / f64::from(1u32 << 20);
+/// Flood rates of ours and of the floor, interleaved as in [`compare_rtt`].
+fn compare_flood(flavor: Flavor, runs: usize) {
+    let mut ours = Vec::with_capacity(runs);
+    let mut floor = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        ours.push(flavor.run(flood()));
+        floor.push(flavor.run(floor_flood()));
+    }
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(&floor)
+        .map(|(o, f)| ratio(*o, *f))
+        .collect();
+    let (o, f) = (spread(ours, |x| *x), spread(floor, |x| *x));
+    let m = |events: f64| events / 1e6;
     println!(
-        "flood {name:<24} median run: {median:>9.0} events/s  {:>6.0} MiB/s   \
-         ({min:.0}–{max:.0} events/s over {RUNS} runs, 1 KiB events)",
-        mib(median),
+        "flood {:<18} conn {:>5.2} M events/s | floor {:>5.2} M events/s | ours/floor {:.2}   \
+         (medians of {runs} rounds, 1 KiB events; conn {:.2}–{:.2}, floor {:.2}–{:.2})",
+        flavor.name(),
+        m(o.1),
+        m(f.1),
+        spread(ratios, |x| *x).1,
+        m(o.0),
+        m(o.2),
+        m(f.0),
+        m(f.2),
     );
+}
+
+/// Which side of a comparison a round measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// `Conn` on both ends.
+    Conn,
+    /// The bare transports (tokio-websockets through our `ws` module), no runtime.
+    Floor,
+}
+
+impl Side {
+    /// The module name a two-process client gives, which tells the peer what to run.
+    fn module(self) -> &'static str {
+        match self {
+            Self::Conn => "conn",
+            Self::Floor => "floor",
+        }
+    }
+}
+
+/// The peer process of `rtt2p`: serves echoes on a loopback WebSocket until its stdin ends.
+/// It prints its port on stdout; a client with module name `conn` gets a `Conn` echoing
+/// `ECHO` events with their ack, `floor` a bare echo of each text message.
+fn peer_process(flavor: Flavor) {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    flavor.runtime().block_on(async {
+        let mut acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
+            .await
+            .expect("bind");
+        println!("{}", acceptor.local_addr().port());
+        loop {
+            let accepted = acceptor.accept().await.expect("accept");
+            if accepted.module_name == Side::Conn.module() {
+                let echo = Handlers::new().on("ECHO", |_, data| Reply::Ack(data));
+                let _conn = Conn::spawn(accepted.transport, echo, ConnConfig::default());
+            } else {
+                tokio::spawn(raw_echo(accepted.transport));
+            }
+        }
+    });
+}
+
+/// Echoes each text message as the floor's server does.
+async fn raw_echo(mut server: Transport) {
+    while let Ok(Incoming::Text(text)) = server.stream.recv().await {
+        if server.sink.feed(text).await.is_err() || server.sink.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// `rtt` and the floor's round trip with the server in another process (this program,
+/// re-executed with `ETP_PEER=1`, on the same runtime flavour).
+fn run_rtt_two_processes(flavor: Flavor, runs: usize) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = std::process::Command::new(exe)
+        .env("ETP_PEER", "1")
+        .envs(flavor.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the peer process");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("the peer's port");
+    let endpoint: Endpoint = format!("127.0.0.1:{}", line.trim())
+        .parse()
+        .expect("endpoint");
+    compare_rtt("rtt2p", flavor, runs, |side| {
+        let endpoint = endpoint.clone();
+        flavor.run(async move { rtt_to(&endpoint, side).await })
+    });
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// Round trips to a peer process.
+async fn rtt_to(endpoint: &Endpoint, side: Side) -> Rtt {
+    let connector = WsConnector::new(WsConfig::default()).expect("connector");
+    let mut transport = connector
+        .connect(endpoint, side.module())
+        .await
+        .expect("connect");
+    let payload = [b'x'; 16];
+    match side {
+        Side::Conn => {
+            let client = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
+            let rtt = measure!({
+                let answer = client.emit_with_ack("ECHO", &payload).await.expect("ack");
+                assert_eq!(answer.len(), payload.len());
+            });
+            client.close(CLOSE_NORMAL, "done").await;
+            rtt
+        }
+        Side::Floor => {
+            let frame = Bytes::from_static(b"ECHO||1||xxxxxxxxxxxxxxxx");
+            let rtt = measure!({
+                raw_round_trip(&mut transport, &frame).await;
+            });
+            let _ = transport.sink.close(CLOSE_NORMAL, "done").await;
+            let _ = transport.stream.recv().await;
+            rtt
+        }
+    }
+}
+
+/// One bare round trip: feed, flush, wait for the echo.
+async fn raw_round_trip(client: &mut Transport, frame: &Bytes) -> Bytes {
+    client.sink.feed(frame.clone()).await.expect("feed");
+    client.sink.flush().await.expect("flush");
+    match client.stream.recv().await {
+        Ok(Incoming::Text(text)) => text,
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 /// Each run in a fresh process (this program with `memory-once`), so no run reuses the heap
 /// another one grew.
-fn run_memory() {
+fn run_memory(rounds: usize) {
     let exe = std::env::current_exe().expect("current exe");
-    let runs: Vec<(f64, f64)> = (0..RUNS)
+    let runs: Vec<(f64, f64)> = (0..rounds)
         .map(|_| {
             let out = std::process::Command::new(&exe)
                 .arg("memory-once")
@@ -338,7 +624,7 @@ fn run_memory() {
         .collect();
     let (min, median, max) = spread(runs.clone(), |r| r.0 + r.1);
     println!(
-        "memory per idle connection, both ends (median of {RUNS}): {:.1} KiB total = {:.1} KiB \
+        "memory per idle connection, both ends (median of {rounds}): {:.1} KiB total = {:.1} KiB \
          transports + {:.1} KiB conn runtime   (totals {:.1}–{:.1} KiB)",
         kib(median.0 + median.1),
         kib(median.0),
@@ -349,6 +635,11 @@ fn run_memory() {
 }
 
 fn main() {
+    let settings = Settings::from_env();
+    if std::env::var_os("ETP_PEER").is_some() {
+        peer_process(settings.flavors[0]);
+        return;
+    }
     // `cargo bench` passes `--bench`; any other argument picks the parts to run.
     let parts: Vec<String> = std::env::args()
         .skip(1)
@@ -360,24 +651,23 @@ fn main() {
         return;
     }
     let wants = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    let runs = settings.runs;
     // Memory first, before the other parts grow the heap.
     if wants("memory") {
-        run_memory();
+        run_memory(runs);
     }
-    if wants("rtt") {
-        run_rtt("conn current_thread", current_thread, rtt);
-        run_rtt("conn multi_thread", multi_thread, rtt);
-    }
-    if wants("floor") || wants("rtt") && parts.is_empty() {
-        run_rtt("raw ws current_thread", current_thread, floor_rtt);
-        run_rtt("raw ws multi_thread", multi_thread, floor_rtt);
-    }
-    if wants("flood") {
-        run_flood("conn current_thread", current_thread, flood);
-        run_flood("conn multi_thread", multi_thread, flood);
-    }
-    if wants("floor") || wants("flood") && parts.is_empty() {
-        run_flood("raw ws current_thread", current_thread, floor_flood);
-        run_flood("raw ws multi_thread", multi_thread, floor_flood);
+    for &flavor in &settings.flavors {
+        if wants("rtt") {
+            compare_rtt("rtt", flavor, runs, |side| match side {
+                Side::Conn => flavor.run(rtt()),
+                Side::Floor => flavor.run(floor_rtt()),
+            });
+        }
+        if wants("rtt2p") {
+            run_rtt_two_processes(flavor, runs);
+        }
+        if wants("flood") {
+            compare_flood(flavor, runs);
+        }
     }
 }

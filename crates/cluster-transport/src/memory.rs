@@ -275,6 +275,25 @@ impl MemorySink {
         Ok(())
     }
 
+    /// Checks a text message before it is sent: `Ok(true)` when the network drops it.
+    fn check_text(&self, text: &[u8]) -> Result<bool, TransportError> {
+        self.check()?;
+        if std::str::from_utf8(text).is_err() {
+            return Err(TransportError::protocol(
+                "a text message must be valid UTF-8",
+            ));
+        }
+        let counter = &self.drops[self.direction.index()];
+        if counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            tracing::debug!(direction = ?self.direction, "memory network dropped a message");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn send(&mut self, frame: Frame) -> Result<(), TransportError> {
         let envelope = stamp(&self.link, frame);
         let tx = &self.tx;
@@ -293,21 +312,29 @@ impl MemorySink {
 #[async_trait]
 impl MessageSink for MemorySink {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
-        self.check()?;
-        if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::protocol(
-                "a text message must be valid UTF-8",
-            ));
-        }
-        let counter = &self.drops[self.direction.index()];
-        if counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            tracing::debug!(direction = ?self.direction, "memory network dropped a message");
+        if self.check_text(&text)? {
             return Ok(());
         }
         self.send(Frame::Text(text)).await
+    }
+
+    /// Takes `text` when the channel towards the peer has room now.
+    fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
+        if self.check_text(&text)? {
+            return Ok(None);
+        }
+        match self.tx.try_send(stamp(&self.link, Frame::Text(text))) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(Envelope {
+                frame: Frame::Text(text),
+                ..
+            })) => Ok(Some(text)),
+            Err(_) => Err(TransportError::lost(PEER_DROPPED)),
+        }
+    }
+
+    fn try_flush(&mut self) -> Result<bool, TransportError> {
+        self.check().map(|()| true)
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {

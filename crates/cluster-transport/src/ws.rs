@@ -86,7 +86,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -796,6 +796,41 @@ where
             .send(Message::text(text))
             .await
             .map_err(|e| shared.error(e))
+    }
+
+    /// Takes `text` unless tokio-websockets' write queue is over
+    /// [`WsConfig::write_buffer_size`] and the socket does not take it at once.
+    fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
+        self.check()?;
+        if std::str::from_utf8(&text).is_err() {
+            return Err(TransportError::protocol(
+                "a text message must be valid UTF-8",
+            ));
+        }
+        let shared = &self.shared;
+        let mut ws = shared.lock();
+        // No waker: nothing waits on this poll. (A pending flush keeps tokio-websockets'
+        // flushing waker; the writer task polls again with its own before it waits.)
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *ws).poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut *ws)
+                .start_send(Message::text(text))
+                .map(|()| None)
+                .map_err(|e| shared.error(e)),
+            Poll::Ready(Err(e)) => Err(shared.error(e)),
+            Poll::Pending => Ok(Some(text)),
+        }
+    }
+
+    fn try_flush(&mut self) -> Result<bool, TransportError> {
+        let shared = &self.shared;
+        let mut ws = shared.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *ws).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(shared.error(e)),
+            Poll::Pending => Ok(false),
+        }
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {

@@ -1131,7 +1131,10 @@ async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
         matches!(err, ConnError::QueueFull { limit: LIMIT, .. }),
         "{err}"
     );
-    assert_eq!(accepted, LIMIT / FRAME);
+    // The first frames went to the transport from the handler's task (the writer was idle),
+    // as many as its channel holds; only what the transport could not take is queued, and
+    // the limit bounds that.
+    assert_eq!(accepted, small_buffers.capacity + LIMIT / FRAME);
     assert!(queued <= LIMIT, "{queued} bytes queued");
     assert!(server.is_closed());
     assert!(matches!(

@@ -92,3 +92,12 @@ pub(crate) fn us(d: Duration) -> f64 {
 pub(crate) fn kib(bytes: f64) -> f64 {
     bytes / 1024.0
 }
+
+/// A multi-threaded runtime with `workers` workers.
+pub(crate) fn multi_thread_with(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -8,7 +8,6 @@ use super::hasher::IdMap;
 use super::writer::Outbox;
 use crate::log_limit::LogLimiter;
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -77,11 +76,7 @@ impl Inner {
         let inner = Arc::new(Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             peer: peer.into_boxed_str(),
-            outbox: Mutex::new(Outbox {
-                commands: VecDeque::new(),
-                open: true,
-                accepting: true,
-            }),
+            outbox: Mutex::new(Outbox::new()),
             outbox_ready: Notify::new(),
             next_ack: AtomicU64::new(1),
             next_ping: AtomicU64::new(1),

@@ -8,7 +8,16 @@
 //!   [`ConnConfig::max_concurrent_handlers`] at once.
 //! - the **writer** drains the queue of encoded frames into the sink. It feeds frames while the
 //!   queue has more and flushes when the queue is empty or after [`ConnConfig::flush_batch`]
-//!   frames: one flush per burst, not per frame.
+//!   frames: one flush per burst, not per frame. While it has nothing to do it lends the sink
+//!   to the callers: a frame queued on an empty queue is fed by the caller's own task
+//!   ([`MessageSink::try_feed`](crate::MessageSink::try_feed), which never waits), and the
+//!   writer is woken only to flush, once that task yields. A request answered by a
+//!   synchronous handler, or a burst of emits from one task, thus costs no wake-up of another
+//!   thread on a multi-thread runtime; a frame the transport cannot take at once is queued.
+//!   Called from outside the runtime's tasks (`block_on`, the body of `#[tokio::main]`, another
+//!   thread), where waking the writer would cross threads, the caller also writes the frame
+//!   out ([`MessageSink::try_flush`](crate::MessageSink::try_flush)), except on a
+//!   current-thread runtime.
 //!
 //! # Backpressure
 //! `emit*` never blocks: it queues the frame for the writer. The queue is bounded by bytes:

@@ -27,6 +27,16 @@ pub(super) enum Control {
 /// channel allocates ~1.5 KiB per connection up front (a block of 32 slots and cache-padded
 /// halves), this allocates nothing until a frame is queued. The lock is held only to push one
 /// command or to swap the whole queue out, never across an `await`.
+///
+/// # Feeding from the caller's task
+/// While the writer task waits with nothing to do, it leaves the sink here (`idle_sink`). A
+/// frame queued on an empty queue is then fed by the caller itself ([`MessageSink::try_feed`],
+/// which never waits), and the writer task is woken only to flush: it runs once the caller's
+/// task yields (on a multi-thread runtime, on the same worker: tokio's LIFO slot), so a burst
+/// of frames from one task is one flush, and a lone frame costs no hop to another thread. A
+/// frame the transport cannot take at once is queued as before, and the writer task feeds it.
+/// Order holds: a caller feeds only with an empty queue and the sink in hand, and whatever is
+/// queued meanwhile goes behind it.
 pub(super) struct Outbox {
     pub(super) commands: VecDeque<Command>,
     /// `false` once the writer has ended: nothing can be queued any more.
@@ -35,10 +45,32 @@ pub(super) struct Outbox {
     /// and pings are refused from then on. Checked under the lock, so a frame is either queued
     /// before the close or refused, never accepted and then dropped.
     pub(super) accepting: bool,
+    /// The sink, while the writer task waits with nothing to do and nothing unflushed; `None`
+    /// while the writer task or a caller uses it.
+    pub(super) idle_sink: Option<Box<dyn MessageSink>>,
+    /// Frames were fed from a caller's task since the writer task last looked: it flushes.
+    pub(super) unflushed: bool,
+    /// A caller's feed failed: the writer task ends with this error, as if its own write had.
+    pub(super) failed: Option<Box<TransportError>>,
 }
+
+impl Outbox {
+    pub(super) fn new() -> Self {
+        Self {
+            commands: VecDeque::new(),
+            open: true,
+            accepting: true,
+            idle_sink: None,
+            unflushed: false,
+            failed: None,
+        }
+    }
+}
+
 impl Inner {
     /// Queues an encoded frame unless the connection is closing or closed, or the queue is
-    /// full (which closes the connection).
+    /// full (which closes the connection). With an empty queue and an idle writer, feeds it
+    /// from this task (see [`Outbox`]).
     pub(super) fn send_frame(&self, frame: Bytes) -> Result<(), ConnError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed.into());
@@ -55,6 +87,13 @@ impl Inner {
                 drop(outbox);
                 return Err(self.overflow(queued, len));
             }
+            if outbox.commands.is_empty()
+                && let Some(sink) = outbox.idle_sink.take()
+            {
+                drop(outbox);
+                self.feed_here(sink, frame);
+                return Ok(());
+            }
             self.queued.fetch_add(len, Ordering::AcqRel);
             outbox.commands.push_back(Command::Frame(frame));
             outbox.commands.len() == 1
@@ -63,6 +102,49 @@ impl Inner {
             self.outbox_ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Feeds `frame` with the sink the idle writer left, gives the sink back, and wakes the
+    /// writer for what is left to do: flush (see [`flushes_here`]), feed the frame if the
+    /// transport could not take it now, end if the transport failed.
+    fn feed_here(&self, mut sink: Box<dyn MessageSink>, frame: Bytes) {
+        let len = frame.len();
+        let fed = match sink.try_feed(frame) {
+            Ok(None) if flushes_here() => sink
+                .try_flush()
+                .map(|done| if done { Fed::Written } else { Fed::Unflushed }),
+            Ok(None) => Ok(Fed::Unflushed),
+            Ok(Some(frame)) => Ok(Fed::Refused(frame)),
+            Err(err) => Err(err),
+        };
+        let mut outbox = self.outbox();
+        if !outbox.open {
+            // The writer ended meanwhile (aborted): the transport goes, as it would have.
+            drop(outbox);
+            drop(sink);
+            return;
+        }
+        outbox.idle_sink = Some(sink);
+        match fed {
+            Ok(Fed::Written) => {}
+            Ok(Fed::Unflushed) => outbox.unflushed = true,
+            Ok(Fed::Refused(frame)) => {
+                // Checked against the limit with the others' frames of that moment: the queue
+                // can pass it by this one frame (one caller at a time holds the sink).
+                self.queued.fetch_add(len, Ordering::AcqRel);
+                // First: whatever was queued meanwhile came after it.
+                outbox.commands.push_front(Command::Frame(frame));
+            }
+            Err(err) => outbox.failed = Some(Box::new(err)),
+        }
+        // Whenever there is work, even if the writer was woken for it already: it may have
+        // been woken while we held the sink, and gone back to waiting for it. (Cheap when the
+        // writer has a wake-up pending: `notify_one` then only stores a permit.)
+        let work = outbox.unflushed || !outbox.commands.is_empty() || outbox.failed.is_some();
+        drop(outbox);
+        if work {
+            self.outbox_ready.notify_one();
+        }
     }
 
     /// Queues a control command: a ping (refused once closing), or the last command (our
@@ -132,18 +214,47 @@ impl Inner {
         }
     }
 
-    /// Called when the writer ends: refuses new commands and drops the queued ones.
+    /// Called when the writer ends: refuses new commands and drops the queued ones and the
+    /// sink if the writer left it here.
     pub(super) fn close_outbox(&self) {
         let dropped = {
             let mut outbox = self.outbox();
             outbox.open = false;
             outbox.accepting = false;
+            outbox.unflushed = false;
+            outbox.failed = None;
             self.queued.store(0, Ordering::Release);
-            std::mem::take(&mut outbox.commands)
+            (
+                std::mem::take(&mut outbox.commands),
+                outbox.idle_sink.take(),
+            )
         };
         drop(dropped);
         self.drained.notify_waiters();
     }
+}
+
+/// What became of a frame fed from the caller's task.
+enum Fed {
+    /// Written out.
+    Written,
+    /// Taken by the transport; the writer flushes it.
+    Unflushed,
+    /// Not taken now: the writer feeds it.
+    Refused(Bytes),
+}
+
+/// Whether a frame fed from the caller's task is also written out from it, rather than by the
+/// writer task once the caller yields. Only where waking the writer would cross threads: on a
+/// multi-thread runtime from outside its tasks (`block_on`, the body of `#[tokio::main]`), or
+/// from outside any runtime. In a task the wake-up stays on the worker (tokio's LIFO slot) and
+/// the writer flushes a whole burst at once, so a task's burst of emits is not a write each.
+fn flushes_here() -> bool {
+    tokio::task::try_id().is_none()
+        && !matches!(
+            tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+        )
 }
 
 /// Closes the outbox when the writer ends, however it ends (done, failed, aborted).
@@ -155,13 +266,11 @@ impl Drop for WriterGuard {
     }
 }
 
-pub(super) async fn run_writer(
-    inner: Arc<Inner>,
-    mut sink: Box<dyn MessageSink>,
-    flush_batch: usize,
-) {
+pub(super) async fn run_writer(inner: Arc<Inner>, sink: Box<dyn MessageSink>, flush_batch: usize) {
     let _guard = WriterGuard(Arc::clone(&inner));
-    if let Err(err) = write_loop(&inner, &mut *sink, flush_batch).await {
+    // `None` while lent (see `Outbox`); dropped at the end, after the error is recorded.
+    let mut sink = Some(sink);
+    if let Err(err) = write_loop(&inner, &mut sink, flush_batch).await {
         let recorded = match &err {
             // The peer's close got to the transport before it got to our reader. (If we were
             // closing too, the closes crossed: our recorded close stands.)
@@ -181,24 +290,27 @@ pub(super) async fn run_writer(
 }
 
 /// Takes the whole queue at once, feeds it, and flushes when the queue is found empty or after
-/// `flush_batch` frames.
+/// `flush_batch` frames. With nothing to do, it lends the sink to the callers (see [`Outbox`])
+/// while it waits, and takes it back when woken.
 pub(super) async fn write_loop(
     inner: &Inner,
-    sink: &mut dyn MessageSink,
+    slot: &mut Option<Box<dyn MessageSink>>,
     flush_batch: usize,
 ) -> Result<(), TransportError> {
     let mut batch = VecDeque::new();
     let mut unflushed = 0usize;
     loop {
-        std::mem::swap(&mut inner.outbox().commands, &mut batch);
-        if batch.is_empty() {
-            if unflushed > 0 {
-                sink.flush().await?;
-                unflushed = 0;
-                // More may have come while flushing.
-                continue;
-            }
+        if !take_work(inner, slot, &mut batch, &mut unflushed)? {
             inner.outbox_ready.notified().await;
+            continue;
+        }
+        let Some(sink) = slot.as_deref_mut() else {
+            continue;
+        };
+        if batch.is_empty() {
+            sink.flush().await?;
+            unflushed = 0;
+            // More may have come while flushing.
             continue;
         }
         while let Some(command) = batch.pop_front() {
@@ -240,6 +352,37 @@ pub(super) async fn write_loop(
             batch = VecDeque::new();
         }
     }
+}
+
+/// Takes the sink back (unless a caller is feeding with it) and the work queued: `Ok(false)`
+/// when there is nothing to do (the sink is then left to the callers) or no sink, `Err` when a
+/// caller's feed failed.
+fn take_work(
+    inner: &Inner,
+    slot: &mut Option<Box<dyn MessageSink>>,
+    batch: &mut VecDeque<Command>,
+    unflushed: &mut usize,
+) -> Result<bool, TransportError> {
+    let mut outbox = inner.outbox();
+    if slot.is_none() {
+        *slot = outbox.idle_sink.take();
+        if slot.is_none() {
+            // A caller is feeding with it; it wakes us when it gives it back.
+            return Ok(false);
+        }
+    }
+    if let Some(err) = outbox.failed.take() {
+        return Err(*err);
+    }
+    if std::mem::take(&mut outbox.unflushed) {
+        *unflushed += 1;
+    }
+    std::mem::swap(&mut outbox.commands, batch);
+    if batch.is_empty() && *unflushed == 0 {
+        outbox.idle_sink = slot.take();
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
