@@ -450,6 +450,11 @@ struct ModuleEntry {
     config_subscribers: BTreeSet<ConnId>,
     /// Ready instances of this module: readiness sequence → connection.
     instances: BTreeMap<u64, ConnId>,
+    /// The sum of the ready instances' address JSON lengths ([`Instance::address_len`]): the
+    /// module's address list's size, but for its brackets and commas. Kept as instances come
+    /// and go, so a `MODULE:READY` checks the list's size without encoding every address
+    /// (which made N instances arriving at once cost O(N²)).
+    addresses_len: usize,
 }
 
 struct Instance {
@@ -457,6 +462,8 @@ struct Instance {
     declaration: BackendDeclaration,
     /// The declaration's JSON, encoded once: routing tables are joined from these.
     json: Bytes,
+    /// The length of its address's JSON in the module's address list.
+    address_len: usize,
 }
 
 struct ConnEntry {
@@ -809,7 +816,8 @@ impl ClusterState {
                 max: limits.max_frame_len,
             });
         }
-        let addresses = self.addresses_len_with(&entry.module, conn, &declaration.address);
+        let address_len = address_json_len(&declaration.address);
+        let addresses = self.addresses_len_with(&entry.module, old, address_len);
         let addresses = frame_len(&event::module_connected(&entry.module), addresses);
         if addresses > limits.max_frame_len {
             return Err(HandleError::FrameTooLarge {
@@ -821,11 +829,11 @@ impl ClusterState {
         let Some(entry) = self.conns.get_mut(&conn) else {
             return Err(HandleError::UnknownConnection(conn));
         };
-        let seq = match &entry.instance {
-            Some(instance) => instance.seq,
+        let (seq, old_address_len) = match &entry.instance {
+            Some(instance) => (instance.seq, instance.address_len),
             None => {
                 self.next_seq += 1;
-                self.next_seq
+                (self.next_seq, 0)
             }
         };
         self.ready_json_len = json_len;
@@ -833,14 +841,13 @@ impl ClusterState {
             seq,
             declaration,
             json,
+            address_len,
         }));
         let module = entry.module.clone();
         self.ready.insert(seq, conn);
-        self.modules
-            .entry(module.clone())
-            .or_default()
-            .instances
-            .insert(seq, conn);
+        let entry = self.modules.entry(module.clone()).or_default();
+        entry.instances.insert(seq, conn);
+        entry.addresses_len = entry.addresses_len - old_address_len + address_len;
         Ok(self.instances_changed(&module))
     }
 
@@ -871,6 +878,7 @@ impl ClusterState {
         module.config_subscribers.remove(&conn);
         if let Some(instance) = &entry.instance {
             module.instances.remove(&instance.seq);
+            module.addresses_len -= instance.address_len;
             self.ready.remove(&instance.seq);
             self.ready_json_len -= instance.json.len();
         }
@@ -1174,29 +1182,23 @@ impl ClusterState {
         Bytes::from(payload::encode_addresses(&addresses))
     }
 
-    /// The size of `module`'s address list if `conn` (one of its connections) declared
-    /// `address`.
+    /// The size of `module`'s address list if one of its connections, whose ready instance is
+    /// `old` (if any), declared an address of `address_len` bytes of JSON.
     fn addresses_len_with(
         &self,
         module: &str,
-        conn: ConnId,
-        address: &AddressConfiguration,
+        old: Option<&Instance>,
+        address_len: usize,
     ) -> usize {
-        let one =
-            |a: &AddressConfiguration| payload::encode_addresses(std::slice::from_ref(a)).len() - 2;
-        let others: Vec<usize> = self
+        let (sum, count) = self
             .modules
             .get(module)
-            .map(|m| {
-                m.instances
-                    .values()
-                    .filter(|c| **c != conn)
-                    .filter_map(|c| self.conns.get(c)?.instance.as_ref())
-                    .map(|i| one(&i.declaration.address))
-                    .collect()
-            })
-            .unwrap_or_default();
-        2 + one(address) + others.iter().sum::<usize>() + others.len()
+            .map_or((0, 0), |m| (m.addresses_len, m.instances.len()));
+        let (others_len, others) = match old {
+            Some(old) => (sum - old.address_len, count - 1),
+            None => (sum, count),
+        };
+        2 + address_len + others_len + others
     }
 
     /// The routing table's JSON, joined from each instance's JSON encoded once at READY (the
@@ -1220,6 +1222,11 @@ impl ClusterState {
         buf.put_u8(b']');
         buf.freeze()
     }
+}
+
+/// The length of `address`'s JSON as an element of an address list.
+fn address_json_len(address: &AddressConfiguration) -> usize {
+    payload::encode_addresses(std::slice::from_ref(address)).len() - 2
 }
 
 /// Compiles a schema: the draft its `$schema` names, draft-07 when it names none or an
@@ -1726,5 +1733,38 @@ mod tests {
         }
         assert_eq!(s.module_names().len(), 2);
         assert!(s.dependents.is_empty());
+    }
+
+    /// The running sum behind the address-list size check stays the size of the list the
+    /// dependents get, as instances become ready, re-declare and go away.
+    #[test]
+    fn address_list_size_follows_instances() {
+        let mut s = ClusterState::new();
+        let check = |s: &ClusterState| {
+            let actual = s.addresses_payload("A").len();
+            let module = &s.modules["A"];
+            let expected = if module.instances.is_empty() {
+                2
+            } else {
+                2 + module.addresses_len + module.instances.len() - 1
+            };
+            assert_eq!(expected, actual);
+        };
+        for i in 1..=5 {
+            s.connect(ConnId(i), "A", "p");
+            s.module_ready(
+                ConnId(i),
+                ready_json("A", &format!("10.0.0.{i}")).as_bytes(),
+            )
+            .unwrap();
+            check(&s);
+        }
+        s.module_ready(ConnId(3), ready_json("A", "10.0.0.333").as_bytes())
+            .unwrap();
+        check(&s);
+        for i in [2, 5, 1] {
+            s.disconnect(ConnId(i));
+            check(&s);
+        }
     }
 }

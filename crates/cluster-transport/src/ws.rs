@@ -886,6 +886,8 @@ impl<S> WsStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    /// The rare paths (a fault's close, the close reply) await boxed futures: the future of
+    /// an idle connection's read, which a server holds thousands of, stays small.
     async fn next_incoming(&mut self) -> Result<Incoming, TransportError> {
         let shared = &self.shared;
         loop {
@@ -897,10 +899,10 @@ where
                         TransportError::MessageTooBig { size, limit } => {
                             let reason =
                                 format!("message of {size} bytes over the limit of {limit}");
-                            shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason).await;
+                            Box::pin(shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason)).await;
                         }
                         TransportError::Violation { code, reason, .. } => {
-                            shared.close_for_fault(*code, reason).await;
+                            Box::pin(shared.close_for_fault(*code, reason)).await;
                         }
                         _ => {
                             tracing::debug!(peer = %shared.peer, error = %err, "WebSocket read failed")
@@ -936,14 +938,12 @@ where
                 }
                 let _ = shared.received_close.set(info.clone());
                 // Write out the close reply tokio-websockets queued (if the peer started).
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, shared.flush()).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, shared.flush())).await;
                 return Ok(Incoming::Closed(info));
             }
             if message.is_binary() {
                 let reason = "binary messages are not supported";
-                shared
-                    .close_for_fault(crate::CLOSE_UNSUPPORTED_DATA, reason)
-                    .await;
+                Box::pin(shared.close_for_fault(crate::CLOSE_UNSUPPORTED_DATA, reason)).await;
                 return Err(TransportError::Violation {
                     code: crate::CLOSE_UNSUPPORTED_DATA,
                     reason: reason.to_owned(),

@@ -132,7 +132,27 @@ impl From<Cli> for Args {
     }
 }
 
+/// The smallest allocation glibc's malloc serves with a mapping of its own (8 KiB), set before
+/// anything else runs.
+///
+/// Why: each module connection holds an 8 KiB WebSocket read buffer (tokio-websockets'; it
+/// cannot be set) of which an idle connection touches only the first bytes. In the heap, glibc
+/// packs it between the connection's small allocations, so both of its pages are touched (by
+/// the neighbours' headers) and count in the RSS; in a mapping of its own the untouched page
+/// costs nothing. The scale bench (`benches/scale.rs`, which prints the per-connection growth)
+/// decided it against mimalloc and glibc's arena and trim settings: see the README's benchmark
+/// table. The price, one `mmap` and one `munmap` per buffer, is paid once per connection.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn map_large_allocations() {
+    // SAFETY: mallopt only changes a malloc setting; called before any thread starts.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 10) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn map_large_allocations() {}
+
 fn main() -> ExitCode {
+    map_large_allocations();
     // Help exits 0 on stdout; a usage error exits 2 on stderr (clap's `exit`).
     let args = Args::from(Cli::try_parse().unwrap_or_else(|err| err.exit()));
     tracing_subscriber::fmt()
