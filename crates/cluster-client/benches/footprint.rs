@@ -22,9 +22,12 @@
 //! from `/proc/self/status`: what the process allocated and touched, without the file-backed
 //! pages of its code, which every process running the same binary shares.
 
+mod common;
+
 use cluster_client::proto::payload::encode_routing_config;
-use cluster_client::{AddressConfiguration, Client, ConfigData, EventHandler, ModuleInfo};
-use cluster_testkit::{ErrorEvent, FakeConfigService};
+use cluster_client::{AddressConfiguration, ConfigData, ModuleInfo};
+use cluster_testkit::ErrorEvent;
+use common::{WithA, idle_client_exe};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -64,30 +67,10 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let service = FakeConfigService::builder().recording(false).build();
-        let addr = service.listen_ws("127.0.0.1:0").await.expect("listen");
-        let host = addr.to_string();
         // Module `A` is ready, so the clients' required module has an address.
-        let a = Client::new(
-            ModuleInfo {
-                module_name: "A".into(),
-                module_version: "1.0.0".into(),
-                lib_version: "0.1.0".into(),
-                grpc_outer_address: AddressConfiguration::new("127.0.0.2", "9000"),
-                ..ModuleInfo::default()
-            },
-            ConfigData::from_json("1.0.0", "{}", "{}").expect("config"),
-            [host.clone()],
-        )
-        .expect("client A");
-        let run_a = tokio::spawn({
-            let a = a.clone();
-            async move { a.run(EventHandler::new()).await }
-        });
-        a.state()
-            .wait_for(cluster_client::ClientState::is_ready)
-            .await
-            .expect("A ready");
+        let with_a =
+            WithA::start(ConfigData::from_json("1.0.0", "{}", "{}").expect("config")).await;
+        let (service, host) = (&with_a.service, with_a.host.clone());
 
         let mut one = HashMap::new();
         for clients in counts {
@@ -153,9 +136,7 @@ fn main() {
             size as f64 / (1024.0 * 1024.0),
             exe.display()
         );
-        a.close().await;
-        run_a.await.expect("run task").expect("run");
-        drop(service);
+        with_a.close().await;
     });
 }
 
@@ -204,12 +185,4 @@ async fn child(exe: &std::path::Path, host: &str, args: &[&str]) -> String {
     })
     .await
     .expect("child")
-}
-
-/// The `idle_client` example next to this bench (`target/<profile>/examples/idle_client`).
-fn idle_client_exe() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let path = dir.join("examples").join("idle_client");
-    path.exists().then_some(path)
 }

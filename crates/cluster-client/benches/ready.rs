@@ -11,11 +11,11 @@
 //! runs one ready client on a current-thread runtime, idles 6 s, and reports `VmRSS` from
 //! `/proc/self/status`.
 
+mod common;
+
 use cluster_client::typed::config_data_for;
-use cluster_client::{
-    AddressConfiguration, Bytes, Client, ConfigData, EventHandler, ModuleInfo, RoutingConfig,
-};
-use cluster_testkit::FakeConfigService;
+use cluster_client::{Bytes, Client, ConfigData, EventHandler, RoutingConfig};
+use common::{WithA, idle_client_exe, module, until_ready};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -23,16 +23,6 @@ use std::time::{Duration, Instant};
 struct Remote {
     workers: u32,
     name: String,
-}
-
-fn module(name: &str, ip: &str) -> ModuleInfo {
-    ModuleInfo {
-        module_name: name.to_owned(),
-        module_version: "1.0.0".to_owned(),
-        lib_version: "0.1.0".to_owned(),
-        grpc_outer_address: AddressConfiguration::new(ip, "9000"),
-        ..ModuleInfo::default()
-    }
 }
 
 fn handler() -> EventHandler {
@@ -47,14 +37,6 @@ fn handler() -> EventHandler {
 fn client(host: &str, name: &str, config: &ConfigData) -> Client {
     Client::new(module(name, "127.0.0.2"), config.clone(), [host.to_owned()])
         .expect("valid settings")
-}
-
-async fn until_ready(client: &Client) {
-    let mut state = client.state();
-    state
-        .wait_for(|s| s.is_ready())
-        .await
-        .expect("client state");
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -81,18 +63,10 @@ fn main() {
     .expect("runtime");
 
     rt.block_on(async {
-        let service = FakeConfigService::builder().recording(false).build();
-        let addr = service.listen_ws("127.0.0.1:0").await.expect("listen");
-        let host = addr.to_string();
-
         // The required module: one ready instance of A.
         let config = config_data_for::<Remote>("1.0.0").expect("schema");
-        let a = client(&host, "A", &config);
-        let run_a = tokio::spawn({
-            let a = a.clone();
-            async move { a.run(EventHandler::new()).await }
-        });
-        until_ready(&a).await;
+        let with_a = WithA::start(config.clone()).await;
+        let host = with_a.host.clone();
 
         let warmup = sessions / 10;
         let mut times = Vec::with_capacity(sessions);
@@ -152,21 +126,12 @@ fn main() {
             _ => println!("RSS child failed: {child}"),
         }
 
-        a.close().await;
-        run_a.await.expect("run task").expect("run");
+        with_a.close().await;
     });
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// The `idle_client` example next to this bench (`target/<profile>/examples/idle_client`).
-fn idle_client_exe() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let path = dir.join("examples").join("idle_client");
-    path.exists().then_some(path)
 }
 
 /// Runs the `idle_client` example against `host`; returns its stdout.
