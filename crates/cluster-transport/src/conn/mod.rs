@@ -47,8 +47,8 @@
 //! oneshot sender, behind a `std` mutex that is never held across an `await`), the pending pings,
 //! and the reason the connection ended. Nothing is preallocated: the writer's queue is a
 //! `VecDeque` that grows with bursts and shrinks when idle, and the rare paths (closing) are
-//! boxed out of the tasks' futures, so an idle connection costs about 2.5 KiB plus its
-//! transport (measured: `benches/etp.rs`, `memory`).
+//! boxed out of the tasks' futures, so an idle connection costs little beyond its transport
+//! (`benches/etp.rs`, `memory`, prints the figure).
 //!
 //! Frames are encoded once, by the caller of `emit*` (or by the reader for acks), straight into
 //! an exactly sized allocation that becomes the [`Bytes`] handed to the sink: every frame needs

@@ -24,7 +24,7 @@ pub(super) enum Control {
     Finish(CloseInfo),
 }
 /// The writer's queue. A `std` mutex around a `VecDeque` rather than a tokio mpsc channel: the
-/// channel allocates ~1.5 KiB per connection up front (a block of 32 slots and cache-padded
+/// channel allocates a block per connection up front (a block of 32 slots and cache-padded
 /// halves), this allocates nothing until a frame is queued. The lock is held only to push one
 /// command or to swap the whole queue out, never across an `await`.
 ///
