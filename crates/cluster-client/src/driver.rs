@@ -407,17 +407,17 @@ impl<'a> Driver<'a> {
                 "send event"
             );
         }
-        let out = match transmit {
-            Transmit::Ping(payload) => Out::Ping(payload),
-            // Only queued here: the session is over, and the close is written by
-            // `Link::shutdown` once the state has left `Ready` (see `run` and `drive`).
-            Transmit::Close => return,
-            frame => match frame.encode() {
-                Some(message) => Out::Frame(message),
-                None => return,
-            },
-        };
-        self.link.push(out);
+        match transmit {
+            Transmit::Ping(payload) => self.link.push(Out::Ping(payload)),
+            // Not queued: the session is over, and the close is written by `Link::shutdown`
+            // once the state has left `Ready` (see `run` and `drive`).
+            Transmit::Close => {}
+            frame => {
+                if let Some(message) = frame.encode() {
+                    self.link.push(Out::Frame(message));
+                }
+            }
+        }
     }
 
     /// A read finished: hand what came to the session, and read on unless the stream ended.

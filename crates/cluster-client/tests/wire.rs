@@ -153,3 +153,85 @@ async fn reading_pauses_while_the_acks_owed_to_a_server_that_does_not_read_pile_
     assert_eq!(hoarder.reads.load(Ordering::SeqCst), reads, "still paused");
     drop(run);
 }
+
+/// A transport whose writes fail at once: the client ends the session and backs off.
+mod broken {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use cluster_client::transport::{Incoming, MessageSink, MessageStream};
+    use cluster_client::{Connector, Endpoint, Transport, TransportError};
+
+    pub(crate) struct BrokenWrites;
+
+    fn gone() -> TransportError {
+        TransportError::Lost {
+            reason: "write side gone".into(),
+            source: None,
+        }
+    }
+
+    #[async_trait]
+    impl Connector for BrokenWrites {
+        async fn connect(&self, _: &Endpoint, _: &str) -> Result<Transport, TransportError> {
+            Ok(Transport {
+                sink: Box::new(Sink),
+                stream: Box::new(Silent),
+                peer: "broken".into(),
+            })
+        }
+    }
+
+    struct Sink;
+
+    #[async_trait]
+    impl MessageSink for Sink {
+        async fn feed(&mut self, _: Bytes) -> Result<(), TransportError> {
+            Err(gone())
+        }
+        async fn flush(&mut self) -> Result<(), TransportError> {
+            Err(gone())
+        }
+        async fn ping(&mut self, _: Bytes) -> Result<(), TransportError> {
+            Err(gone())
+        }
+        async fn close(&mut self, _: u16, _: &str) -> Result<(), TransportError> {
+            Err(gone())
+        }
+    }
+
+    struct Silent;
+
+    #[async_trait]
+    impl MessageStream for Silent {
+        async fn recv(&mut self) -> Result<Incoming, TransportError> {
+            std::future::pending().await
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_ends_the_session_at_once() {
+    let client = Client::builder(module("B", "10.0.0.2"), config_data("{}"), ["broken:1"])
+        .connector_arc(std::sync::Arc::new(broken::BrokenWrites))
+        .build()
+        .unwrap();
+    let run = spawn_run(&client, EventHandler::new());
+    let t0 = tokio::time::Instant::now();
+    let failed = wait_state(&client, "backing off", |s| {
+        matches!(s, ClientState::BackingOff { .. })
+    })
+    .await;
+    assert_eq!(
+        t0.elapsed(),
+        std::time::Duration::ZERO,
+        "no ack timeout waited"
+    );
+    let ClientState::BackingOff { cause, .. } = failed else {
+        unreachable!()
+    };
+    assert!(
+        cause.contains("write failed") && cause.contains("write side gone"),
+        "{cause}"
+    );
+    close_and_join(&client, run).await;
+}

@@ -535,8 +535,7 @@ impl Session {
                 ack_id: frame.ack_id(),
             });
         }
-        let name = frame.name().to_owned();
-        self.on_event(&name, frame.into_data());
+        self.on_event(frame.name(), frame.data().clone());
     }
 
     /// The application's verdict on a first event it was handed (`initial: true`): `Ok` counts

@@ -121,17 +121,18 @@ impl World {
     fn server_receives(&mut self, conn: ConnId, message: Bytes) {
         let frame = Frame::decode(message).expect("the client sends valid frames");
         let data = frame.data().clone();
-        let result = match frame.name() {
-            event::MODULE_SEND_CONFIG_SCHEMA => self.state.config_schema(conn, &data),
-            event::MODULE_SEND_REQUIREMENTS => self.state.module_requirements(conn, &data),
-            event::MODULE_READY => self.state.module_ready(conn, &data),
+        let (name, result) = match frame.name() {
+            event::MODULE_SEND_CONFIG_SCHEMA => (
+                event::MODULE_SEND_CONFIG_SCHEMA,
+                self.state.config_schema(conn, &data),
+            ),
+            event::MODULE_SEND_REQUIREMENTS => (
+                event::MODULE_SEND_REQUIREMENTS,
+                self.state.module_requirements(conn, &data),
+            ),
+            event::MODULE_READY => (event::MODULE_READY, self.state.module_ready(conn, &data)),
             other if other.starts_with(frame::ACK_PREFIX) => return,
             other => panic!("unexpected client event {other}"),
-        };
-        let name: &'static str = match frame.name() {
-            event::MODULE_SEND_CONFIG_SCHEMA => event::MODULE_SEND_CONFIG_SCHEMA,
-            event::MODULE_SEND_REQUIREMENTS => event::MODULE_SEND_REQUIREMENTS,
-            _ => event::MODULE_READY,
         };
         let text = match result {
             Ok(notifications) => {
