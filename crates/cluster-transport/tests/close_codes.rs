@@ -7,114 +7,13 @@
 mod common;
 use bytes::Bytes;
 use cluster_transport::conn::{Conn, ConnConfig, Handlers};
-use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
-use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, Transport, TransportError};
+use cluster_transport::ws::{WsConfig, WsConnector};
+use cluster_transport::{Acceptor, Connector, Incoming};
 use common::Captured;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-
-async fn acceptor() -> (WsAcceptor, Endpoint) {
-    let acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
-        .await
-        .unwrap();
-    let endpoint = format!("ws://{}", acceptor.local_addr()).parse().unwrap();
-    (acceptor, endpoint)
-}
-
-/// Reads up to the end of an HTTP head.
-async fn read_head(tcp: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "EOF in the head");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
-/// A raw client upgraded on our server; returns its socket and the server's transport.
-async fn raw_client(acceptor: &mut WsAcceptor) -> (TcpStream, Transport) {
-    let addr = acceptor.local_addr();
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /isp-etp/?module_name=raw HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let head = read_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    (tcp, acceptor.accept().await.unwrap().transport)
-}
-
-/// A raw server our client connected to; returns our client's transport and the socket.
-async fn raw_server() -> (Transport, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint: Endpoint = format!("ws://{}", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
-    let server = async {
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = read_head(&mut tcp).await;
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .to_owned();
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
-        tcp.write_all(answer.as_bytes()).await.unwrap();
-        tcp
-    };
-    let connector = WsConnector::new(WsConfig::default()).unwrap();
-    let (client, tcp) = tokio::join!(connector.connect(&endpoint, "m"), server);
-    (client.unwrap(), tcp)
-}
-
-/// A text frame of `payload` (< 126 bytes), masked with a zero key when `masked`.
-fn text_frame(payload: &[u8], masked: bool) -> Vec<u8> {
-    let len = u8::try_from(payload.len()).unwrap();
-    assert!(len < 126);
-    let mut frame = vec![0x81];
-    if masked {
-        frame.push(0x80 | len);
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-    } else {
-        frame.push(len);
-    }
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// Reads one frame (masked or not) and returns its close code, panicking if it is not a close.
-async fn read_close_code(tcp: &mut TcpStream) -> u16 {
-    let mut header = [0u8; 2];
-    tcp.read_exact(&mut header).await.unwrap();
-    assert_eq!(header[0] & 0x0f, 0x8, "not a close frame: {header:?}");
-    let len = usize::from(header[1] & 0x7f);
-    let mut mask = [0u8; 4];
-    if header[1] & 0x80 != 0 {
-        tcp.read_exact(&mut mask).await.unwrap();
-    }
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.unwrap();
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
-    }
-    assert!(len >= 2, "a close without code");
-    u16::from_be_bytes([payload[0], payload[1]])
-}
-
-fn assert_violation(result: Result<Incoming, TransportError>, code: u16) {
-    match result {
-        Err(err @ TransportError::Violation { .. }) => assert_eq!(err.close_sent(), Some(code)),
-        other => panic!("expected a violation closed with {code}, got {other:?}"),
-    }
-}
+use common::raw::{
+    acceptor, assert_violation, raw_client, raw_server, read_close_code, text_frame,
+};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn our_server_closes_an_unmasked_client_frame_with_1002() {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test uses its own part
 
+pub mod raw;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tracing::subscriber::DefaultGuard;
