@@ -1,6 +1,8 @@
 //! The WebSocket libraries compared in one run (issue 12 §2): tokio-tungstenite (what the
-//! transport used), tokio-websockets (what it uses now) and fastwebsockets, bare, over
-//! loopback, with no ETP on top. A plain program that prints its figures (no criterion).
+//! transport used first), tokio-websockets (what it used next), fastwebsockets, and our own
+//! frame layer (`cluster_transport::ws`, through its public `Transport`: its shared halves
+//! and boxed futures included), over loopback, with no ETP on top. A plain program that prints
+//! its figures (no criterion).
 //!
 //! ```text
 //! cargo bench -p cluster-transport --bench ws_libs                # everything
@@ -49,9 +51,15 @@ enum Lib {
     Tungstenite,
     TokioWebsockets,
     Fastwebsockets,
+    Ours,
 }
 
-const LIBS: [Lib; 3] = [Lib::Tungstenite, Lib::TokioWebsockets, Lib::Fastwebsockets];
+const LIBS: [Lib; 4] = [
+    Lib::Tungstenite,
+    Lib::TokioWebsockets,
+    Lib::Fastwebsockets,
+    Lib::Ours,
+];
 
 impl Lib {
     fn name(self) -> &'static str {
@@ -59,6 +67,7 @@ impl Lib {
             Self::Tungstenite => "tokio-tungstenite 0.30",
             Self::TokioWebsockets => "tokio-websockets 0.12",
             Self::Fastwebsockets => "fastwebsockets 0.10",
+            Self::Ours => "ours (cluster_transport::ws)",
         }
     }
 
@@ -152,6 +161,71 @@ mod tw {
 
     pub(crate) fn is_text(m: &Message) -> bool {
         m.is_text()
+    }
+}
+
+// ---- ours -----------------------------------------------------------------------------------
+
+mod ours {
+    use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
+    use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, Transport};
+
+    use super::*;
+
+    /// An acceptor and a connector to it; the acceptor runs its own accept loop.
+    pub(crate) struct Net {
+        acceptor: WsAcceptor,
+        connector: WsConnector,
+        endpoint: Endpoint,
+    }
+
+    impl Net {
+        pub(crate) async fn new() -> Self {
+            let config = WsServerConfig::default().with_max_message_size(4 << 20);
+            let acceptor = WsAcceptor::bind("127.0.0.1:0", config).await.expect("bind");
+            let endpoint = format!("ws://{}", acceptor.local_addr())
+                .parse()
+                .expect("endpoint");
+            let connector = WsConnector::new(WsConfig::default()).expect("connector");
+            Self {
+                acceptor,
+                connector,
+                endpoint,
+            }
+        }
+
+        pub(crate) async fn pair(&mut self) -> (Transport, Transport) {
+            let (client, server) = tokio::join!(
+                self.connector.connect(&self.endpoint, "bench"),
+                self.acceptor.accept()
+            );
+            (client.expect("client"), server.expect("server").transport)
+        }
+    }
+
+    pub(crate) async fn send(t: &mut Transport, text: Bytes) {
+        t.sink.feed(text).await.expect("feed");
+        t.sink.flush().await.expect("flush");
+    }
+
+    pub(crate) async fn text(t: &mut Transport) -> Bytes {
+        match t.stream.recv().await.expect("recv") {
+            Incoming::Text(text) => text,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    pub(crate) async fn echo(mut server: Transport) {
+        while let Ok(Incoming::Text(text)) = server.stream.recv().await {
+            if server.sink.feed(text).await.is_err() || server.sink.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn warm(from: &mut Transport, to: &mut Transport) {
+        send(from, Bytes::from_static(b"warm")).await;
+        text(to).await;
     }
 }
 
@@ -317,6 +391,20 @@ async fn rtt(lib: Lib) -> Rtt {
             let _ = echo.await;
             rtt
         }
+        Lib::Ours => {
+            let mut net = ours::Net::new().await;
+            let (mut c, s) = net.pair().await;
+            let echo = tokio::spawn(ours::echo(s));
+            let payload = Bytes::from_static(b"0123456789abcdef");
+            let rtt = measure_rtt(async || {
+                ours::send(&mut c, payload.clone()).await;
+                ours::text(&mut c).await;
+            })
+            .await;
+            drop(c);
+            let _ = echo.await;
+            rtt
+        }
     }
 }
 
@@ -365,6 +453,27 @@ async fn flood(lib: Lib) -> f64 {
                 fw::send(&mut c, &payload).await;
             }
             counter.await.expect("counter");
+            FLOOD_MESSAGES as f64 / started.elapsed().as_secs_f64()
+        }
+        Lib::Ours => {
+            let mut net = ours::Net::new().await;
+            let (mut c, mut s) = net.pair().await;
+            let counter = tokio::spawn(async move {
+                for _ in 0..FLOOD_MESSAGES {
+                    ours::text(&mut s).await;
+                }
+                s
+            });
+            let payload = Bytes::from(vec![b'x'; FLOOD_SIZE]);
+            let started = Instant::now();
+            for sent in 1..=FLOOD_MESSAGES {
+                c.sink.feed(payload.clone()).await.expect("feed");
+                if sent % FLUSH_EVERY == 0 {
+                    c.sink.flush().await.expect("flush");
+                }
+            }
+            c.sink.flush().await.expect("flush");
+            let _server = counter.await.expect("counter");
             FLOOD_MESSAGES as f64 / started.elapsed().as_secs_f64()
         }
     }
@@ -427,12 +536,29 @@ async fn memory(lib: Lib) -> f64 {
             drop(pairs);
             after.saturating_sub(before) as f64 / n as f64
         }
+        Lib::Ours => {
+            // The acceptor (its accept loop) before the baseline.
+            let mut net = ours::Net::new().await;
+            drop(net.pair().await);
+            let before = rss();
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (mut c, mut s) = net.pair().await;
+                ours::warm(&mut c, &mut s).await;
+                ours::warm(&mut s, &mut c).await;
+                pairs.push((c, s));
+            }
+            let after = rss();
+            drop(pairs);
+            after.saturating_sub(before) as f64 / n as f64
+        }
     }
 }
 
 /// TCP connect + upgrade, sequential.
 async fn handshake(lib: Lib) -> Rtt {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut net = ours::Net::new().await;
     let mut samples = Vec::with_capacity(HANDSHAKES);
     let started = Instant::now();
     for _ in 0..HANDSHAKES {
@@ -441,6 +567,7 @@ async fn handshake(lib: Lib) -> Rtt {
             Lib::Tungstenite => drop(tt::pair(&listener).await),
             Lib::TokioWebsockets => drop(tw::pair(&listener).await),
             Lib::Fastwebsockets => drop(fw::pair(&listener).await),
+            Lib::Ours => drop(net.pair().await),
         }
         samples.push(t.elapsed());
     }

@@ -195,13 +195,10 @@ pub enum TransportError {
     /// The transport cannot carry a message: the peer sent what the framing does not allow
     /// (a malformed length prefix, a truncated close frame), or a sink was given what it
     /// cannot send (text that is not UTF-8, a ping over 125 bytes).
-    #[error("protocol violation: {reason}{}", with_source(.source.as_ref()))]
+    #[error("protocol violation: {reason}")]
     Protocol {
         /// What was wrong.
         reason: String,
-        /// The WebSocket library's error, when it reported it.
-        #[source]
-        source: Option<tokio_websockets::Error>,
     },
     /// The peer broke the protocol; this side closed the connection with `code` (1002 for a
     /// framing violation, 1003 for a binary message, 1007 for text that is not UTF-8).
@@ -211,10 +208,9 @@ pub enum TransportError {
         code: u16,
         /// What the peer did.
         reason: String,
-        /// The WebSocket library's account of the violation, when it found it (a binary
-        /// message is found by this crate).
+        /// The WebSocket layer's account of the violation.
         #[source]
-        source: Option<tokio_websockets::proto::ProtocolError>,
+        source: Option<crate::ws::WsViolation>,
     },
     /// The peer refused the connection or is not there.
     #[error("cannot connect to {endpoint}: {source}")]
@@ -301,7 +297,6 @@ impl TransportError {
     pub(crate) fn protocol(reason: impl Into<String>) -> Self {
         Self::Protocol {
             reason: reason.into(),
-            source: None,
         }
     }
 }

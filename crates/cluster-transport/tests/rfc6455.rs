@@ -699,20 +699,16 @@ async fn a_close_after_a_ping_and_text_comes_after_them(side: Side) {
 // The end of a failed connection
 // ---------------------------------------------------------------------------------------
 
-// Ignored today: the transport closes its socket only when it is dropped (tokio-websockets
-// never shuts the socket down), so a failed connection stays open while the application holds
-// the transport (§7.1.7 says MUST close it), and so does our server's end of a finished close
-// handshake (§7.1.1 says the server SHOULD close first). `expect_fault` drops the transport
-// before it looks for the end of the socket, as the ETP runtime does.
+// The transport closes the socket itself: a failed connection while the application still
+// holds the transport (§7.1.7 says MUST), and our server's end of a finished close handshake
+// (§7.1.1 says the server SHOULD close first).
 
 #[tokio::test]
-#[ignore = "RFC 6455 §7.1.7: after a fault the socket stays open until the transport is dropped"]
 async fn a_failed_connection_is_closed_while_the_transport_is_held_by_our_server() {
     a_failed_connection_is_closed_while_the_transport_is_held(Side::Server).await;
 }
 
 #[tokio::test]
-#[ignore = "RFC 6455 §7.1.7: after a fault the socket stays open until the transport is dropped"]
 async fn a_failed_connection_is_closed_while_the_transport_is_held_by_our_client() {
     a_failed_connection_is_closed_while_the_transport_is_held(Side::Client).await;
 }
@@ -732,7 +728,6 @@ async fn a_failed_connection_is_closed_while_the_transport_is_held(side: Side) {
 /// §7.1.1: once the close handshake is done, the server closes the TCP connection first (the
 /// client waits for it).
 #[tokio::test]
-#[ignore = "RFC 6455 §7.1.1: after the close handshake our server keeps the socket open until the transport is dropped"]
 async fn our_server_closes_the_socket_after_the_close_handshake() {
     let (mut ours, mut peer) = open(Side::Server).await;
     peer.send(FIN | CLOSE, &close_payload(1000, b"bye")).await;

@@ -6,11 +6,12 @@
 //! falls back to nor upgrades to the other. [`WsAcceptor`] serves the [`ETP_PATH`] path, plain
 //! or with TLS.
 //!
-//! The WebSocket protocol itself is [tokio-websockets] (chosen by the comparison in the crate
-//! docs): it logs nothing, so no payload can reach a log through it, whatever subscriber or
-//! `log` bridge the application installs. The opening handshake is ours on both sides (see
-//! *Upgrade requests* below): a refused client gets the server's reason in its error
-//! ("server answered HTTP 400: invalid module_name: ...").
+//! The WebSocket framing is this crate's own (`frames`, `codec`: see *Buffers* below for why;
+//! the libraries it was measured against are in the crate docs). It logs nothing, so no
+//! payload can reach a log through it, whatever subscriber or `log` bridge the application
+//! installs. The opening handshake is ours on both sides too (see *Upgrade requests* below): a
+//! refused client gets the server's reason in its error ("server answered HTTP 400: invalid
+//! module_name: ..."). `tests/rfc6455.rs` holds the framing rules of RFC 6455 on both sides.
 //!
 //! # Messages
 //! Text only. Received text is handed over without a copy; sent text is validated as UTF-8
@@ -18,10 +19,12 @@
 //! while the stream is read; pongs are surfaced as [`Incoming::Pong`].
 //!
 //! # Faults and close codes (RFC 6455 §7.4.1)
-//! The side that sees the fault sends the close frame, returns
-//! [`TransportError::Violation`] (or [`TransportError::MessageTooBig`]) with the code it sent,
-//! and logs at `warn` that *we* ended the connection and why; the other side receives the
-//! close as [`Incoming::Closed`] with that code (the peer ended it).
+//! The side that sees the fault sends the close frame, shuts the connection down (§7.1.7:
+//! without waiting for the transport to be dropped), returns [`TransportError::Violation`]
+//! (with a [`WsViolation`] as its source) or [`TransportError::MessageTooBig`], with the code
+//! it sent, and logs at `warn` that *we* ended the connection and why; the other side receives
+//! the close as [`Incoming::Closed`] with that code (the peer ended it). After a close
+//! handshake the server shuts the connection down first (§7.1.1); a client waits for it.
 //!
 //! | fault | code |
 //! |---|---|
@@ -56,17 +59,24 @@
 //! slowly it trickles its bytes.
 //!
 //! # Buffers
-//! tokio-websockets reads into a buffer that starts at 8 KiB (allocated, not zero-filled, so an
-//! idle connection's untouched pages cost nothing) and grows to the largest frame read.
-//! Written frames are queued without a copy and written out together (vectored) at a flush or
-//! once [`WsConfig::write_buffer_size`] bytes are queued.
+//! An idle connection holds no buffer: the read buffer is dropped whenever everything read was
+//! decoded and the socket was read dry, and the write buffer once everything queued is
+//! written. The libraries measured (crate docs) keep their read buffer for the connection's
+//! life, at 8 KiB from the start and as large as the largest message once one came: a config
+//! service pays it for each of its thousands of idle modules, and a module whose client once
+//! read a large routing table pays it for good. Reads take at least 4 KiB of room (doubling
+//! while the socket fills it, up to 64 KiB), or the rest of the frame being read when larger,
+//! so a large message is read into its own allocation, once. A payload is handed over without
+//! a copy (the client unmasks nothing; the server unmasks in place); a fragmented message is
+//! copied together. Frame headers and payloads up to 1 KiB are copied into one write buffer;
+//! larger payloads are queued as they are (a fan-out of one frame to many connections copies
+//! nothing), and everything queued goes out in vectored writes at a flush or once
+//! [`WsConfig::write_buffer_size`] bytes are queued.
 //!
 //! # Halves
 //! The two halves share the socket through a `std::sync::Mutex` taken only inside a single
 //! poll (never across an await), so the reading half can also write: it flushes pong and close
 //! replies, and sends the closes of the table above.
-//!
-//! [tokio-websockets]: https://docs.rs/tokio-websockets
 
 use crate::acceptor::ChannelAcceptor;
 use crate::socket::{self, Pending, dial_tcp};
@@ -74,17 +84,14 @@ use crate::stream_end::StreamEnd;
 use crate::tls::{self, TlsConfig};
 use crate::upgrade::{self, HandshakeError, Prefixed, ReadFailure};
 use crate::{
-    Accepted, Acceptor, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR,
-    CloseInfo, Connector, ETP_PATH, Endpoint, Incoming, MessageSink, MessageStream, Scheme,
-    Transport, TransportError,
+    Accepted, Acceptor, CLOSE_MESSAGE_TOO_BIG, CloseInfo, Connector, ETP_PATH, Endpoint, Incoming,
+    MessageSink, MessageStream, Scheme, Transport, TransportError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{Sink, Stream};
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -92,10 +99,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio::sync::watch;
-use tokio_websockets::proto::ProtocolError;
-use tokio_websockets::{
-    ClientBuilder, CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream,
-};
+
+mod codec;
+mod frames;
+
+pub use codec::WsViolation;
+use codec::{Opcode, Role};
+use frames::{Message, Socket, SocketError};
 
 pub use crate::CLOSE_UNSUPPORTED_DATA;
 pub use crate::socket::{DEFAULT_MAX_PENDING_HANDSHAKES, PendingHandshakes};
@@ -110,8 +120,8 @@ pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
 /// Chosen with the flood bench (`benches/etp.rs`, `flood`): with 1 KiB messages flushed every
-/// 64, 32 KiB went clearly faster than 8 KiB. It costs an idle connection nothing:
-/// tokio-websockets' queue holds the frames themselves, not a copy.
+/// 64, 32 KiB went clearly faster than 8 KiB. It costs an idle connection nothing: the write
+/// buffer is dropped once written out.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 32 << 10;
 /// Default time a server gives a client for its TCP/TLS + upgrade handshake (10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,14 +190,6 @@ impl WsConfig {
         self.tls = tls;
         self
     }
-}
-
-/// tokio-websockets' settings for a read limit and a write threshold.
-fn websocket_config(max_message_size: usize, write_buffer_size: usize) -> (Config, Limits) {
-    (
-        Config::default().flush_threshold(write_buffer_size.max(1)),
-        Limits::default().max_payload_len(Some(max_message_size)),
-    )
 }
 
 /// Escapes a query component as Go's `url.QueryEscape` does (and so as the Go client's
@@ -263,9 +265,10 @@ impl WsConnector {
     ) -> Result<Transport, TransportError> {
         let target = endpoint.to_string();
         let (tcp, peer) = dial_tcp(endpoint).await?;
-        let (config, limits) =
-            websocket_config(self.config.max_message_size, self.config.write_buffer_size);
-        let builder = ClientBuilder::new().config(config).limits(limits);
+        let limits = Limits {
+            max_message_size: self.config.max_message_size,
+            write_buffer_size: self.config.write_buffer_size,
+        };
         let request = Upgrade {
             host: endpoint.authority(),
             target: format!("{ETP_PATH}?module_name={}", query_escape(module_name)),
@@ -285,9 +288,9 @@ impl WsConnector {
                             }
                         })
                     })?;
-                upgrade_client(&builder, &request, tls, &target, peer).await
+                upgrade_client(limits, &request, tls, &target, peer).await
             }
-            _ => upgrade_client(&builder, &request, tcp, &target, peer).await,
+            _ => upgrade_client(limits, &request, tcp, &target, peer).await,
         }
     }
 }
@@ -302,7 +305,7 @@ struct Upgrade {
 
 /// Sends the Go client's upgrade request and reads the answer (see [`crate::upgrade`]).
 async fn upgrade_client<S>(
-    builder: &ClientBuilder<'_>,
+    limits: Limits,
     request: &Upgrade,
     mut stream: S,
     target: &str,
@@ -331,8 +334,8 @@ where
     let leftover = upgrade::read_response(&mut stream, &key)
         .await
         .map_err(failed)?;
-    let ws = builder.take_over(Prefixed::new(leftover, stream));
-    Ok(transport(ws, peer))
+    let socket = limits.socket(Prefixed::new(leftover, stream), Role::Client);
+    Ok(transport(socket, peer))
 }
 
 #[async_trait]
@@ -590,20 +593,32 @@ where
         .flush()
         .await
         .map_err(|e| format!("cannot answer the upgrade: {e}"))?;
-    let (ws_config, limits) = websocket_config(config.max_message_size, config.write_buffer_size);
-    let ws = ServerBuilder::new()
-        .config(ws_config)
-        .limits(limits)
-        .serve(stream);
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+        write_buffer_size: config.write_buffer_size,
+    };
     Ok(Accepted {
-        transport: transport(ws, peer.to_string()),
+        transport: transport(limits.socket(stream, Role::Server), peer.to_string()),
         module_name: upgrade.module_name,
     })
 }
 
+/// A side's read limit and write threshold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_message_size: usize,
+    write_buffer_size: usize,
+}
+
+impl Limits {
+    fn socket<S: AsyncRead + AsyncWrite + Unpin>(self, io: S, role: Role) -> Socket<S> {
+        Socket::new(io, role, self.max_message_size, self.write_buffer_size)
+    }
+}
+
 /// One WebSocket shared by the two halves.
 struct Shared<S> {
-    ws: Mutex<WebSocketStream<S>>,
+    ws: Mutex<Socket<S>>,
     sent_close: OnceLock<CloseInfo>,
     received_close: OnceLock<CloseInfo>,
     /// The peer, for logs.
@@ -614,29 +629,30 @@ impl<S> Shared<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn lock(&self) -> MutexGuard<'_, WebSocketStream<S>> {
+    fn lock(&self) -> MutexGuard<'_, Socket<S>> {
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn send(&self, message: Message) -> Result<(), tokio_websockets::Error> {
-        let mut message = Some(message);
+    /// Queues a frame once the queue is under the write threshold.
+    async fn send(&self, opcode: Opcode, payload: &Bytes) -> Result<(), SocketError> {
         poll_fn(|cx| {
             let mut ws = self.lock();
-            ready!(Pin::new(&mut *ws).poll_ready(cx))?;
-            match message.take() {
-                Some(message) => Poll::Ready(Pin::new(&mut *ws).start_send(message)),
-                None => Poll::Ready(Ok(())),
-            }
+            ready!(ws.poll_ready(cx))?;
+            Poll::Ready(ws.queue(opcode, payload))
         })
         .await
     }
 
-    async fn flush(&self) -> Result<(), tokio_websockets::Error> {
-        poll_fn(|cx| Pin::new(&mut *self.lock()).poll_flush(cx)).await
+    async fn flush(&self) -> Result<(), SocketError> {
+        poll_fn(|cx| self.lock().poll_flush(cx)).await
     }
 
-    async fn next(&self) -> Option<Result<Message, tokio_websockets::Error>> {
-        poll_fn(|cx| Pin::new(&mut *self.lock()).poll_next(cx)).await
+    async fn shutdown(&self) -> Result<(), SocketError> {
+        poll_fn(|cx| self.lock().poll_shutdown(cx)).await
+    }
+
+    async fn next(&self) -> Option<Result<Message, SocketError>> {
+        poll_fn(|cx| self.lock().poll_next(cx)).await
     }
 
     fn close_info(&self) -> CloseInfo {
@@ -650,36 +666,27 @@ where
             })
     }
 
-    /// Maps a tokio-websockets error to ours.
-    fn error(&self, err: tokio_websockets::Error) -> TransportError {
-        use tokio_websockets::Error;
+    /// Maps a socket error to ours.
+    fn error(&self, err: SocketError) -> TransportError {
         match err {
-            Error::AlreadyClosed => TransportError::Closed(self.close_info()),
-            Error::Io(err) => TransportError::lost_io("WebSocket IO failed", err),
-            Error::Protocol(violation) => TransportError::Violation {
-                code: if matches!(violation, ProtocolError::InvalidUtf8) {
-                    CLOSE_INVALID_PAYLOAD
-                } else {
-                    CLOSE_PROTOCOL_ERROR
-                },
+            SocketError::Closing => TransportError::Closed(self.close_info()),
+            SocketError::Io(err) => TransportError::lost_io("WebSocket IO failed", err),
+            SocketError::Violation(violation) => TransportError::Violation {
+                code: violation.close_code(),
                 reason: violation.to_string(),
                 source: Some(violation),
             },
-            Error::PayloadTooLong { len, max_len } => TransportError::MessageTooBig {
-                size: len,
-                limit: max_len,
-            },
-            other => TransportError::Protocol {
-                reason: "the WebSocket library refused it".to_owned(),
-                source: Some(other),
+            SocketError::TooBig { size, limit } => TransportError::MessageTooBig {
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit,
             },
         }
     }
 
     /// Ends the connection from the reading half because the peer broke a rule: sends the
-    /// close `code` (unless tokio-websockets queued it already, or a close was exchanged),
-    /// writes it out within [`CLOSE_WRITE_TIMEOUT`], and logs that we ended it. Write errors
-    /// are ignored: the connection is going away anyway.
+    /// close `code` (unless a close was sent or exchanged already), writes it out within
+    /// [`CLOSE_WRITE_TIMEOUT`], and logs that we ended it. Write errors are ignored: the
+    /// connection is going away anyway.
     async fn close_for_fault(&self, code: u16, reason: &str) {
         let info = CloseInfo {
             code: Some(code),
@@ -695,38 +702,37 @@ where
             "WebSocket connection closed by us: the peer broke the protocol"
         );
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-            // tokio-websockets queues its own close for framing faults: then this one is
-            // refused (AlreadyClosed) and the flush writes out the queued one.
-            let _ = self.send(close_message(Some(code), reason)).await;
-            self.flush().await
+            self.lock()
+                .queue(Opcode::Close, &close_payload(Some(code), reason))?;
+            // A failed connection is closed (RFC 6455 §7.1.7), not left to the holder.
+            self.shutdown().await
         })
         .await;
     }
 }
 
-/// A close frame for `code` and `reason`: a reason over 123 bytes is cut at a character
-/// boundary; a code that may not be sent (outside 1000–1015 and 3000–4999, or one of the
-/// reserved 1004, 1005, 1006, 1015) gives a close frame without code or reason.
-fn close_message(code: Option<u16>, reason: &str) -> Message {
-    let code = code
-        .and_then(|code| CloseCode::try_from(code).ok())
-        .filter(|code| !code.is_reserved());
+/// The payload of a close frame for `code` and `reason`: a reason over 123 bytes is cut at a
+/// character boundary; a code that may not be sent (outside 1000–1015 and 3000–4999, or one
+/// of the reserved 1004, 1005, 1006, 1015) gives a close frame without code or reason.
+fn close_payload(code: Option<u16>, reason: &str) -> Bytes {
+    let Some(code) = code.filter(|code| codec::close_code_is_sendable(*code)) else {
+        return Bytes::new();
+    };
     let mut end = reason.len().min(MAX_CLOSE_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    match code {
-        Some(code) => Message::close(Some(code), &reason[..end]),
-        None => Message::close(None, ""),
-    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    Bytes::from(payload)
 }
 
-/// The close frame `close_message` sends, as recorded by the sink.
+/// The close frame `close_payload` sends, as recorded by the sink.
 fn sent_close_info(code: u16, reason: &str) -> CloseInfo {
-    let message = close_message(Some(code), reason);
-    match message.as_close() {
-        Some((code, reason)) if code != CloseCode::NO_STATUS_RECEIVED => CloseInfo {
-            code: Some(u16::from(code)),
+    match codec::parse_close(&close_payload(Some(code), reason)) {
+        Ok((Some(code), reason)) => CloseInfo {
+            code: Some(code),
             reason: reason.to_owned(),
         },
         _ => CloseInfo {
@@ -736,7 +742,7 @@ fn sent_close_info(code: u16, reason: &str) -> CloseInfo {
     }
 }
 
-fn transport<S>(ws: WebSocketStream<S>, peer: String) -> Transport
+fn transport<S>(ws: Socket<S>, peer: String) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -779,6 +785,16 @@ where
     }
 }
 
+/// Refuses text that is not UTF-8 (a caller's mistake: the message is not sent).
+fn check_text(text: &[u8]) -> Result<(), TransportError> {
+    match std::str::from_utf8(text) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(TransportError::protocol(
+            "a text message must be valid UTF-8",
+        )),
+    }
+}
+
 #[async_trait]
 impl<S> MessageSink for WsSink<S>
 where
@@ -786,35 +802,27 @@ where
 {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
         self.check()?;
-        if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::protocol(
-                "a text message must be valid UTF-8",
-            ));
-        }
+        check_text(&text)?;
         let shared = &self.shared;
         shared
-            .send(Message::text(text))
+            .send(Opcode::Text, &text)
             .await
             .map_err(|e| shared.error(e))
     }
 
-    /// Takes `text` unless tokio-websockets' write queue is over
-    /// [`WsConfig::write_buffer_size`] and the socket does not take it at once.
+    /// Takes `text` unless the write queue is over [`WsConfig::write_buffer_size`] and the
+    /// socket does not take it at once.
     fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
         self.check()?;
-        if std::str::from_utf8(&text).is_err() {
-            return Err(TransportError::protocol(
-                "a text message must be valid UTF-8",
-            ));
-        }
+        check_text(&text)?;
         let shared = &self.shared;
         let mut ws = shared.lock();
-        // No waker: nothing waits on this poll. (A pending flush keeps tokio-websockets'
-        // flushing waker; the writer task polls again with its own before it waits.)
+        // No waker: nothing waits on this poll. (A pending write keeps the flushing waker;
+        // the writer task polls again with its own before it waits.)
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut *ws).poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut *ws)
-                .start_send(Message::text(text))
+        match ws.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => ws
+                .queue(Opcode::Text, &text)
                 .map(|()| None)
                 .map_err(|e| shared.error(e)),
             Poll::Ready(Err(e)) => Err(shared.error(e)),
@@ -826,7 +834,7 @@ where
         let shared = &self.shared;
         let mut ws = shared.lock();
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut *ws).poll_flush(&mut cx) {
+        match ws.poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => Ok(true),
             Poll::Ready(Err(e)) => Err(shared.error(e)),
             Poll::Pending => Ok(false),
@@ -849,7 +857,7 @@ where
         }
         let shared = &self.shared;
         shared
-            .send(Message::ping(payload))
+            .send(Opcode::Ping, &payload)
             .await
             .map_err(|e| shared.error(e))?;
         shared.flush().await.map_err(|e| shared.error(e))
@@ -870,7 +878,7 @@ where
         }
         let _ = shared.sent_close.set(sent_close_info(code, reason));
         shared
-            .send(close_message(Some(code), reason))
+            .send(Opcode::Close, &close_payload(Some(code), reason))
             .await
             .map_err(|e| shared.error(e))?;
         shared.flush().await.map_err(|e| shared.error(e))
@@ -890,46 +898,38 @@ where
     /// an idle connection's read, which a server holds thousands of, stays small.
     async fn next_incoming(&mut self) -> Result<Incoming, TransportError> {
         let shared = &self.shared;
-        loop {
-            let message = match shared.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(err)) => {
-                    let err = shared.error(err);
-                    match &err {
-                        TransportError::MessageTooBig { size, limit } => {
-                            let reason =
-                                format!("message of {size} bytes over the limit of {limit}");
-                            Box::pin(shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason)).await;
-                        }
-                        TransportError::Violation { code, reason, .. } => {
-                            Box::pin(shared.close_for_fault(*code, reason)).await;
-                        }
-                        _ => {
-                            tracing::debug!(peer = %shared.peer, error = %err, "WebSocket read failed")
-                        }
+        let message = match shared.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
+                let err = shared.error(err);
+                match &err {
+                    TransportError::MessageTooBig { size, limit } => {
+                        let reason = format!("message of {size} bytes over the limit of {limit}");
+                        Box::pin(shared.close_for_fault(CLOSE_MESSAGE_TOO_BIG, &reason)).await;
                     }
-                    return Err(err);
+                    TransportError::Violation { code, reason, .. } => {
+                        Box::pin(shared.close_for_fault(*code, reason)).await;
+                    }
+                    _ => {
+                        tracing::debug!(peer = %shared.peer, error = %err, "WebSocket read failed")
+                    }
                 }
-                None => {
-                    return Err(match shared.received_close.get() {
-                        Some(info) => TransportError::Closed(info.clone()),
-                        None => TransportError::lost("connection ended without a close frame"),
-                    });
-                }
-            };
-            if message.is_text() {
-                return Ok(Incoming::Text(Bytes::from(message.into_payload())));
+                return Err(err);
             }
-            if message.is_pong() {
-                return Ok(Incoming::Pong(Bytes::from(message.into_payload())));
+            None => {
+                return Err(match shared.received_close.get() {
+                    Some(info) => TransportError::Closed(info.clone()),
+                    None => TransportError::lost("connection ended without a close frame"),
+                });
             }
-            if let Some((code, reason)) = message.as_close() {
-                let mut info = CloseInfo {
-                    code: (code != CloseCode::NO_STATUS_RECEIVED).then(|| u16::from(code)),
-                    reason: reason.to_owned(),
-                };
-                // tokio-websockets echoes a close with its code only: the reply to our own
-                // close reports our close, reason included.
+        };
+        match message {
+            Message::Text(text) => Ok(Incoming::Text(text)),
+            Message::Pong(payload) => Ok(Incoming::Pong(payload)),
+            Message::Close(code, reason) => {
+                let mut info = CloseInfo { code, reason };
+                // The peer's reply to our close echoes the code only: it reports our close,
+                // reason included.
                 if let Some(sent) = shared.sent_close.get()
                     && sent.code == info.code
                     && info.reason.is_empty()
@@ -937,20 +937,19 @@ where
                     info = sent.clone();
                 }
                 let _ = shared.received_close.set(info.clone());
-                // Write out the close reply tokio-websockets queued (if the peer started).
-                let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, shared.flush())).await;
-                return Ok(Incoming::Closed(info));
+                // Write out our close reply (if the peer started); a server then closes the
+                // connection (RFC 6455 §7.1.1), a client leaves that to the server.
+                let server = shared.lock().role() == Role::Server;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                    if server {
+                        shared.shutdown().await
+                    } else {
+                        shared.flush().await
+                    }
+                }))
+                .await;
+                Ok(Incoming::Closed(info))
             }
-            if message.is_binary() {
-                let reason = "binary messages are not supported";
-                Box::pin(shared.close_for_fault(crate::CLOSE_UNSUPPORTED_DATA, reason)).await;
-                return Err(TransportError::Violation {
-                    code: crate::CLOSE_UNSUPPORTED_DATA,
-                    reason: reason.to_owned(),
-                    source: None,
-                });
-            }
-            // A ping: tokio-websockets queued the pong; the next read writes it out.
         }
     }
 }

@@ -1,0 +1,521 @@
+//! One WebSocket connection after its opening handshake: messages assembled from frames,
+//! pings answered, the close echoed, and frames queued and written out together.
+//!
+//! # Why our own
+//! The libraries we measured (crate docs) keep a read buffer per connection for its whole
+//! life: 8 KiB from the start, and as large as the largest message once one came. A config
+//! service holds thousands of idle connections, and a module's client received a routing
+//! table of tens of KiB once; both pay for it as long as the connection lives. Here an idle
+//! connection holds no buffer at all: the read buffer is released whenever the socket has
+//! been read dry and every frame in it was decoded, and the write buffer once everything
+//! queued is written. Framing itself is small ([`super::codec`]), and owning it also lets
+//! text be checked as UTF-8 once on each side.
+//!
+//! # Buffers
+//! - **Read.** A read goes into spare room of at least [`READ_CHUNK`] bytes (4 KiB, under
+//!   the fake service's 8 KiB mmap threshold), or the rest of the frame being read when that
+//!   is larger, so a large message is read into its own allocation, once. While the socket
+//!   keeps filling the room, the next room doubles, up to [`MAX_READ_CHUNK`]. A payload is
+//!   cut out of the buffer without a copy; a fragmented message is copied together.
+//! - **Write.** A frame header, and a payload of at most [`COPY_MAX`] bytes, are copied into
+//!   one contiguous buffer; a larger payload is queued as it is (a fan-out of one frame to
+//!   many connections copies nothing). Everything queued goes out in vectored writes. A
+//!   client masks its payload into the buffer, as it must (RFC 6455 §5.3).
+
+use super::codec::{self, Header, MAX_HEADER, Opcode, Role, WsViolation};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The least spare room a read is given: 4 KiB.
+pub(crate) const READ_CHUNK: usize = 4 << 10;
+/// The most spare room a read is given while the socket keeps filling it: 64 KiB (a frame
+/// larger than that gets exactly its own size).
+pub(crate) const MAX_READ_CHUNK: usize = 64 << 10;
+/// Payloads up to this size are copied into the write buffer; larger ones are queued by
+/// reference. 1 KiB.
+pub(crate) const COPY_MAX: usize = 1 << 10;
+/// The most buffers one vectored write is given.
+const MAX_IOVECS: usize = 64;
+
+/// A received message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// A text message, checked as UTF-8.
+    Text(Bytes),
+    /// A pong's payload.
+    Pong(Bytes),
+    /// The peer's close: its code (`None` when it sent none) and reason.
+    Close(Option<u16>, String),
+}
+
+/// Why reading or writing failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SocketError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The peer broke the framing rules.
+    #[error(transparent)]
+    Violation(#[from] WsViolation),
+    /// A message over the read limit.
+    #[error("message of {size} bytes over the limit of {limit}")]
+    TooBig {
+        /// Its size so far (the frame that crossed the limit included).
+        size: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A data frame after a close was sent or received.
+    #[error("the connection is closing")]
+    Closing,
+}
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close and read on until the peer's.
+    ClosedByUs,
+    /// The peer sent a close; our reply is queued. Reading ends once it is written.
+    ClosedByPeer,
+    /// Nothing more is read: the close handshake is done, or reading failed.
+    Done,
+}
+
+/// A WebSocket connection over `S`, after the handshake.
+#[derive(Debug)]
+pub(crate) struct Socket<S> {
+    io: S,
+    role: Role,
+    state: State,
+    read: ReadState,
+    write: WriteQueue,
+    /// The limit of a received message.
+    max_message_size: usize,
+    /// Queued bytes past which [`Socket::poll_ready`] writes before taking more.
+    flush_threshold: usize,
+    /// Whether a close frame was queued (ours, or the reply to the peer's).
+    close_sent: bool,
+    /// The waker of the task flushing, when a flush is pending: the reading side flushes
+    /// its replies with it, so that the flushing task is not forgotten.
+    flushing_waker: Option<Waker>,
+}
+
+#[derive(Debug, Default)]
+struct ReadState {
+    /// Bytes read and not yet decoded; no allocation while idle.
+    buf: BytesMut,
+    /// The spare room the next read is given.
+    chunk: usize,
+    /// The fragmented message being assembled.
+    partial: Option<BytesMut>,
+}
+
+/// Frames waiting to be written: `segments` in order, then `tail`.
+#[derive(Debug, Default)]
+struct WriteQueue {
+    segments: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl WriteQueue {
+    fn push(&mut self, opcode: Opcode, payload: &Bytes, mask: Option<[u8; 4]>) {
+        let before = self.tail.len();
+        if let Some(mask) = mask {
+            self.tail.reserve(MAX_HEADER + payload.len());
+            codec::put_header(&mut self.tail, opcode, payload.len(), Some(mask));
+            let start = self.tail.len();
+            self.tail.extend_from_slice(payload);
+            codec::apply_mask(&mut self.tail[start..], mask);
+        } else if payload.len() <= COPY_MAX {
+            self.tail.reserve(MAX_HEADER + payload.len());
+            codec::put_header(&mut self.tail, opcode, payload.len(), None);
+            self.tail.extend_from_slice(payload);
+        } else {
+            codec::put_header(&mut self.tail, opcode, payload.len(), None);
+            self.len += self.tail.len() - before + payload.len();
+            // What was queued before, and this header, go before the payload.
+            self.segments.push_back(self.tail.split().freeze());
+            self.segments.push_back(payload.clone());
+            return;
+        }
+        self.len += self.tail.len() - before;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes once (vectored when the stream says it does that well); returns the bytes
+    /// written.
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let written = if io.is_write_vectored() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for segment in self.segments.iter().take(MAX_IOVECS - 1) {
+                slices[count] = IoSlice::new(segment);
+                count += 1;
+            }
+            if !self.tail.is_empty() && count < MAX_IOVECS {
+                slices[count] = IoSlice::new(&self.tail);
+                count += 1;
+            }
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+        } else {
+            let first = self.segments.front().map_or(&self.tail[..], |s| &s[..]);
+            ready!(Pin::new(&mut *io).poll_write(cx, first))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.advance(written);
+        Poll::Ready(Ok(written))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            match self.segments.front_mut() {
+                Some(front) if front.len() <= n => {
+                    n -= front.len();
+                    self.segments.pop_front();
+                }
+                Some(front) => {
+                    front.advance(n);
+                    n = 0;
+                }
+                None => {
+                    self.tail.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if self.len == 0 {
+            // Written out: an idle connection holds no write buffer.
+            self.tail = BytesMut::new();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// Takes over `io` as `role`, with a read limit and a write threshold (at least 1).
+    pub(crate) fn new(io: S, role: Role, max_message_size: usize, flush_threshold: usize) -> Self {
+        Self {
+            io,
+            role,
+            state: State::Open,
+            read: ReadState {
+                chunk: READ_CHUNK,
+                ..ReadState::default()
+            },
+            write: WriteQueue::default(),
+            max_message_size,
+            flush_threshold: flush_threshold.max(1),
+            close_sent: false,
+            flushing_waker: None,
+        }
+    }
+
+    /// Queues a final frame. A data frame or a ping after a close was sent or received is
+    /// [`SocketError::Closing`]; a close after one was queued does nothing. A close after
+    /// reading failed is the close for the fault.
+    pub(crate) fn queue(&mut self, opcode: Opcode, payload: &Bytes) -> Result<(), SocketError> {
+        if opcode == Opcode::Close {
+            if self.close_sent {
+                return Ok(());
+            }
+            self.close_sent = true;
+            if self.state == State::Open {
+                self.state = State::ClosedByUs;
+            }
+        } else if self.state != State::Open || self.close_sent {
+            return Err(SocketError::Closing);
+        }
+        self.push(opcode, payload);
+        Ok(())
+    }
+
+    fn push(&mut self, opcode: Opcode, payload: &Bytes) {
+        let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
+        self.write.push(opcode, payload, mask);
+    }
+
+    /// Ready to take a frame: writes first while more than the threshold is queued.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
+        while self.write.len >= self.flush_threshold {
+            if let Err(err) = ready!(self.poll_write_once(cx)) {
+                return Poll::Ready(Err(err));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
+        match self.write.poll_write(&mut self.io, cx) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(err)) => {
+                self.flushing_waker = None;
+                self.state = State::Done;
+                Poll::Ready(Err(err.into()))
+            }
+            Poll::Pending => {
+                self.set_flushing_waker(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Writes out everything queued, then flushes the stream.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
+        while !self.write.is_empty() {
+            ready!(self.poll_write_once(cx))?;
+        }
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(result) => {
+                self.flushing_waker = None;
+                if result.is_err() {
+                    self.state = State::Done;
+                }
+                Poll::Ready(result.map_err(SocketError::from))
+            }
+            Poll::Pending => {
+                self.set_flushing_waker(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Writes out everything queued and shuts the stream's writing down (the peer reads its
+    /// end): for a failed connection (RFC 6455 §7.1.7) on either side, and on a server once
+    /// the close handshake is done (§7.1.1: the server closes the TCP connection first).
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
+        ready!(self.poll_flush(cx))?;
+        Pin::new(&mut self.io)
+            .poll_shutdown(cx)
+            .map_err(SocketError::from)
+    }
+
+    /// Which end this is.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    fn set_flushing_waker(&mut self, waker: &Waker) {
+        if !self
+            .flushing_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+        {
+            self.flushing_waker = Some(waker.clone());
+        }
+    }
+
+    /// The next message. `None` once the close handshake is done (the peer's close was
+    /// returned, and our reply written) or the peer ended the stream. A ping is answered
+    /// (the pong written with the next flush, or with this read's) and not returned.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, SocketError>>> {
+        match self.state {
+            State::Done => return Poll::Ready(None),
+            State::ClosedByPeer => {
+                ready!(self.poll_flush(cx))?;
+                self.state = State::Done;
+                return Poll::Ready(None);
+            }
+            State::Open | State::ClosedByUs => {}
+        }
+        loop {
+            match self.decode() {
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) => {}
+                Err(err) => {
+                    self.stop_reading();
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+            // Before waiting for more, write out what is queued (a pong, or frames the
+            // writer left), with the flushing task's waker if there is one, so that it is
+            // woken when the socket takes more.
+            if !self.write.is_empty() {
+                let waker = self.flushing_waker.clone();
+                let mut flush_cx = Context::from_waker(waker.as_ref().unwrap_or(cx.waker()));
+                if let Poll::Ready(Err(err)) = self.poll_flush(&mut flush_cx) {
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+            match ready!(self.poll_read(cx)) {
+                Ok(0) => {
+                    self.stop_reading();
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    self.stop_reading();
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+            }
+        }
+    }
+
+    /// Reading ended (a fault, or the stream's end): what was read is dropped.
+    fn stop_reading(&mut self) {
+        self.state = State::Done;
+        self.read.buf = BytesMut::new();
+        self.read.partial = None;
+    }
+
+    /// Reads once into spare room (see the module docs).
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let read = &mut self.read;
+        if read.buf.capacity() == read.buf.len() {
+            read.buf.reserve(read.chunk);
+        }
+        let room = read.buf.capacity() - read.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut read.buf
+        ))?;
+        read.chunk = if n == room {
+            (read.chunk * 2).min(MAX_READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Decodes what the buffer holds into the next message, handling control frames on the
+    /// way. `Ok(None)`: more bytes are needed (room for the frame being read is reserved,
+    /// or the buffer released when it is empty).
+    fn decode(&mut self) -> Result<Option<Message>, SocketError> {
+        loop {
+            let Some(header) = codec::parse_header(&self.read.buf, self.role)? else {
+                self.release_or_reserve(MAX_HEADER);
+                return Ok(None);
+            };
+            self.check_size(&header)?;
+            // Under the read limit, or a control frame of at most 125 bytes: fits usize.
+            let len = header.len as usize;
+            if self.read.buf.len() < header.size + len {
+                self.release_or_reserve(header.size + len);
+                return Ok(None);
+            }
+            self.read.buf.advance(header.size);
+            let mut payload = self.read.buf.split_to(len);
+            if let Some(mask) = header.mask {
+                codec::apply_mask(&mut payload, mask);
+            }
+            if let Some(message) = self.frame(header, payload)? {
+                if self.read.buf.is_empty() {
+                    self.read.buf = BytesMut::new();
+                }
+                return Ok(Some(message));
+            }
+        }
+    }
+
+    /// Refuses a data frame that takes the message over the limit, and one that breaks
+    /// the fragmentation rules, before its payload is read.
+    fn check_size(&self, header: &Header) -> Result<(), SocketError> {
+        let partial = self.read.partial.as_ref().map(BytesMut::len);
+        match header.opcode {
+            Opcode::Continuation if partial.is_none() => {
+                return Err(WsViolation::UnexpectedContinuation.into());
+            }
+            Opcode::Text | Opcode::Binary if partial.is_some() => {
+                return Err(WsViolation::UnfinishedMessage.into());
+            }
+            Opcode::Binary => return Err(WsViolation::Binary.into()),
+            _ => {}
+        }
+        if !header.opcode.is_control() {
+            let size = partial.unwrap_or(0) as u64 + header.len;
+            if size > self.max_message_size as u64 {
+                return Err(SocketError::TooBig {
+                    size,
+                    limit: self.max_message_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// When the buffer is empty, drops it (an idle connection holds nothing); otherwise
+    /// makes room for `needed` bytes in all.
+    fn release_or_reserve(&mut self, needed: usize) {
+        let buf = &mut self.read.buf;
+        if buf.is_empty() {
+            *buf = BytesMut::new();
+        } else if needed > buf.capacity() {
+            buf.reserve(needed - buf.len());
+        }
+    }
+
+    /// One frame's meaning: a message, or `None` for a fragment or an answered ping.
+    fn frame(&mut self, header: Header, payload: BytesMut) -> Result<Option<Message>, SocketError> {
+        match header.opcode {
+            Opcode::Text if header.fin => Ok(Some(Message::Text(text(payload)?))),
+            Opcode::Text => {
+                self.read.partial = Some(payload);
+                Ok(None)
+            }
+            Opcode::Continuation => {
+                let partial = self.read.partial.as_mut().expect("checked before");
+                partial.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let whole = self.read.partial.take().expect("checked before");
+                Ok(Some(Message::Text(text(whole)?)))
+            }
+            Opcode::Ping => {
+                if self.state == State::Open {
+                    self.push(Opcode::Pong, &payload.freeze());
+                }
+                Ok(None)
+            }
+            Opcode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            Opcode::Close => {
+                let (code, reason) = codec::parse_close(&payload)?;
+                let message = Message::Close(code, reason.to_owned());
+                if self.state == State::ClosedByUs {
+                    self.state = State::Done;
+                } else {
+                    // Echo the code (RFC 6455 §5.5.1), without the reason.
+                    let echo = code.map_or_else(Bytes::new, |code| {
+                        Bytes::copy_from_slice(&code.to_be_bytes())
+                    });
+                    if !self.close_sent {
+                        self.close_sent = true;
+                        self.push(Opcode::Close, &echo);
+                    }
+                    self.state = State::ClosedByPeer;
+                }
+                self.read.buf = BytesMut::new();
+                self.read.partial = None;
+                Ok(Some(message))
+            }
+            Opcode::Binary => unreachable!("refused before its payload is read"),
+        }
+    }
+}
+
+/// A text payload, checked as UTF-8.
+fn text(payload: BytesMut) -> Result<Bytes, WsViolation> {
+    match std::str::from_utf8(&payload) {
+        Ok(_) => Ok(payload.freeze()),
+        Err(_) => Err(WsViolation::InvalidUtf8),
+    }
+}
