@@ -25,7 +25,7 @@
 //! its handshake figure is that of the hand-written code, not of hyper's.
 //!
 //! Each part runs `RUNS` times per library, interleaved; the median run is printed with the
-//! min and max.
+//! min and max. `WS_LIBS=Ours,TokioWebsockets` runs only those.
 
 mod common;
 use bytes::Bytes;
@@ -582,7 +582,7 @@ fn interleaved<T, F: Future<Output = T>>(
     runtime: fn() -> tokio::runtime::Runtime,
     bench: fn(Lib) -> F,
 ) -> Vec<(Lib, Vec<T>)> {
-    let mut runs: Vec<(Lib, Vec<T>)> = LIBS.iter().map(|&lib| (lib, Vec::new())).collect();
+    let mut runs: Vec<(Lib, Vec<T>)> = libs().into_iter().map(|lib| (lib, Vec::new())).collect();
     for _ in 0..RUNS {
         for (lib, results) in &mut runs {
             results.push(runtime().block_on(bench(*lib)));
@@ -625,10 +625,18 @@ fn print_flood(runtime_name: &str, runs: Vec<(Lib, Vec<f64>)>) {
     }
 }
 
+/// The libraries to run: `WS_LIBS=Ours,TokioWebsockets` picks some (default: all).
+fn libs() -> Vec<Lib> {
+    match std::env::var("WS_LIBS") {
+        Ok(names) => names.split(',').map(Lib::from_name).collect(),
+        Err(_) => LIBS.to_vec(),
+    }
+}
+
 /// Each run in a fresh process (this program with `memory-once <lib>`).
 fn run_memory() {
     let exe = std::env::current_exe().expect("current exe");
-    for lib in LIBS {
+    for lib in libs() {
         let runs: Vec<f64> = (0..RUNS)
             .map(|_| {
                 let out = std::process::Command::new(&exe)

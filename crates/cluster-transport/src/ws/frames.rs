@@ -15,12 +15,14 @@
 //! - **Read.** A read goes into spare room of at least [`READ_CHUNK`] bytes (4 KiB, under
 //!   the fake service's 8 KiB mmap threshold), or the rest of the frame being read when that
 //!   is larger, so a large message is read into its own allocation, once. While the socket
-//!   keeps filling the room, the next room doubles, up to [`MAX_READ_CHUNK`]. A payload is
+//!   keeps filling the room, the next room doubles, up to [`MAX_READ_CHUNK`]; otherwise it
+//!   follows the size of the last read (a burst read in pieces is read whole next time). A payload is
 //!   cut out of the buffer without a copy; a fragmented message is copied together.
 //! - **Write.** A frame header, and a payload of at most [`COPY_MAX`] bytes, are copied into
-//!   one contiguous buffer; a larger payload is queued as it is (a fan-out of one frame to
-//!   many connections copies nothing). Everything queued goes out in vectored writes. A
-//!   client masks its payload into the buffer, as it must (RFC 6455 §5.3).
+//!   a write buffer of at least [`WRITE_CHUNK`] bytes; a full one is queued as it is and a new
+//!   one begins, so nothing queued is moved again. A larger payload is queued as it is (a
+//!   fan-out of one frame to many connections copies nothing). Everything queued goes out in
+//!   vectored writes. A client masks its payload into the buffer, as it must (RFC 6455 §5.3).
 
 use super::codec::{self, Header, MAX_HEADER, Opcode, Role, WsViolation};
 use bytes::{Buf, Bytes, BytesMut};
@@ -38,6 +40,9 @@ pub(crate) const MAX_READ_CHUNK: usize = 64 << 10;
 /// Payloads up to this size are copied into the write buffer; larger ones are queued by
 /// reference. 1 KiB.
 pub(crate) const COPY_MAX: usize = 1 << 10;
+/// The least a new write buffer holds: 4 KiB (under the fake service's 8 KiB mmap threshold).
+/// A full one is queued as it is and a new one begins, so queued bytes are never moved.
+pub(crate) const WRITE_CHUNK: usize = 4 << 10;
 /// The most buffers one vectored write is given.
 const MAX_IOVECS: usize = 64;
 
@@ -126,26 +131,39 @@ struct WriteQueue {
 
 impl WriteQueue {
     fn push(&mut self, opcode: Opcode, payload: &Bytes, mask: Option<[u8; 4]>) {
-        let before = self.tail.len();
-        if let Some(mask) = mask {
-            self.tail.reserve(MAX_HEADER + payload.len());
-            codec::put_header(&mut self.tail, opcode, payload.len(), Some(mask));
-            let start = self.tail.len();
-            self.tail.extend_from_slice(payload);
-            codec::apply_mask(&mut self.tail[start..], mask);
-        } else if payload.len() <= COPY_MAX {
-            self.tail.reserve(MAX_HEADER + payload.len());
-            codec::put_header(&mut self.tail, opcode, payload.len(), None);
-            self.tail.extend_from_slice(payload);
+        let copied = if mask.is_some() || payload.len() <= COPY_MAX {
+            payload.len()
         } else {
-            codec::put_header(&mut self.tail, opcode, payload.len(), None);
+            0
+        };
+        self.make_room(MAX_HEADER + copied);
+        let before = self.tail.len();
+        codec::put_header(&mut self.tail, opcode, payload.len(), mask);
+        if copied == 0 {
             self.len += self.tail.len() - before + payload.len();
             // What was queued before, and this header, go before the payload.
             self.segments.push_back(self.tail.split().freeze());
             self.segments.push_back(payload.clone());
             return;
         }
+        let start = self.tail.len();
+        self.tail.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            codec::apply_mask(&mut self.tail[start..], mask);
+        }
         self.len += self.tail.len() - before;
+    }
+
+    /// Makes room for `needed` more bytes in the tail without moving what it holds: a full
+    /// tail is queued as a segment and a new one of at least [`WRITE_CHUNK`] begins.
+    fn make_room(&mut self, needed: usize) {
+        if self.tail.capacity() - self.tail.len() >= needed {
+            return;
+        }
+        if !self.tail.is_empty() {
+            self.segments.push_back(self.tail.split().freeze());
+        }
+        self.tail = BytesMut::with_capacity(needed.max(WRITE_CHUNK));
     }
 
     fn is_empty(&self) -> bool {
@@ -203,6 +221,7 @@ impl WriteQueue {
         if self.len == 0 {
             // Written out: an idle connection holds no write buffer.
             self.tail = BytesMut::new();
+            self.segments = VecDeque::new();
         }
     }
 }
@@ -376,22 +395,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.read.partial = None;
     }
 
-    /// Reads once into spare room (see the module docs).
+    /// Reads once into spare room of at least the current chunk (see the module docs). The
+    /// next chunk doubles when this read filled its room, and otherwise follows what came:
+    /// twice this read, rounded up to a power of two, within [`READ_CHUNK`] and
+    /// [`MAX_READ_CHUNK`].
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let read = &mut self.read;
-        if read.buf.capacity() == read.buf.len() {
+        if read.buf.capacity() - read.buf.len() < read.chunk {
             read.buf.reserve(read.chunk);
         }
         let room = read.buf.capacity() - read.buf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut read.buf
-        ))?;
+        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut read.buf) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => {
+                // Nothing to read: a connection waiting with nothing buffered holds no room.
+                if read.buf.is_empty() {
+                    read.buf = BytesMut::new();
+                }
+                return Poll::Pending;
+            }
+        };
         read.chunk = if n == room {
             (read.chunk * 2).min(MAX_READ_CHUNK)
         } else {
-            READ_CHUNK
+            (2 * n)
+                .next_power_of_two()
+                .clamp(READ_CHUNK, MAX_READ_CHUNK)
         };
         Poll::Ready(Ok(n))
     }
@@ -517,5 +546,101 @@ fn text(payload: BytesMut) -> Result<Bytes, WsViolation> {
     match std::str::from_utf8(&payload) {
         Ok(_) => Ok(payload.freeze()),
         Err(_) => Err(WsViolation::InvalidUtf8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Our server socket and the raw client end of a pipe.
+    fn server() -> (Socket<DuplexStream>, DuplexStream) {
+        let (ours, raw) = tokio::io::duplex(1 << 20);
+        (Socket::new(ours, Role::Server, 1 << 20, 32 << 10), raw)
+    }
+
+    /// A masked final frame, as a client sends it.
+    fn client_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut frame = Vec::new();
+        codec::put_header(&mut frame, opcode, payload.len(), Some(mask));
+        let start = frame.len();
+        frame.extend_from_slice(payload);
+        codec::apply_mask(&mut frame[start..], mask);
+        frame
+    }
+
+    async fn next(socket: &mut Socket<DuplexStream>) -> Message {
+        poll_fn(|cx| socket.poll_next(cx))
+            .await
+            .expect("a message")
+            .expect("no error")
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer_after_a_large_message() {
+        let (mut socket, mut raw) = server();
+        let large = vec![b'x'; 100 << 10];
+        let mut bytes = client_frame(Opcode::Text, &large);
+        bytes.extend(client_frame(Opcode::Text, b"small"));
+        raw.write_all(&bytes).await.unwrap();
+        assert_eq!(next(&mut socket).await, Message::Text(Bytes::from(large)));
+        assert_eq!(
+            next(&mut socket).await,
+            Message::Text(Bytes::from_static(b"small"))
+        );
+        // Read dry and all decoded: nothing held.
+        let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
+        assert!(pending);
+        assert_eq!(socket.read.buf.capacity(), 0);
+        assert!(socket.read.partial.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_write_buffer_is_dropped_once_written_out() {
+        let (mut socket, mut raw) = server();
+        for size in [10, 2000, 100 << 10] {
+            socket
+                .queue(Opcode::Text, &Bytes::from(vec![b'y'; size]))
+                .unwrap();
+        }
+        assert!(socket.write.tail.capacity() > 0);
+        poll_fn(|cx| socket.poll_flush(cx)).await.unwrap();
+        assert_eq!(socket.write.tail.capacity(), 0);
+        assert_eq!(socket.write.segments.capacity(), 0);
+        // The three frames arrived whole and in order (unmasked: we are the server).
+        let mut wire = vec![0; 2 + 10 + 4 + 2000 + 10 + (100 << 10)];
+        raw.read_exact(&mut wire).await.unwrap();
+        assert_eq!(&wire[..2], &[0x81, 10]);
+        assert_eq!(&wire[12..16], &[0x81, 126, 0x07, 0xd0]);
+        assert_eq!(&wire[2016..2018], &[0x81, 127]);
+        assert!(wire[2026..].iter().all(|b| *b == b'y'));
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_message_over_the_limit_is_refused_before_its_payload() {
+        let (ours, mut raw) = tokio::io::duplex(1 << 20);
+        let mut socket = Socket::new(ours, Role::Server, 100, 1024);
+        // 60 bytes, then the header of 60 more (the payload never comes).
+        let mut first = client_frame(Opcode::Text, &[b'a'; 60]);
+        first[0] &= 0x7f; // not final
+        let mut second = client_frame(Opcode::Continuation, &[b'b'; 60]);
+        second.truncate(6);
+        raw.write_all(&first).await.unwrap();
+        raw.write_all(&second).await.unwrap();
+        let result = poll_fn(|cx| socket.poll_next(cx)).await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(SocketError::TooBig {
+                    size: 120,
+                    limit: 100
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(socket.read.buf.capacity(), 0);
     }
 }
