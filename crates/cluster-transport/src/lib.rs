@@ -301,6 +301,12 @@ impl TransportError {
     }
 }
 
+/// Whether `bytes` is UTF-8: every text message is checked, on each side (simdutf8: several
+/// times faster than `std::str::from_utf8` on ETP's mostly ASCII frames).
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
 /// The writing half of a transport. There is one writer per connection.
 #[async_trait]
 pub trait MessageSink: Send + 'static {

@@ -278,7 +278,7 @@ impl MemorySink {
     /// Checks a text message before it is sent: `Ok(true)` when the network drops it.
     fn check_text(&self, text: &[u8]) -> Result<bool, TransportError> {
         self.check()?;
-        if std::str::from_utf8(text).is_err() {
+        if !crate::is_utf8(text) {
             return Err(TransportError::protocol(
                 "a text message must be valid UTF-8",
             ));

@@ -308,7 +308,7 @@ impl TcpSink {
 #[async_trait]
 impl MessageSink for TcpSink {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
-        if std::str::from_utf8(&text).is_err() {
+        if !crate::is_utf8(&text) {
             return Err(TransportError::protocol(
                 "a text message must be valid UTF-8",
             ));
@@ -411,7 +411,7 @@ impl TcpStreamHalf {
             let tag = frame.get_u8();
             match tag {
                 TAG_TEXT => {
-                    if std::str::from_utf8(&frame).is_err() {
+                    if !crate::is_utf8(&frame) {
                         return Err(self.protocol_error("text is not UTF-8".to_owned()).await);
                     }
                     return Ok(Incoming::Text(frame));

@@ -398,6 +398,9 @@ impl Conn {
 }
 
 fn check_utf8(data: &[u8]) -> Result<(), SendError> {
+    if crate::is_utf8(data) {
+        return Ok(());
+    }
     match std::str::from_utf8(data) {
         Ok(_) => Ok(()),
         Err(err) => Err(SendError::NotUtf8 {

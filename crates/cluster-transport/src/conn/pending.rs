@@ -15,21 +15,22 @@ impl Inner {
     /// Queues the ack of `event`/`ack_id` with `data`; data that is not UTF-8 cannot travel
     /// in a text message, so it is logged and the ack goes out empty.
     pub(super) fn send_ack(&self, event: &str, ack_id: u64, data: &[u8]) {
-        let data = match std::str::from_utf8(data) {
-            Ok(_) => data,
-            Err(err) => {
-                if self.warnings.admit(self.id, &self.peer) {
-                    tracing::warn!(
-                        conn = self.id,
-                        peer = &*self.peer,
-                        event,
-                        ack_id,
-                        valid_up_to = err.valid_up_to(),
-                        "handler reply is not UTF-8; acking with empty data"
-                    );
-                }
-                &[]
+        let data = if crate::is_utf8(data) {
+            data
+        } else {
+            if self.warnings.admit(self.id, &self.peer) {
+                let valid_up_to =
+                    std::str::from_utf8(data).map_or_else(|e| e.valid_up_to(), str::len);
+                tracing::warn!(
+                    conn = self.id,
+                    peer = &*self.peer,
+                    event,
+                    ack_id,
+                    valid_up_to,
+                    "handler reply is not UTF-8; acking with empty data"
+                );
             }
+            &[]
         };
         let len = ACK_PREFIX.len() + frame::encoded_len(event, ack_id, data);
         let mut buf = Vec::with_capacity(len);

@@ -19,8 +19,9 @@
 //!   follows the size of the last read (a burst read in pieces is read whole next time). A payload is
 //!   cut out of the buffer without a copy; a fragmented message is copied together.
 //! - **Write.** A frame header, and a payload of at most [`COPY_MAX`] bytes, are copied into
-//!   a write buffer of at least [`WRITE_CHUNK`] bytes; a full one is queued as it is and a new
-//!   one begins, so nothing queued is moved again. A larger payload is queued as it is (a
+//!   a write buffer: the first frame's size when nothing is queued, else at least
+//!   [`WRITE_CHUNK`] bytes; a full one is queued as it is and a new one begins, so nothing
+//!   queued is moved again. A larger payload is queued as it is (a
 //!   fan-out of one frame to many connections copies nothing). Everything queued goes out in
 //!   vectored writes. A client masks its payload into the buffer, as it must (RFC 6455 §5.3).
 
@@ -155,15 +156,22 @@ impl WriteQueue {
     }
 
     /// Makes room for `needed` more bytes in the tail without moving what it holds: a full
-    /// tail is queued as a segment and a new one of at least [`WRITE_CHUNK`] begins.
+    /// tail is queued as a segment and a new one of at least [`WRITE_CHUNK`] begins. The
+    /// first frame of an empty queue gets just its size (a server sending one small frame to
+    /// each of thousands of connections allocates that, not 4 KiB each).
     fn make_room(&mut self, needed: usize) {
         if self.tail.capacity() - self.tail.len() >= needed {
             return;
         }
+        let size = if self.len == 0 {
+            needed
+        } else {
+            needed.max(WRITE_CHUNK)
+        };
         if !self.tail.is_empty() {
             self.segments.push_back(self.tail.split().freeze());
         }
-        self.tail = BytesMut::with_capacity(needed.max(WRITE_CHUNK));
+        self.tail = BytesMut::with_capacity(size);
     }
 
     fn is_empty(&self) -> bool {
@@ -543,9 +551,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
 /// A text payload, checked as UTF-8.
 fn text(payload: BytesMut) -> Result<Bytes, WsViolation> {
-    match std::str::from_utf8(&payload) {
-        Ok(_) => Ok(payload.freeze()),
-        Err(_) => Err(WsViolation::InvalidUtf8),
+    if crate::is_utf8(&payload) {
+        Ok(payload.freeze())
+    } else {
+        Err(WsViolation::InvalidUtf8)
     }
 }
 

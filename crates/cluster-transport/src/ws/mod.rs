@@ -787,11 +787,12 @@ where
 
 /// Refuses text that is not UTF-8 (a caller's mistake: the message is not sent).
 fn check_text(text: &[u8]) -> Result<(), TransportError> {
-    match std::str::from_utf8(text) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(TransportError::protocol(
+    if crate::is_utf8(text) {
+        Ok(())
+    } else {
+        Err(TransportError::protocol(
             "a text message must be valid UTF-8",
-        )),
+        ))
     }
 }
 
