@@ -9,15 +9,16 @@
 //! `FOOTPRINT_RUNS` (default 3) how many times each child runs (the median is printed).
 //!
 //! Why two counts: every client here takes the routing table, and every client that joins
-//! adds an instance to it, so each client's WebSocket read buffer grows to the largest routing
-//! table it received (tokio-websockets keeps its read buffer at its largest size, and it
-//! cannot be set). With 40 more clients the table stays under the buffer's first 8 KiB; with
-//! 200 it is ~35 KiB, and that buffer is most of the difference. Any client that reads the
-//! table in one message pays it, so the floor does too: each bare connection receives one
-//! message of the size of the largest routing table the clients received (an `ERROR_CONNECTION`
-//! event the fake service sends to them) before the child measures.
+//! adds an instance to it: with 40 more clients the table is a few KiB, with 200 it is ~35 KiB.
+//! With tokio-websockets, which kept each connection's read buffer at the largest message it
+//! read, that buffer was most of the figure at 200 (76 KiB per client); the WebSocket layer now
+//! holds no buffer while idle, so both counts cost about the same. The floor is given the same
+//! traffic: each bare connection receives one message of the size of the largest routing table
+//! the clients received (an `ERROR_CONNECTION` event the fake service sends to them) before the
+//! child measures.
 //!
-//! The clients run in a child process, the `idle_client` example (built by `cargo bench`), so
+//! The clients run in a child process, the `idle_client` example (build it first:
+//! `cargo build --release -p cluster-client --example idle_client`; the bench says so), so
 //! that the fake config service (in this process) is not counted. Private memory is `RssAnon`
 //! from `/proc/self/status`: what the process allocated and touched, without the file-backed
 //! pages of its code, which every process running the same binary shares.

@@ -18,7 +18,7 @@
 //!   run in a fresh process.
 //!
 //! The floor of `rtt`, `rtt2p` and `flood` is the same traffic on the bare WebSocket
-//! transports (tokio-websockets through `cluster_transport::ws`), without the runtime: one
+//! transports (`cluster_transport::ws`, our own WebSocket layer), without the runtime: one
 //! task that owns both halves echoes each text message (feed, flush), and the flood's sender
 //! flushes every 64 frames. Each round measures ours, then the floor, each in a fresh runtime;
 //! the bench prints the medians over the rounds and `ours/floor`, the median of the per-round
@@ -485,7 +485,7 @@ fn compare_flood(flavor: Flavor, runs: usize) {
 enum Side {
     /// `Conn` on both ends.
     Conn,
-    /// The bare transports (tokio-websockets through our `ws` module), no runtime.
+    /// The bare transports (our `ws` module), no runtime.
     Floor,
 }
 

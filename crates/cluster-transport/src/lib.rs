@@ -20,40 +20,39 @@
 //! (tracing-subscriber's `tracing-log` feature), without changing the global `log` level
 //! (`tests/no_payload_in_logs.rs` checks it at TRACE, over `ws://` and `wss://`).
 //!
-//! # The WebSocket library, chosen by numbers
+//! # The WebSocket layer, chosen by numbers
 //! The transport used tokio-tungstenite until tungstenite was found to log every frame with its
 //! payload through the `log` facade (at trace), so that every config secret reached the logs of
-//! any binary with the `log` bridge on. The candidates, measured in one run on this machine
-//! (2 shared cores, loopback, other builds running) with
-//! `cargo bench -p cluster-transport --bench ws_libs` (bare libraries, no ETP; median of 5 runs;
-//! see the bench's docs for the settings):
+//! any binary with the `log` bridge on; then tokio-websockets; now its own frame layer
+//! ([`ws`] docs). The candidates, measured in one run on this machine (2 shared cores,
+//! loopback) with `cargo bench -p cluster-transport --bench ws_libs` (no ETP; median of 5
+//! runs; see the bench's docs for the settings; ours is measured through its public
+//! [`Transport`], shared halves and boxed futures included, the others bare):
 //!
-//! | | tokio-tungstenite 0.30 | **tokio-websockets 0.12** (chosen) | fastwebsockets 0.10 |
-//! |---|---|---|---|
-//! | round trip 16 B, current_thread: p50 / p99 | 6.2 / 13.0 µs | 5.9 / 11.8 µs | 5.5 / 6.7 µs |
-//! | round trip 16 B, multi-thread (2 workers): p50 / p99 | 11.2 / 15.8 µs | 8.8 / 25.6 µs | 8.3 / 14.9 µs |
-//! | flood of 1 KiB messages, current_thread / multi-thread | 0.73 / 0.83 M msg/s | 0.78 / 0.99 M msg/s | 0.36 / 0.53 M msg/s |
-//! | memory per idle connection, both ends | 10.1 KiB | 9.8 KiB | 9.3 KiB |
-//! | handshake (TCP + upgrade), p50 / p99 | 33 / 92 µs | 30 / 77 µs | 118 µs / 4.2 ms (hand-written upgrade: its own needs hyper) |
-//! | logs payloads | **yes** (every frame, through `log`, at trace) | no (no logging dependency) | no (one `eprintln!` in its hyper client helper, no payload) |
-//! | RFC 6455 conformance | passes Autobahn (published) | passes Autobahn without relaxations (published); strict by default | passes Autobahn (published) |
-//! | rustls, client and server | any stream (we bring tokio-rustls) | any stream (we bring tokio-rustls) | any stream; its handshake helpers need hyper |
-//! | close codes on faults | 1002/1007 sent by us around it | sends 1002, 1007, 1009 itself | 1002 for a bad close code only; other faults end without a close frame |
-//! | size limits | message and frame | payload (message) | message |
-//! | full duplex (reader and writer apart) | yes | yes | only with its `unstable-split` feature |
-//! | maintenance | active | active (release 2026-06) | slower (last commit 2026-04) |
+//! | | tokio-tungstenite 0.30 | tokio-websockets 0.12 | fastwebsockets 0.10 | **ours** (`ws`) |
+//! |---|---|---|---|---|
+//! | memory per idle connection, both ends | 10.1 KiB | 10.1 KiB | 9.4 KiB | **1.7 KiB** |
+//! | flood of 1 KiB messages, current_thread / multi-thread | 0.74 / 0.96 M msg/s | 0.82 / 1.27 M msg/s | 0.34 / 0.30 M msg/s | **1.04 / 1.61 M msg/s** |
+//! | round trip 16 B, current_thread: p50 / p99 | 9.2 / 19.2 µs | 9.1 / 20.5 µs | 8.3 / 18.7 µs | 10.3 / 20.6 µs |
+//! | handshake (TCP + upgrade), p50 | 52 µs | 44 µs | 178 µs (hand-written upgrade: its own needs hyper) | 61 µs (our accept loop, checks and task included) |
+//! | logs payloads | **yes** (every frame, through `log`, at trace) | no | no (one `eprintln!` in its hyper client helper) | no (logs nothing but its faults, without payload) |
+//! | RFC 6455 conformance | passes Autobahn (published) | passes Autobahn (published) | passes Autobahn (published) | `tests/rfc6455.rs` (75 cases, both sides); not run against Autobahn |
+//! | close codes on faults | 1002/1007 sent by us around it | 1002, 1007, 1009 | 1002 for a bad close code only | 1002, 1003, 1007, 1009; a failed connection is shut down at once (§7.1.7) |
+//! | read buffer | 4 KiB set, grows, kept | 8 KiB, not settable, grows to the largest frame, kept | 8 KiB, kept | none while idle; follows the traffic |
 //!
-//! tokio-websockets is as fast or faster on every figure that matters to ETP (flood, round trip
-//! p50, handshake), logs nothing, sends the RFC close codes itself and keeps the full-duplex
-//! Sink/Stream shape the transport is built on; fastwebsockets is fastest on a single round
-//! trip but half as fast on a flood (a write per frame), sends few close codes and splits only
-//! behind an unstable feature. Its cost in the transport: tokio-util reads into a buffer that
-//! starts at 8 KiB per end, which cannot be set (tungstenite's was set to 4 KiB), so an idle
-//! connection costs a few KiB more for both ends (`benches/etp.rs`, `memory`), and a
-//! fake-service connection more still (its 1 KiB read buffer setting no longer applies).
-//! The opening handshake is ours on both sides ([`ws`] docs, *Upgrade requests*): bounded
-//! requests with an HTTP status for every fault, and the server's reason in a refused client's
-//! error.
+//! (The multi-thread round trip, ~120 µs for all four in this bench, measures the caller in
+//! `block_on` handing each message to a worker and back, not the library.)
+//!
+//! Why our own: a config service holds thousands of idle connections and a module's client
+//! once read a routing table of tens of KiB; every library kept a read buffer per connection
+//! for its whole life, 8 KiB from the start and as large as the largest message once one
+//! came, which set the floor of the service's memory per connection (issue 12 §3) and of the
+//! client's footprint (§4). The frame layer is small (`ws::codec`, `ws::frames`), the opening
+//! handshake was already ours, and owning both also cut the read syscalls of a flood to a
+//! third (reads follow the traffic). The price: conformance rests on our own suite rather than
+//! on Autobahn's published results; `tests/rfc6455.rs` holds the RFC's rules on both sides.
+//! The opening handshake ([`ws`] docs, *Upgrade requests*): bounded requests with an HTTP
+//! status for every fault, and the server's reason in a refused client's error.
 //!
 //! # Example
 //! ```

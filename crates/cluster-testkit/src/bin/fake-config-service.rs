@@ -135,13 +135,14 @@ impl From<Cli> for Args {
 /// The smallest allocation glibc's malloc serves with a mapping of its own (8 KiB), set before
 /// anything else runs.
 ///
-/// Why: each module connection holds an 8 KiB WebSocket read buffer (tokio-websockets'; it
-/// cannot be set) of which an idle connection touches only the first bytes. In the heap, glibc
-/// packs it between the connection's small allocations, so both of its pages are touched (by
-/// the neighbours' headers) and count in the RSS; in a mapping of its own the untouched page
-/// costs nothing. The scale bench (`benches/scale.rs`, which prints the per-connection growth)
-/// decided it against mimalloc and glibc's arena and trim settings: see the README's benchmark
-/// table. The price, one `mmap` and one `munmap` per buffer, is paid once per connection.
+/// Why: a burst of connections allocates and frees larger buffers in their handshakes (the
+/// upgrade request's read buffer, the first frames) between the connections' small long-lived
+/// allocations; in the heap, what they leave stays in the RSS as holes, in mappings of their
+/// own it goes back to the kernel. The scale bench (`benches/scale.rs`, which prints the
+/// per-connection growth) decided it, first against mimalloc and glibc's arena and trim
+/// settings, and again once the WebSocket layer held no buffer while idle (2026-11-27, all at
+/// once, without / with it: 8.2 / 5.9 KiB per connection at N=1,000, 5.2 / 4.7 KiB at
+/// N=10,000). The price, an `mmap` and a `munmap` per such buffer, is paid in handshakes.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn map_large_allocations() {
     // SAFETY: mallopt only changes a malloc setting; called before any thread starts.

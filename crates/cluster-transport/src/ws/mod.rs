@@ -28,9 +28,9 @@
 //!
 //! | fault | code |
 //! |---|---|
-//! | a WebSocket framing violation (unmasked client frame, masked server frame, reserved bits or opcode, bad control frame, bad continuation, invalid close code) | 1002 ([`CLOSE_PROTOCOL_ERROR`]) |
+//! | a WebSocket framing violation (unmasked client frame, masked server frame, reserved bits or opcode, bad control frame, bad continuation, invalid close code) | 1002 ([`CLOSE_PROTOCOL_ERROR`](crate::CLOSE_PROTOCOL_ERROR)) |
 //! | a binary message (ETP is text only) | 1003 ([`CLOSE_UNSUPPORTED_DATA`]) |
-//! | a text message (or close reason) that is not UTF-8 | 1007 ([`CLOSE_INVALID_PAYLOAD`]) |
+//! | a text message (or close reason) that is not UTF-8 | 1007 ([`CLOSE_INVALID_PAYLOAD`](crate::CLOSE_INVALID_PAYLOAD)) |
 //! | a message over the read limit | 1009 ([`CLOSE_MESSAGE_TOO_BIG`]) |
 //!
 //! An ETP frame that does not decode (inside a well-formed text message) is the ETP runtime's
