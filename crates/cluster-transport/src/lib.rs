@@ -345,6 +345,13 @@ pub trait MessageStream: Send + 'static {
     /// when the connection breaks ([`TransportError::Lost`]), a message is too big, or the
     /// peer violates the transport's framing. After either, the stream is done.
     async fn recv(&mut self) -> Result<Incoming, TransportError>;
+    /// A text message or pong already read and decoded, without waiting or reading: `None`
+    /// when there is none (or something else comes next: call [`MessageStream::recv`], which
+    /// returns it). Lets a reader drain what one read brought without a future per message.
+    /// The default has none.
+    fn try_recv(&mut self) -> Option<Incoming> {
+        None
+    }
 }
 
 /// One open connection: its two halves and what is known of the peer.

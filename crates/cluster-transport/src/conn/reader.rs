@@ -58,10 +58,20 @@ pub(super) async fn read_loop(
         let frame = match held.take() {
             Some(frame) => frame,
             None => {
-                let incoming = tokio::select! {
-                    biased;
-                    stop = &mut stop => break End::Stop(stop.unwrap_or(Stop::Now)),
-                    incoming = stream.recv() => incoming,
+                // What the last read brought is taken without a future per message, as long
+                // as no stop is waiting.
+                let buffered = match stop.try_recv() {
+                    Ok(stop) => break End::Stop(stop),
+                    Err(oneshot::error::TryRecvError::Closed) => break End::Stop(Stop::Now),
+                    Err(oneshot::error::TryRecvError::Empty) => stream.try_recv(),
+                };
+                let incoming = match buffered {
+                    Some(incoming) => Ok(incoming),
+                    None => tokio::select! {
+                        biased;
+                        stop = &mut stop => break End::Stop(stop.unwrap_or(Stop::Now)),
+                        incoming = stream.recv() => incoming,
+                    },
                 };
                 match take_incoming(&conn, &handlers, incoming) {
                     Ok(Some(frame)) => frame,

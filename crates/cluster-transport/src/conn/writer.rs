@@ -317,7 +317,10 @@ pub(super) async fn write_loop(
             match command {
                 Command::Frame(text) => {
                     let len = text.len();
-                    sink.feed(text).await?;
+                    // Without a future when the transport takes it at once.
+                    if let Some(text) = sink.try_feed(text)? {
+                        sink.feed(text).await?;
+                    }
                     inner.written(len);
                     unflushed += 1;
                     if unflushed >= flush_batch {

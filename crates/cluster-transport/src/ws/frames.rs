@@ -107,6 +107,9 @@ pub(crate) struct Socket<S> {
     flush_threshold: usize,
     /// Whether a close frame was queued (ours, or the reply to the peer's).
     close_sent: bool,
+    /// What [`Socket::next_buffered`] decoded but does not hand over (a close, a fault):
+    /// [`Socket::poll_next`] returns it first.
+    stashed: Option<Result<Message, SocketError>>,
     /// The waker of the task flushing, when a flush is pending: the reading side flushes
     /// its replies with it, so that the flushing task is not forgotten.
     flushing_waker: Option<Waker>,
@@ -249,6 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             max_message_size,
             flush_threshold: flush_threshold.max(1),
             close_sent: false,
+            stashed: None,
             flushing_waker: None,
         }
     }
@@ -354,6 +358,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, SocketError>>> {
+        if let Some(stashed) = self.stashed.take() {
+            return Poll::Ready(Some(stashed));
+        }
         match self.state {
             State::Done => return Poll::Ready(None),
             State::ClosedByPeer => {
@@ -392,6 +399,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                     self.stop_reading();
                     return Poll::Ready(Some(Err(err.into())));
                 }
+            }
+        }
+    }
+
+    /// The next text message or pong among the bytes already read, without reading or
+    /// writing. Anything else decoded (a close, a fault) is kept for [`Socket::poll_next`].
+    pub(crate) fn next_buffered(&mut self) -> Option<Message> {
+        if self.stashed.is_some() || !matches!(self.state, State::Open | State::ClosedByUs) {
+            return None;
+        }
+        match self.decode() {
+            Ok(Some(message @ (Message::Text(_) | Message::Pong(_)))) => Some(message),
+            Ok(Some(close)) => {
+                self.stashed = Some(Ok(close));
+                None
+            }
+            Ok(None) => None,
+            Err(err) => {
+                self.stop_reading();
+                self.stashed = Some(Err(err));
+                None
             }
         }
     }
@@ -651,5 +679,60 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(socket.read.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn buffered_messages_come_without_a_read_and_a_close_waits_for_poll_next() {
+        let (mut socket, mut raw) = server();
+        let mut bytes = client_frame(Opcode::Text, b"one");
+        bytes.extend(client_frame(Opcode::Text, b"two"));
+        bytes.extend(client_frame(Opcode::Pong, b"p"));
+        bytes.extend(client_frame(Opcode::Close, b"\x03\xe8bye"));
+        bytes.extend(client_frame(Opcode::Text, b"after the close"));
+        raw.write_all(&bytes).await.unwrap();
+        // Nothing read yet: nothing buffered.
+        assert_eq!(socket.next_buffered(), None);
+        assert_eq!(
+            next(&mut socket).await,
+            Message::Text(Bytes::from_static(b"one"))
+        );
+        assert_eq!(
+            socket.next_buffered(),
+            Some(Message::Text(Bytes::from_static(b"two")))
+        );
+        assert_eq!(
+            socket.next_buffered(),
+            Some(Message::Pong(Bytes::from_static(b"p")))
+        );
+        // The close is decoded but kept for poll_next, and asked again, stays kept.
+        assert_eq!(socket.next_buffered(), None);
+        assert_eq!(socket.next_buffered(), None);
+        assert_eq!(
+            next(&mut socket).await,
+            Message::Close(Some(1000), "bye".to_owned())
+        );
+        // Nothing after the close.
+        assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_fault_found_while_draining_is_returned_by_poll_next() {
+        let (mut socket, mut raw) = server();
+        let mut bytes = client_frame(Opcode::Text, b"one");
+        bytes.extend(client_frame(Opcode::Text, b"two"));
+        bytes.extend([0x81, 0x01, b'x']); // unmasked
+        raw.write_all(&bytes).await.unwrap();
+        assert_eq!(
+            next(&mut socket).await,
+            Message::Text(Bytes::from_static(b"one"))
+        );
+        assert!(socket.next_buffered().is_some());
+        assert_eq!(socket.next_buffered(), None);
+        let result = poll_fn(|cx| socket.poll_next(cx)).await.unwrap();
+        assert!(
+            matches!(result, Err(SocketError::Violation(WsViolation::Unmasked))),
+            "{result:?}"
+        );
+        assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
     }
 }

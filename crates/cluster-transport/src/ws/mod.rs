@@ -966,6 +966,15 @@ where
         self.done.record(&result);
         result
     }
+
+    fn try_recv(&mut self) -> Option<Incoming> {
+        self.done.check().ok()?;
+        match self.shared.lock().next_buffered()? {
+            Message::Text(text) => Some(Incoming::Text(text)),
+            Message::Pong(payload) => Some(Incoming::Pong(payload)),
+            Message::Close(..) => unreachable!("a close is kept for recv"),
+        }
+    }
 }
 
 #[cfg(test)]
