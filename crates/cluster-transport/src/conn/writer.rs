@@ -308,7 +308,7 @@ pub(super) async fn write_loop(
             continue;
         };
         if batch.is_empty() {
-            sink.flush().await?;
+            flush(sink).await?;
             unflushed = 0;
             // More may have come while flushing.
             continue;
@@ -324,14 +324,14 @@ pub(super) async fn write_loop(
                     inner.written(len);
                     unflushed += 1;
                     if unflushed >= flush_batch {
-                        sink.flush().await?;
+                        flush(sink).await?;
                         unflushed = 0;
                     }
                 }
                 Command::Control(control) => match *control {
                     Control::Ping(id) => {
                         sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
-                        sink.flush().await?;
+                        flush(sink).await?;
                         unflushed = 0;
                     }
                     Control::Close(info) => {
@@ -355,6 +355,14 @@ pub(super) async fn write_loop(
             batch = VecDeque::new();
         }
     }
+}
+
+/// Flushes without a future when the transport writes everything out at once.
+async fn flush(sink: &mut dyn MessageSink) -> Result<(), TransportError> {
+    if sink.try_flush()? {
+        return Ok(());
+    }
+    sink.flush().await
 }
 
 /// Takes the sink back (unless a caller is feeding with it) and the work queued: `Ok(false)`
