@@ -314,16 +314,19 @@ pub trait MessageSink: Send + 'static {
     async fn feed(&mut self, text: Bytes) -> Result<(), TransportError>;
     /// Feeds `text` now if the transport can take it without waiting: `Ok(None)` when it was
     /// taken (as [`MessageSink::feed`] would have, nothing written out yet), `Ok(Some(text))`
-    /// when it cannot be taken now (feed it the usual way). Never waits and registers no
-    /// wake-up; an error is what [`MessageSink::feed`] would have returned. The default takes
+    /// when it cannot be taken now (feed it the usual way). Never waits, and wakes nobody
+    /// later: follow an `Ok(Some(_))` with [`MessageSink::feed`] (a transport may keep the
+    /// no-op waker of this poll until then); an error is what [`MessageSink::feed`] would have
+    /// returned. The default takes
     /// nothing: a transport that implements it lets the ETP runtime feed from the caller's
     /// task instead of waking its writer task for each frame.
     fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
         Ok(Some(text))
     }
     /// Writes out what was fed as far as the transport can without waiting: `Ok(true)` when
-    /// everything is out, `Ok(false)` when some is left (call [`MessageSink::flush`]). Never
-    /// waits and registers no wake-up. The default writes nothing and returns `Ok(false)`.
+    /// everything is out, `Ok(false)` when some is left (then call [`MessageSink::flush`],
+    /// which registers the wake-up this does not). Never waits. The default writes nothing
+    /// and returns `Ok(false)`.
     fn try_flush(&mut self) -> Result<bool, TransportError> {
         Ok(false)
     }

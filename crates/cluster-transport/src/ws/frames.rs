@@ -16,7 +16,11 @@
 //!   the fake service's 8 KiB mmap threshold), or the rest of the frame being read when that
 //!   is larger, so a large message is read into its own allocation, once. While the socket
 //!   keeps filling the room, the next room doubles, up to [`MAX_READ_CHUNK`]; otherwise it
-//!   follows the size of the last read (a burst read in pieces is read whole next time). A payload is
+//!   follows the size of the last read (a burst read in pieces is read whole next time).
+//!   A message handed over shares its read's allocation: one kept for long keeps that
+//!   allocation (up to [`MAX_READ_CHUNK`]) alive. A peer's ping is answered with one pong at
+//!   most waiting (a later ping replaces an unanswered one), so a peer that pings and never
+//!   reads costs one pong; tasks whose flush waits are woken by whichever completes it. A payload is
 //!   cut out of the buffer without a copy; a fragmented message is copied together.
 //! - **Write.** A frame header, and a payload of at most [`COPY_MAX`] bytes, are copied into
 //!   a write buffer: the first frame's size when nothing is queued, else at least
@@ -44,6 +48,8 @@ pub(crate) const COPY_MAX: usize = 1 << 10;
 /// The least a new write buffer holds: 4 KiB (under the fake service's 8 KiB mmap threshold).
 /// A full one is queued as it is and a new one begins, so queued bytes are never moved.
 pub(crate) const WRITE_CHUNK: usize = 4 << 10;
+/// The most room reserved ahead of the bytes of a frame being read: 4 MiB.
+pub(crate) const MAX_RESERVE_AHEAD: usize = 4 << 20;
 /// The most buffers one vectored write is given.
 const MAX_IOVECS: usize = 64;
 
@@ -110,9 +116,15 @@ pub(crate) struct Socket<S> {
     /// What [`Socket::next_buffered`] decoded but does not hand over (a close, a fault):
     /// [`Socket::poll_next`] returns it first.
     stashed: Option<Result<Message, SocketError>>,
-    /// The waker of the task flushing, when a flush is pending: the reading side flushes
-    /// its replies with it, so that the flushing task is not forgotten.
-    flushing_waker: Option<Waker>,
+    /// The tasks whose write or flush is pending. The socket wakes only the last task that
+    /// polled it, so whoever completes a flush wakes the others; the reading side writes its
+    /// pongs with the first one's waker, so that the task that flushes keeps the socket's.
+    flush_waiters: Vec<Waker>,
+    /// Written to the stream and not flushed yet (a TLS stream can hold what it took).
+    io_unflushed: bool,
+    /// The payload of the last ping not answered yet: one pong at most waits, whatever the
+    /// peer sends (RFC 6455 §5.5.3 allows answering only the latest ping).
+    pong: Option<Bytes>,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +133,8 @@ struct ReadState {
     buf: BytesMut,
     /// The spare room the next read is given.
     chunk: usize,
+    /// The bytes of the frame being read that have not come yet (0 between frames).
+    frame_rest: usize,
     /// The fragmented message being assembled.
     partial: Option<BytesMut>,
 }
@@ -195,7 +209,8 @@ impl WriteQueue {
                 slices[count] = IoSlice::new(segment);
                 count += 1;
             }
-            if !self.tail.is_empty() && count < MAX_IOVECS {
+            // The tail comes after every segment: only in a write that holds them all.
+            if !self.tail.is_empty() && count == self.segments.len() {
                 slices[count] = IoSlice::new(&self.tail);
                 count += 1;
             }
@@ -253,7 +268,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             flush_threshold: flush_threshold.max(1),
             close_sent: false,
             stashed: None,
-            flushing_waker: None,
+            flush_waiters: Vec::new(),
+            io_unflushed: false,
+            pong: None,
         }
     }
 
@@ -277,6 +294,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     }
 
     fn push(&mut self, opcode: Opcode, payload: &Bytes) {
+        if opcode == Opcode::Close
+            && let Some(pong) = self.pong.take()
+        {
+            // Nothing may follow a close: the waiting pong goes first.
+            self.push(Opcode::Pong, &pong);
+        }
         let mask = (self.role == Role::Client).then(rand::random::<[u8; 4]>);
         self.write.push(opcode, payload, mask);
     }
@@ -293,35 +316,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
     fn poll_write_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
         match self.write.poll_write(&mut self.io, cx) {
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(_)) => {
+                self.io_unflushed = true;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(err)) => {
-                self.flushing_waker = None;
                 self.state = State::Done;
+                self.wake_waiters(cx);
                 Poll::Ready(Err(err.into()))
             }
             Poll::Pending => {
-                self.set_flushing_waker(cx.waker());
+                self.add_waiter(cx.waker());
                 Poll::Pending
             }
         }
     }
 
-    /// Writes out everything queued, then flushes the stream.
+    /// Writes out everything queued (the pong waiting included), then flushes the stream.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SocketError>> {
-        while !self.write.is_empty() {
-            ready!(self.poll_write_once(cx))?;
+        loop {
+            while !self.write.is_empty() {
+                ready!(self.poll_write_once(cx))?;
+            }
+            // The pong is queued only once the queue is out: at most one is ever queued.
+            match self.pong.take() {
+                Some(payload) => self.push(Opcode::Pong, &payload),
+                None => break,
+            }
         }
         match Pin::new(&mut self.io).poll_flush(cx) {
             Poll::Ready(result) => {
-                self.flushing_waker = None;
                 if result.is_err() {
                     self.state = State::Done;
+                } else {
+                    self.io_unflushed = false;
                 }
+                self.wake_waiters(cx);
                 Poll::Ready(result.map_err(SocketError::from))
             }
             Poll::Pending => {
-                self.set_flushing_waker(cx.waker());
+                self.add_waiter(cx.waker());
                 Poll::Pending
+            }
+        }
+    }
+
+    fn add_waiter(&mut self, waker: &Waker) {
+        if !self.flush_waiters.iter().any(|w| w.will_wake(waker)) {
+            self.flush_waiters.push(waker.clone());
+        }
+    }
+
+    /// A flush ended: wakes the other tasks that waited on one.
+    fn wake_waiters(&mut self, cx: &Context<'_>) {
+        for waker in self.flush_waiters.drain(..) {
+            if !waker.will_wake(cx.waker()) {
+                waker.wake();
             }
         }
     }
@@ -339,16 +389,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// Which end this is.
     pub(crate) fn role(&self) -> Role {
         self.role
-    }
-
-    fn set_flushing_waker(&mut self, waker: &Waker) {
-        if !self
-            .flushing_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(waker))
-        {
-            self.flushing_waker = Some(waker.clone());
-        }
     }
 
     /// The next message. `None` once the close handshake is done (the peer's close was
@@ -379,11 +419,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                     return Poll::Ready(Some(Err(err)));
                 }
             }
-            // Before waiting for more, write out what is queued (a pong, or frames the
-            // writer left), with the flushing task's waker if there is one, so that it is
-            // woken when the socket takes more.
-            if !self.write.is_empty() {
-                let waker = self.flushing_waker.clone();
+            // Before waiting for more, write out what waits (a pong, frames the writer left,
+            // bytes a TLS stream holds), with the waker of a task already waiting on a flush
+            // if there is one, so that it keeps the socket's wake-up.
+            if self.pong.is_some() || !self.write.is_empty() || self.io_unflushed {
+                let waker = self.flush_waiters.first().cloned();
                 let mut flush_cx = Context::from_waker(waker.as_ref().unwrap_or(cx.waker()));
                 if let Poll::Ready(Err(err)) = self.poll_flush(&mut flush_cx) {
                     return Poll::Ready(Some(Err(err)));
@@ -429,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.state = State::Done;
         self.read.buf = BytesMut::new();
         self.read.partial = None;
+        self.read.frame_rest = 0;
     }
 
     /// Reads once into spare room of at least the current chunk (see the module docs). The
@@ -437,8 +478,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// [`MAX_READ_CHUNK`].
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let read = &mut self.read;
-        if read.buf.capacity() - read.buf.len() < read.chunk {
-            read.buf.reserve(read.chunk);
+        // Within a frame, no more than its rest: the room reserved for it is not grown again.
+        let want = match read.frame_rest {
+            0 => read.chunk,
+            rest => rest.min(read.chunk),
+        };
+        if read.buf.capacity() - read.buf.len() < want {
+            read.buf.reserve(want);
         }
         let room = read.buf.capacity() - read.buf.len();
         let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut read.buf) {
@@ -467,16 +513,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     fn decode(&mut self) -> Result<Option<Message>, SocketError> {
         loop {
             let Some(header) = codec::parse_header(&self.read.buf, self.role)? else {
-                self.release_or_reserve(MAX_HEADER);
+                if self.read.buf.is_empty() {
+                    // Everything read was decoded: an idle connection holds nothing.
+                    self.read.buf = BytesMut::new();
+                }
                 return Ok(None);
             };
             self.check_size(&header)?;
             // Under the read limit, or a control frame of at most 125 bytes: fits usize.
             let len = header.len as usize;
-            if self.read.buf.len() < header.size + len {
-                self.release_or_reserve(header.size + len);
+            let Some(frame_len) = header.size.checked_add(len) else {
+                return Err(SocketError::TooBig {
+                    size: header.len,
+                    limit: self.max_message_size,
+                });
+            };
+            if self.read.buf.len() < frame_len {
+                self.reserve_frame(frame_len);
                 return Ok(None);
             }
+            self.read.frame_rest = 0;
             self.read.buf.advance(header.size);
             let mut payload = self.read.buf.split_to(len);
             if let Some(mask) = header.mask {
@@ -517,14 +573,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         Ok(())
     }
 
-    /// When the buffer is empty, drops it (an idle connection holds nothing); otherwise
-    /// makes room for `needed` bytes in all.
-    fn release_or_reserve(&mut self, needed: usize) {
+    /// Makes room for the rest of a frame of `frame_len` bytes whose start is in the buffer,
+    /// so that it is read into one allocation without moving (at most [`MAX_RESERVE_AHEAD`]
+    /// ahead of what came: a header alone does not reserve a whole message of any size).
+    fn reserve_frame(&mut self, frame_len: usize) {
         let buf = &mut self.read.buf;
-        if buf.is_empty() {
-            *buf = BytesMut::new();
-        } else if needed > buf.capacity() {
-            buf.reserve(needed - buf.len());
+        let rest = frame_len - buf.len();
+        self.read.frame_rest = rest;
+        let room = rest.min(MAX_RESERVE_AHEAD);
+        if buf.capacity() - buf.len() < room {
+            buf.reserve(room);
         }
     }
 
@@ -547,7 +605,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             }
             Opcode::Ping => {
                 if self.state == State::Open {
-                    self.push(Opcode::Pong, &payload.freeze());
+                    // Replaces an unanswered one: a peer that pings and never reads costs one.
+                    self.pong = Some(payload.freeze());
                 }
                 Ok(None)
             }
@@ -734,5 +793,185 @@ mod tests {
             "{result:?}"
         );
         assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
+    }
+
+    /// A stream that takes vectored writes, at most `per_write` bytes each, and never reads.
+    struct Vectored {
+        wire: Vec<u8>,
+        per_write: usize,
+    }
+
+    impl AsyncRead for Vectored {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Vectored {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(self.per_write.saturating_sub(taken));
+                self.wire.extend_from_slice(&buf[..n]);
+                taken += n;
+            }
+            Poll::Ready(Ok(taken))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every frame back from `wire` (unmasked, final, as a server writes them).
+    fn frames_on(mut wire: &[u8]) -> Vec<(Opcode, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !wire.is_empty() {
+            let header = codec::parse_header(wire, Role::Client).unwrap().unwrap();
+            let end = header.size + header.len as usize;
+            frames.push((header.opcode, wire[header.size..end].to_vec()));
+            wire = &wire[end..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn more_segments_than_one_write_takes_stay_in_order() {
+        // 40 payloads over 1 KiB (80 segments) and small frames between and after them (the
+        // tail), each write taking all it is given.
+        let io = Vectored {
+            wire: Vec::new(),
+            per_write: usize::MAX,
+        };
+        let mut socket = Socket::new(io, Role::Server, 1 << 20, usize::MAX);
+        let mut sent = Vec::new();
+        for i in 0..40u8 {
+            let large = vec![i; 1500];
+            let small = vec![b'a' + i % 26; 10];
+            socket
+                .queue(Opcode::Text, &Bytes::from(large.clone()))
+                .unwrap();
+            socket
+                .queue(Opcode::Text, &Bytes::from(small.clone()))
+                .unwrap();
+            sent.push((Opcode::Text, large));
+            sent.push((Opcode::Text, small));
+        }
+        assert!(socket.write.segments.len() > MAX_IOVECS);
+        poll_fn(|cx| socket.poll_flush(cx)).await.unwrap();
+        assert_eq!(frames_on(&socket.io.wire), sent);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_pings_and_never_reads_costs_one_pong() {
+        // A pipe of 256 bytes that the peer never reads from.
+        let (ours, mut raw) = tokio::io::duplex(256);
+        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
+        for i in 0..2000u32 {
+            raw.write_all(&client_frame(Opcode::Ping, &i.to_be_bytes()))
+                .await
+                .unwrap();
+            // Read what came; the pongs fill the pipe, then wait.
+            let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
+            assert!(pending);
+            assert!(socket.write.len < 256, "{} bytes queued", socket.write.len);
+        }
+        assert_eq!(
+            socket.pong,
+            Some(Bytes::copy_from_slice(&1999u32.to_be_bytes()))
+        );
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_waiting_on_a_flush_is_woken_when_another_completes_it() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering::SeqCst;
+        let (ours, mut raw) = tokio::io::duplex(64);
+        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
+        socket
+            .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
+            .unwrap();
+        // The writer's flush waits for room; then the reader's does (and takes the pipe's
+        // wake-up, which goes to the last task that polled).
+        let writer = Arc::new(Counting(0.into()));
+        let reader = Arc::new(Counting(0.into()));
+        let writer_waker = Waker::from(writer.clone());
+        let reader_waker = Waker::from(reader.clone());
+        assert!(
+            socket
+                .poll_flush(&mut Context::from_waker(&writer_waker))
+                .is_pending()
+        );
+        assert!(
+            socket
+                .poll_flush(&mut Context::from_waker(&reader_waker))
+                .is_pending()
+        );
+        // Drain the pipe, polling the reader's flush whenever it is woken, until it is done.
+        let mut wire = Vec::new();
+        loop {
+            let mut chunk = [0u8; 64];
+            let n = raw.read(&mut chunk).await.unwrap();
+            wire.extend_from_slice(&chunk[..n]);
+            if reader.0.load(SeqCst) > 0 {
+                let done = socket.poll_flush(&mut Context::from_waker(&reader_waker));
+                if done.is_ready() {
+                    break;
+                }
+            }
+        }
+        assert!(writer.0.load(SeqCst) > 0, "the writer was never woken");
+        assert!(socket.flush_waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_arriving_in_pieces_is_read_into_one_allocation() {
+        let (mut socket, mut raw) = server();
+        let payload = vec![b'z'; 300 << 10];
+        let frame = client_frame(Opcode::Text, &payload);
+        raw.write_all(&frame[..1000]).await.unwrap();
+        let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
+        assert!(pending);
+        let capacity = socket.read.buf.capacity();
+        assert!(capacity >= frame.len(), "{capacity}");
+        for piece in frame[1000..].chunks(70_000) {
+            let before = socket.read.buf.len();
+            raw.write_all(piece).await.unwrap();
+            if before + piece.len() < frame.len() {
+                let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
+                assert!(pending);
+                assert_eq!(socket.read.buf.capacity(), capacity, "grown again");
+            }
+        }
+        assert_eq!(next(&mut socket).await, Message::Text(Bytes::from(payload)));
     }
 }
