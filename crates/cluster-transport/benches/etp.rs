@@ -93,41 +93,6 @@ macro_rules! measure {
     }};
 }
 
-struct Net {
-    acceptor: WsAcceptor,
-    connector: WsConnector,
-    endpoint: Endpoint,
-}
-
-impl Net {
-    async fn new() -> Self {
-        let acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
-            .await
-            .expect("bind");
-        let endpoint: Endpoint = format!("127.0.0.1:{}", acceptor.local_addr().port())
-            .parse()
-            .expect("endpoint");
-        let connector = WsConnector::new(WsConfig::default()).expect("connector");
-        Self {
-            acceptor,
-            connector,
-            endpoint,
-        }
-    }
-
-    /// One connected (client, server) pair of transports.
-    async fn pair(&mut self) -> (Transport, Transport) {
-        let (client, accepted) = tokio::join!(
-            self.connector.connect(&self.endpoint, "bench"),
-            self.acceptor.accept()
-        );
-        (
-            client.expect("connect"),
-            accepted.expect("accept").transport,
-        )
-    }
-}
-
 fn spawn_pair(client: Transport, server: Transport, handlers: Handlers) -> (Conn, Conn) {
     (
         Conn::spawn(client, Handlers::new(), ConnConfig::default()),

@@ -167,41 +167,10 @@ mod tw {
 // ---- ours -----------------------------------------------------------------------------------
 
 mod ours {
-    use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
-    use cluster_transport::{Acceptor, Connector, Endpoint, Incoming, Transport};
+    use cluster_transport::{Incoming, Transport};
 
+    pub(crate) use super::Net;
     use super::*;
-
-    /// An acceptor and a connector to it; the acceptor runs its own accept loop.
-    pub(crate) struct Net {
-        acceptor: WsAcceptor,
-        connector: WsConnector,
-        endpoint: Endpoint,
-    }
-
-    impl Net {
-        pub(crate) async fn new() -> Self {
-            let config = WsServerConfig::default().with_max_message_size(4 << 20);
-            let acceptor = WsAcceptor::bind("127.0.0.1:0", config).await.expect("bind");
-            let endpoint = format!("ws://{}", acceptor.local_addr())
-                .parse()
-                .expect("endpoint");
-            let connector = WsConnector::new(WsConfig::default()).expect("connector");
-            Self {
-                acceptor,
-                connector,
-                endpoint,
-            }
-        }
-
-        pub(crate) async fn pair(&mut self) -> (Transport, Transport) {
-            let (client, server) = tokio::join!(
-                self.connector.connect(&self.endpoint, "bench"),
-                self.acceptor.accept()
-            );
-            (client.expect("client"), server.expect("server").transport)
-        }
-    }
 
     pub(crate) async fn send(t: &mut Transport, text: Bytes) {
         t.sink.feed(text).await.expect("feed");

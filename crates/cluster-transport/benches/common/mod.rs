@@ -101,3 +101,49 @@ pub(crate) fn multi_thread_with(workers: usize) -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Our WebSocket transports over loopback: an acceptor (its accept loop running) and a
+/// connector to it.
+pub(crate) struct Net {
+    acceptor: cluster_transport::ws::WsAcceptor,
+    connector: cluster_transport::ws::WsConnector,
+    endpoint: cluster_transport::Endpoint,
+}
+
+impl Net {
+    pub(crate) async fn new() -> Self {
+        let acceptor = cluster_transport::ws::WsAcceptor::bind(
+            "127.0.0.1:0",
+            cluster_transport::ws::WsServerConfig::default(),
+        )
+        .await
+        .expect("bind");
+        let endpoint: cluster_transport::Endpoint =
+            format!("127.0.0.1:{}", acceptor.local_addr().port())
+                .parse()
+                .expect("endpoint");
+        let connector =
+            cluster_transport::ws::WsConnector::new(cluster_transport::ws::WsConfig::default())
+                .expect("connector");
+        Self {
+            acceptor,
+            connector,
+            endpoint,
+        }
+    }
+
+    /// One connected (client, server) pair of transports.
+    pub(crate) async fn pair(
+        &mut self,
+    ) -> (cluster_transport::Transport, cluster_transport::Transport) {
+        use cluster_transport::{Acceptor, Connector};
+        let (client, accepted) = tokio::join!(
+            self.connector.connect(&self.endpoint, "bench"),
+            self.acceptor.accept()
+        );
+        (
+            client.expect("connect"),
+            accepted.expect("accept").transport,
+        )
+    }
+}
