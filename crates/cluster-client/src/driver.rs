@@ -712,7 +712,8 @@ impl Link {
 
     /// Closes the connection normally with `reason`: finishes the writes, sends the close,
     /// and reads until the peer answers it (or the stream ends), all within
-    /// [`CLOSE_TIMEOUT`]. Dropping the future drops the connection.
+    /// [`CLOSE_TIMEOUT`]; when the close could not be written (the writing half broke), it
+    /// does not wait for an answer. Dropping the future drops the connection.
     async fn shutdown(mut self, reason: &'static str) {
         let work = async {
             if let Some(write) = self.write.take() {
@@ -721,10 +722,14 @@ impl Link {
                     self.sink = Some(sink);
                 }
             }
-            if let Some(sink) = self.sink.take() {
-                let mut batch = std::mem::take(&mut self.queue);
-                batch.push(Out::Close(reason));
-                let _ = write(sink, batch).await;
+            let Some(sink) = self.sink.take() else {
+                // The writing half broke: no close went out, so no answer will come.
+                return;
+            };
+            let mut batch = std::mem::take(&mut self.queue);
+            batch.push(Out::Close(reason));
+            if write(sink, batch).await.1.is_err() {
+                return;
             }
             if let Some(read) = self.read.take() {
                 let (mut stream, mut incoming) = read.await;
