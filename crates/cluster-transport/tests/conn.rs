@@ -1161,3 +1161,49 @@ async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
     assert_eq!(end.close.and_then(|c| c.code), Some(CLOSE_QUEUE_OVERFLOW));
     assert_eq!(server.queued_bytes(), 0);
 }
+
+/// A sink whose `try_feed` fails (what a caller feeding from its own task meets); everything
+/// else goes to the in-memory sink.
+struct TryFeedFails(Box<dyn cluster_transport::MessageSink>);
+
+#[async_trait::async_trait]
+impl cluster_transport::MessageSink for TryFeedFails {
+    async fn feed(&mut self, text: Bytes) -> Result<(), cluster_transport::TransportError> {
+        self.0.feed(text).await
+    }
+    fn try_feed(&mut self, _: Bytes) -> Result<Option<Bytes>, cluster_transport::TransportError> {
+        Err(cluster_transport::TransportError::Lost {
+            reason: "try_feed broke".into(),
+            source: None,
+        })
+    }
+    async fn flush(&mut self) -> Result<(), cluster_transport::TransportError> {
+        self.0.flush().await
+    }
+    async fn ping(&mut self, payload: Bytes) -> Result<(), cluster_transport::TransportError> {
+        self.0.ping(payload).await
+    }
+    async fn close(
+        &mut self,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), cluster_transport::TransportError> {
+        self.0.close(code, reason).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error() {
+    let (c, _s, _faults) = memory::pair();
+    let c = Transport {
+        sink: Box::new(TryFeedFails(c.sink)),
+        ..c
+    };
+    let conn = Conn::spawn(c, Handlers::new(), ConnConfig::default());
+    // Let the writer start and lend its sink: the emit below is fed from this task.
+    tokio::task::yield_now().await;
+    conn.emit("EVENT", b"x").unwrap();
+    let end = within(conn.closed()).await;
+    assert!(!end.normal, "{end:?}");
+    assert!(end.reason.contains("try_feed broke"), "{end:?}");
+}

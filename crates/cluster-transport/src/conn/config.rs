@@ -30,7 +30,9 @@ pub struct ConnConfig {
     pub max_concurrent_handlers: usize,
     /// The writer flushes the transport when its queue is empty or after this many frames fed
     /// without a flush, whichever comes first (default [`DEFAULT_FLUSH_BATCH`], 64). `0` is
-    /// taken as `1` (flush every frame).
+    /// taken as `1` (flush every frame). It counts the frames the writer task feeds: frames
+    /// that callers feed themselves while the writer waits (see the writer's docs) go out at
+    /// the writer's next flush, or once the transport's own write buffer is full.
     pub flush_batch: usize,
     /// When more bytes than this wait in the write queue, the reader dispatches no further
     /// event until the writer has drained the queue to this mark (default

@@ -3,7 +3,7 @@
 use super::ConnError;
 use super::inner::Inner;
 use bytes::Bytes;
-use cluster_proto::frame::{self, ACK_PREFIX};
+use cluster_proto::frame;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,10 +32,7 @@ impl Inner {
             }
             &[]
         };
-        let len = ACK_PREFIX.len() + frame::encoded_len(event, ack_id, data);
-        let mut buf = Vec::with_capacity(len);
-        frame::encode_ack(event, ack_id, data, &mut buf);
-        if let Err(err) = self.send_frame(Bytes::from(buf)) {
+        if let Err(err) = self.send_frame(frame::encode_ack_to_bytes(event, ack_id, data)) {
             tracing::debug!(
                 conn = self.id,
                 peer = &*self.peer,

@@ -304,9 +304,9 @@ pub(super) async fn write_loop(
             inner.outbox_ready.notified().await;
             continue;
         }
-        let Some(sink) = slot.as_deref_mut() else {
-            continue;
-        };
+        let sink = slot
+            .as_deref_mut()
+            .expect("take_work reports work only with the sink in hand");
         if batch.is_empty() {
             flush(sink).await?;
             unflushed = 0;
