@@ -1,6 +1,8 @@
 //! WebSocket specifics: the exact dial request, refusals, binary messages, garbage and silent
 //! clients, the connect timeout.
 
+mod common;
+
 use bytes::Bytes;
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, Connector, Endpoint, HandshakeError, Incoming, TransportError};
@@ -10,7 +12,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 fn connector() -> WsConnector {
     WsConnector::new(WsConfig::default()).unwrap()
@@ -46,16 +47,7 @@ async fn dials_the_exact_go_path_and_query() {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut reader = BufReader::new(tcp);
         let head = read_head(&mut reader).await;
-        let key = head
-            .iter()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .to_owned();
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
+        let answer = common::raw::switching_protocols(head.iter().map(String::as_str));
         reader.get_mut().write_all(answer.as_bytes()).await.unwrap();
         (head, reader)
     });

@@ -74,22 +74,26 @@ pub async fn raw_server_with(config: WsConfig) -> (Transport, TcpStream) {
     let server = async {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let head = read_head(&mut tcp).await;
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .to_owned();
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
-        tcp.write_all(answer.as_bytes()).await.unwrap();
+        tcp.write_all(switching_protocols(head.lines()).as_bytes())
+            .await
+            .unwrap();
         tcp
     };
     let connector = WsConnector::new(config).unwrap();
     let (client, tcp) = tokio::join!(connector.connect(&endpoint, "m"), server);
     (client.unwrap(), tcp)
+}
+
+/// A server's 101 answer to the upgrade request whose head `lines` are.
+pub fn switching_protocols<'a>(mut lines: impl Iterator<Item = &'a str>) -> String {
+    let key = lines
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("an upgrade request has a key");
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    )
 }
 
 /// The masking key raw clients use (not zero, so that a peer that ignores the mask sees
