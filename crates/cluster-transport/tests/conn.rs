@@ -1207,3 +1207,55 @@ async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error(
     assert!(!end.normal, "{end:?}");
     assert!(end.reason.contains("try_feed broke"), "{end:?}");
 }
+
+/// A flood of events over loopback WebSocket, the sender keeping at most `WINDOW` in flight
+/// (the etp bench's flood), on a current-thread runtime: every event arrives.
+#[tokio::test]
+async fn a_windowed_flood_over_websocket_arrives_whole_on_one_thread() {
+    use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
+    use cluster_transport::{Acceptor, Connector, Endpoint};
+    use std::sync::atomic::AtomicU64;
+    const EVENTS: u64 = 40_000;
+    const WINDOW: u64 = 4_096;
+    let mut acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
+        .await
+        .unwrap();
+    let endpoint: Endpoint = format!("127.0.0.1:{}", acceptor.local_addr().port())
+        .parse()
+        .unwrap();
+    let connector = WsConnector::new(WsConfig::default()).unwrap();
+    let (c, s) = tokio::join!(connector.connect(&endpoint, "flood"), acceptor.accept());
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
+    let handlers = Handlers::new().on("EVENT", move |_, _| {
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 256 == 0 || n == EVENTS {
+            notify.notify_one();
+        }
+        Reply::default()
+    });
+    let client = Conn::spawn(c.unwrap(), Handlers::new(), ConnConfig::default());
+    let server = Conn::spawn(s.unwrap().transport, handlers, ConnConfig::default());
+    let payload = vec![b'x'; 1024];
+    let flood = async {
+        for sent in 0..EVENTS {
+            while sent - received.load(Ordering::Relaxed) >= WINDOW {
+                progress.notified().await;
+            }
+            client.emit("EVENT", &payload).unwrap();
+        }
+        while received.load(Ordering::Relaxed) < EVENTS {
+            progress.notified().await;
+        }
+    };
+    let delivered = tokio::time::timeout(Duration::from_secs(60), flood).await;
+    assert!(
+        delivered.is_ok(),
+        "stalled: {} of {EVENTS} events arrived, {} bytes queued",
+        received.load(Ordering::Relaxed),
+        client.queued_bytes()
+    );
+    client.close(CLOSE_NORMAL, "done").await;
+    within(server.closed()).await;
+}

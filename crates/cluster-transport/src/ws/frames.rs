@@ -117,8 +117,10 @@ pub(crate) struct Socket<S> {
     /// [`Socket::poll_next`] returns it first.
     stashed: Option<Result<Message, SocketError>>,
     /// The tasks whose write or flush is pending. The socket wakes only the last task that
-    /// polled it, so whoever completes a flush wakes the others; the reading side writes its
-    /// pongs with the first one's waker, so that the task that flushes keeps the socket's.
+    /// polled it, so whoever completes a flush wakes the others, and whoever writes without
+    /// waiting (the reading side's pongs, [`Socket::waiter`]'s users) writes with the first
+    /// one's waker, so that the task that flushes keeps the socket's. A no-op waker (a write
+    /// that does not wait) is never one of them.
     flush_waiters: Vec<Waker>,
     /// Written to the stream and not flushed yet (a TLS stream can hold what it took).
     io_unflushed: bool,
@@ -362,9 +364,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     }
 
     fn add_waiter(&mut self, waker: &Waker) {
-        if !self.flush_waiters.iter().any(|w| w.will_wake(waker)) {
+        if !waker.will_wake(Waker::noop()) && !self.flush_waiters.iter().any(|w| w.will_wake(waker))
+        {
             self.flush_waiters.push(waker.clone());
         }
+    }
+
+    /// Polls `poll` once for a caller that does not wait for it: with the waker of a task
+    /// waiting on a flush if there is one (the socket keeps only the last waker it was polled
+    /// with: a no-op waker there would be a lost wake-up for that task), else with a no-op
+    /// waker (whoever then waits polls again with its own). If the poll ended that task's wait
+    /// (a flush done or failed), the task is woken: the flush skipped it as the poller.
+    pub(crate) fn poll_once<T>(
+        &mut self,
+        poll: impl FnOnce(&mut Self, &mut Context<'_>) -> T,
+    ) -> T {
+        let waiter = self.flush_waiters.first().cloned();
+        let mut cx = Context::from_waker(waiter.as_ref().unwrap_or(Waker::noop()));
+        let out = poll(self, &mut cx);
+        if let Some(waiter) = waiter
+            && !self.flush_waiters.iter().any(|w| w.will_wake(&waiter))
+        {
+            waiter.wake();
+        }
+        out
     }
 
     /// A flush ended: wakes the other tasks that waited on one.
@@ -423,9 +446,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             // bytes a TLS stream holds), with the waker of a task already waiting on a flush
             // if there is one, so that it keeps the socket's wake-up.
             if self.pong.is_some() || !self.write.is_empty() || self.io_unflushed {
-                let waker = self.flush_waiters.first().cloned();
-                let mut flush_cx = Context::from_waker(waker.as_ref().unwrap_or(cx.waker()));
-                if let Poll::Ready(Err(err)) = self.poll_flush(&mut flush_cx) {
+                let flushed = if self.flush_waiters.is_empty() {
+                    self.poll_flush(cx)
+                } else {
+                    self.poll_once(Self::poll_flush)
+                };
+                if let Poll::Ready(Err(err)) = flushed {
                     return Poll::Ready(Some(Err(err)));
                 }
             }

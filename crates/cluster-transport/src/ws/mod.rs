@@ -93,7 +93,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -818,10 +818,8 @@ where
         check_text(&text)?;
         let shared = &self.shared;
         let mut ws = shared.lock();
-        // No waker: nothing waits on this poll. (A pending write keeps the flushing waker;
-        // the writer task polls again with its own before it waits.)
-        let mut cx = Context::from_waker(Waker::noop());
-        match ws.poll_ready(&mut cx) {
+        // Nothing waits on this poll (see `Socket::poll_once`).
+        match ws.poll_once(Socket::poll_ready) {
             Poll::Ready(Ok(())) => ws
                 .queue(Opcode::Text, &text)
                 .map(|()| None)
@@ -834,8 +832,7 @@ where
     fn try_flush(&mut self) -> Result<bool, TransportError> {
         let shared = &self.shared;
         let mut ws = shared.lock();
-        let mut cx = Context::from_waker(Waker::noop());
-        match ws.poll_flush(&mut cx) {
+        match ws.poll_once(Socket::poll_flush) {
             Poll::Ready(Ok(())) => Ok(true),
             Poll::Ready(Err(e)) => Err(shared.error(e)),
             Poll::Pending => Ok(false),
