@@ -691,6 +691,46 @@ async fn the_writer_flushes_once_per_burst_or_per_batch() {
     assert_eq!(log, expected);
 }
 
+/// Frames queued behind others are encoded into one shared buffer, frames encoded by the
+/// caller are queued as they are: the writer sends both kinds in the order they were queued.
+#[tokio::test(start_paused = true)]
+async fn frames_encoded_in_place_and_by_the_caller_keep_their_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (flushed, mut flushes) = mpsc::unbounded_channel();
+    let transport = Transport {
+        sink: Box::new(Recorder {
+            log: Arc::clone(&log),
+            flushed,
+        }),
+        stream: Box::new(Silent),
+        peer: "recorder".to_owned(),
+    };
+    let conn = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
+    // All queued before the writer first runs.
+    conn.emit("A", b"1").unwrap();
+    conn.emit_encoded(Bytes::from_static(b"B||0||2")).unwrap();
+    let ask = conn.emit_with_ack("C", &[b'x'; 3000]);
+    conn.emit("D", b"").unwrap();
+    conn.emit_encoded(Bytes::from_static(b"E||0||5")).unwrap();
+    conn.emit("F", "ü".as_bytes()).unwrap();
+    within(flushes.recv()).await.unwrap();
+    drop(ask);
+    conn.close(CLOSE_NORMAL, "bye").await;
+
+    let log = log.lock().unwrap().clone();
+    let expected = [
+        "A||0||1".to_owned(),
+        "B||0||2".to_owned(),
+        format!("C||1||{}", "x".repeat(3000)),
+        "D||0".to_owned(),
+        "E||0||5".to_owned(),
+        "F||0||ü".to_owned(),
+        "FLUSH".to_owned(),
+        "CLOSE 1000".to_owned(),
+    ];
+    assert_eq!(log, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_emitters_on_two_threads_each_get_their_own_ack() {
     let server_handlers =

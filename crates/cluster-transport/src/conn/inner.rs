@@ -117,7 +117,9 @@ mod tests {
     use crate::memory;
 
     /// The per-connection state a server holds 10,000 of: the shared state and the two tasks'
-    /// futures (the transport's own state and its boxed futures come on top).
+    /// futures (the transport's own state and its boxed futures come on top). The bound was
+    /// 512 bytes until the outbox's buffer of frames encoded in place (32 bytes in each of
+    /// `Inner` and the writer's future) took the flood on two workers from 0.6 to 1 M events/s.
     #[tokio::test]
     async fn per_connection_state_stays_small() {
         let (transport, _peer, _faults) = memory::pair();
@@ -139,7 +141,7 @@ mod tests {
         ];
         println!("{sizes:?}");
         for (what, size) in sizes {
-            assert!(size <= 512, "{what} is {size} bytes");
+            assert!(size <= 576, "{what} is {size} bytes");
         }
     }
 }

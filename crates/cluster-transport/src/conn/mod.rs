@@ -142,7 +142,7 @@ pub use pending::AckFuture;
 use crate::Transport;
 use crate::log_limit::LogLimiter;
 use bytes::Bytes;
-use cluster_proto::frame::{self, ACK_PREFIX, SEPARATOR};
+use cluster_proto::frame::{ACK_PREFIX, SEPARATOR};
 use inner::Inner;
 use pending::AckState;
 use reader::run_reader;
@@ -152,7 +152,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use writer::{Control, run_writer};
+use writer::{Control, Outgoing, run_writer};
 
 /// A handle to one ETP connection. Cloning gives another handle to the same connection.
 ///
@@ -232,12 +232,15 @@ impl Conn {
     pub fn emit(&self, event: &str, data: &[u8]) -> Result<(), ConnError> {
         check_event_name(event)?;
         check_utf8(data)?;
-        self.inner
-            .send_frame(frame::encode_to_bytes(event, 0, data))
+        self.inner.send_frame(Outgoing::Event {
+            name: event,
+            ack_id: 0,
+            data,
+        })
     }
 
     /// Queues an already encoded frame as it is, e.g. one event fanned out to many connections:
-    /// encode it once ([`frame::encode_to_bytes`]) and give each connection a clone of the
+    /// encode it once ([`cluster_proto::frame::encode_to_bytes`]) and give each connection a clone of the
     /// [`Bytes`]. The frame is checked to be UTF-8, not to be a valid ETP frame. Never blocks;
     /// `Ok` means queued, as for [`Conn::emit`].
     ///
@@ -247,7 +250,7 @@ impl Conn {
     /// [`ConnError::QueueFull`] when the peer does not read.
     pub fn emit_encoded(&self, frame: Bytes) -> Result<(), ConnError> {
         check_utf8(&frame)?;
-        self.inner.send_frame(frame)
+        self.inner.send_frame(Outgoing::Encoded(frame))
     }
 
     /// Bytes of the frames queued for this connection and not yet handed to the transport
@@ -286,7 +289,11 @@ impl Conn {
             }
             state.acks.insert(ack_id, tx);
         }
-        let sent = inner.send_frame(frame::encode_to_bytes(event, ack_id, data));
+        let sent = inner.send_frame(Outgoing::Event {
+            name: event,
+            ack_id,
+            data,
+        });
         if let Err(err) = sent {
             inner.forget_ack(ack_id);
             return AckFuture::ready(Err(err));

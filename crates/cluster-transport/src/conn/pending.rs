@@ -2,8 +2,8 @@
 
 use super::ConnError;
 use super::inner::Inner;
+use super::writer::Outgoing;
 use bytes::Bytes;
-use cluster_proto::frame;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +32,12 @@ impl Inner {
             }
             &[]
         };
-        if let Err(err) = self.send_frame(frame::encode_ack_to_bytes(event, ack_id, data)) {
+        let ack = Outgoing::Ack {
+            event,
+            ack_id,
+            data,
+        };
+        if let Err(err) = self.send_frame(ack) {
             tracing::debug!(
                 conn = self.id,
                 peer = &*self.peer,

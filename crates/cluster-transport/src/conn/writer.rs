@@ -4,16 +4,86 @@
 use super::inner::{Inner, Stop};
 use super::{CLOSE_QUEUE_OVERFLOW, ConnError, Disconnect, SendError};
 use crate::{CLOSE_NORMAL, CloseInfo, MessageSink, TransportError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use cluster_proto::frame;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// One instruction to the writer. Two variants, so the niche of [`Bytes`] keeps it at 32 bytes.
+/// One instruction to the writer: 32 bytes, the size of a [`Bytes`]. (A reference's niche
+/// holds one more variant, hence the nested [`Other`].)
 pub(super) enum Command {
+    /// A frame encoded by the caller (e.g. one frame fanned out to many connections).
     Frame(Bytes),
+    Other(Other),
+}
+
+pub(super) enum Other {
+    /// A frame of this many bytes, encoded in [`Outbox::encoded`] after the frames before it.
+    Encoded(usize),
     Control(Box<Control>),
 }
+
+/// A frame to send: encoded already, or the parts to encode where it goes (a new buffer when
+/// the caller feeds the transport itself, else the outbox's shared buffer; see [`Outbox`]).
+pub(super) enum Outgoing<'a> {
+    Encoded(Bytes),
+    /// `<name>||<ack_id>||<data>`.
+    Event {
+        name: &'a str,
+        ack_id: u64,
+        data: &'a [u8],
+    },
+    /// `__ack_<event>||<ack_id>||<data>`.
+    Ack {
+        event: &'a str,
+        ack_id: u64,
+        data: &'a [u8],
+    },
+}
+
+impl Outgoing<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Encoded(frame) => frame.len(),
+            Self::Event { name, ack_id, data } => frame::encoded_len(name, *ack_id, data),
+            Self::Ack {
+                event,
+                ack_id,
+                data,
+            } => frame::ACK_PREFIX.len() + frame::encoded_len(event, *ack_id, data),
+        }
+    }
+
+    /// Appends the frame to `buf` (which has room for it).
+    fn encode_into(&self, buf: &mut BytesMut) {
+        match self {
+            Self::Encoded(frame) => buf.extend_from_slice(frame),
+            Self::Event { name, ack_id, data } => frame::encode(name, *ack_id, data, buf),
+            Self::Ack {
+                event,
+                ack_id,
+                data,
+            } => frame::encode_ack(event, *ack_id, data, buf),
+        }
+    }
+
+    /// The frame in a [`Bytes`] of its own (no copy for an encoded one).
+    fn into_bytes(self, len: usize) -> Bytes {
+        match self {
+            Self::Encoded(frame) => frame,
+            parts => {
+                let mut buf = BytesMut::with_capacity(len);
+                parts.encode_into(&mut buf);
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// The least room [`Outbox::encoded`] gets when it is empty: a burst of small frames then
+/// costs an allocation per 8 KiB, not one per frame.
+const ENCODED_CHUNK: usize = 8 << 10;
 
 pub(super) enum Control {
     Ping(u64),
@@ -37,8 +107,21 @@ pub(super) enum Control {
 /// frame the transport cannot take at once is queued as before, and the writer task feeds it.
 /// Order holds: a caller feeds only with an empty queue and the sink in hand, and whatever is
 /// queued meanwhile goes behind it.
+///
+/// # Frames encoded in place
+/// A frame queued behind others (the writer task is busy: on a multi-thread runtime, a burst
+/// of emits while it writes the previous ones on the other worker) is encoded into
+/// [`Outbox::encoded`], one buffer the writer task takes whole with the commands, rather than
+/// into an allocation of its own. Besides saving an allocation per frame, this keeps the
+/// allocator out of a producer–consumer pattern: each frame allocated on the emitting thread
+/// and freed on the writer's is what glibc's malloc serves worst (both threads take the
+/// emitting thread's arena lock, and wait on it: a flood's profile had a futex call every 4
+/// events). Now one buffer per burst crosses threads.
 pub(super) struct Outbox {
     pub(super) commands: VecDeque<Command>,
+    /// The frames of the [`Other::Encoded`] commands, in order. Empty (no allocation) once
+    /// the writer took it.
+    pub(super) encoded: BytesMut,
     /// `false` once the writer has ended: nothing can be queued any more.
     pub(super) open: bool,
     /// `false` once the last command (our close, or the echo of the peer's) is queued: frames
@@ -58,6 +141,7 @@ impl Outbox {
     pub(super) fn new() -> Self {
         Self {
             commands: VecDeque::new(),
+            encoded: BytesMut::new(),
             open: true,
             accepting: true,
             idle_sink: None,
@@ -68,10 +152,10 @@ impl Outbox {
 }
 
 impl Inner {
-    /// Queues an encoded frame unless the connection is closing or closed, or the queue is
-    /// full (which closes the connection). With an empty queue and an idle writer, feeds it
-    /// from this task (see [`Outbox`]).
-    pub(super) fn send_frame(&self, frame: Bytes) -> Result<(), ConnError> {
+    /// Queues a frame unless the connection is closing or closed, or the queue is full (which
+    /// closes the connection). With an empty queue and an idle writer, feeds it from this task
+    /// (see [`Outbox`]).
+    pub(super) fn send_frame(&self, frame: Outgoing<'_>) -> Result<(), ConnError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed.into());
         }
@@ -91,11 +175,24 @@ impl Inner {
                 && let Some(sink) = outbox.idle_sink.take()
             {
                 drop(outbox);
-                self.feed_here(sink, frame);
+                self.feed_here(sink, frame.into_bytes(len));
                 return Ok(());
             }
             self.queued.fetch_add(len, Ordering::AcqRel);
-            outbox.commands.push_back(Command::Frame(frame));
+            let command = match frame {
+                Outgoing::Encoded(frame) => Command::Frame(frame),
+                parts => {
+                    let encoded = &mut outbox.encoded;
+                    if encoded.capacity() == 0 {
+                        encoded.reserve(len.max(ENCODED_CHUNK));
+                    } else {
+                        encoded.reserve(len);
+                    }
+                    parts.encode_into(encoded);
+                    Command::Other(Other::Encoded(len))
+                }
+            };
+            outbox.commands.push_back(command);
             outbox.commands.len() == 1
         };
         if was_empty {
@@ -161,7 +258,7 @@ impl Inner {
             }
             outbox
                 .commands
-                .push_back(Command::Control(Box::new(control)));
+                .push_back(Command::Other(Other::Control(Box::new(control))));
             outbox.commands.len() == 1
         };
         if was_empty {
@@ -226,6 +323,7 @@ impl Inner {
             self.queued.store(0, Ordering::Release);
             (
                 std::mem::take(&mut outbox.commands),
+                std::mem::take(&mut outbox.encoded),
                 outbox.idle_sink.take(),
             )
         };
@@ -297,7 +395,7 @@ pub(super) async fn write_loop(
     slot: &mut Option<Box<dyn MessageSink>>,
     flush_batch: usize,
 ) -> Result<(), TransportError> {
-    let mut batch = VecDeque::new();
+    let mut batch = Batch::default();
     let mut unflushed = 0usize;
     loop {
         if !take_work(inner, slot, &mut batch, &mut unflushed)? {
@@ -307,32 +405,22 @@ pub(super) async fn write_loop(
         let sink = slot
             .as_deref_mut()
             .expect("take_work reports work only with the sink in hand");
-        if batch.is_empty() {
+        if batch.commands.is_empty() {
             flush(sink).await?;
             unflushed = 0;
             // More may have come while flushing.
             continue;
         }
-        while let Some(command) = batch.pop_front() {
-            match command {
-                Command::Frame(text) => {
-                    let len = text.len();
-                    // Without a future when the transport takes it at once.
-                    if let Some(text) = sink.try_feed(text)? {
-                        sink.feed(text).await?;
-                    }
-                    inner.written(len);
-                    unflushed += 1;
-                    if unflushed >= flush_batch {
-                        flush(sink).await?;
-                        unflushed = 0;
-                    }
-                }
-                Command::Control(control) => match *control {
+        while let Some(command) = batch.commands.pop_front() {
+            let text = match command {
+                Command::Frame(text) => text,
+                Command::Other(Other::Encoded(len)) => batch.encoded.split_to(len),
+                Command::Other(Other::Control(control)) => match *control {
                     Control::Ping(id) => {
                         sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
                         flush(sink).await?;
                         unflushed = 0;
+                        continue;
                     }
                     Control::Close(info) => {
                         let code = info.code.unwrap_or(CLOSE_NORMAL);
@@ -348,11 +436,40 @@ pub(super) async fn write_loop(
                         return Ok(());
                     }
                 },
+            };
+            let len = text.len();
+            // Without a future when the transport takes it at once.
+            if let Some(text) = sink.try_feed(text)? {
+                sink.feed(text).await?;
+            }
+            inner.written(len);
+            unflushed += 1;
+            if unflushed >= flush_batch {
+                flush(sink).await?;
+                unflushed = 0;
             }
         }
+        batch.done();
+    }
+}
+
+/// What the writer took from the [`Outbox`] in one go.
+#[derive(Default)]
+struct Batch {
+    commands: VecDeque<Command>,
+    /// The frames of the [`Other::Encoded`] commands (`Outbox::encoded`, frozen).
+    encoded: Bytes,
+}
+
+impl Batch {
+    /// Every command is done: lets the buffers go that an idle connection should not keep.
+    fn done(&mut self) {
+        debug_assert!(self.encoded.is_empty(), "every encoded frame was sent");
+        // The transport may still hold parts of it until written; this is our reference.
+        self.encoded = Bytes::new();
         // Do not keep a burst's worth of capacity on an idle connection.
-        if batch.capacity() > 64 {
-            batch = VecDeque::new();
+        if self.commands.capacity() > 64 {
+            self.commands = VecDeque::new();
         }
     }
 }
@@ -371,7 +488,7 @@ async fn flush(sink: &mut dyn MessageSink) -> Result<(), TransportError> {
 fn take_work(
     inner: &Inner,
     slot: &mut Option<Box<dyn MessageSink>>,
-    batch: &mut VecDeque<Command>,
+    batch: &mut Batch,
     unflushed: &mut usize,
 ) -> Result<bool, TransportError> {
     let mut outbox = inner.outbox();
@@ -388,8 +505,11 @@ fn take_work(
     if std::mem::take(&mut outbox.unflushed) {
         *unflushed += 1;
     }
-    std::mem::swap(&mut outbox.commands, batch);
-    if batch.is_empty() && *unflushed == 0 {
+    std::mem::swap(&mut outbox.commands, &mut batch.commands);
+    if !outbox.encoded.is_empty() {
+        batch.encoded = std::mem::take(&mut outbox.encoded).freeze();
+    }
+    if batch.commands.is_empty() && *unflushed == 0 {
         outbox.idle_sink = slot.take();
         return Ok(false);
     }
@@ -403,5 +523,52 @@ mod tests {
     #[test]
     fn writer_commands_stay_small() {
         assert_eq!(std::mem::size_of::<Command>(), 32);
+    }
+
+    #[test]
+    fn an_outgoing_frame_is_as_long_as_its_encoding() {
+        let data = [b'd'; 300];
+        let cases = [
+            Outgoing::Encoded(Bytes::from_static(b"X||0||y")),
+            Outgoing::Event {
+                name: "MODULE:READY",
+                ack_id: 0,
+                data: b"",
+            },
+            Outgoing::Event {
+                name: "E",
+                ack_id: u64::MAX,
+                data: &data,
+            },
+            Outgoing::Ack {
+                event: "CONFIG:SEND_CONFIG_CHANGED",
+                ack_id: 12_345,
+                data: b"",
+            },
+            Outgoing::Ack {
+                event: "E",
+                ack_id: 7,
+                data: &data,
+            },
+        ];
+        for case in cases {
+            let mut buf = BytesMut::new();
+            case.encode_into(&mut buf);
+            let len = case.len();
+            assert_eq!(buf.len(), len);
+            assert_eq!(case.into_bytes(len), buf.freeze());
+        }
+    }
+
+    #[test]
+    fn the_encoded_frames_decode_as_sent() {
+        let mut buf = BytesMut::new();
+        Outgoing::Ack {
+            event: "E",
+            ack_id: 7,
+            data: b"ok",
+        }
+        .encode_into(&mut buf);
+        assert_eq!(&buf[..], b"__ack_E||7||ok");
     }
 }
