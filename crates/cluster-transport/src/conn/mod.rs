@@ -50,10 +50,13 @@
 //! boxed out of the tasks' futures, so an idle connection costs little beyond its transport
 //! (`benches/etp.rs`, `memory`, prints the figure).
 //!
-//! Frames are encoded once, by the caller of `emit*` (or by the reader for acks), straight into
-//! an exactly sized allocation that becomes the [`Bytes`] handed to the sink: every frame needs
-//! its own owned buffer anyway (the WebSocket sink takes it without a copy), so a reused
-//! encoding buffer would only add a copy.
+//! Frames are encoded once, by the caller of `emit*` (or by the reader for acks). A frame the
+//! caller feeds itself (idle writer) is encoded into an exactly sized allocation that becomes
+//! the [`Bytes`] handed to the sink. A frame queued behind others is encoded into the outbox's
+//! one shared buffer, which the writer takes whole with the queue and feeds as slices: on a
+//! multi-thread runtime, where the writer runs on another worker than the emitting task, a
+//! buffer allocated on one thread and freed on the other per frame was what glibc's malloc
+//! serves worst (a lock both threads wait on); now one buffer per burst crosses threads.
 //!
 //! # Rules (docs/protocol.md §2)
 //! - A malformed frame is reported to [`Handlers::on_error`] and skipped; the connection stays.
