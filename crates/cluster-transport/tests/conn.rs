@@ -650,10 +650,15 @@ impl cluster_transport::MessageStream for Silent {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_writer_flushes_once_per_burst_or_per_batch() {
+/// A transport whose sink is a [`Recorder`]: the transport, the log, and a receiver that
+/// gets one message per flush.
+fn recorded() -> (
+    Transport,
+    Arc<Mutex<Vec<String>>>,
+    mpsc::UnboundedReceiver<()>,
+) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (flushed, mut flushes) = mpsc::unbounded_channel();
+    let (flushed, flushes) = mpsc::unbounded_channel();
     let transport = Transport {
         sink: Box::new(Recorder {
             log: Arc::clone(&log),
@@ -662,6 +667,12 @@ async fn the_writer_flushes_once_per_burst_or_per_batch() {
         stream: Box::new(Silent),
         peer: "recorder".to_owned(),
     };
+    (transport, log, flushes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_writer_flushes_once_per_burst_or_per_batch() {
+    let (transport, log, mut flushes) = recorded();
     let config = ConnConfig {
         flush_batch: 64,
         ..ConnConfig::default()
@@ -695,16 +706,7 @@ async fn the_writer_flushes_once_per_burst_or_per_batch() {
 /// caller are queued as they are: the writer sends both kinds in the order they were queued.
 #[tokio::test(start_paused = true)]
 async fn frames_encoded_in_place_and_by_the_caller_keep_their_order() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (flushed, mut flushes) = mpsc::unbounded_channel();
-    let transport = Transport {
-        sink: Box::new(Recorder {
-            log: Arc::clone(&log),
-            flushed,
-        }),
-        stream: Box::new(Silent),
-        peer: "recorder".to_owned(),
-    };
+    let (transport, log, mut flushes) = recorded();
     let conn = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
     // All queued before the writer first runs.
     conn.emit("A", b"1").unwrap();
