@@ -12,7 +12,11 @@
 //! text be checked as UTF-8 once on each side.
 //!
 //! # Buffers
-//! - **Read.** A read goes into spare room of at least [`READ_CHUNK`] bytes (4 KiB, under
+//! - **Read.** With nothing buffered and no flood going, a read goes into [`READ_CHUNK`]
+//!   bytes on the stack, and what came is kept in an allocation of its size: a read that finds
+//!   nothing allocates nothing, and a message that was the whole read is handed over in that
+//!   allocation, not as a share of a larger buffer (a share allocates its reference count).
+//!   Otherwise a read goes into spare room of at least [`READ_CHUNK`] bytes (4 KiB, under
 //!   the fake service's 8 KiB mmap threshold), or the rest of the frame being read when that
 //!   is larger, so a large message is read into its own allocation, once. While the socket
 //!   keeps filling the room, the next room doubles, up to [`MAX_READ_CHUNK`]; otherwise it
@@ -33,9 +37,10 @@ use super::codec::{self, Header, MAX_HEADER, Opcode, Role, WsViolation};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The least spare room a read is given: 4 KiB.
 pub(crate) const READ_CHUNK: usize = 4 << 10;
@@ -504,6 +509,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// [`MAX_READ_CHUNK`].
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let read = &mut self.read;
+        if read.buf.capacity() == 0 && read.chunk == READ_CHUNK {
+            // Nothing buffered and no flood going: read on the stack, and keep what came in an
+            // allocation of its size. A read that finds nothing allocates nothing, and a small
+            // message is one small allocation, handed over whole (see `decode`).
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut room = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut room))?;
+            let n = room.filled().len();
+            read.buf = BytesMut::from(room.filled());
+            read.chunk = next_chunk(read.chunk, n, READ_CHUNK);
+            return Poll::Ready(Ok(n));
+        }
         // Within a frame, no more than its rest: the room reserved for it is not grown again.
         let want = match read.frame_rest {
             0 => read.chunk,
@@ -523,13 +540,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                 return Poll::Pending;
             }
         };
-        read.chunk = if n == room {
-            (read.chunk * 2).min(MAX_READ_CHUNK)
-        } else {
-            (2 * n)
-                .next_power_of_two()
-                .clamp(READ_CHUNK, MAX_READ_CHUNK)
-        };
+        read.chunk = next_chunk(read.chunk, n, room);
         Poll::Ready(Ok(n))
     }
 
@@ -559,8 +570,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                 return Ok(None);
             }
             self.read.frame_rest = 0;
-            self.read.buf.advance(header.size);
-            let mut payload = self.read.buf.split_to(len);
+            let mut payload = if self.read.buf.len() == frame_len {
+                // The last frame read: the buffer itself, not a share of it (sharing a
+                // buffer allocates its reference count).
+                let mut whole = std::mem::take(&mut self.read.buf);
+                whole.advance(header.size);
+                whole
+            } else {
+                self.read.buf.advance(header.size);
+                self.read.buf.split_to(len)
+            };
             if let Some(mask) = header.mask {
                 codec::apply_mask(&mut payload, mask);
             }
@@ -659,6 +678,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             }
             Opcode::Binary => unreachable!("refused before its payload is read"),
         }
+    }
+}
+
+/// The room of the read after one that brought `n` bytes into `room`: double the current
+/// chunk when the read filled its room, else twice what came, rounded up to a power of two,
+/// within [`READ_CHUNK`] and [`MAX_READ_CHUNK`].
+fn next_chunk(chunk: usize, n: usize, room: usize) -> usize {
+    if n == room {
+        (chunk * 2).min(MAX_READ_CHUNK)
+    } else {
+        (2 * n)
+            .next_power_of_two()
+            .clamp(READ_CHUNK, MAX_READ_CHUNK)
     }
 }
 
