@@ -251,3 +251,129 @@ async fn a_failed_write_ends_the_session_at_once() {
         "waited for a close answer"
     );
 }
+
+/// A transport that records what the client writes and answers its close (or not).
+mod recording {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use cluster_client::transport::{CloseInfo, Incoming, MessageSink, MessageStream};
+    use cluster_client::{Connector, Endpoint, Transport, TransportError};
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+
+    #[derive(Default)]
+    pub(crate) struct Wire {
+        /// What was fed, and the close as `CLOSE <code> <reason>`.
+        pub(crate) written: Mutex<Vec<String>>,
+        pub(crate) fed: Notify,
+        closed: Notify,
+    }
+
+    pub(crate) struct Recording {
+        pub(crate) wire: Arc<Wire>,
+        /// The peer answers the client's close (a close handshake), or never reads again.
+        pub(crate) answers_close: bool,
+    }
+
+    #[async_trait]
+    impl Connector for Recording {
+        async fn connect(&self, _: &Endpoint, _: &str) -> Result<Transport, TransportError> {
+            Ok(Transport {
+                sink: Box::new(Sink(Arc::clone(&self.wire))),
+                stream: Box::new(Stream {
+                    wire: Arc::clone(&self.wire),
+                    answers_close: self.answers_close,
+                }),
+                peer: "recording".into(),
+            })
+        }
+    }
+
+    struct Sink(Arc<Wire>);
+
+    #[async_trait]
+    impl MessageSink for Sink {
+        async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            self.0.written.lock().unwrap().push(text);
+            self.0.fed.notify_one();
+            Ok(())
+        }
+        async fn flush(&mut self) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn ping(&mut self, _: Bytes) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
+            let close = format!("CLOSE {code} {reason}");
+            self.0.written.lock().unwrap().push(close);
+            self.0.closed.notify_one();
+            Ok(())
+        }
+    }
+
+    struct Stream {
+        wire: Arc<Wire>,
+        answers_close: bool,
+    }
+
+    #[async_trait]
+    impl MessageStream for Stream {
+        async fn recv(&mut self) -> Result<Incoming, TransportError> {
+            if !self.answers_close {
+                return std::future::pending().await;
+            }
+            self.wire.closed.notified().await;
+            Ok(Incoming::Closed(CloseInfo {
+                code: Some(1000),
+                reason: String::new(),
+            }))
+        }
+    }
+}
+
+/// Closing the client sends a normal close (1000, "client closed") and waits for the
+/// config service's answer: not at all when it answers, [`CLOSE_TIMEOUT`] (1 s) at most
+/// when it never does.
+///
+/// [`CLOSE_TIMEOUT`]: cluster_client::transport::conn::CLOSE_TIMEOUT
+#[tokio::test(start_paused = true)]
+async fn closing_sends_1000_and_waits_for_the_answer_at_most_the_close_timeout() {
+    for answers_close in [true, false] {
+        let wire = std::sync::Arc::new(recording::Wire::default());
+        let connector = recording::Recording {
+            wire: std::sync::Arc::clone(&wire),
+            answers_close,
+        };
+        let client = Client::builder(module("B", "10.0.0.2"), config_data("{}"), ["rec:1"])
+            .connector_arc(std::sync::Arc::new(connector))
+            .build()
+            .unwrap();
+        let run = spawn_run(&client, EventHandler::new());
+        // The session started its handshake (the service never answers it).
+        tokio::time::timeout(WAIT, wire.fed.notified())
+            .await
+            .expect("the client wrote its first frame");
+        let t0 = tokio::time::Instant::now();
+        close_and_join(&client, run).await;
+        let waited = t0.elapsed();
+        let written = wire.written.lock().unwrap().clone();
+        assert_eq!(
+            written.last().map(String::as_str),
+            Some("CLOSE 1000 client closed"),
+            "{written:?}"
+        );
+        assert_eq!(
+            written.iter().filter(|w| w.starts_with("CLOSE")).count(),
+            1,
+            "{written:?}"
+        );
+        let expected = if answers_close {
+            std::time::Duration::ZERO
+        } else {
+            cluster_client::transport::conn::CLOSE_TIMEOUT
+        };
+        assert_eq!(waited, expected, "answers_close: {answers_close}");
+    }
+}
