@@ -82,8 +82,10 @@ impl Outgoing<'_> {
 }
 
 /// The least room [`Outbox::encoded`] gets when it is empty: a burst of small frames then
-/// costs an allocation per 8 KiB, not one per frame.
-const ENCODED_CHUNK: usize = 8 << 10;
+/// costs an allocation per 4 KiB or more (the buffer doubles as it grows), not one per frame.
+/// 4 KiB, as the WebSocket layer's write chunks: under the fake service's 8 KiB mmap
+/// threshold, so a short burst is not an `mmap` and a `munmap`.
+const ENCODED_CHUNK: usize = 4 << 10;
 
 pub(super) enum Control {
     Ping(u64),
