@@ -121,12 +121,16 @@ pub(crate) struct Socket<S> {
     /// What [`Socket::next_buffered`] decoded but does not hand over (a close, a fault):
     /// [`Socket::poll_next`] returns it first.
     stashed: Option<Result<Message, SocketError>>,
-    /// The tasks whose write or flush is pending. The socket wakes only the last task that
-    /// polled it, so whoever completes a flush wakes the others, and whoever writes without
-    /// waiting (the reading side's pongs, [`Socket::waiter`]'s users) writes with the first
-    /// one's waker, so that the task that flushes keeps the socket's. A no-op waker (a write
-    /// that does not wait) is never one of them.
+    /// The tasks whose write or flush is pending. The stream wakes only the last task that
+    /// polled it, so whoever completes a flush wakes the others.
     flush_waiters: Vec<Waker>,
+    /// The waker the stream holds for writing: the last of `flush_waiters` to be pending.
+    /// A poll that does not wait ([`Socket::poll_once`]) polls with it, so the stream's
+    /// wake-up stays with that task; `None` once the waiters are woken.
+    stream_waker: Option<Waker>,
+    /// A [`Socket::poll_once`] is under way: its waker is borrowed (or a no-op), and is not
+    /// recorded as a waiter.
+    polling_once: bool,
     /// Written to the stream and not flushed yet (a TLS stream can hold what it took).
     io_unflushed: bool,
     /// The payload of the last ping not answered yet: one pong at most waits, whatever the
@@ -276,6 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             close_sent: false,
             stashed: None,
             flush_waiters: Vec::new(),
+            stream_waker: None,
+            polling_once: false,
             io_unflushed: false,
             pong: None,
         }
@@ -368,27 +374,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
     }
 
+    /// A write or flush polled with `waker` is pending: the task waits, and the stream now
+    /// holds its waker. (Not for a [`Socket::poll_once`]: its waker is not a waiting task's
+    /// own.)
     fn add_waiter(&mut self, waker: &Waker) {
-        if !waker.will_wake(Waker::noop()) && !self.flush_waiters.iter().any(|w| w.will_wake(waker))
-        {
+        if self.polling_once {
+            return;
+        }
+        if !self.flush_waiters.iter().any(|w| w.will_wake(waker)) {
             self.flush_waiters.push(waker.clone());
         }
+        self.stream_waker = Some(waker.clone());
     }
 
-    /// Polls `poll` once for a caller that does not wait for it: with the waker of a task
-    /// waiting on a flush if there is one (the socket keeps only the last waker it was polled
-    /// with: a no-op waker there would be a lost wake-up for that task), else with a no-op
-    /// waker (whoever then waits polls again with its own). If the poll ended that task's wait
-    /// (a flush done or failed), the task is woken: the flush skipped it as the poller.
+    /// Polls `poll` once for a caller that does not wait for it. It polls with the waker the
+    /// stream holds for a waiting task, if any, so that the stream's wake-up stays where it
+    /// is (the stream keeps only the last waker it was polled with: any other waker there,
+    /// a no-op one above all, would be a lost wake-up for that task), else with a no-op waker
+    /// (whoever then waits polls again with its own). If the poll ended the waits (a flush
+    /// done or failed), that task is woken too: the flush skipped it as the poller.
     pub(crate) fn poll_once<T>(
         &mut self,
         poll: impl FnOnce(&mut Self, &mut Context<'_>) -> T,
     ) -> T {
-        let waiter = self.flush_waiters.first().cloned();
+        let waiter = self.stream_waker.clone();
         let mut cx = Context::from_waker(waiter.as_ref().unwrap_or(Waker::noop()));
+        self.polling_once = true;
         let out = poll(self, &mut cx);
+        self.polling_once = false;
         if let Some(waiter) = waiter
-            && !self.flush_waiters.iter().any(|w| w.will_wake(&waiter))
+            && self.stream_waker.is_none()
         {
             waiter.wake();
         }
@@ -397,6 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
     /// A flush ended: wakes the other tasks that waited on one.
     fn wake_waiters(&mut self, cx: &Context<'_>) {
+        self.stream_waker = None;
         for waker in self.flush_waiters.drain(..) {
             if !waker.will_wake(cx.waker()) {
                 waker.wake();
@@ -451,7 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             // bytes a TLS stream holds), with the waker of a task already waiting on a flush
             // if there is one, so that it keeps the socket's wake-up.
             if self.pong.is_some() || !self.write.is_empty() || self.io_unflushed {
-                let flushed = if self.flush_waiters.is_empty() {
+                let flushed = if self.stream_waker.is_none() {
                     self.poll_flush(cx)
                 } else {
                     self.poll_once(Self::poll_flush)
@@ -1009,6 +1025,64 @@ mod tests {
         }
         assert!(writer.0.load(SeqCst) > 0, "the writer was never woken");
         assert!(socket.flush_waiters.is_empty());
+    }
+
+    /// A poll that does not wait (`try_flush`, `try_feed`, the reader's flush) keeps the
+    /// stream's wake-up with the task the stream holds it for, even when an earlier waiter
+    /// that moved on is still listed first (the reader, whose flush was pending once).
+    #[tokio::test]
+    async fn a_poll_that_does_not_wait_leaves_the_wake_up_with_the_last_waiter() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering::SeqCst;
+        let (ours, mut raw) = tokio::io::duplex(64);
+        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
+        socket
+            .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
+            .unwrap();
+        let reader = Arc::new(Counting(0.into()));
+        let writer = Arc::new(Counting(0.into()));
+        let reader_waker = Waker::from(reader.clone());
+        let writer_waker = Waker::from(writer.clone());
+        // The reader's flush is pending first (it then goes on without polling again), then
+        // the writer's: the stream holds the writer's waker.
+        for waker in [&reader_waker, &writer_waker] {
+            assert!(
+                socket
+                    .poll_flush(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        // A caller's try_flush, still pending.
+        assert!(socket.poll_once(Socket::poll_flush).is_pending());
+        // Room comes: the writer must hear of it.
+        let mut chunk = [0u8; 64];
+        let n = raw.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        assert_eq!(writer.0.load(SeqCst), 1, "the writer was not woken");
+        assert_eq!(reader.0.load(SeqCst), 0);
+        // The writer's flush goes on; once it completes, the reader is woken too.
+        let mut wire = chunk[..n].to_vec();
+        while socket
+            .poll_flush(&mut Context::from_waker(&writer_waker))
+            .is_pending()
+        {
+            let n = raw.read(&mut chunk).await.unwrap();
+            wire.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(reader.0.load(SeqCst), 1, "the reader was not woken");
+        assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
+    }
+
+    /// A no-op waker (a poll that does not wait, with nobody waiting) is never recorded.
+    #[test]
+    fn a_poll_that_does_not_wait_records_no_waiter() {
+        let (ours, _raw) = tokio::io::duplex(64);
+        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
+        socket
+            .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
+            .unwrap();
+        assert!(socket.poll_once(Socket::poll_flush).is_pending());
+        assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
     }
 
     #[tokio::test]
