@@ -985,21 +985,36 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_task_waiting_on_a_flush_is_woken_when_another_completes_it() {
-        use std::sync::Arc;
-        use std::sync::atomic::Ordering::SeqCst;
-        let (ours, mut raw) = tokio::io::duplex(64);
+    impl Counting {
+        /// A counter and a waker that counts on it.
+        fn waker() -> (std::sync::Arc<Self>, Waker) {
+            let counting = std::sync::Arc::new(Self(0.into()));
+            (counting.clone(), Waker::from(counting))
+        }
+
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Our server socket with a 1,000-byte frame queued, over a pipe of 64 bytes: a flush
+    /// stays pending until the raw end reads.
+    fn stuck_flush() -> (Socket<DuplexStream>, DuplexStream) {
+        let (ours, raw) = tokio::io::duplex(64);
         let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
         socket
             .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
             .unwrap();
+        (socket, raw)
+    }
+
+    #[tokio::test]
+    async fn a_task_waiting_on_a_flush_is_woken_when_another_completes_it() {
+        let (mut socket, mut raw) = stuck_flush();
         // The writer's flush waits for room; then the reader's does (and takes the pipe's
         // wake-up, which goes to the last task that polled).
-        let writer = Arc::new(Counting(0.into()));
-        let reader = Arc::new(Counting(0.into()));
-        let writer_waker = Waker::from(writer.clone());
-        let reader_waker = Waker::from(reader.clone());
+        let (writer, writer_waker) = Counting::waker();
+        let (reader, reader_waker) = Counting::waker();
         assert!(
             socket
                 .poll_flush(&mut Context::from_waker(&writer_waker))
@@ -1016,14 +1031,14 @@ mod tests {
             let mut chunk = [0u8; 64];
             let n = raw.read(&mut chunk).await.unwrap();
             wire.extend_from_slice(&chunk[..n]);
-            if reader.0.load(SeqCst) > 0 {
+            if reader.count() > 0 {
                 let done = socket.poll_flush(&mut Context::from_waker(&reader_waker));
                 if done.is_ready() {
                     break;
                 }
             }
         }
-        assert!(writer.0.load(SeqCst) > 0, "the writer was never woken");
+        assert!(writer.count() > 0, "the writer was never woken");
         assert!(socket.flush_waiters.is_empty());
     }
 
@@ -1032,17 +1047,9 @@ mod tests {
     /// that moved on is still listed first (the reader, whose flush was pending once).
     #[tokio::test]
     async fn a_poll_that_does_not_wait_leaves_the_wake_up_with_the_last_waiter() {
-        use std::sync::Arc;
-        use std::sync::atomic::Ordering::SeqCst;
-        let (ours, mut raw) = tokio::io::duplex(64);
-        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
-        socket
-            .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
-            .unwrap();
-        let reader = Arc::new(Counting(0.into()));
-        let writer = Arc::new(Counting(0.into()));
-        let reader_waker = Waker::from(reader.clone());
-        let writer_waker = Waker::from(writer.clone());
+        let (mut socket, mut raw) = stuck_flush();
+        let (reader, reader_waker) = Counting::waker();
+        let (writer, writer_waker) = Counting::waker();
         // The reader's flush is pending first (it then goes on without polling again), then
         // the writer's: the stream holds the writer's waker.
         for waker in [&reader_waker, &writer_waker] {
@@ -1058,8 +1065,8 @@ mod tests {
         let mut chunk = [0u8; 64];
         let n = raw.read(&mut chunk).await.unwrap();
         assert!(n > 0);
-        assert_eq!(writer.0.load(SeqCst), 1, "the writer was not woken");
-        assert_eq!(reader.0.load(SeqCst), 0);
+        assert_eq!(writer.count(), 1, "the writer was not woken");
+        assert_eq!(reader.count(), 0);
         // The writer's flush goes on; once it completes, the reader is woken too.
         let mut wire = chunk[..n].to_vec();
         while socket
@@ -1069,18 +1076,14 @@ mod tests {
             let n = raw.read(&mut chunk).await.unwrap();
             wire.extend_from_slice(&chunk[..n]);
         }
-        assert_eq!(reader.0.load(SeqCst), 1, "the reader was not woken");
+        assert_eq!(reader.count(), 1, "the reader was not woken");
         assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
     }
 
     /// A no-op waker (a poll that does not wait, with nobody waiting) is never recorded.
     #[test]
     fn a_poll_that_does_not_wait_records_no_waiter() {
-        let (ours, _raw) = tokio::io::duplex(64);
-        let mut socket = Socket::new(ours, Role::Server, 1 << 20, 32 << 10);
-        socket
-            .queue(Opcode::Text, &Bytes::from(vec![b'x'; 1000]))
-            .unwrap();
+        let (mut socket, _raw) = stuck_flush();
         assert!(socket.poll_once(Socket::poll_flush).is_pending());
         assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
     }
