@@ -121,13 +121,11 @@ pub(crate) struct Socket<S> {
     /// What [`Socket::next_buffered`] decoded but does not hand over (a close, a fault):
     /// [`Socket::poll_next`] returns it first.
     stashed: Option<Result<Message, SocketError>>,
-    /// The tasks whose write or flush is pending. The stream wakes only the last task that
-    /// polled it, so whoever completes a flush wakes the others.
+    /// The tasks whose write or flush is pending, the last to be pending last: the stream
+    /// wakes only the last task that polled it (this list's last), so whoever completes a
+    /// flush wakes the others, and a poll that does not wait ([`Socket::poll_once`]) polls
+    /// with the last one's waker, so that the stream's wake-up stays where it is.
     flush_waiters: Vec<Waker>,
-    /// The waker the stream holds for writing: the last of `flush_waiters` to be pending.
-    /// A poll that does not wait ([`Socket::poll_once`]) polls with it, so the stream's
-    /// wake-up stays with that task; `None` once the waiters are woken.
-    stream_waker: Option<Waker>,
     /// A [`Socket::poll_once`] is under way: its waker is borrowed (or a no-op), and is not
     /// recorded as a waiter.
     polling_once: bool,
@@ -280,7 +278,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             close_sent: false,
             stashed: None,
             flush_waiters: Vec::new(),
-            stream_waker: None,
             polling_once: false,
             io_unflushed: false,
             pong: None,
@@ -381,10 +378,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         if self.polling_once {
             return;
         }
-        if !self.flush_waiters.iter().any(|w| w.will_wake(waker)) {
-            self.flush_waiters.push(waker.clone());
-        }
-        self.stream_waker = Some(waker.clone());
+        let waker = match self.flush_waiters.iter().position(|w| w.will_wake(waker)) {
+            Some(known) => self.flush_waiters.remove(known),
+            None => waker.clone(),
+        };
+        self.flush_waiters.push(waker);
     }
 
     /// Polls `poll` once for a caller that does not wait for it. It polls with the waker the
@@ -397,13 +395,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         &mut self,
         poll: impl FnOnce(&mut Self, &mut Context<'_>) -> T,
     ) -> T {
-        let waiter = self.stream_waker.clone();
+        let waiter = self.flush_waiters.last().cloned();
         let mut cx = Context::from_waker(waiter.as_ref().unwrap_or(Waker::noop()));
         self.polling_once = true;
         let out = poll(self, &mut cx);
         self.polling_once = false;
         if let Some(waiter) = waiter
-            && self.stream_waker.is_none()
+            && self.flush_waiters.is_empty()
         {
             waiter.wake();
         }
@@ -412,7 +410,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
     /// A flush ended: wakes the other tasks that waited on one.
     fn wake_waiters(&mut self, cx: &Context<'_>) {
-        self.stream_waker = None;
         for waker in self.flush_waiters.drain(..) {
             if !waker.will_wake(cx.waker()) {
                 waker.wake();
@@ -467,7 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             // bytes a TLS stream holds), with the waker of a task already waiting on a flush
             // if there is one, so that it keeps the socket's wake-up.
             if self.pong.is_some() || !self.write.is_empty() || self.io_unflushed {
-                let flushed = if self.stream_waker.is_none() {
+                let flushed = if self.flush_waiters.is_empty() {
                     self.poll_flush(cx)
                 } else {
                     self.poll_once(Self::poll_flush)
@@ -1077,7 +1074,7 @@ mod tests {
             wire.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(reader.count(), 1, "the reader was not woken");
-        assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
+        assert!(socket.flush_waiters.is_empty());
     }
 
     /// A no-op waker (a poll that does not wait, with nobody waiting) is never recorded.
@@ -1085,7 +1082,7 @@ mod tests {
     fn a_poll_that_does_not_wait_records_no_waiter() {
         let (mut socket, _raw) = stuck_flush();
         assert!(socket.poll_once(Socket::poll_flush).is_pending());
-        assert!(socket.flush_waiters.is_empty() && socket.stream_waker.is_none());
+        assert!(socket.flush_waiters.is_empty());
     }
 
     #[tokio::test]
