@@ -1206,7 +1206,12 @@ async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
 
 /// A sink whose `try_feed` fails (what a caller feeding from its own task meets); everything
 /// else goes to the in-memory sink.
-struct TryFeedFails(Box<dyn cluster_transport::MessageSink>);
+/// A sink whose `try_feed` fails; it records whether that was called outside any task (the
+/// test's body: the caller) rather than from the writer task.
+struct TryFeedFails(
+    Box<dyn cluster_transport::MessageSink>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 #[async_trait::async_trait]
 impl cluster_transport::MessageSink for TryFeedFails {
@@ -1214,6 +1219,9 @@ impl cluster_transport::MessageSink for TryFeedFails {
         self.0.feed(text).await
     }
     fn try_feed(&mut self, _: Bytes) -> Result<Option<Bytes>, cluster_transport::TransportError> {
+        if tokio::task::try_id().is_none() {
+            self.1.store(true, Ordering::SeqCst);
+        }
         Err(cluster_transport::TransportError::Lost {
             reason: "try_feed broke".into(),
             source: None,
@@ -1237,8 +1245,9 @@ impl cluster_transport::MessageSink for TryFeedFails {
 #[tokio::test(start_paused = true)]
 async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error() {
     let (c, _s, _faults) = memory::pair();
+    let by_caller = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let c = Transport {
-        sink: Box::new(TryFeedFails(c.sink)),
+        sink: Box::new(TryFeedFails(c.sink, Arc::clone(&by_caller))),
         ..c
     };
     let conn = Conn::spawn(c, Handlers::new(), ConnConfig::default());
@@ -1248,6 +1257,10 @@ async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error(
     let end = within(conn.closed()).await;
     assert!(!end.normal, "{end:?}");
     assert!(end.reason.contains("try_feed broke"), "{end:?}");
+    assert!(
+        by_caller.load(Ordering::SeqCst),
+        "the failing try_feed ran in the writer task, not the caller's"
+    );
 }
 
 /// A flood of events over loopback WebSocket, the sender keeping at most `WINDOW` in flight
