@@ -153,6 +153,26 @@ impl World {
         self.peers.get_mut(&conn).unwrap().inbox.push_back(ack);
     }
 
+    /// One step of `conn`'s handshake by hand: its next transmit reaches the server (panics
+    /// if it has none), then its inbox reaches it, less the messages `drop` picks.
+    fn step(&mut self, conn: ConnId, drop: impl Fn(&[u8]) -> bool) {
+        let transmit = self
+            .peers
+            .get_mut(&conn)
+            .unwrap()
+            .session
+            .poll_transmit()
+            .expect("the session has something to send");
+        self.server_receives(conn, transmit.encode().unwrap());
+        let now = self.now;
+        let peer = self.peers.get_mut(&conn).unwrap();
+        peer.inbox.retain(|m| !drop(m));
+        while let Some(m) = peer.inbox.pop_front() {
+            peer.session.handle_frame(now, m);
+            peer.apply(now);
+        }
+    }
+
     /// Runs every side until nothing moves: the clients' transmits reach the server, the
     /// server's frames reach the clients, first events are applied (or refused).
     fn settle(&mut self) {
@@ -483,21 +503,7 @@ fn a_required_module_the_server_never_announces_times_out() {
     // on the wire instead.
     let b = w.connect("B", session_config("B", "10.0.0.2", &["A"], false));
     for _ in 0..2 {
-        let transmit = w
-            .peers
-            .get_mut(&b)
-            .unwrap()
-            .session
-            .poll_transmit()
-            .unwrap();
-        w.server_receives(b, transmit.encode().unwrap());
-        let peer = w.peers.get_mut(&b).unwrap();
-        peer.inbox.retain(|m| !m.starts_with(b"A_MODULE_CONNECTED"));
-        let now = w.now;
-        while let Some(m) = peer.inbox.pop_front() {
-            peer.session.handle_frame(now, m);
-            peer.apply(now);
-        }
+        w.step(b, |m| m.starts_with(b"A_MODULE_CONNECTED"));
     }
     assert_eq!(w.state_of(b), SessionState::AwaitingEvents);
     assert_eq!(w.advance_to_next_deadline(), Duration::from_secs(1));
@@ -531,20 +537,7 @@ fn a_disconnect_at_every_stage_fails_the_session_and_the_server_forgets_it() {
         let b = w.connect("B", session_config("B", "10.0.0.2", &[], true));
         // Let `stage` module events through, then cut the connection.
         for _ in 0..stage {
-            let transmit = w
-                .peers
-                .get_mut(&b)
-                .unwrap()
-                .session
-                .poll_transmit()
-                .unwrap_or_else(|| panic!("stage {stage}: nothing to send"));
-            w.server_receives(b, transmit.encode().unwrap());
-            let now = w.now;
-            let peer = w.peers.get_mut(&b).unwrap();
-            while let Some(m) = peer.inbox.pop_front() {
-                peer.session.handle_frame(now, m);
-                peer.apply(now);
-            }
+            w.step(b, |_| false);
         }
         w.drop_conn(b);
         assert!(
