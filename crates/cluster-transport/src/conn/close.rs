@@ -39,6 +39,7 @@ impl Inner {
     pub(super) fn stop_reader(&self, stop: Stop) {
         let sender = self.state().stop_reader.take();
         if let Some(sender) = sender {
+            self.stop_sent.store(true, Ordering::Release);
             let _ = sender.send(stop);
         }
     }
@@ -72,6 +73,7 @@ impl Inner {
         // the outbox lock, so none slips in behind the close).
         let _ = self.send_control(Control::Close(info));
         if let Some(stop) = stop {
+            self.stop_sent.store(true, Ordering::Release);
             let _ = stop.send(Stop::Drain);
         }
     }

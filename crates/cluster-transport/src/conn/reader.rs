@@ -9,6 +9,7 @@ use super::{Conn, ConnError, Handlers};
 use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -60,10 +61,14 @@ pub(super) async fn read_loop(
             None => {
                 // What the last read brought is taken without a future per message, as long
                 // as no stop is waiting.
-                let buffered = match stop.try_recv() {
-                    Ok(stop) => break End::Stop(stop),
-                    Err(oneshot::error::TryRecvError::Closed) => break End::Stop(Stop::Now),
-                    Err(oneshot::error::TryRecvError::Empty) => stream.try_recv(),
+                let buffered = if inner.stop_sent.load(Ordering::Acquire) {
+                    match stop.try_recv() {
+                        Ok(stop) => break End::Stop(stop),
+                        Err(oneshot::error::TryRecvError::Closed) => break End::Stop(Stop::Now),
+                        Err(oneshot::error::TryRecvError::Empty) => stream.try_recv(),
+                    }
+                } else {
+                    stream.try_recv()
                 };
                 let incoming = match buffered {
                     Some(incoming) => Ok(incoming),
