@@ -86,6 +86,8 @@ mod setup;
 mod socket;
 mod stream_end;
 pub mod tcp;
+#[cfg(test)]
+mod test_waker;
 pub mod tls;
 mod upgrade;
 pub mod ws;

@@ -551,27 +551,10 @@ fn take_work(
 mod tests {
     use super::*;
     use crate::conn::{ConnConfig, DEFAULT_FLUSH_BATCH};
+    use crate::test_waker::Counting;
     use crate::{Incoming, memory};
     use std::pin::pin;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Context, Wake};
-
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Counting(AtomicUsize);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn woken(counting: &Arc<Counting>) -> usize {
-        counting.0.load(Ordering::SeqCst)
-    }
+    use std::task::Context;
 
     /// The writer waits with its waker in the outbox; a frame wakes it exactly once and takes
     /// the waker; the writer sends it and waits again; once the writer ends, the outbox lets
@@ -580,8 +563,7 @@ mod tests {
     async fn the_writer_waits_in_the_outbox_and_a_frame_wakes_it_once() {
         let (transport, mut peer, _faults) = memory::pair();
         let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
-        let counting = Arc::new(Counting::default());
-        let waker = Waker::from(Arc::clone(&counting));
+        let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         let mut writer = Box::pin(run_writer(
             Arc::clone(&inner),
@@ -596,7 +578,7 @@ mod tests {
                 .as_ref()
                 .is_some_and(|w| w.will_wake(&waker))
         );
-        assert_eq!(woken(&counting), 0);
+        assert_eq!(counting.count(), 0);
 
         for round in 1..=2 {
             let sent = inner.send_frame(Outgoing::Event {
@@ -606,7 +588,7 @@ mod tests {
             });
             assert!(sent.is_ok());
             assert_eq!(
-                woken(&counting),
+                counting.count(),
                 round,
                 "one wake-up per frame on an idle writer"
             );

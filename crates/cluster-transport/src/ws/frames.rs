@@ -719,6 +719,7 @@ fn text(payload: BytesMut) -> Result<Bytes, WsViolation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_waker::Counting;
     use std::future::poll_fn;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -971,27 +972,6 @@ mod tests {
             socket.pong,
             Some(Bytes::copy_from_slice(&1999u32.to_be_bytes()))
         );
-    }
-
-    /// A waker that counts its wake-ups.
-    struct Counting(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Counting {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    impl Counting {
-        /// A counter and a waker that counts on it.
-        fn waker() -> (std::sync::Arc<Self>, Waker) {
-            let counting = std::sync::Arc::new(Self(0.into()));
-            (counting.clone(), Waker::from(counting))
-        }
-
-        fn count(&self) -> usize {
-            self.0.load(std::sync::atomic::Ordering::SeqCst)
-        }
     }
 
     /// Our server socket with a 1,000-byte frame queued, over a pipe of 64 bytes: a flush
