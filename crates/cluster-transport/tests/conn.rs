@@ -1263,6 +1263,53 @@ async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error(
     );
 }
 
+/// Our close stops the reader before it dispatches events it has read already: three
+/// events come in one write (one read over WebSocket, the two last buffered); the handler of
+/// the first starts the close, and the two others are never handled.
+#[tokio::test]
+async fn a_close_started_by_a_handler_drops_the_events_already_read() {
+    use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
+    use cluster_transport::{Acceptor, Connector, Endpoint};
+    let mut acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
+        .await
+        .unwrap();
+    let endpoint: Endpoint = format!("127.0.0.1:{}", acceptor.local_addr().port())
+        .parse()
+        .unwrap();
+    let connector = WsConnector::new(WsConfig::default()).unwrap();
+    let (c, s) = tokio::join!(connector.connect(&endpoint, "close"), acceptor.accept());
+    let mut client = c.unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&handled);
+    let handlers = Handlers::new().on("E", move |conn, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+        conn.start_close(CLOSE_NORMAL, "enough");
+        Reply::default()
+    });
+    let server = Conn::spawn(s.unwrap().transport, handlers, ConnConfig::default());
+    for n in 1..=3 {
+        client
+            .sink
+            .feed(Bytes::from(format!("E||0||{n}")))
+            .await
+            .unwrap();
+    }
+    client.sink.flush().await.unwrap();
+    // Read up to the server's close (the transport answers it).
+    loop {
+        match client.stream.recv().await {
+            Ok(Incoming::Closed(info)) => {
+                assert_eq!(info.code, Some(CLOSE_NORMAL));
+                break;
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(err) => panic!("{err}"),
+        }
+    }
+    server.closed().await;
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
 /// A flood of events over loopback WebSocket, the sender keeping at most `WINDOW` in flight
 /// (the etp bench's flood), on a current-thread runtime: every event arrives.
 #[tokio::test]

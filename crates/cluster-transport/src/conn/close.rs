@@ -9,6 +9,7 @@ use super::{CLOSE_TIMEOUT, Disconnect};
 use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
 use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -39,9 +40,14 @@ impl Inner {
     pub(super) fn stop_reader(&self, stop: Stop) {
         let sender = self.state().stop_reader.take();
         if let Some(sender) = sender {
-            self.stop_sent.store(true, Ordering::Release);
-            let _ = sender.send(stop);
+            self.send_stop(sender, stop);
         }
+    }
+
+    /// Tells the reader to stop; the flag first, so the reader looks at its channel.
+    fn send_stop(&self, sender: oneshot::Sender<Stop>, stop: Stop) {
+        self.stop_sent.store(true, Ordering::Release);
+        let _ = sender.send(stop);
     }
 
     /// Starts our close: refuses new frames, queues the close after what is queued, tells the
@@ -72,9 +78,8 @@ impl Inner {
         // Queued after every frame accepted so far; frames are refused from here on (under
         // the outbox lock, so none slips in behind the close).
         let _ = self.send_control(Control::Close(info));
-        if let Some(stop) = stop {
-            self.stop_sent.store(true, Ordering::Release);
-            let _ = stop.send(Stop::Drain);
+        if let Some(sender) = stop {
+            self.send_stop(sender, Stop::Drain);
         }
     }
 
