@@ -273,13 +273,18 @@ mod recording {
         pub(crate) wire: Arc<Wire>,
         /// The peer answers the client's close (a close handshake), or never reads again.
         pub(crate) answers_close: bool,
+        /// Writing the close fails (after it is recorded), as over a broken connection.
+        pub(crate) close_fails: bool,
     }
 
     #[async_trait]
     impl Connector for Recording {
         async fn connect(&self, _: &Endpoint, _: &str) -> Result<Transport, TransportError> {
             Ok(Transport {
-                sink: Box::new(Sink(Arc::clone(&self.wire))),
+                sink: Box::new(Sink {
+                    wire: Arc::clone(&self.wire),
+                    close_fails: self.close_fails,
+                }),
                 stream: Box::new(Stream {
                     wire: Arc::clone(&self.wire),
                     answers_close: self.answers_close,
@@ -289,14 +294,17 @@ mod recording {
         }
     }
 
-    struct Sink(Arc<Wire>);
+    struct Sink {
+        wire: Arc<Wire>,
+        close_fails: bool,
+    }
 
     #[async_trait]
     impl MessageSink for Sink {
         async fn feed(&mut self, text: Bytes) -> Result<(), TransportError> {
             let text = String::from_utf8_lossy(&text).into_owned();
-            self.0.written.lock().unwrap().push(text);
-            self.0.fed.notify_one();
+            self.wire.written.lock().unwrap().push(text);
+            self.wire.fed.notify_one();
             Ok(())
         }
         async fn flush(&mut self) -> Result<(), TransportError> {
@@ -307,8 +315,14 @@ mod recording {
         }
         async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
             let close = format!("CLOSE {code} {reason}");
-            self.0.written.lock().unwrap().push(close);
-            self.0.closed.notify_one();
+            self.wire.written.lock().unwrap().push(close);
+            if self.close_fails {
+                return Err(TransportError::Lost {
+                    reason: "reset while closing".into(),
+                    source: None,
+                });
+            }
+            self.wire.closed.notify_one();
             Ok(())
         }
     }
@@ -335,16 +349,24 @@ mod recording {
 
 /// Closing the client sends a normal close (1000, "client closed") and waits for the
 /// config service's answer: not at all when it answers, [`CLOSE_TIMEOUT`] (1 s) at most
-/// when it never does.
+/// when it never does, and not at all when the close could not be written (no answer can
+/// come).
 ///
 /// [`CLOSE_TIMEOUT`]: cluster_client::transport::conn::CLOSE_TIMEOUT
 #[tokio::test(start_paused = true)]
 async fn closing_sends_1000_and_waits_for_the_answer_at_most_the_close_timeout() {
-    for answers_close in [true, false] {
+    let timeout = cluster_client::transport::conn::CLOSE_TIMEOUT;
+    let zero = std::time::Duration::ZERO;
+    for (answers_close, close_fails, expected) in [
+        (true, false, zero),
+        (false, false, timeout),
+        (false, true, zero),
+    ] {
         let wire = std::sync::Arc::new(recording::Wire::default());
         let connector = recording::Recording {
             wire: std::sync::Arc::clone(&wire),
             answers_close,
+            close_fails,
         };
         let client = Client::builder(module("B", "10.0.0.2"), config_data("{}"), ["rec:1"])
             .connector_arc(std::sync::Arc::new(connector))
@@ -369,11 +391,9 @@ async fn closing_sends_1000_and_waits_for_the_answer_at_most_the_close_timeout()
             1,
             "{written:?}"
         );
-        let expected = if answers_close {
-            std::time::Duration::ZERO
-        } else {
-            cluster_client::transport::conn::CLOSE_TIMEOUT
-        };
-        assert_eq!(waited, expected, "answers_close: {answers_close}");
+        assert_eq!(
+            waited, expected,
+            "answers_close: {answers_close}, close_fails: {close_fails}"
+        );
     }
 }
