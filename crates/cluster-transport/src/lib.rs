@@ -319,9 +319,8 @@ pub trait MessageSink: Send + 'static {
     /// when it cannot be taken now (feed it the usual way). Never waits, and wakes nobody
     /// later: follow an `Ok(Some(_))` with [`MessageSink::feed`] (a transport may keep the
     /// no-op waker of this poll until then); an error is what [`MessageSink::feed`] would have
-    /// returned. The default takes
-    /// nothing: a transport that implements it lets the ETP runtime feed from the caller's
-    /// task instead of waking its writer task for each frame.
+    /// returned. The default takes nothing: a transport that implements it lets the ETP
+    /// runtime feed from the caller's task instead of waking its writer task for each frame.
     fn try_feed(&mut self, text: Bytes) -> Result<Option<Bytes>, TransportError> {
         Ok(Some(text))
     }

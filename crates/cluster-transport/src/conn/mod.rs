@@ -243,9 +243,9 @@ impl Conn {
     }
 
     /// Queues an already encoded frame as it is, e.g. one event fanned out to many connections:
-    /// encode it once ([`cluster_proto::frame::encode_to_bytes`]) and give each connection a clone of the
-    /// [`Bytes`]. The frame is checked to be UTF-8, not to be a valid ETP frame. Never blocks;
-    /// `Ok` means queued, as for [`Conn::emit`].
+    /// encode it once ([`cluster_proto::frame::encode_to_bytes`]) and give each connection a
+    /// clone of the [`Bytes`]. The frame is checked to be UTF-8, not to be a valid ETP frame.
+    /// Never blocks; `Ok` means queued, as for [`Conn::emit`].
     ///
     /// # Errors
     /// [`ConnError::Send`] with [`SendError::Closed`] once the connection is closing or
