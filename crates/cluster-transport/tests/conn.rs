@@ -1263,11 +1263,8 @@ async fn a_failed_feed_from_the_callers_task_ends_the_connection_with_its_error(
     );
 }
 
-/// Our close stops the reader before it dispatches events it has read already: three
-/// events come in one write (one read over WebSocket, the two last buffered); the handler of
-/// the first starts the close, and the two others are never handled.
-#[tokio::test]
-async fn a_close_started_by_a_handler_drops_the_events_already_read() {
+/// A WebSocket connection over loopback: (client, server) transports.
+async fn ws_pair() -> (Transport, Transport) {
     use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
     use cluster_transport::{Acceptor, Connector, Endpoint};
     let mut acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
@@ -1277,8 +1274,16 @@ async fn a_close_started_by_a_handler_drops_the_events_already_read() {
         .parse()
         .unwrap();
     let connector = WsConnector::new(WsConfig::default()).unwrap();
-    let (c, s) = tokio::join!(connector.connect(&endpoint, "close"), acceptor.accept());
-    let mut client = c.unwrap();
+    let (c, s) = tokio::join!(connector.connect(&endpoint, "ws"), acceptor.accept());
+    (c.unwrap(), s.unwrap().transport)
+}
+
+/// Our close stops the reader before it dispatches events it has read already: three
+/// events come in one write (one read over WebSocket, the two last buffered); the handler of
+/// the first starts the close, and the two others are never handled.
+#[tokio::test]
+async fn a_close_started_by_a_handler_drops_the_events_already_read() {
+    let (mut client, server) = ws_pair().await;
     let handled = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&handled);
     let handlers = Handlers::new().on("E", move |conn, _| {
@@ -1286,7 +1291,7 @@ async fn a_close_started_by_a_handler_drops_the_events_already_read() {
         conn.start_close(CLOSE_NORMAL, "enough");
         Reply::default()
     });
-    let server = Conn::spawn(s.unwrap().transport, handlers, ConnConfig::default());
+    let server = Conn::spawn(server, handlers, ConnConfig::default());
     for n in 1..=3 {
         client
             .sink
@@ -1295,16 +1300,10 @@ async fn a_close_started_by_a_handler_drops_the_events_already_read() {
             .unwrap();
     }
     client.sink.flush().await.unwrap();
-    // Read up to the server's close (the transport answers it).
-    loop {
-        match client.stream.recv().await {
-            Ok(Incoming::Closed(info)) => {
-                assert_eq!(info.code, Some(CLOSE_NORMAL));
-                break;
-            }
-            Ok(other) => panic!("{other:?}"),
-            Err(err) => panic!("{err}"),
-        }
+    // The server's close is the first thing it sends (the transport answers it).
+    match client.stream.recv().await {
+        Ok(Incoming::Closed(info)) => assert_eq!(info.code, Some(CLOSE_NORMAL)),
+        other => panic!("{other:?}"),
     }
     server.closed().await;
     assert_eq!(handled.load(Ordering::SeqCst), 1);
@@ -1314,19 +1313,10 @@ async fn a_close_started_by_a_handler_drops_the_events_already_read() {
 /// (the etp bench's flood), on a current-thread runtime: every event arrives.
 #[tokio::test]
 async fn a_windowed_flood_over_websocket_arrives_whole_on_one_thread() {
-    use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
-    use cluster_transport::{Acceptor, Connector, Endpoint};
     use std::sync::atomic::AtomicU64;
     const EVENTS: u64 = 40_000;
     const WINDOW: u64 = 4_096;
-    let mut acceptor = WsAcceptor::bind("127.0.0.1:0", WsServerConfig::default())
-        .await
-        .unwrap();
-    let endpoint: Endpoint = format!("127.0.0.1:{}", acceptor.local_addr().port())
-        .parse()
-        .unwrap();
-    let connector = WsConnector::new(WsConfig::default()).unwrap();
-    let (c, s) = tokio::join!(connector.connect(&endpoint, "flood"), acceptor.accept());
+    let (c, s) = ws_pair().await;
     let received = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(tokio::sync::Notify::new());
     let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
@@ -1337,8 +1327,8 @@ async fn a_windowed_flood_over_websocket_arrives_whole_on_one_thread() {
         }
         Reply::default()
     });
-    let client = Conn::spawn(c.unwrap(), Handlers::new(), ConnConfig::default());
-    let server = Conn::spawn(s.unwrap().transport, handlers, ConnConfig::default());
+    let client = Conn::spawn(c, Handlers::new(), ConnConfig::default());
+    let server = Conn::spawn(s, handlers, ConnConfig::default());
     let payload = vec![b'x'; 1024];
     let flood = async {
         for sent in 0..EVENTS {
