@@ -307,7 +307,7 @@ impl Inner {
         }
     }
 
-    /// Called by the writer once the sink took a frame of `len` bytes.
+    /// Called by the writer once the sink took frames of `len` bytes in all.
     pub(super) fn written(&self, len: usize) {
         let before = self.queued.fetch_sub(len, Ordering::AcqRel);
         if before > self.high_water && before - len <= self.high_water {
@@ -420,6 +420,9 @@ pub(super) async fn write_loop(
 ) -> Result<(), TransportError> {
     let mut batch = Batch::default();
     let mut unflushed = 0usize;
+    // Bytes the sink took and `queued` still counts: given back to `queued` at each flush, at
+    // the end of each batch and before a wait, not per frame (see [`Inner::written`]).
+    let mut taken = Taken::default();
     loop {
         // Ready at once when there is work (no await point is reached then).
         poll_fn(
@@ -445,6 +448,7 @@ pub(super) async fn write_loop(
                 Command::Other(Other::Encoded(len)) => batch.encoded.split_to(len),
                 Command::Other(Other::Control(control)) => match *control {
                     Control::Ping(id) => {
+                        taken.give_back(inner);
                         sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
                         flush(sink).await?;
                         unflushed = 0;
@@ -468,16 +472,38 @@ pub(super) async fn write_loop(
             let len = text.len();
             // Without a future when the transport takes it at once.
             if let Some(text) = sink.try_feed(text)? {
+                taken.give_back(inner);
                 sink.feed(text).await?;
             }
-            inner.written(len);
+            taken.0 += len;
             unflushed += 1;
             if unflushed >= flush_batch {
+                taken.give_back(inner);
                 flush(sink).await?;
                 unflushed = 0;
             }
         }
+        taken.give_back(inner);
         batch.done();
+    }
+}
+
+/// Bytes of frames the sink took that `Inner::queued` still counts. Given back in one
+/// subtraction per flush or batch rather than one per frame: `queued` is the one word both the
+/// emitting task (adding) and the writer (subtracting) write, and on a multi-thread runtime
+/// each write moves its cache line to the other worker. `queued` thus counts a frame until
+/// the next flush or the end of its batch (at most [`ConnConfig::flush_batch`] frames after
+/// the sink took it), which errs towards a fuller queue, never an emptier one.
+///
+/// [`ConnConfig::flush_batch`]: super::ConnConfig::flush_batch
+#[derive(Default)]
+struct Taken(usize);
+
+impl Taken {
+    fn give_back(&mut self, inner: &Inner) {
+        if self.0 > 0 {
+            inner.written(std::mem::take(&mut self.0));
+        }
     }
 }
 
@@ -609,6 +635,55 @@ mod tests {
         drop(writer);
         assert!(inner.outbox().writer.is_none());
         assert_eq!(Arc::strong_count(&counting), strong - 1, "the waker went");
+    }
+
+    /// The writer gives the bytes the sink took back to `queued` in one go, but before it
+    /// waits for the transport: a writer stuck on a slow peer counts only what it could not
+    /// hand over, and what it handed over is no longer held against the limits.
+    #[tokio::test]
+    async fn the_writer_counts_out_what_the_sink_took_before_it_waits() {
+        let config = memory::MemoryConfig {
+            capacity: 2,
+            ..memory::MemoryConfig::default()
+        };
+        let (transport, mut peer, _faults) = memory::pair_with(&config);
+        let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        let (_counting, waker) = Counting::waker();
+        let mut cx = Context::from_waker(&waker);
+        // Not polled yet, so the writer holds the sink: all three frames are queued.
+        let mut writer = Box::pin(run_writer(
+            Arc::clone(&inner),
+            transport.sink,
+            DEFAULT_FLUSH_BATCH,
+        ));
+        let len = Outgoing::Event {
+            name: "E",
+            ack_id: 0,
+            data: b"x",
+        }
+        .len();
+        for _ in 0..3 {
+            let sent = inner.send_frame(Outgoing::Event {
+                name: "E",
+                ack_id: 0,
+                data: b"x",
+            });
+            assert!(sent.is_ok());
+        }
+        assert_eq!(inner.queued.load(Ordering::Acquire), 3 * len);
+
+        // The channel takes two; the writer waits to feed the third.
+        assert!(writer.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            inner.queued.load(Ordering::Acquire),
+            len,
+            "only the frame the transport could not take is still counted"
+        );
+
+        // The peer reads one: the third goes, and nothing is counted any more.
+        assert!(matches!(peer.stream.recv().await, Ok(Incoming::Text(_))));
+        assert!(writer.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(inner.queued.load(Ordering::Acquire), 0);
     }
 
     #[test]
