@@ -12,7 +12,9 @@
 //! - `rtt2p`: the same with the server in another process (this program re-executed with
 //!   `ETP_PEER=1`, on the same runtime flavour), as a service and its peer run;
 //! - `flood`: fire-and-forget 1 KiB events client → server: events/s (the client keeps at
-//!   most `WINDOW` events in flight so the unbounded queue stays small);
+//!   most `WINDOW` events in flight so the unbounded queue stays small), beside the floor
+//!   and beside bare tokio-tungstenite with the same traffic (the library the 1 M events/s
+//!   target was set beside);
 //! - `memory`: RSS delta over 1,000 idle connections, both ends in this process, read from
 //!   `/proc/self/statm` (4 KiB pages): transports alone, then with a `Conn` on each end; each
 //!   run in a fresh process.
@@ -62,6 +64,19 @@
 //! four events and held the flood at 0.6 M events/s (`perf stat -e syscalls:sys_enter_futex`).
 //! A flood on a current-thread runtime also checks that no wake-up is lost between the writer
 //! task and the caller's task writing through the same socket: it once stalled for ever.
+//!
+//! With the same window and a copy per event, bare tokio-tungstenite floods as fast as our
+//! own frame layer (1.2–1.5 M events/s on 2 workers on 2026-11-27, against the ~1.0 M/s it
+//! showed without a window in `ws_libs`), so `ours/tokio-tungstenite` sits near `ours/floor`.
+//! What `Conn` loses on 2 workers is the hand-off to its writer task: counted in the flood
+//! (2026-11-27), 20–66% of the events were fed from the emitting task itself and the rest
+//! went through the outbox in batches of 700–2,500 frames, each frame's bytes then crossing
+//! to the writer's worker (the floor's sender touches its bytes on one core). Two policies
+//! were tried and dropped that day: every frame through the outbox (0.68–0.69 M events/s
+//! against 0.83–0.97 M), and a writer woken only to flush yielding once first so the
+//! emitting task keeps the sink (0.75–0.84 M against 0.88–1.12 M). `valgrind --tool=callgrind`
+//! (the threads serialized, so no hand-off cost) puts ours at 0.90 of the floor: the ETP
+//! work itself is a tenth.
 
 mod common;
 use bytes::Bytes;
@@ -226,6 +241,62 @@ async fn floor_flood() -> f64 {
         .await
         .expect("close");
     let _ = client.stream.recv().await;
+    let _ = sink.await;
+    FLOOD_EVENTS as f64 / elapsed.as_secs_f64()
+}
+
+/// The issue's reference for `flood`: the same traffic on bare tokio-tungstenite (the library
+/// the transport used first, whose multi-thread flood the 1 M events/s target was set beside):
+/// the sender copies each frame, feeds it, and flushes every 64 frames and whenever the
+/// window is full; a task on the other end counts.
+async fn tungstenite_flood() -> f64 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (mut client, mut server) = tungstenite::pair(&listener).await;
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
+    let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
+    let sink = tokio::spawn(async move {
+        while let Some(Ok(message)) = server.next().await {
+            if !tungstenite::is_text(&message) {
+                break;
+            }
+            debug_assert_eq!(message.len(), FLOOD_SIZE + 10);
+            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % 256 == 0 || n == FLOOD_EVENTS {
+                notify.notify_one();
+            }
+        }
+    });
+    let mut frame = b"EVENT||0||".to_vec();
+    frame.resize(FLOOD_SIZE + 10, b'x');
+    let frame = Bytes::from(frame);
+    let started = Instant::now();
+    let mut unflushed = 0;
+    for sent in 0..FLOOD_EVENTS {
+        if sent - received.load(Ordering::Relaxed) >= WINDOW {
+            client.flush().await.expect("flush");
+            unflushed = 0;
+            while sent - received.load(Ordering::Relaxed) >= WINDOW {
+                progress.notified().await;
+            }
+        }
+        let text = tungstenite::text(Bytes::copy_from_slice(&frame));
+        client.feed(text).await.expect("feed");
+        unflushed += 1;
+        if unflushed == 64 {
+            client.flush().await.expect("flush");
+            unflushed = 0;
+        }
+    }
+    client.flush().await.expect("flush");
+    while received.load(Ordering::Relaxed) < FLOOD_EVENTS {
+        progress.notified().await;
+    }
+    let elapsed = started.elapsed();
+    client.close(None).await.expect("close");
     let _ = sink.await;
     FLOOD_EVENTS as f64 / elapsed.as_secs_f64()
 }
@@ -423,32 +494,44 @@ fn compare_rtt(what: &str, flavor: Flavor, runs: usize, mut round: impl FnMut(Si
     );
 }
 
-/// Flood rates of ours and of the floor, interleaved as in [`compare_rtt`].
+/// Flood rates of ours, of the floor and of bare tokio-tungstenite, interleaved as in
+/// [`compare_rtt`]; prints the medians and the medians of the per-round ratios.
 fn compare_flood(flavor: Flavor, runs: usize) {
     let mut ours = Vec::with_capacity(runs);
     let mut floor = Vec::with_capacity(runs);
+    let mut reference = Vec::with_capacity(runs);
     for _ in 0..runs {
         ours.push(flavor.run(flood()));
         floor.push(flavor.run(floor_flood()));
+        reference.push(flavor.run(tungstenite_flood()));
     }
-    let ratios: Vec<f64> = ours
-        .iter()
-        .zip(&floor)
-        .map(|(o, f)| ratio(*o, *f))
-        .collect();
-    let (o, f) = (spread(ours, |x| *x), spread(floor, |x| *x));
+    let per_round = |of: &[f64]| {
+        let ratios: Vec<f64> = ours.iter().zip(of).map(|(o, f)| ratio(*o, *f)).collect();
+        spread(ratios, |x| *x).1
+    };
+    let (to_floor, to_reference) = (per_round(&floor), per_round(&reference));
+    let (o, f, t) = (
+        spread(ours, |x| *x),
+        spread(floor, |x| *x),
+        spread(reference, |x| *x),
+    );
     let m = |events: f64| events / 1e6;
     println!(
-        "flood {:<18} conn {:>5.2} M events/s | floor {:>5.2} M events/s | ours/floor {:.2}   \
-         (medians of {runs} rounds, 1 KiB events; conn {:.2}–{:.2}, floor {:.2}–{:.2})",
+        "flood {:<18} conn {:>5.2} M events/s | floor {:>5.2} M events/s | ours/floor {:.2} | \
+         tokio-tungstenite {:>5.2} M events/s | ours/tokio-tungstenite {:.2}   (medians of {runs} \
+         rounds, 1 KiB events; conn {:.2}–{:.2}, floor {:.2}–{:.2}, tokio-tungstenite {:.2}–{:.2})",
         flavor.name(),
         m(o.1),
         m(f.1),
-        spread(ratios, |x| *x).1,
+        to_floor,
+        m(t.1),
+        to_reference,
         m(o.0),
         m(o.2),
         m(f.0),
         m(f.2),
+        m(t.0),
+        m(t.2),
     );
 }
 

@@ -79,53 +79,10 @@ impl Lib {
     }
 }
 
-/// A listener and a TCP pair from it.
-async fn tcp_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let addr = listener.local_addr().expect("addr");
-    let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let client = client.expect("connect");
-    let (server, _) = server.expect("accept");
-    client.set_nodelay(true).expect("nodelay");
-    server.set_nodelay(true).expect("nodelay");
-    (client, server)
-}
+// ---- tokio-tungstenite: shared with the `etp` bench (common/tungstenite.rs) ------------------
 
-const URL: &str = "ws://127.0.0.1/isp-etp/?module_name=bench";
-
-// ---- tokio-tungstenite ----------------------------------------------------------------------
-
-mod tt {
-    use super::*;
-    pub(crate) use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-    pub(crate) type Ws = WebSocketStream<TcpStream>;
-
-    fn config() -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(4 << 10)
-            .write_buffer_size(32 << 10)
-            .max_message_size(Some(4 << 20))
-    }
-
-    pub(crate) async fn pair(listener: &TcpListener) -> (Ws, Ws) {
-        let (c, s) = tcp_pair(listener).await;
-        let (client, server) = tokio::join!(
-            tokio_tungstenite::client_async_with_config(URL, c, Some(config())),
-            tokio_tungstenite::accept_async_with_config(s, Some(config()))
-        );
-        (client.expect("client").0, server.expect("server"))
-    }
-
-    pub(crate) fn text(payload: Bytes) -> Message {
-        Message::Text(payload.try_into().expect("utf-8"))
-    }
-
-    pub(crate) fn is_text(m: &Message) -> bool {
-        m.is_text()
-    }
-}
+use common::tungstenite as tt;
+use common::tungstenite::{URL, tcp_pair};
 
 // ---- tokio-websockets -----------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each bench uses its own part
 
+pub(crate) mod tungstenite;
+
 use std::time::Duration;
 
 /// The page size `/proc/self/statm` counts in.
