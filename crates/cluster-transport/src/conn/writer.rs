@@ -578,24 +578,37 @@ mod tests {
     use super::*;
     use crate::conn::{ConnConfig, DEFAULT_FLUSH_BATCH};
     use crate::test_waker::Counting;
-    use crate::{Incoming, memory};
-    use std::pin::pin;
+    use crate::{Incoming, Transport, memory};
+    use std::pin::{Pin, pin};
     use std::task::Context;
+
+    /// A writer (not polled yet) over the client end of an in-memory pair made with
+    /// `config`, the state it shares, and the server end.
+    fn memory_writer(
+        config: &memory::MemoryConfig,
+    ) -> (
+        Arc<Inner>,
+        Pin<Box<impl Future<Output = ()> + use<>>>,
+        Transport,
+    ) {
+        let (transport, peer, _faults) = memory::pair_with(config);
+        let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        let writer = Box::pin(run_writer(
+            Arc::clone(&inner),
+            transport.sink,
+            DEFAULT_FLUSH_BATCH,
+        ));
+        (inner, writer, peer)
+    }
 
     /// The writer waits with its waker in the outbox; a frame wakes it exactly once and takes
     /// the waker; the writer sends it and waits again; once the writer ends, the outbox lets
     /// its waker go (it must not keep its own ended task alive).
     #[tokio::test]
     async fn the_writer_waits_in_the_outbox_and_a_frame_wakes_it_once() {
-        let (transport, mut peer, _faults) = memory::pair();
-        let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        let (inner, mut writer, mut peer) = memory_writer(&memory::MemoryConfig::default());
         let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
-        let mut writer = Box::pin(run_writer(
-            Arc::clone(&inner),
-            transport.sink,
-            DEFAULT_FLUSH_BATCH,
-        ));
         assert!(writer.as_mut().poll(&mut cx).is_pending());
         assert!(
             inner
@@ -646,16 +659,10 @@ mod tests {
             capacity: 2,
             ..memory::MemoryConfig::default()
         };
-        let (transport, mut peer, _faults) = memory::pair_with(&config);
-        let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        // Not polled yet, so the writer holds the sink: all three frames are queued.
+        let (inner, mut writer, mut peer) = memory_writer(&config);
         let (_counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
-        // Not polled yet, so the writer holds the sink: all three frames are queued.
-        let mut writer = Box::pin(run_writer(
-            Arc::clone(&inner),
-            transport.sink,
-            DEFAULT_FLUSH_BATCH,
-        ));
         let len = Outgoing::Event {
             name: "E",
             ack_id: 0,
