@@ -139,33 +139,118 @@ async fn rtt() -> Rtt {
 async fn flood() -> f64 {
     let mut net = Net::new().await;
     let (c, s) = net.pair().await;
-    let received = Arc::new(AtomicU64::new(0));
-    let progress = Arc::new(Notify::new());
-    let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
+    let tally = Tally::new();
+    let counter = tally.clone();
     let handlers = Handlers::new().on("EVENT", move |_, data| {
         debug_assert_eq!(data.len(), FLOOD_SIZE);
-        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 256 == 0 || n == FLOOD_EVENTS {
-            notify.notify_one();
-        }
+        counter.count();
         Reply::default()
     });
     let (client, server) = spawn_pair(c, s, handlers);
     let payload = vec![b'x'; FLOOD_SIZE];
     let started = Instant::now();
     for sent in 0..FLOOD_EVENTS {
-        while sent - received.load(Ordering::Relaxed) >= WINDOW {
-            progress.notified().await;
+        while tally.window_full(sent) {
+            tally.progress.notified().await;
         }
         client.emit("EVENT", &payload).expect("emit");
     }
-    while received.load(Ordering::Relaxed) < FLOOD_EVENTS {
-        progress.notified().await;
-    }
+    tally.all_received().await;
     let elapsed = started.elapsed();
     client.close(CLOSE_NORMAL, "done").await;
     server.closed().await;
     FLOOD_EVENTS as f64 / elapsed.as_secs_f64()
+}
+
+/// What a flood's receiving end counted, and how the sender waits on it.
+#[derive(Clone)]
+struct Tally {
+    received: Arc<AtomicU64>,
+    progress: Arc<Notify>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            received: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(Notify::new()),
+        }
+    }
+
+    /// One more event received; the sender hears of every 256th and of the last.
+    fn count(&self) {
+        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 256 == 0 || n == FLOOD_EVENTS {
+            self.progress.notify_one();
+        }
+    }
+
+    /// `WINDOW` events or more of the `sent` are in flight.
+    fn window_full(&self, sent: u64) -> bool {
+        sent - self.received.load(Ordering::Relaxed) >= WINDOW
+    }
+
+    async fn all_received(&self) {
+        while self.received.load(Ordering::Relaxed) < FLOOD_EVENTS {
+            self.progress.notified().await;
+        }
+    }
+}
+
+/// The writing end of a bare flood (the floor's, tokio-tungstenite's).
+trait FloodSink {
+    async fn feed(&mut self, frame: Bytes);
+    async fn flush(&mut self);
+}
+
+impl FloodSink for Transport {
+    async fn feed(&mut self, frame: Bytes) {
+        self.sink.feed(frame).await.expect("feed");
+    }
+
+    async fn flush(&mut self) {
+        self.sink.flush().await.expect("flush");
+    }
+}
+
+impl FloodSink for tungstenite::Ws {
+    async fn feed(&mut self, frame: Bytes) {
+        futures_util::SinkExt::feed(self, tungstenite::text(frame))
+            .await
+            .expect("feed");
+    }
+
+    async fn flush(&mut self) {
+        futures_util::SinkExt::flush(self).await.expect("flush");
+    }
+}
+
+/// Sends the bare flood: a copy of the frame per event (as `emit` encodes one), flushed
+/// every 64 frames and whenever the window is full; returns once every event was received,
+/// with the rate.
+async fn bare_flood(sink: &mut impl FloodSink, tally: &Tally) -> f64 {
+    let mut frame = b"EVENT||0||".to_vec();
+    frame.resize(FLOOD_SIZE + 10, b'x');
+    let started = Instant::now();
+    let mut unflushed = 0;
+    for sent in 0..FLOOD_EVENTS {
+        if tally.window_full(sent) {
+            sink.flush().await;
+            unflushed = 0;
+            while tally.window_full(sent) {
+                tally.progress.notified().await;
+            }
+        }
+        sink.feed(Bytes::copy_from_slice(&frame)).await;
+        unflushed += 1;
+        if unflushed == 64 {
+            sink.flush().await;
+            unflushed = 0;
+        }
+    }
+    sink.flush().await;
+    tally.all_received().await;
+    FLOOD_EVENTS as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The floor: the same round trip on the raw WebSocket transports, no ETP runtime (the server
@@ -193,48 +278,15 @@ async fn floor_rtt() -> Rtt {
 async fn floor_flood() -> f64 {
     let mut net = Net::new().await;
     let (mut client, mut server) = net.pair().await;
-    let received = Arc::new(AtomicU64::new(0));
-    let progress = Arc::new(Notify::new());
-    let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
+    let tally = Tally::new();
+    let counter = tally.clone();
     let sink = tokio::spawn(async move {
         while let Ok(Incoming::Text(text)) = server.stream.recv().await {
             debug_assert_eq!(text.len(), FLOOD_SIZE + 10);
-            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 256 == 0 || n == FLOOD_EVENTS {
-                notify.notify_one();
-            }
+            counter.count();
         }
     });
-    let mut frame = b"EVENT||0||".to_vec();
-    frame.resize(FLOOD_SIZE + 10, b'x');
-    let frame = Bytes::from(frame);
-    let started = Instant::now();
-    let mut unflushed = 0;
-    for sent in 0..FLOOD_EVENTS {
-        if sent - received.load(Ordering::Relaxed) >= WINDOW {
-            client.sink.flush().await.expect("flush");
-            unflushed = 0;
-            while sent - received.load(Ordering::Relaxed) >= WINDOW {
-                progress.notified().await;
-            }
-        }
-        // A copy per event, as `emit` encodes one.
-        client
-            .sink
-            .feed(Bytes::copy_from_slice(&frame))
-            .await
-            .expect("feed");
-        unflushed += 1;
-        if unflushed == 64 {
-            client.sink.flush().await.expect("flush");
-            unflushed = 0;
-        }
-    }
-    client.sink.flush().await.expect("flush");
-    while received.load(Ordering::Relaxed) < FLOOD_EVENTS {
-        progress.notified().await;
-    }
-    let elapsed = started.elapsed();
+    let rate = bare_flood(&mut client, &tally).await;
     client
         .sink
         .close(CLOSE_NORMAL, "done")
@@ -242,7 +294,7 @@ async fn floor_flood() -> f64 {
         .expect("close");
     let _ = client.stream.recv().await;
     let _ = sink.await;
-    FLOOD_EVENTS as f64 / elapsed.as_secs_f64()
+    rate
 }
 
 /// The reference for `flood`: the same traffic on bare tokio-tungstenite (the library
@@ -250,55 +302,26 @@ async fn floor_flood() -> f64 {
 /// the sender copies each frame, feeds it, and flushes every 64 frames and whenever the
 /// window is full; a task on the other end counts.
 async fn tungstenite_flood() -> f64 {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let (mut client, mut server) = tungstenite::pair(&listener).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let progress = Arc::new(Notify::new());
-    let (count, notify) = (Arc::clone(&received), Arc::clone(&progress));
+    let tally = Tally::new();
+    let counter = tally.clone();
     let sink = tokio::spawn(async move {
         while let Some(Ok(message)) = server.next().await {
             if !tungstenite::is_text(&message) {
                 break;
             }
             debug_assert_eq!(message.len(), FLOOD_SIZE + 10);
-            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 256 == 0 || n == FLOOD_EVENTS {
-                notify.notify_one();
-            }
+            counter.count();
         }
     });
-    let mut frame = b"EVENT||0||".to_vec();
-    frame.resize(FLOOD_SIZE + 10, b'x');
-    let frame = Bytes::from(frame);
-    let started = Instant::now();
-    let mut unflushed = 0;
-    for sent in 0..FLOOD_EVENTS {
-        if sent - received.load(Ordering::Relaxed) >= WINDOW {
-            client.flush().await.expect("flush");
-            unflushed = 0;
-            while sent - received.load(Ordering::Relaxed) >= WINDOW {
-                progress.notified().await;
-            }
-        }
-        let text = tungstenite::text(Bytes::copy_from_slice(&frame));
-        client.feed(text).await.expect("feed");
-        unflushed += 1;
-        if unflushed == 64 {
-            client.flush().await.expect("flush");
-            unflushed = 0;
-        }
-    }
-    client.flush().await.expect("flush");
-    while received.load(Ordering::Relaxed) < FLOOD_EVENTS {
-        progress.notified().await;
-    }
-    let elapsed = started.elapsed();
+    let rate = bare_flood(&mut client, &tally).await;
     client.close(None).await.expect("close");
     let _ = sink.await;
-    FLOOD_EVENTS as f64 / elapsed.as_secs_f64()
+    rate
 }
 
 async fn warm(from: &mut Transport, to: &mut Transport) {
