@@ -47,7 +47,8 @@ pub(super) struct Inner {
     /// less per message on a client of many connections).
     pub(super) stop_sent: AtomicBool,
     /// Bytes of the frames queued and not yet handed to the sink: added when a frame is
-    /// queued, subtracted by the writer once the sink took it.
+    /// queued, subtracted by the writer once the sink took it (in one go per flush, batch or
+    /// wait: see `writer::Taken`).
     pub(super) queued: AtomicUsize,
     pub(super) high_water: usize,
     pub(super) max_queued: usize,

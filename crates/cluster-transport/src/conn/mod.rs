@@ -258,7 +258,9 @@ impl Conn {
 
     /// Bytes of the frames queued for this connection and not yet handed to the transport
     /// (what [`ConnConfig::queued_bytes_high_water`] and [`ConnConfig::max_queued_bytes`]
-    /// bound). For metrics and tests.
+    /// bound). The writer counts frames out in one go at each flush, at the end of what it
+    /// took from the queue, and before it waits for the transport, so a frame the transport
+    /// took may still count here until then. For metrics and tests.
     #[must_use]
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
