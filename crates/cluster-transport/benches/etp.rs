@@ -74,7 +74,11 @@
 //! to the writer's worker (the floor's sender touches its bytes on one core). Two policies
 //! were tried and dropped that day: every frame through the outbox (0.68–0.69 M events/s
 //! against 0.83–0.97 M), and a writer woken only to flush yielding once first so the
-//! emitting task keeps the sink (0.75–0.84 M against 0.88–1.12 M). `valgrind --tool=callgrind`
+//! emitting task keeps the sink (0.75–0.84 M against 0.88–1.12 M); and a caller that finds
+//! the sink idle feeding what is queued before its own frame, with or without the writer
+//! lending the sink for one yield between batches (0.48–0.59 M, and 0.35–0.38 M with the
+//! yield, against 0.78–1.09 M: once the transport refuses a frame, each emit takes the queue,
+//! is refused again and puts it back). `valgrind --tool=callgrind`
 //! (the threads serialized, so no hand-off cost) puts ours at 0.90 of the floor: the ETP
 //! work itself is a tenth.
 
