@@ -78,7 +78,14 @@
 //! the sink idle feeding what is queued before its own frame, with or without the writer
 //! lending the sink for one yield between batches (0.48–0.59 M, and 0.35–0.38 M with the
 //! yield, against 0.78–1.09 M: once the transport refuses a frame, each emit takes the queue,
-//! is refused again and puts it back). `valgrind --tool=callgrind`
+//! is refused again and puts it back; with callers queueing after a refusal until the writer
+//! took the queue, feeding the queue from the caller matched the base, 0.61–0.68 of the
+//! floor against 0.63–0.76, and lending for a yield stayed worse, 0.52–0.54). A trace of one
+//! flood showed how the hand-off starts: the emitting task feeds bursts of ~384 events
+//! itself, its writer flushing on the same worker once it yields, until the transport
+//! refuses a frame (the socket is full); from then on the emitting task queues and the writer
+//! feeds on the other worker, batch after batch of ~900 frames, for as long as the emitting
+//! task keeps ahead. `valgrind --tool=callgrind`
 //! (the threads serialized, so no hand-off cost) puts ours at 0.90 of the floor: the ETP
 //! work itself is a tenth.
 
