@@ -11,10 +11,11 @@
 //!   this process: p50, p99, ops/s;
 //! - `rtt2p`: the same with the server in another process (this program re-executed with
 //!   `ETP_PEER=1`, on the same runtime flavour), as a service and its peer run;
-//! - `flood`: fire-and-forget 1 KiB events client → server: events/s (the client keeps at
-//!   most `WINDOW` events in flight so the unbounded queue stays small), beside the floor
-//!   and beside bare tokio-tungstenite with the same traffic (the library the 1 M events/s
-//!   target was set beside);
+//! - `flood`: fire-and-forget 1 KiB events client → server: events/s (every sender keeps at
+//!   most `WINDOW` events in flight; the `Conn` client also awaits `Conn::writable` before
+//!   each emit, as a producer should, where the bare senders wait in their transport's
+//!   `feed`), beside the floor and beside bare tokio-tungstenite with the same traffic (the
+//!   library the 1 M events/s target was set beside);
 //! - `memory`: RSS delta over 1,000 idle connections, both ends in this process, read from
 //!   `/proc/self/statm` (4 KiB pages): transports alone, then with a `Conn` on each end; each
 //!   run in a fresh process.
@@ -68,7 +69,11 @@
 //! With the same window and a copy per event, bare tokio-tungstenite floods as fast as our
 //! own frame layer (1.2–1.5 M events/s on 2 workers on 2026-11-27, against the ~1.0 M/s it
 //! showed without a window in `ws_libs`), so `ours/tokio-tungstenite` sits near `ours/floor`.
-//! What `Conn` loses on 2 workers is the hand-off to its writer task: counted in the flood
+//! What `Conn` loses on 2 workers is the hand-off to its writer task. Pacing the producer
+//! with `Conn::writable` and a 1 MiB high-water mark (the default since) keeps the frames it
+//! queues from running megabytes ahead of the socket: interleaved runs on 2026-11-27, ours /
+//! floor on 2 workers 0.76–0.88 paced at 0.5–2 MiB against 0.67–0.79 unpaced (and 4 MiB, the
+//! window's size, as unpaced). Before that change, counted in the flood
 //! (2026-11-27), 20–66% of the events were fed from the emitting task itself and the rest
 //! went through the outbox in batches of 700–2,500 frames, each frame's bytes then crossing
 //! to the writer's worker (the floor's sender touches its bytes on one core). Two policies
@@ -164,6 +169,8 @@ async fn flood() -> f64 {
         while tally.window_full(sent) {
             tally.progress.notified().await;
         }
+        // As a producer should: at the pace the queue drains (see `Conn::writable`).
+        client.writable().await;
         client.emit("EVENT", &payload).expect("emit");
     }
     tally.all_received().await;

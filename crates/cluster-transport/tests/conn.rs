@@ -1066,6 +1066,67 @@ async fn non_utf8_data_is_refused_and_the_connection_stays() {
     assert!(!client.is_closed());
 }
 
+/// `writable` resolves at once while the write queue is at or under the high-water mark,
+/// waits while it is over (the peer does not read), resolves once the peer has read it down,
+/// and resolves when the connection ends.
+#[tokio::test(start_paused = true)]
+async fn writable_waits_while_the_queue_is_over_the_high_water_mark() {
+    const HIGH_WATER: usize = 4 << 10;
+    const EVENTS: usize = 16;
+    let small_buffers = memory::MemoryConfig {
+        capacity: 1,
+        ..memory::MemoryConfig::default()
+    };
+    let (client, mut peer, faults) = memory::pair_with(&small_buffers);
+    let config = ConnConfig {
+        queued_bytes_high_water: HIGH_WATER,
+        ..ConnConfig::default()
+    };
+    let conn = Conn::spawn(client, Handlers::new(), config);
+    within(conn.writable()).await;
+
+    // The peer does not read: past the first frames the transport takes, the queue grows.
+    let data = vec![b'x'; 1 << 10];
+    for _ in 0..EVENTS {
+        conn.emit("E", &data).unwrap();
+    }
+    assert!(conn.queued_bytes() > HIGH_WATER, "{}", conn.queued_bytes());
+    // The paused clock moves on only once every task waits: nothing drains the queue.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), conn.writable())
+            .await
+            .is_err()
+    );
+
+    // The peer reads: `writable` resolves once the queue is down to the mark.
+    let read = tokio::spawn(async move {
+        for _ in 0..EVENTS {
+            match peer.stream.recv().await {
+                Ok(Incoming::Text(text)) => assert_eq!(text.len(), "E||0||".len() + 1024),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+        peer
+    });
+    within(conn.writable()).await;
+    assert!(conn.queued_bytes() <= HIGH_WATER);
+    let _peer = within(read).await.unwrap();
+
+    // Over the mark again, then the connection is severed: `writable` resolves.
+    for _ in 0..EVENTS {
+        conn.emit("E", &data).unwrap();
+    }
+    assert!(conn.queued_bytes() > HIGH_WATER, "{}", conn.queued_bytes());
+    let waiting = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.writable().await }
+    });
+    faults.sever();
+    within(waiting).await.unwrap();
+    within(conn.closed()).await;
+    assert!(conn.emit("E", b"").is_err());
+}
+
 /// A peer that sends requests and never reads the answers is slowed down to its
 /// own reading pace. The write queue stays at about the high-water mark instead of growing
 /// without bound, the connection stays, and everything is answered once the peer reads.

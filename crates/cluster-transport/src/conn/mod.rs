@@ -21,10 +21,12 @@
 //!
 //! # Backpressure
 //! `emit*` never blocks: it queues the frame for the writer. The queue is bounded by bytes:
-//! - above [`ConnConfig::queued_bytes_high_water`] (4 MiB by default) the reader dispatches no
+//! - above [`ConnConfig::queued_bytes_high_water`] (1 MiB by default) the reader dispatches no
 //!   further event until the writer has drained the queue below it, as a synchronous write
 //!   would hold up the Go peer's reader. A peer that sends requests but does not read the
-//!   answers is slowed down to its own reading pace.
+//!   answers is slowed down to its own reading pace. A task that emits many events in a row
+//!   awaits [`Conn::writable`] between them to go at the peer's pace too (it waits only while
+//!   the queue is over that mark).
 //! - above [`ConnConfig::max_queued_bytes`] (64 MiB by default) a frame is refused with
 //!   [`ConnError::QueueFull`], and the connection is closed with code 1008 (a peer that does
 //!   not read 64 MiB is dead or hostile).
@@ -264,6 +266,27 @@ impl Conn {
     #[must_use]
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the write queue holds at most [`ConnConfig::queued_bytes_high_water`]
+    /// bytes: at once while it does (an atomic load, no await point), and once the connection
+    /// has ended (then `emit` says why). A task that emits a stream of events awaits it
+    /// between emits, so that it goes at the pace the peer reads instead of filling the queue
+    /// up to [`ConnConfig::max_queued_bytes`] (which closes the connection):
+    ///
+    /// ```no_run
+    /// # async fn stream(conn: cluster_transport::conn::Conn, rows: Vec<Vec<u8>>) -> Result<(), cluster_transport::conn::ConnError> {
+    /// for row in &rows {
+    ///     conn.writable().await;
+    ///     conn.emit("ROW", row)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn writable(&self) {
+        if self.inner.over_high_water() {
+            self.inner.drained().await;
+        }
     }
 
     /// Queues `event` with `data` and the next ack id (a per-connection sequence from 1), and
