@@ -378,7 +378,8 @@ fn flushes_here() -> bool {
         )
 }
 
-/// Closes the outbox when the writer ends, however it ends (done, failed, aborted).
+/// Closes the outbox when the writer ends, however it ends (done, failed, aborted, or
+/// dropped before it ever ran).
 pub(super) struct WriterGuard(Arc<Inner>);
 
 impl Drop for WriterGuard {
@@ -387,26 +388,39 @@ impl Drop for WriterGuard {
     }
 }
 
-pub(super) async fn run_writer(inner: Arc<Inner>, sink: Box<dyn MessageSink>, flush_batch: usize) {
-    let _guard = WriterGuard(Arc::clone(&inner));
-    // `None` while lent (see `Outbox`); dropped at the end, after the error is recorded.
-    let mut sink = Some(sink);
-    if let Err(err) = write_loop(&inner, &mut sink, flush_batch).await {
-        let recorded = match &err {
-            // The peer's close got to the transport before it got to our reader. (If we were
-            // closing too, the closes crossed: our recorded close stands.)
-            TransportError::Closed(info) => inner.end_with(Disconnect::peer_closed(info.clone())),
-            other => {
-                let why = format!("write failed: {other}");
-                // If we were closing, our close never made it out.
-                let failed = inner.close_failed(&why);
-                inner.end_with(Disconnect::lost(why)) || failed
+/// The writer task. Its guard is made here, before the first poll: a writer aborted before it
+/// ever ran (the reader found the transport broken first, and the end aborts the writer) still
+/// closes the outbox, so that `queued` goes to 0 and whoever waits for it to drain
+/// ([`Conn::writable`](super::Conn::writable), the reader) is woken.
+pub(super) fn run_writer(
+    inner: Arc<Inner>,
+    sink: Box<dyn MessageSink>,
+    flush_batch: usize,
+) -> impl Future<Output = ()> + Send + 'static {
+    let guard = WriterGuard(Arc::clone(&inner));
+    async move {
+        let _guard = guard;
+        // `None` while lent (see `Outbox`); dropped at the end, after the error is recorded.
+        let mut sink = Some(sink);
+        if let Err(err) = write_loop(&inner, &mut sink, flush_batch).await {
+            let recorded = match &err {
+                // The peer's close got to the transport before it got to our reader. (If we
+                // were closing too, the closes crossed: our recorded close stands.)
+                TransportError::Closed(info) => {
+                    inner.end_with(Disconnect::peer_closed(info.clone()))
+                }
+                other => {
+                    let why = format!("write failed: {other}");
+                    // If we were closing, our close never made it out.
+                    let failed = inner.close_failed(&why);
+                    inner.end_with(Disconnect::lost(why)) || failed
+                }
+            };
+            if recorded {
+                tracing::debug!(conn = inner.id, peer = &*inner.peer, %err, "write failed; ending the connection");
             }
-        };
-        if recorded {
-            tracing::debug!(conn = inner.id, peer = &*inner.peer, %err, "write failed; ending the connection");
+            inner.stop_reader(Stop::Now);
         }
-        inner.stop_reader(Stop::Now);
     }
 }
 
@@ -446,28 +460,31 @@ pub(super) async fn write_loop(
             let text = match command {
                 Command::Frame(text) => text,
                 Command::Other(Other::Encoded(len)) => batch.encoded.split_to(len),
-                Command::Other(Other::Control(control)) => match *control {
-                    Control::Ping(id) => {
-                        taken.give_back(inner);
-                        sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
-                        flush(sink).await?;
-                        unflushed = 0;
-                        continue;
-                    }
-                    Control::Close(info) => {
-                        let code = info.code.unwrap_or(CLOSE_NORMAL);
-                        return sink.close(code, &info.reason).await;
-                    }
-                    Control::Finish(info) => {
-                        // The peer is gone or going: best effort, errors are expected.
-                        if unflushed > 0 {
-                            let _ = sink.flush().await;
+                Command::Other(Other::Control(control)) => {
+                    // Each of them waits for the transport.
+                    taken.give_back(inner);
+                    match *control {
+                        Control::Ping(id) => {
+                            sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
+                            flush(sink).await?;
+                            unflushed = 0;
+                            continue;
                         }
-                        let code = info.code.unwrap_or(CLOSE_NORMAL);
-                        let _ = sink.close(code, &info.reason).await;
-                        return Ok(());
+                        Control::Close(info) => {
+                            let code = info.code.unwrap_or(CLOSE_NORMAL);
+                            return sink.close(code, &info.reason).await;
+                        }
+                        Control::Finish(info) => {
+                            // The peer is gone or going: best effort, errors are expected.
+                            if unflushed > 0 {
+                                let _ = sink.flush().await;
+                            }
+                            let code = info.code.unwrap_or(CLOSE_NORMAL);
+                            let _ = sink.close(code, &info.reason).await;
+                            return Ok(());
+                        }
                     }
-                },
+                }
             };
             let len = text.len();
             // Without a future when the transport takes it at once.
@@ -583,16 +600,17 @@ mod tests {
     use std::task::Context;
 
     /// A writer (not polled yet) over the client end of an in-memory pair made with
-    /// `config`, the state it shares, and the server end.
+    /// `config`, the state it shares (with `conn`'s settings), and the server end.
     fn memory_writer(
         config: &memory::MemoryConfig,
+        conn: &ConnConfig,
     ) -> (
         Arc<Inner>,
         Pin<Box<impl Future<Output = ()> + use<>>>,
         Transport,
     ) {
         let (transport, peer, _faults) = memory::pair_with(config);
-        let (inner, _stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        let (inner, _stop) = Inner::new(transport.peer.clone(), conn);
         let writer = Box::pin(run_writer(
             Arc::clone(&inner),
             transport.sink,
@@ -606,7 +624,8 @@ mod tests {
     /// its waker go (it must not keep its own ended task alive).
     #[tokio::test]
     async fn the_writer_waits_in_the_outbox_and_a_frame_wakes_it_once() {
-        let (inner, mut writer, mut peer) = memory_writer(&memory::MemoryConfig::default());
+        let (inner, mut writer, mut peer) =
+            memory_writer(&memory::MemoryConfig::default(), &ConnConfig::default());
         let (counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(writer.as_mut().poll(&mut cx).is_pending());
@@ -660,7 +679,7 @@ mod tests {
             ..memory::MemoryConfig::default()
         };
         // Not polled yet, so the writer holds the sink: all three frames are queued.
-        let (inner, mut writer, mut peer) = memory_writer(&config);
+        let (inner, mut writer, mut peer) = memory_writer(&config, &ConnConfig::default());
         let (_counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
         let len = Outgoing::Event {
@@ -691,6 +710,36 @@ mod tests {
         assert!(matches!(peer.stream.recv().await, Ok(Incoming::Text(_))));
         assert!(writer.as_mut().poll(&mut cx).is_pending());
         assert_eq!(inner.queued.load(Ordering::Acquire), 0);
+    }
+
+    /// A writer dropped before it ever ran (the end of a connection whose reader found the
+    /// transport broken first aborts it) still closes the outbox: `queued` goes to 0 and a
+    /// task waiting for the queue to drain is woken.
+    #[tokio::test]
+    async fn a_writer_dropped_before_its_first_poll_closes_the_outbox() {
+        let config = ConnConfig {
+            queued_bytes_high_water: 0,
+            ..ConnConfig::default()
+        };
+        let (inner, writer, _peer) = memory_writer(&memory::MemoryConfig::default(), &config);
+        // Not polled, so the writer holds the sink: the frame is queued.
+        let sent = inner.send_frame(Outgoing::Event {
+            name: "E",
+            ack_id: 0,
+            data: b"x",
+        });
+        assert!(sent.is_ok());
+        assert!(inner.over_high_water());
+        let (counting, waker) = Counting::waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut drained = pin!(inner.drained());
+        assert!(drained.as_mut().poll(&mut cx).is_pending());
+
+        drop(writer);
+        assert!(!inner.outbox().open, "the outbox is closed");
+        assert_eq!(inner.queued.load(Ordering::Acquire), 0);
+        assert_eq!(counting.count(), 1, "the drain waiter is woken");
+        assert!(drained.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
