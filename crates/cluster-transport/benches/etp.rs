@@ -71,9 +71,10 @@
 //! showed without a window in `ws_libs`), so `ours/tokio-tungstenite` sits near `ours/floor`.
 //! What `Conn` loses on 2 workers is the hand-off to its writer task. Pacing the producer
 //! with `Conn::writable` and a 1 MiB high-water mark (the default since) keeps the frames it
-//! queues from running megabytes ahead of the socket: interleaved runs on 2026-11-27, ours /
-//! floor on 2 workers 0.76–0.88 paced at 0.5–2 MiB against 0.67–0.79 unpaced (and 4 MiB, the
-//! window's size, as unpaced). Before that change, counted in the flood
+//! queues from running megabytes ahead of the socket. On 2026-11-27, ours / floor on 2
+//! workers: first, with the mark set per run, 0.76–0.88 paced at 0.5–2 MiB against 0.67–0.79
+//! unpaced in the same runs (4 MiB, the window's size, as unpaced); then this build against
+//! the one before, three interleaved runs, 0.95, 0.88, 0.86 against 0.68, 0.74, 0.70. Before that change, counted in the flood
 //! (2026-11-27), 20–66% of the events were fed from the emitting task itself and the rest
 //! went through the outbox in batches of 700–2,500 frames, each frame's bytes then crossing
 //! to the writer's worker (the floor's sender touches its bytes on one core). Two policies

@@ -1121,6 +1121,11 @@ async fn writable_waits_while_the_queue_is_over_the_high_water_mark() {
         let conn = conn.clone();
         async move { conn.writable().await }
     });
+    // Everything else runs first: the writer has fed what it could and waits, and so does
+    // `waiting` (the severing, not the writer's work, is what must wake it).
+    tokio::task::yield_now().await;
+    assert!(conn.queued_bytes() > HIGH_WATER, "{}", conn.queued_bytes());
+    assert!(!waiting.is_finished());
     faults.sever();
     within(waiting).await.unwrap();
     within(conn.closed()).await;

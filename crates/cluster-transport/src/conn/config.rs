@@ -11,8 +11,8 @@ pub const DEFAULT_FLUSH_BATCH: usize = 64;
 /// traffic of a cluster ever queues, and short enough that a producer pacing itself with
 /// [`Conn::writable`](super::Conn::writable) does not run megabytes ahead of its socket: a
 /// frame queued that far ahead has left the cache by the time the writer copies it (the
-/// `etp` bench's flood on 2 workers: 0.78–0.86 of the floor paced at 0.5–2 MiB, 0.67–0.79
-/// unpaced).
+/// `etp` bench's flood on 2 workers, 2026-11-27: 0.86–0.95 of the floor paced at 1 MiB
+/// against 0.68–0.74 unpaced, three interleaved runs; see the bench's docs).
 pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = 1 << 20;
 /// The default of [`ConnConfig::max_queued_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;

@@ -52,7 +52,9 @@ pub(super) struct Inner {
     pub(super) queued: AtomicUsize,
     pub(super) high_water: usize,
     pub(super) max_queued: usize,
-    /// Wakes the reader when the writer brings `queued` down to `high_water`.
+    /// Wakes whoever waits for `queued` to be down to `high_water` (the reader, and
+    /// [`Conn::writable`](super::Conn::writable)) when the writer brings it there, and when
+    /// the writer ends (`close_outbox` sets it to 0).
     pub(super) drained: Notify,
     /// Running handler futures must stop.
     pub(super) handlers_stopping: AtomicBool,

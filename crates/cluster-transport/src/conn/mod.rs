@@ -272,7 +272,10 @@ impl Conn {
     /// bytes: at once while it does (an atomic load, no await point), and once the connection
     /// has ended (then `emit` says why). A task that emits a stream of events awaits it
     /// between emits, so that it goes at the pace the peer reads instead of filling the queue
-    /// up to [`ConnConfig::max_queued_bytes`] (which closes the connection):
+    /// up to [`ConnConfig::max_queued_bytes`] (which closes the connection). A peer that
+    /// stops reading without closing leaves it waiting: bound the wait
+    /// (`tokio::time::timeout`) where that matters, and close on the timeout (with
+    /// [`CLOSE_QUEUE_OVERFLOW`], say) or check the peer with [`Conn::ping`].
     ///
     /// ```no_run
     /// # async fn stream(conn: cluster_transport::conn::Conn, rows: Vec<Vec<u8>>) -> Result<(), cluster_transport::conn::ConnError> {
