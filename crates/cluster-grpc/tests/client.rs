@@ -4,7 +4,7 @@
 use cluster_client::HostsUpgrader;
 use cluster_grpc::testing::{self, TestServer};
 use cluster_grpc::tonic::{Code, Status};
-use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Message, Router};
+use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Invoke, Message, Router};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,11 +72,7 @@ async fn calls_alternate_over_the_hosts_on_one_connection_each() {
 #[tokio::test]
 async fn an_unreachable_host_is_skipped() {
     let a = named("a").await;
-    // A port that was free a moment ago: nothing listens there.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let dead = dead_host();
     let client = GrpcClient::new([dead.clone(), a.host()]);
     for _ in 0..4 {
         let (name, _): (String, Option<u16>) = client.invoke("who").json().await.unwrap();
@@ -92,10 +88,7 @@ async fn an_unreachable_host_is_skipped() {
 #[tokio::test]
 async fn a_host_that_fails_is_passed_over_for_a_while() {
     let a = named("a").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let dead = dead_host();
     // The first call starts at the first host: the dead one fails, `a` answers.
     let client = GrpcClient::new([dead.clone(), a.host()]);
     assert!(client.paused_hosts().is_empty());
@@ -116,6 +109,57 @@ async fn a_host_that_fails_is_passed_over_for_a_while() {
         client.invoke("who").raw().await.unwrap_err().grpc_code(),
         Some(Code::Unavailable)
     );
+    a.shutdown().await;
+}
+
+/// A port that was free a moment ago: nothing listens there.
+fn dead_host() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A call that moves on to the next host (the first cannot be connected to) carries its
+/// request id there: the caller's as given (by `request_id` or in the metadata), or the one
+/// made for the call.
+#[tokio::test]
+async fn a_call_that_moves_on_to_the_next_host_keeps_its_request_id() {
+    let router = Router::new()
+        .handle_without_body("id", |ctx: CallContext| async move {
+            Ok::<_, ApiError>(ctx.request_id().map(str::to_owned))
+        })
+        .unwrap();
+    let a = testing::serve(router).await;
+    /// How the call gets its request id: the case's name, and what is done to the call.
+    type Case = (&'static str, fn(Invoke) -> Invoke);
+    let cases: [Case; 3] = [
+        ("given", |call| call.request_id("the-callers-id")),
+        ("in the metadata", |call| {
+            call.metadata("x-request-id", "the-callers-id")
+        }),
+        ("made", |call| call),
+    ];
+    for (case, set) in cases {
+        // A new client each time, so that the call starts at the dead host.
+        let dead = dead_host();
+        let client = GrpcClient::new([dead.clone(), a.host()]);
+        let id: Option<String> = set(client.invoke("id")).json().await.unwrap();
+        assert_eq!(
+            client.paused_hosts(),
+            std::slice::from_ref(&dead),
+            "{case}: the call went to the dead host first"
+        );
+        let id = id.unwrap_or_else(|| panic!("{case}: no request id"));
+        if case == "made" {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        } else {
+            assert_eq!(id, "the-callers-id", "{case}");
+        }
+    }
     a.shutdown().await;
 }
 
