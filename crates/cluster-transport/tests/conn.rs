@@ -1270,10 +1270,9 @@ async fn over_the_queue_limit_emits_fail_and_the_connection_closes_with_1008() {
     assert_eq!(server.queued_bytes(), 0);
 }
 
-/// A sink whose `try_feed` fails (what a caller feeding from its own task meets); everything
-/// else goes to the in-memory sink.
-/// A sink whose `try_feed` fails; it records whether that was called outside any task (the
-/// test's body: the caller) rather than from the writer task.
+/// A sink whose `try_feed` fails (what a caller feeding from its own task meets), recording
+/// whether that was called outside any task (the test's body: the caller) rather than from
+/// the writer task; everything else goes to the in-memory sink.
 struct TryFeedFails(
     Box<dyn cluster_transport::MessageSink>,
     Arc<std::sync::atomic::AtomicBool>,
@@ -1367,11 +1366,11 @@ async fn a_close_started_by_a_handler_drops_the_events_already_read() {
     }
     client.sink.flush().await.unwrap();
     // The server's close is the first thing it sends (the transport answers it).
-    match client.stream.recv().await {
+    match within(client.stream.recv()).await {
         Ok(Incoming::Closed(info)) => assert_eq!(info.code, Some(CLOSE_NORMAL)),
         other => panic!("{other:?}"),
     }
-    server.closed().await;
+    within(server.closed()).await;
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
 

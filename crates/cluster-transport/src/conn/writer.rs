@@ -599,6 +599,15 @@ mod tests {
     use std::pin::{Pin, pin};
     use std::task::Context;
 
+    /// `E||0||x`: the frame the hand-polled writer tests queue.
+    fn small_event() -> Outgoing<'static> {
+        Outgoing::Event {
+            name: "E",
+            ack_id: 0,
+            data: b"x",
+        }
+    }
+
     /// A writer (not polled yet) over the client end of an in-memory pair made with
     /// `config`, the state it shares (with `conn`'s settings), and the server end.
     fn memory_writer(
@@ -639,11 +648,7 @@ mod tests {
         assert_eq!(counting.count(), 0);
 
         for round in 1..=2 {
-            let sent = inner.send_frame(Outgoing::Event {
-                name: "E",
-                ack_id: 0,
-                data: b"x",
-            });
+            let sent = inner.send_frame(small_event());
             assert!(sent.is_ok());
             assert_eq!(
                 counting.count(),
@@ -682,18 +687,9 @@ mod tests {
         let (inner, mut writer, mut peer) = memory_writer(&config, &ConnConfig::default());
         let (_counting, waker) = Counting::waker();
         let mut cx = Context::from_waker(&waker);
-        let len = Outgoing::Event {
-            name: "E",
-            ack_id: 0,
-            data: b"x",
-        }
-        .len();
+        let len = small_event().len();
         for _ in 0..3 {
-            let sent = inner.send_frame(Outgoing::Event {
-                name: "E",
-                ack_id: 0,
-                data: b"x",
-            });
+            let sent = inner.send_frame(small_event());
             assert!(sent.is_ok());
         }
         assert_eq!(inner.queued.load(Ordering::Acquire), 3 * len);
@@ -723,11 +719,7 @@ mod tests {
         };
         let (inner, writer, _peer) = memory_writer(&memory::MemoryConfig::default(), &config);
         // Not polled, so the writer holds the sink: the frame is queued.
-        let sent = inner.send_frame(Outgoing::Event {
-            name: "E",
-            ack_id: 0,
-            data: b"x",
-        });
+        let sent = inner.send_frame(small_event());
         assert!(sent.is_ok());
         assert!(inner.over_high_water());
         let (counting, waker) = Counting::waker();
