@@ -92,6 +92,7 @@ use bytes::Bytes;
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, ready};
 use std::time::Duration;
@@ -617,7 +618,14 @@ impl Limits {
 }
 
 /// One WebSocket shared by the two halves.
+///
+/// `repr(C)`: the flag the sink reads before each frame sits next to the lock it takes then,
+/// in the first cache line (the two close cells come after the socket's 312 bytes).
+#[repr(C)]
 struct Shared<S> {
+    /// Set once a close was sent or received (after its cell below is set): the sink's
+    /// check per frame reads this word, not the two cells.
+    closing: AtomicBool,
     ws: Mutex<Socket<S>>,
     sent_close: OnceLock<CloseInfo>,
     received_close: OnceLock<CloseInfo>,
@@ -692,7 +700,9 @@ where
             code: Some(code),
             reason: reason.to_owned(),
         };
-        if self.sent_close.set(info).is_err() || self.received_close.get().is_some() {
+        let sent = self.sent_close.set(info).is_ok();
+        self.closing.store(true, Ordering::Release);
+        if !sent || self.received_close.get().is_some() {
             return;
         }
         tracing::warn!(
@@ -747,6 +757,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::new(Shared {
+        closing: AtomicBool::new(false),
         ws: Mutex::new(ws),
         sent_close: OnceLock::new(),
         received_close: OnceLock::new(),
@@ -773,6 +784,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn check(&self) -> Result<(), TransportError> {
+        if !self.shared.closing.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match self
             .shared
             .sent_close
@@ -875,6 +889,7 @@ where
             return Err(TransportError::Closed(info.clone()));
         }
         let _ = shared.sent_close.set(sent_close_info(code, reason));
+        shared.closing.store(true, Ordering::Release);
         shared
             .send(Opcode::Close, &close_payload(Some(code), reason))
             .await
@@ -935,6 +950,7 @@ where
                     info = sent.clone();
                 }
                 let _ = shared.received_close.set(info.clone());
+                shared.closing.store(true, Ordering::Release);
                 // Write out our close reply (if the peer started); a server then closes the
                 // connection (RFC 6455 §7.1.1), a client leaves that to the server.
                 let server = shared.lock().role() == Role::Server;
