@@ -9,7 +9,6 @@ use super::{CLOSE_TIMEOUT, Disconnect};
 use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
 use std::sync::atomic::Ordering;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -37,19 +36,6 @@ impl Inner {
         won
     }
 
-    pub(super) fn stop_reader(&self, stop: Stop) {
-        let sender = self.state().stop_reader.take();
-        if let Some(sender) = sender {
-            self.send_stop(sender, stop);
-        }
-    }
-
-    /// Tells the reader to stop; the flag first, so the reader looks at its channel.
-    fn send_stop(&self, sender: oneshot::Sender<Stop>, stop: Stop) {
-        self.stop_sent.store(true, Ordering::Release);
-        let _ = sender.send(stop);
-    }
-
     /// Starts our close: refuses new frames, queues the close after what is queued, tells the
     /// reader to stop dispatching. Pending acks stay pending until the end, in case the peer
     /// answers them before its close reply.
@@ -58,15 +44,14 @@ impl Inner {
             code: Some(code),
             reason: reason.to_owned(),
         };
-        let stop = {
+        {
             let mut state = self.state();
             if state.close_started || state.cause.is_some() {
                 return;
             }
             state.close_started = true;
             state.cause = Some(Disconnect::local(info.clone()));
-            state.stop_reader.take()
-        };
+        }
         self.closed.store(true, Ordering::Release);
         tracing::debug!(
             conn = self.id,
@@ -78,9 +63,9 @@ impl Inner {
         // Queued after every frame accepted so far; frames are refused from here on (under
         // the outbox lock, so none slips in behind the close).
         let _ = self.send_control(Control::Close(info));
-        if let Some(sender) = stop {
-            self.send_stop(sender, Stop::Drain);
-        }
+        // After the close is queued. If the writer failed meanwhile, its `Stop::Now` came
+        // first and stands: there is no reply to read on for.
+        self.stop_reader(Stop::Drain);
     }
 
     /// Our close could not be written (`why`): replaces the normal close recorded by
@@ -151,7 +136,6 @@ impl Inner {
     /// Publishes the end: called once, when the reader (the last task) is done.
     pub(super) fn finish(&self) {
         let cause = self.final_cause();
-        self.state().stop_reader = None;
         let _ = self.done.set(cause);
         self.events.notify_waiters();
     }

@@ -8,17 +8,31 @@ use super::hasher::IdMap;
 use super::writer::Outbox;
 use crate::log_limit::LogLimiter;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use futures_util::task::AtomicWaker;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Poll;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 /// What the reader is told to do when the connection ends on our side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum Stop {
     /// We close: stop dispatching, read on for the peer's close reply.
-    Drain,
+    Drain = 1,
     /// The writer failed: the transport is broken, stop at once.
-    Now,
+    Now = 2,
+}
+
+impl Stop {
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Drain),
+            2 => Some(Self::Now),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -27,38 +41,48 @@ pub(super) struct State {
     pub(super) pings: Vec<(u64, oneshot::Sender<()>)>,
     /// The first known reason the connection ends; published in `Inner::done` at the very end.
     pub(super) cause: Option<Disconnect>,
-    pub(super) stop_reader: Option<oneshot::Sender<Stop>>,
     pub(super) close_started: bool,
     /// Pending acks and pings were released; no new ones are registered.
     pub(super) ended: bool,
 }
+
+/// The state a connection's handles and tasks share.
+///
+/// The fields are in the order a send and a read touch them (`repr(C)` keeps it): a server
+/// of 10,000 connections finds each one's state out of the cache, so the flags, the queue's
+/// count and marks, and the outbox come first, in as few cache lines as they fit, and what
+/// only the handshake, acks and the end use comes after.
+#[repr(C)]
 pub(super) struct Inner {
-    pub(super) id: u64,
-    pub(super) peer: Box<str>,
-    /// The writer's queue, and the writer's waker while it waits (see [`Outbox`]).
-    pub(super) outbox: Mutex<Outbox>,
-    pub(super) next_ack: AtomicU64,
-    pub(super) next_ping: AtomicU64,
     /// No more frames are accepted (closing or closed). A fast check; the authority is
     /// `Outbox::accepting`.
     pub(super) closed: AtomicBool,
-    /// The reader's stop was sent (set just before): until then the reader reads on without
-    /// looking at its stop channel, which lives in an allocation of its own (one cache miss
+    /// What the reader is told to do (see [`Stop`]; 0 until then). Set once: the first stop
+    /// wins. The reader looks at it before each message.
+    pub(super) stop: AtomicU8,
+    /// Running handler futures must stop.
+    pub(super) handlers_stopping: AtomicBool,
+    pub(super) max_handlers: u32,
+    /// The reader's waker while it waits for a message, woken by a stop. Here rather than in
+    /// a channel of its own: the reader's wait touches no other allocation (one cache miss
     /// less per message on a client of many connections).
-    pub(super) stop_sent: AtomicBool,
+    pub(super) reader: AtomicWaker,
     /// Bytes of the frames queued and not yet handed to the sink: added when a frame is
     /// queued, subtracted by the writer once the sink took it (in one go per flush, batch or
     /// wait: see `writer::Taken`).
     pub(super) queued: AtomicUsize,
     pub(super) high_water: usize,
     pub(super) max_queued: usize,
+    /// The writer's queue, and the writer's waker while it waits (see [`Outbox`]).
+    pub(super) outbox: Mutex<Outbox>,
+    pub(super) id: u64,
+    pub(super) peer: Box<str>,
+    pub(super) next_ack: AtomicU64,
+    pub(super) next_ping: AtomicU64,
     /// Wakes whoever waits for `queued` to be down to `high_water` (the reader, and
     /// [`Conn::writable`](super::Conn::writable)) when the writer brings it there, and when
     /// the writer ends (`close_outbox` sets it to 0).
     pub(super) drained: Notify,
-    /// Running handler futures must stop.
-    pub(super) handlers_stopping: AtomicBool,
-    pub(super) max_handlers: u32,
     pub(super) permits: Semaphore,
     pub(super) state: Mutex<State>,
     pub(super) done: OnceLock<Disconnect>,
@@ -73,19 +97,19 @@ pub(super) struct Inner {
 pub(super) static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Inner {
-    pub(super) fn new(peer: String, config: &ConnConfig) -> (Arc<Self>, oneshot::Receiver<Stop>) {
-        let (stop_tx, stop_rx) = oneshot::channel();
+    pub(super) fn new(peer: String, config: &ConnConfig) -> Arc<Self> {
         let max_handlers = u32::try_from(config.max_concurrent_handlers)
             .unwrap_or(u32::MAX)
             .clamp(1, 1 << 28);
-        let inner = Arc::new(Self {
+        Arc::new(Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             peer: peer.into_boxed_str(),
             outbox: Mutex::new(Outbox::new()),
             next_ack: AtomicU64::new(1),
             next_ping: AtomicU64::new(1),
             closed: AtomicBool::new(false),
-            stop_sent: AtomicBool::new(false),
+            stop: AtomicU8::new(0),
+            reader: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             high_water: config.queued_bytes_high_water,
             max_queued: config.max_queued_bytes,
@@ -93,15 +117,43 @@ impl Inner {
             handlers_stopping: AtomicBool::new(false),
             max_handlers,
             permits: Semaphore::new(max_handlers as usize),
-            state: Mutex::new(State {
-                stop_reader: Some(stop_tx),
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
             done: OnceLock::new(),
             events: Notify::new(),
             warnings: Box::new(LogLimiter::new(config.log_limit)),
-        });
-        (inner, stop_rx)
+        })
+    }
+
+    /// The reader's stop, if one was sent.
+    pub(super) fn stop_sent(&self) -> Option<Stop> {
+        Stop::from_u8(self.stop.load(Ordering::Acquire))
+    }
+
+    /// Resolves with the reader's stop once one is sent. Only the reader awaits it (one
+    /// waker is kept).
+    pub(super) fn stopped(&self) -> impl Future<Output = Stop> + '_ {
+        std::future::poll_fn(move |cx| {
+            if let Some(stop) = self.stop_sent() {
+                return Poll::Ready(stop);
+            }
+            self.reader.register(cx.waker());
+            // A stop sent between the look and the registration woke no one: look again.
+            match self.stop_sent() {
+                Some(stop) => Poll::Ready(stop),
+                None => Poll::Pending,
+            }
+        })
+    }
+
+    /// Tells the reader to stop, unless it was told already (the first stop wins).
+    pub(super) fn stop_reader(&self, stop: Stop) {
+        if self
+            .stop
+            .compare_exchange(0, stop as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.reader.wake();
+        }
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
@@ -120,6 +172,34 @@ mod tests {
     use crate::conn::writer::run_writer;
     use crate::conn::{Conn, DEFAULT_FLUSH_BATCH, Handlers};
     use crate::memory;
+    use crate::test_waker::Counting;
+    use std::pin::pin;
+    use std::task::Context;
+
+    /// The reader's wait for a stop: pending until one is sent, woken once by it, and the
+    /// first stop stands (a writer's failure after our close does not turn the drain into
+    /// an abrupt stop, nor the other way round).
+    #[test]
+    fn the_reader_is_woken_by_the_first_stop_and_keeps_it() {
+        let inner = Inner::new("peer".to_owned(), &ConnConfig::default());
+        let (counting, waker) = Counting::waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(inner.stop_sent(), None);
+        {
+            let mut stopped = pin!(inner.stopped());
+            assert!(stopped.as_mut().poll(&mut cx).is_pending());
+            inner.stop_reader(Stop::Drain);
+            assert_eq!(counting.count(), 1, "the stop wakes the waiting reader");
+            assert_eq!(stopped.poll(&mut cx), Poll::Ready(Stop::Drain));
+        }
+        inner.stop_reader(Stop::Now);
+        assert_eq!(counting.count(), 1, "a second stop wakes no one");
+        assert_eq!(inner.stop_sent(), Some(Stop::Drain));
+        assert_eq!(
+            pin!(inner.stopped()).poll(&mut cx),
+            Poll::Ready(Stop::Drain)
+        );
+    }
 
     /// The per-connection state a server holds 10,000 of: the shared state and the two tasks'
     /// futures (the transport's own state and its boxed futures come on top). The bound was
@@ -128,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn per_connection_state_stays_small() {
         let (transport, _peer, _faults) = memory::pair();
-        let (inner, stop) = Inner::new(transport.peer.clone(), &ConnConfig::default());
+        let inner = Inner::new(transport.peer.clone(), &ConnConfig::default());
         let writer = run_writer(Arc::clone(&inner), transport.sink, DEFAULT_FLUSH_BATCH);
         let reader = run_reader(
             Conn {
@@ -136,7 +216,6 @@ mod tests {
             },
             transport.stream,
             Handlers::new(),
-            stop,
             tokio::spawn(async {}),
         );
         let sizes = [

@@ -186,7 +186,7 @@ impl Conn {
     #[must_use = "the connection runs until closed; keep the handle to close it"]
     pub fn spawn(transport: Transport, handlers: Handlers, config: ConnConfig) -> Self {
         let Transport { sink, stream, peer } = transport;
-        let (inner, stop_rx) = Inner::new(peer, &config);
+        let inner = Inner::new(peer, &config);
         let conn = Self { inner };
         tracing::debug!(
             conn = conn.id(),
@@ -198,7 +198,7 @@ impl Conn {
             sink,
             config.flush_batch.max(1),
         ));
-        tokio::spawn(run_reader(conn.clone(), stream, handlers, stop_rx, writer));
+        tokio::spawn(run_reader(conn.clone(), stream, handlers, writer));
         conn
     }
 

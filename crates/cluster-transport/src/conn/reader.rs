@@ -9,9 +9,7 @@ use super::{Conn, ConnError, Handlers};
 use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Publishes the end of the connection when the reader is done, even if it panicked. It holds
@@ -36,11 +34,10 @@ pub(super) async fn run_reader(
     conn: Conn,
     stream: Box<dyn MessageStream>,
     handlers: Handlers,
-    stop: oneshot::Receiver<Stop>,
     writer: JoinHandle<()>,
 ) {
     let _finish = FinishGuard(Arc::downgrade(&conn.inner));
-    read_loop(conn, stream, handlers, stop, writer).await;
+    read_loop(conn, stream, handlers, writer).await;
     // Everything the reader held is dropped here, before `_finish` publishes the end.
 }
 
@@ -48,7 +45,6 @@ pub(super) async fn read_loop(
     conn: Conn,
     mut stream: Box<dyn MessageStream>,
     handlers: Handlers,
-    mut stop: oneshot::Receiver<Stop>,
     mut writer: JoinHandle<()>,
 ) {
     let inner = &*conn.inner;
@@ -61,20 +57,14 @@ pub(super) async fn read_loop(
             None => {
                 // What the last read brought is taken without a future per message, as long
                 // as no stop is waiting.
-                let buffered = if inner.stop_sent.load(Ordering::Acquire) {
-                    match stop.try_recv() {
-                        Ok(stop) => break End::Stop(stop),
-                        Err(oneshot::error::TryRecvError::Closed) => break End::Stop(Stop::Now),
-                        Err(oneshot::error::TryRecvError::Empty) => stream.try_recv(),
-                    }
-                } else {
-                    stream.try_recv()
-                };
-                let incoming = match buffered {
+                if let Some(stop) = inner.stop_sent() {
+                    break End::Stop(stop);
+                }
+                let incoming = match stream.try_recv() {
                     Some(incoming) => Ok(incoming),
                     None => tokio::select! {
                         biased;
-                        stop = &mut stop => break End::Stop(stop.unwrap_or(Stop::Now)),
+                        stop = inner.stopped() => break End::Stop(stop),
                         incoming = stream.recv() => incoming,
                     },
                 };
@@ -91,7 +81,6 @@ pub(super) async fn read_loop(
                 conn: &conn,
                 handlers: &handlers,
                 stream: &mut *stream,
-                stop: &mut stop,
                 held: &mut held,
             };
             Box::pin(dispatch_after_drain(reader, frame)).await
@@ -100,7 +89,6 @@ pub(super) async fn read_loop(
                 conn: &conn,
                 handlers: &handlers,
                 stream: &mut *stream,
-                stop: &mut stop,
                 held: &mut held,
             };
             Box::pin(spawn_when_free(reader, later)).await
@@ -122,7 +110,6 @@ pub(super) struct Reader<'a> {
     pub(super) conn: &'a Conn,
     pub(super) handlers: &'a Handlers,
     pub(super) stream: &'a mut dyn MessageStream,
-    pub(super) stop: &'a mut oneshot::Receiver<Stop>,
     pub(super) held: &'a mut Option<Frame>,
 }
 
@@ -165,7 +152,7 @@ pub(super) async fn wait_reading<T>(
     loop {
         let incoming = tokio::select! {
             biased;
-            stop = &mut *reader.stop => return Err(End::Stop(stop.unwrap_or(Stop::Now))),
+            stop = reader.conn.inner.stopped() => return Err(End::Stop(stop)),
             out = &mut ready => return Ok(out),
             incoming = reader.stream.recv(), if reader.held.is_none() => incoming,
         };

@@ -121,30 +121,34 @@ pub(super) enum Control {
 /// and freed on the writer's is what glibc's malloc serves worst (both threads take the
 /// emitting thread's arena lock, and wait on it: a flood's profile had a futex call every 4
 /// events). Now one buffer per burst crosses threads.
+///
+/// `repr(C)`: what a send looks at (the flags, the idle sink, the writer's waker, the queue)
+/// comes first, next to the lock in [`Inner`].
+#[repr(C)]
 pub(super) struct Outbox {
-    pub(super) commands: VecDeque<Command>,
-    /// The frames of the [`Other::Encoded`] commands, in order. Empty (no allocation) once
-    /// the writer took it.
-    pub(super) encoded: BytesMut,
     /// `false` once the writer has ended: nothing can be queued any more.
     pub(super) open: bool,
     /// `false` once the last command (our close, or the echo of the peer's) is queued: frames
     /// and pings are refused from then on. Checked under the lock, so a frame is either queued
     /// before the close or refused, never accepted and then dropped.
     pub(super) accepting: bool,
+    /// Frames were fed from a caller's task since the writer task last looked: it flushes.
+    pub(super) unflushed: bool,
     /// The sink, while the writer task waits with nothing to do and nothing unflushed; `None`
     /// while the writer task or a caller uses it.
     pub(super) idle_sink: Option<Box<dyn MessageSink>>,
-    /// Frames were fed from a caller's task since the writer task last looked: it flushes.
-    pub(super) unflushed: bool,
-    /// A caller's feed failed: the writer task ends with this error, as if its own write had.
-    pub(super) failed: Option<Box<TransportError>>,
     /// The writer task's waker while it waits for work; whoever gives it work takes it (under
     /// this lock) and wakes it. Kept here rather than in a `tokio::sync::Notify`: the writer
     /// checks for work and registers under the one lock every caller takes anyway, so no
     /// wake-up can fall between the two, and a send touches no other structure (in a fan-out
     /// to 10,000 connections, the `Notify` was 3% of the service's CPU).
     pub(super) writer: Option<Waker>,
+    pub(super) commands: VecDeque<Command>,
+    /// A caller's feed failed: the writer task ends with this error, as if its own write had.
+    pub(super) failed: Option<Box<TransportError>>,
+    /// The frames of the [`Other::Encoded`] commands, in order. Empty (no allocation) once
+    /// the writer took it.
+    pub(super) encoded: BytesMut,
 }
 
 impl Outbox {
@@ -619,7 +623,7 @@ mod tests {
         Transport,
     ) {
         let (transport, peer, _faults) = memory::pair_with(config);
-        let (inner, _stop) = Inner::new(transport.peer.clone(), conn);
+        let inner = Inner::new(transport.peer.clone(), conn);
         let writer = Box::pin(run_writer(
             Arc::clone(&inner),
             transport.sink,
