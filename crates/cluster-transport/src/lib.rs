@@ -77,6 +77,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
 use std::str::FromStr;
+use std::task::{Context, Poll};
 
 mod acceptor;
 pub mod conn;
@@ -355,6 +356,16 @@ pub trait MessageStream: Send + 'static {
     /// The default has none.
     fn try_recv(&mut self) -> Option<Incoming> {
         None
+    }
+    /// Waits for a text message or pong by polling, without a future: `Ready(Some(_))` is a
+    /// message, `Pending` means none yet (the task is woken when one may have come), and
+    /// `Ready(None)` means that what comes next is something else (a close, an error, the
+    /// end) or that this transport has no such path: call [`MessageStream::recv`], which
+    /// returns it. Lets a reader wait for each message without a boxed future per wait. The
+    /// default has no such path.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        let _ = cx;
+        Poll::Ready(None)
     }
 }
 

@@ -12,7 +12,7 @@ use futures_util::task::AtomicWaker;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 /// What the reader is told to do when the connection ends on our side.
@@ -132,17 +132,20 @@ impl Inner {
     /// Resolves with the reader's stop once one is sent. Only the reader awaits it (one
     /// waker is kept).
     pub(super) fn stopped(&self) -> impl Future<Output = Stop> + '_ {
-        std::future::poll_fn(move |cx| {
-            if let Some(stop) = self.stop_sent() {
-                return Poll::Ready(stop);
-            }
-            self.reader.register(cx.waker());
-            // A stop sent between the look and the registration woke no one: look again.
-            match self.stop_sent() {
-                Some(stop) => Poll::Ready(stop),
-                None => Poll::Pending,
-            }
-        })
+        std::future::poll_fn(move |cx| self.poll_stop(cx))
+    }
+
+    /// [`Inner::stopped`] as a poll.
+    pub(super) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<Stop> {
+        if let Some(stop) = self.stop_sent() {
+            return Poll::Ready(stop);
+        }
+        self.reader.register(cx.waker());
+        // A stop sent between the look and the registration woke no one: look again.
+        match self.stop_sent() {
+            Some(stop) => Poll::Ready(stop),
+            None => Poll::Pending,
+        }
     }
 
     /// Tells the reader to stop, unless it was told already (the first stop wins).

@@ -8,8 +8,9 @@ use super::inner::{Inner, Stop};
 use super::{Conn, ConnError, Handlers};
 use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use tokio::task::JoinHandle;
 
 /// Publishes the end of the connection when the reader is done, even if it panicked. It holds
@@ -62,11 +63,24 @@ pub(super) async fn read_loop(
                 }
                 let incoming = match stream.try_recv() {
                     Some(incoming) => Ok(incoming),
-                    None => tokio::select! {
-                        biased;
-                        stop = inner.stopped() => break End::Stop(stop),
-                        incoming = stream.recv() => incoming,
-                    },
+                    None => {
+                        // The wait, by polling where the transport can: no future per message.
+                        let polled = poll_fn(|cx| match inner.poll_stop(cx) {
+                            Poll::Ready(stop) => Poll::Ready(Err(stop)),
+                            Poll::Pending => stream.poll_recv(cx).map(Ok),
+                        })
+                        .await;
+                        match polled {
+                            Err(stop) => break End::Stop(stop),
+                            Ok(Some(incoming)) => Ok(incoming),
+                            // Something else comes next (or the transport cannot poll).
+                            Ok(None) => tokio::select! {
+                                biased;
+                                stop = inner.stopped() => break End::Stop(stop),
+                                incoming = stream.recv() => incoming,
+                            },
+                        }
+                    }
                 };
                 match take_incoming(&conn, &handlers, incoming) {
                     Ok(Some(frame)) => frame,

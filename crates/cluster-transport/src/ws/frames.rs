@@ -498,6 +498,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
     }
 
+    /// [`Socket::poll_next`] for a reader that handles only text messages and pongs itself: one
+    /// of those is returned; anything else (a close, a fault) is kept for `poll_next`, and
+    /// `Ready(None)` says to call it (as does the end of the stream).
+    pub(crate) fn poll_next_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.stashed.is_some() {
+            return Poll::Ready(None);
+        }
+        match ready!(self.poll_next(cx)) {
+            Some(Ok(message @ (Message::Text(_) | Message::Pong(_)))) => Poll::Ready(Some(message)),
+            None => Poll::Ready(None),
+            other => {
+                self.stashed = other;
+                Poll::Ready(None)
+            }
+        }
+    }
+
     /// The next text message or pong among the bytes already read, without reading or
     /// writing. Anything else decoded (a close, a fault) is kept for [`Socket::poll_next`].
     pub(crate) fn next_buffered(&mut self) -> Option<Message> {
@@ -875,6 +892,46 @@ mod tests {
             matches!(result, Err(SocketError::Violation(WsViolation::Unmasked))),
             "{result:?}"
         );
+        assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
+    }
+
+    /// The reader's polling wait: messages and pongs come (read when needed), a close and a
+    /// fault are kept for `poll_next` (asked again, still kept), and the end says to call it.
+    #[tokio::test]
+    async fn poll_next_data_hands_over_messages_and_keeps_the_rest_for_poll_next() {
+        let data = |socket: &mut Socket<DuplexStream>| {
+            let waker = std::task::Waker::noop();
+            socket.poll_next_data(&mut Context::from_waker(waker))
+        };
+        let (mut socket, mut raw) = server();
+        assert_eq!(data(&mut socket), Poll::Pending, "nothing came yet");
+        let mut bytes = client_frame(Opcode::Text, b"one");
+        bytes.extend(client_frame(Opcode::Pong, b"p"));
+        bytes.extend(client_frame(Opcode::Close, b"\x03\xe8bye"));
+        raw.write_all(&bytes).await.unwrap();
+        let one = poll_fn(|cx| socket.poll_next_data(cx)).await;
+        assert_eq!(one, Some(Message::Text(Bytes::from_static(b"one"))));
+        let pong = Poll::Ready(Some(Message::Pong(Bytes::from_static(b"p"))));
+        assert_eq!(data(&mut socket), pong);
+        assert_eq!(data(&mut socket), Poll::Ready(None));
+        assert_eq!(data(&mut socket), Poll::Ready(None));
+        assert_eq!(
+            next(&mut socket).await,
+            Message::Close(Some(1000), "bye".to_owned())
+        );
+
+        let (mut socket, mut raw) = server();
+        raw.write_all(&[0x81, 0x01, b'x']).await.unwrap(); // unmasked
+        assert_eq!(poll_fn(|cx| socket.poll_next_data(cx)).await, None);
+        let result = poll_fn(|cx| socket.poll_next(cx)).await.unwrap();
+        assert!(
+            matches!(result, Err(SocketError::Violation(WsViolation::Unmasked))),
+            "{result:?}"
+        );
+
+        let (mut socket, raw) = server();
+        drop(raw);
+        assert_eq!(poll_fn(|cx| socket.poll_next_data(cx)).await, None);
         assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
     }
 

@@ -94,7 +94,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -968,6 +968,15 @@ where
     }
 }
 
+/// A text message or pong (what `Socket::next_buffered` and `Socket::poll_next_data` return).
+fn data_message(message: Message) -> Incoming {
+    match message {
+        Message::Text(text) => Incoming::Text(text),
+        Message::Pong(payload) => Incoming::Pong(payload),
+        Message::Close(..) => unreachable!("a close is kept for recv"),
+    }
+}
+
 #[async_trait]
 impl<S> MessageStream for WsStream<S>
 where
@@ -982,11 +991,17 @@ where
 
     fn try_recv(&mut self) -> Option<Incoming> {
         self.done.check().ok()?;
-        match self.shared.lock().next_buffered()? {
-            Message::Text(text) => Some(Incoming::Text(text)),
-            Message::Pong(payload) => Some(Incoming::Pong(payload)),
-            Message::Close(..) => unreachable!("a close is kept for recv"),
+        self.shared.lock().next_buffered().map(data_message)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        if self.done.check().is_err() {
+            return Poll::Ready(None);
         }
+        self.shared
+            .lock()
+            .poll_next_data(cx)
+            .map(|message| message.map(data_message))
     }
 }
 
