@@ -23,9 +23,15 @@ impl Default for RemoteConfig {
 }
 
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // Logs on stderr (`RUST_LOG`, default INFO): the client reports connection errors and
-    // retries there, and nowhere else.
-    tracing_subscriber::fmt().with_writer(std::io::stderr).try_init()?;
+    // Logs on stderr, filtered by `RUST_LOG` (INFO when unset): the client reports
+    // connection errors and retries there, and nowhere else.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init()?;
     let module = ModuleInfo {
         module_name: "orders".into(),
         module_version: "1.0.0".into(),

@@ -73,7 +73,6 @@
 //! # }
 //! ```
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
 use std::str::FromStr;
@@ -93,6 +92,9 @@ pub mod tls;
 mod upgrade;
 pub mod ws;
 
+/// The macro the transport traits are written with ([`MessageSink`], [`MessageStream`],
+/// [`Connector`], [`Acceptor`]): implement them under `#[cluster_transport::async_trait]`.
+pub use async_trait::async_trait;
 pub use setup::SetupError;
 pub use upgrade::HandshakeError;
 
@@ -342,13 +344,32 @@ pub trait MessageSink: Send + 'static {
 }
 
 /// The reading half of a transport. There is one reader per connection.
+///
+/// # Implementing a transport
+/// The traits are written with [`async_trait`](macro@async_trait) (re-exported here):
+/// implement them under `#[cluster_transport::async_trait]`. [`memory`] and [`tcp`] are short
+/// implementations to start from. What the ETP runtime ([`conn::Conn`]) relies on:
+/// - **`recv` is cancel-safe.** The reader drops a pending `recv` future (when it is told to
+///   stop, or waits for something else meanwhile) and calls `recv` again later: no message
+///   may be lost then. Keep what was read of a message in `self`, not in the future.
+/// - **The transport answers the peer's pings itself** (there is no `Incoming::Ping`), and
+///   reports the pong of each [`MessageSink::ping`] as [`Incoming::Pong`]: a client whose
+///   pings go unanswered ends its session after two missed pongs.
+/// - **The end comes once.** After `recv` returned [`Incoming::Closed`] or an error, the
+///   stream is done: a later `recv` fails the same way ([`TransportError::Closed`] after a
+///   close handshake, else [`TransportError::Lost`]), and the runtime does not read on.
+/// - [`MessageStream::try_recv`] and [`MessageStream::poll_recv`] are optional fast paths: the
+///   defaults send every read through `recv`. A transport that implements them hands over
+///   only text messages and pongs there; a close, an error or the end it comes across is
+///   kept for the next `recv`, which returns it.
 #[async_trait]
 pub trait MessageStream: Send + 'static {
     /// The next message from the peer.
     ///
     /// Returns [`Incoming::Closed`] once when the peer closes with a handshake, and an error
     /// when the connection breaks ([`TransportError::Lost`]), a message is too big, or the
-    /// peer violates the transport's framing. After either, the stream is done.
+    /// peer violates the transport's framing. After either, the stream is done. Must be
+    /// cancel-safe (see the trait's docs).
     async fn recv(&mut self) -> Result<Incoming, TransportError>;
     /// A text message or pong already read and decoded, without waiting or reading: `None`
     /// when there is none (or something else comes next: call [`MessageStream::recv`], which
@@ -357,12 +378,15 @@ pub trait MessageStream: Send + 'static {
     fn try_recv(&mut self) -> Option<Incoming> {
         None
     }
-    /// Waits for a text message or pong by polling, without a future: `Ready(Some(_))` is a
-    /// message, `Pending` means none yet (the task is woken when one may have come), and
-    /// `Ready(None)` means that what comes next is something else (a close, an error, the
-    /// end) or that this transport has no such path: call [`MessageStream::recv`], which
-    /// returns it. Lets a reader wait for each message without a boxed future per wait. The
-    /// default has no such path.
+    /// Waits for a text message or pong by polling, without a future:
+    /// - `Ready(Some(_))`: a text message or a pong;
+    /// - `Pending`: nothing yet; the task is woken when something comes (a message, a pong, a
+    ///   close, an error or the end);
+    /// - `Ready(None)`: what comes next is something else (a close, an error, the end), kept
+    ///   for [`MessageStream::recv`], which returns it; or this transport has no such path.
+    ///
+    /// Lets a reader wait for each message without a boxed future per wait. The default has
+    /// no such path (`Ready(None)` at once).
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         let _ = cx;
         Poll::Ready(None)
