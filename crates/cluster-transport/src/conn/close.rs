@@ -51,6 +51,9 @@ impl Inner {
             }
             state.close_started = true;
             state.cause = Some(Disconnect::local(info.clone()));
+            // The drain is claimed here, under the lock that made this close the first end:
+            // a writer failing from now on (its `Stop::Now`) does not replace it.
+            self.claim_stop(Stop::Drain);
         }
         self.closed.store(true, Ordering::Release);
         tracing::debug!(
@@ -63,9 +66,8 @@ impl Inner {
         // Queued after every frame accepted so far; frames are refused from here on (under
         // the outbox lock, so none slips in behind the close).
         let _ = self.send_control(Control::Close(info));
-        // After the close is queued. If the writer failed meanwhile, its `Stop::Now` came
-        // first and stands: there is no reply to read on for.
-        self.stop_reader(Stop::Drain);
+        // Woken once the close is queued, so that it drains behind it.
+        self.wake_reader();
     }
 
     /// Our close could not be written (`why`): replaces the normal close recorded by
@@ -136,6 +138,9 @@ impl Inner {
     /// Publishes the end: called once, when the reader (the last task) is done.
     pub(super) fn finish(&self) {
         let cause = self.final_cause();
+        // The ended reader's waker, which would keep its task's memory for as long as a
+        // handle lives.
+        drop(self.reader.take());
         let _ = self.done.set(cause);
         self.events.notify_waiters();
     }

@@ -150,13 +150,22 @@ impl Inner {
 
     /// Tells the reader to stop, unless it was told already (the first stop wins).
     pub(super) fn stop_reader(&self, stop: Stop) {
-        if self
-            .stop
-            .compare_exchange(0, stop as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.claim_stop(stop) {
             self.reader.wake();
         }
+    }
+
+    /// Sets the reader's stop without waking it, unless one was set already (the first
+    /// wins); the caller wakes it ([`Inner::wake_reader`]) once ready.
+    pub(super) fn claim_stop(&self, stop: Stop) -> bool {
+        self.stop
+            .compare_exchange(0, stop as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Wakes the reader if it waits for its stop.
+    pub(super) fn wake_reader(&self) {
+        self.reader.wake();
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
@@ -180,8 +189,7 @@ mod tests {
     use std::task::Context;
 
     /// The reader's wait for a stop: pending until one is sent, woken once by it, and the
-    /// first stop stands (a writer's failure after our close does not turn the drain into
-    /// an abrupt stop, nor the other way round).
+    /// first stop stands (a later one neither replaces it nor wakes the reader again).
     #[test]
     fn the_reader_is_woken_by_the_first_stop_and_keeps_it() {
         let inner = Inner::new("peer".to_owned(), &ConnConfig::default());
@@ -202,6 +210,17 @@ mod tests {
             pin!(inner.stopped()).poll(&mut cx),
             Poll::Ready(Stop::Drain)
         );
+    }
+
+    /// Once the connection has ended, the shared state (which a handle may keep for long)
+    /// holds no waker of the ended reader task, and so not its memory.
+    #[tokio::test]
+    async fn an_ended_reader_leaves_no_waker_behind() {
+        let (transport, peer, _faults) = memory::pair();
+        let conn = Conn::spawn(transport, Handlers::new(), ConnConfig::default());
+        drop(peer);
+        conn.closed().await;
+        assert!(conn.inner.reader.take().is_none());
     }
 
     /// The per-connection state a server holds 10,000 of: the shared state and the two tasks'
