@@ -59,14 +59,15 @@
 //!   met since the WebSocket layer holds no buffer while a connection is idle (it was 9–10 KiB
 //!   with tokio-websockets' 8 KiB read buffer per connection, 4 KiB of it touched). What one
 //!   connection holds now: the ETP runtime's shared state and its two tasks, the WebSocket
-//!   halves and their boxed read future, the service's entries (the connection's state, its
+//!   halves (an idle reader waits by polling them, with no boxed future), the service's entries (the connection's state, its
 //!   ready instance, the reaper's future), and what the allocator keeps of the burst's
 //!   transient handshake memory, less so the larger N.
-//! - Fan-out: the aim is at most 1.2 times the `tasks` floor. Met (2026-11-27, interleaved
-//!   rounds, medians of runs; the README has each run): N = 10,000 1.15 (6 runs, 0.97–1.16),
-//!   N = 1,000 1.18 (5 runs of 60 rounds, 1.14–1.24). The same bench against the library
-//!   before this round of work, run for run beside it: N = 10,000 1.23 (1.21–1.26) against
-//!   1.15; N = 1,000 (5 runs of 15 rounds) 1.19 against 1.13.
+//! - Fan-out: the aim is at most 1.2 times the `tasks` floor. Met by the medians (2026-11-27,
+//!   interleaved rounds; the README has each run): N = 10,000 1.15 (11 runs, 0.97–1.24),
+//!   N = 1,000 1.18 (10 runs, 1.10–1.25). The same bench against the library before this
+//!   round of work, run for run beside it: at N = 10,000 medians 1.27 and 1.23 (two sets of 6
+//!   runs; ours 1.20 and 1.15 in the same sets, the first before `poll_recv` below); at
+//!   N = 1,000 1.19 against 1.13 (5 runs of 15 rounds).
 //!   What took it there:
 //!   - the sessions share one handler table, as each module process has one (see
 //!     [`handlers`]): a table per session, out of the cache at each event, was 8% of the
@@ -833,7 +834,16 @@ fn floor_server(args: &[String]) {
         let senders = Arc::new(Mutex::new(Vec::new()));
         let (accepted_streams, accepted_senders) = (streams.clone(), senders.clone());
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
+            loop {
+                let mut stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors, say: the clients' redials come again.
+                    Err(e) => {
+                        eprintln!("floor server: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (streams, senders) = (accepted_streams.clone(), accepted_senders.clone());
                 tokio::spawn(async move {
@@ -944,6 +954,10 @@ impl Floor {
         from_clients
             .read_line(&mut line)
             .expect("floor clients output");
+        assert!(
+            !line.is_empty(),
+            "the floor clients ended before all were connected"
+        );
         println!(
             "scale N={n}: floor ({}) connected: {}",
             shape.arg(),

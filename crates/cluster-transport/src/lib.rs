@@ -386,7 +386,9 @@ pub trait MessageStream: Send + 'static {
     ///   for [`MessageStream::recv`], which returns it; or this transport has no such path.
     ///
     /// Lets a reader wait for each message without a boxed future per wait. The default has
-    /// no such path (`Ready(None)` at once).
+    /// no such path (`Ready(None)` at once). A wrapper that overrides `recv` (to watch the
+    /// messages, say) must forward `try_recv` and `poll_recv` the same way, or leave all
+    /// three to its own `recv` by keeping these two at their defaults.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         let _ = cx;
         Poll::Ready(None)

@@ -30,8 +30,9 @@
 //!   a write buffer: the first frame's size when nothing is queued, else at least
 //!   [`WRITE_CHUNK`] bytes; a full one is queued as it is and a new one begins, so nothing
 //!   queued is moved again. A larger payload is queued as it is (a
-//!   fan-out of one frame to many connections copies nothing). Everything queued goes out in
-//!   vectored writes. A client masks its payload into the buffer, as it must (RFC 6455 §5.3).
+//!   fan-out of one frame to many connections copies nothing). What is queued goes out in one
+//!   vectored write when it is two slices or more, in a plain one (`send` on TCP) when it is
+//!   one. A client masks its payload into the buffer, as it must (RFC 6455 §5.3).
 
 use super::codec::{self, Header, MAX_HEADER, Opcode, Role, WsViolation};
 use bytes::{Buf, Bytes, BytesMut};
@@ -134,8 +135,8 @@ pub(crate) struct Socket<S> {
     read: ReadState,
     /// The limit of a received message.
     max_message_size: usize,
-    /// What [`Socket::next_buffered`] decoded but does not hand over (a close, a fault):
-    /// [`Socket::poll_next`] returns it first.
+    /// What [`Socket::next_buffered`] or [`Socket::poll_next_data`] came across but does not
+    /// hand over (a close, a fault): [`Socket::poll_next`] returns it first.
     stashed: Option<Result<Message, SocketError>>,
     /// The payload of the last ping not answered yet: one pong at most waits, whatever the
     /// peer sends (RFC 6455 §5.5.3 allows answering only the latest ping).
@@ -210,8 +211,8 @@ impl WriteQueue {
         self.len == 0
     }
 
-    /// Writes once (vectored when the stream says it does that well); returns the bytes
-    /// written.
+    /// Writes once (vectored for two slices or more, when the stream says it does that well);
+    /// returns the bytes written.
     fn poll_write<S: AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
@@ -935,7 +936,8 @@ mod tests {
         assert!(poll_fn(|cx| socket.poll_next(cx)).await.is_none());
     }
 
-    /// A stream that takes vectored writes, at most `per_write` bytes each, and never reads.
+    /// A stream that takes writes (vectored or plain, counted apart), at most `per_write`
+    /// bytes each, and never reads.
     #[derive(Default)]
     struct Vectored {
         wire: Vec<u8>,

@@ -620,7 +620,7 @@ impl Limits {
 /// One WebSocket shared by the two halves.
 ///
 /// `repr(C)`: the flag the sink reads before each frame sits next to the lock it takes then,
-/// in the first cache line (the two close cells come after the socket's 312 bytes).
+/// in the first cache line (the two close cells come after the socket: 312 bytes over TCP).
 #[repr(C)]
 struct Shared<S> {
     /// Set once a close was sent or received (after its cell below is set): the sink's
