@@ -637,6 +637,16 @@ impl<S> Shared<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    fn new(ws: Socket<S>, peer: String) -> Self {
+        Self {
+            closing: AtomicBool::new(false),
+            ws: Mutex::new(ws),
+            sent_close: OnceLock::new(),
+            received_close: OnceLock::new(),
+            peer,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Socket<S>> {
         self.ws.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -661,6 +671,20 @@ where
 
     async fn next(&self) -> Option<Result<Message, SocketError>> {
         poll_fn(|cx| self.lock().poll_next(cx)).await
+    }
+
+    /// Records our close (the first one only: returns whether this was it), then raises
+    /// `closing`.
+    fn record_sent_close(&self, info: CloseInfo) -> bool {
+        let first = self.sent_close.set(info).is_ok();
+        self.closing.store(true, Ordering::Release);
+        first
+    }
+
+    /// Records the peer's close (the first one only), then raises `closing`.
+    fn record_received_close(&self, info: CloseInfo) {
+        let _ = self.received_close.set(info);
+        self.closing.store(true, Ordering::Release);
     }
 
     fn close_info(&self) -> CloseInfo {
@@ -700,9 +724,7 @@ where
             code: Some(code),
             reason: reason.to_owned(),
         };
-        let sent = self.sent_close.set(info).is_ok();
-        self.closing.store(true, Ordering::Release);
-        if !sent || self.received_close.get().is_some() {
+        if !self.record_sent_close(info) || self.received_close.get().is_some() {
             return;
         }
         tracing::warn!(
@@ -756,13 +778,7 @@ fn transport<S>(ws: Socket<S>, peer: String) -> Transport
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(Shared {
-        closing: AtomicBool::new(false),
-        ws: Mutex::new(ws),
-        sent_close: OnceLock::new(),
-        received_close: OnceLock::new(),
-        peer: peer.clone(),
-    });
+    let shared = Arc::new(Shared::new(ws, peer.clone()));
     Transport {
         sink: Box::new(WsSink {
             shared: shared.clone(),
@@ -888,8 +904,7 @@ where
         if let Some(info) = shared.received_close.get() {
             return Err(TransportError::Closed(info.clone()));
         }
-        let _ = shared.sent_close.set(sent_close_info(code, reason));
-        shared.closing.store(true, Ordering::Release);
+        shared.record_sent_close(sent_close_info(code, reason));
         shared
             .send(Opcode::Close, &close_payload(Some(code), reason))
             .await
@@ -949,8 +964,7 @@ where
                 {
                     info = sent.clone();
                 }
-                let _ = shared.received_close.set(info.clone());
-                shared.closing.store(true, Ordering::Release);
+                shared.record_received_close(info.clone());
                 // Write out our close reply (if the peer started); a server then closes the
                 // connection (RFC 6455 §7.1.1), a client leaves that to the server.
                 let server = shared.lock().role() == Role::Server;
@@ -1033,6 +1047,33 @@ mod tests {
         );
         let e: Endpoint = "wss://[::1]:443".parse().unwrap();
         assert_eq!(etp_url(&e, "m"), "wss://[::1]:443/isp-etp/?module_name=m");
+    }
+
+    /// Either close, once recorded, is what the sink's check per frame refuses with: the
+    /// flag it reads is raised with the cell.
+    #[test]
+    fn a_recorded_close_is_refused_by_the_sinks_check() {
+        let sink = || {
+            let (io, _raw) = tokio::io::duplex(64);
+            let socket = Socket::new(io, Role::Client, 1 << 20, 1 << 10);
+            WsSink {
+                shared: Arc::new(Shared::new(socket, "peer".to_owned())),
+            }
+        };
+        let refused_with = |sink: &WsSink<_>| match sink.check() {
+            Err(TransportError::Closed(info)) => info,
+            other => panic!("expected Closed, got {other:?}"),
+        };
+        let ours = sink();
+        assert!(ours.check().is_ok());
+        assert!(ours.shared.record_sent_close(CloseInfo::normal("ours")));
+        assert!(!ours.shared.record_sent_close(CloseInfo::normal("again")));
+        assert_eq!(refused_with(&ours), CloseInfo::normal("ours"));
+        let theirs = sink();
+        theirs
+            .shared
+            .record_received_close(CloseInfo::normal("theirs"));
+        assert_eq!(refused_with(&theirs), CloseInfo::normal("theirs"));
     }
 
     #[test]
