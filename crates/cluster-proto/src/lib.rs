@@ -13,6 +13,7 @@
 //! - [`payload`]: the JSON payloads (`ModuleInfo`, `ConfigData`, `BackendDeclaration`, …).
 //! - [`secrets`]: masking of secret values in configs before they are logged.
 //! - [`backoff`]: which host to dial next and how long to wait first.
+//! - [`duration`]: durations as Go writes them (`1m30s`), for config files and command lines.
 //! - [`session`]: the handshake and keep-alive of one client connection.
 //!
 //! # Example
@@ -28,6 +29,7 @@
 //! ```
 
 pub mod backoff;
+pub mod duration;
 pub mod event;
 pub mod frame;
 pub mod payload;

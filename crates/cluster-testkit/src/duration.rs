@@ -2,30 +2,13 @@
 //! parser of the command-line programs (the `fake-config-service` binary and the probe), used
 //! by both as a clap value parser (`value_parser = parse_duration`).
 
-use std::fmt;
 use std::time::Duration;
 
-/// A text that is not a duration; `Display` quotes it and shows the accepted forms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DurationError {
-    text: String,
-}
+pub use cluster_proto::duration::DurationError;
 
-impl fmt::Display for DurationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a duration (try 7s, 500ms, 2m, 1h30m)",
-            self.text
-        )
-    }
-}
-
-impl std::error::Error for DurationError {}
-
-/// Parses a duration as Go's `time.ParseDuration` does (`7s`, `500ms`, `1m30s`, `1.5h`; units
-/// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, a number before each, no spaces), and also a bare
-/// number of seconds (`7`, `0.5`).
+/// Parses a duration as Go's `time.ParseDuration` does
+/// ([`parse_go_duration`](cluster_proto::duration::parse_go_duration): `7s`, `500ms`,
+/// `1m30s`, `1.5h`), and also a bare number of seconds (`7`, `0.5`).
 ///
 /// # Errors
 /// A [`DurationError`] for anything else: empty, negative, a unit missing or unknown (`1d`),
@@ -42,40 +25,10 @@ impl std::error::Error for DurationError {}
 /// assert!(parse_duration("7 parsecs").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let bad = || DurationError {
-        text: text.to_owned(),
-    };
     if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|_| bad());
+        return Duration::try_from_secs_f64(seconds).map_err(|_| DurationError::new(text));
     }
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        let part = Duration::try_from_secs_f64(number * unit).map_err(|_| bad())?;
-        total = total.checked_add(part).ok_or_else(bad)?;
-    }
-    Ok(total)
+    cluster_proto::duration::parse_go_duration(text)
 }
 
 #[cfg(test)]
