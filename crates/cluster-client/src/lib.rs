@@ -114,6 +114,7 @@ mod error;
 pub mod handler;
 pub mod lb;
 pub mod offline;
+mod secret;
 mod state;
 pub mod typed;
 
@@ -125,7 +126,12 @@ pub use handler::{
 };
 pub use lb::{NoHostsToBalance, RoundRobin};
 pub use offline::OfflineClient;
+pub use secret::{MASK, Secret};
 pub use state::ClientState;
+
+/// The version of these crates, for [`ModuleInfo::lib_version`]: what a Go module declares as
+/// its isp-kit version (`kitVersion()`), a Rust module declares as this.
+pub const LIB_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use typed::{
     ConfigHandle, ConfigOutcome, ConfigRejection, TypedConfig, TypedConfigError, config_data_for,
 };
