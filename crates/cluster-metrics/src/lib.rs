@@ -1,0 +1,1 @@
+//! isp-kit's metrics, on the `metrics` facade (work in progress).
