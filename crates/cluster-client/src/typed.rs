@@ -202,6 +202,7 @@ impl<T> Drop for Deciding<'_, T> {
 
 type Validate<T> = Arc<dyn Fn(&T) -> Result<(), BoxError> + Send + Sync>;
 type Apply<T> = Arc<dyn Fn(Arc<T>) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+type Inspect<T> = Arc<dyn Fn(&T) + Send + Sync>;
 
 /// A [`RemoteConfigReceiver`] that parses each config into `T` (serde), runs the application's
 /// validation, then its callback (if any), and publishes the config to every
@@ -213,6 +214,7 @@ type Apply<T> = Arc<dyn Fn(Arc<T>) -> BoxFuture<'static, Result<(), BoxError>> +
 pub struct TypedConfig<T> {
     validate: Option<Validate<T>>,
     apply: Option<Apply<T>>,
+    inspect: Vec<Inspect<T>>,
     live: Arc<watch::Sender<Option<Arc<T>>>>,
     outcomes: Arc<watch::Sender<Outcomes<T>>>,
 }
@@ -222,6 +224,7 @@ impl<T> Clone for TypedConfig<T> {
         Self {
             validate: self.validate.clone(),
             apply: self.apply.clone(),
+            inspect: self.inspect.clone(),
             live: self.live.clone(),
             outcomes: self.outcomes.clone(),
         }
@@ -234,6 +237,7 @@ impl<T> fmt::Debug for TypedConfig<T> {
             .field("type", &std::any::type_name::<T>())
             .field("validate", &self.validate.is_some())
             .field("on_config", &self.apply.is_some())
+            .field("inspect", &self.inspect.len())
             .field("has_config", &self.live.borrow().is_some())
             .finish()
     }
@@ -258,6 +262,7 @@ where
         Self {
             validate: None,
             apply: None,
+            inspect: Vec::new(),
             live: Arc::new(watch::channel(None).0),
             outcomes: Arc::new(
                 watch::channel(Outcomes {
@@ -296,6 +301,20 @@ where
             let fut = apply(c);
             Box::pin(async move { fut.await.map_err(Into::into) })
         }));
+        self
+    }
+
+    /// Calls `inspect` with each config once it is accepted (validated, and applied by
+    /// [`TypedConfig::on_config`]), before the handles see it: for what follows a config
+    /// and cannot refuse it, such as the log level a remote config carries. Several may be
+    /// given; they run in order, synchronously, in the task that applies configs (keep them
+    /// quick). A panic in one refuses the config, as a panicking receiver does.
+    #[must_use]
+    pub fn inspect<F>(mut self, inspect: F) -> Self
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        self.inspect.push(Arc::new(inspect));
         self
     }
 
@@ -349,6 +368,9 @@ where
             apply(value.clone())
                 .await
                 .map_err(TypedConfigError::Apply)?;
+        }
+        for inspect in &self.inspect {
+            inspect(&value);
         }
         Ok(value)
     }
@@ -670,6 +692,25 @@ mod tests {
             data.config.get(),
             r#"{"name":"","inner":{"port":0},"list":[]}"#
         );
+    }
+
+    #[tokio::test]
+    async fn inspectors_see_accepted_configs_only_in_order() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (first, second) = (Arc::clone(&seen), Arc::clone(&seen));
+        let typed = TypedConfig::<Conf>::new()
+            .validate(|c: &Conf| if c.name.is_empty() { Err("empty name") } else { Ok(()) })
+            .inspect(move |c: &Conf| first.lock().unwrap().push(format!("1:{}", c.name)))
+            .inspect(move |c: &Conf| second.lock().unwrap().push(format!("2:{}", c.name)));
+        typed
+            .accept(br#"{"name":"a","inner":{"port":1},"list":[]}"#)
+            .await
+            .unwrap();
+        typed
+            .accept(br#"{"name":"","inner":{"port":1},"list":[]}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(*seen.lock().unwrap(), ["1:a", "2:a"]);
     }
 
     #[tokio::test]
