@@ -156,10 +156,10 @@ async fn median_of(
     for _ in 0..runs.max(1) {
         let out = child(exe, host, args).await;
         for line in out.lines() {
-            if let Some((key, value)) = line.split_once('=') {
-                if let Ok(value) = value.parse() {
-                    all.entry(format!("{key}=")).or_default().push(value);
-                }
+            if let Some((key, value)) = line.split_once('=')
+                && let Ok(value) = value.parse()
+            {
+                all.entry(format!("{key}=")).or_default().push(value);
             }
         }
     }

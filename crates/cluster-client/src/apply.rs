@@ -86,18 +86,18 @@ impl Applier {
     /// waits for the initial config gets the verdict on the config that supersedes it.
     pub(crate) fn push(&mut self, mut job: Job) {
         let mut superseded = 0;
-        if self.order == Order::LatestWins {
-            if let Some(old) = self.queue.pop_back() {
-                superseded = old.superseded + 1;
-                if job.tag.is_none() {
-                    job.tag = old.job.tag;
-                }
-                tracing::debug!(
-                    replaced = old.job.event_id,
-                    by = job.event_id,
-                    "queued application superseded by a newer one"
-                );
+        if self.order == Order::LatestWins
+            && let Some(old) = self.queue.pop_back()
+        {
+            superseded = old.superseded + 1;
+            if job.tag.is_none() {
+                job.tag = old.job.tag;
             }
+            tracing::debug!(
+                replaced = old.job.event_id,
+                by = job.event_id,
+                "queued application superseded by a newer one"
+            );
         }
         self.queue.push_back(Queued { job, superseded });
     }

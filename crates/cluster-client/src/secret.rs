@@ -115,7 +115,10 @@ mod tests {
         let remote: Remote =
             serde_json::from_str(r#"{"user":"u","password":"p4ss","pin":1234}"#).unwrap();
         let debug = format!("{remote:?}");
-        assert!(!debug.contains("p4ss") && !debug.contains("1234"), "{debug}");
+        assert!(
+            !debug.contains("p4ss") && !debug.contains("1234"),
+            "{debug}"
+        );
         assert_eq!(remote.password.to_string(), MASK);
         assert_eq!(remote.password.expose(), "p4ss");
         let back = serde_json::to_value(&remote).unwrap();

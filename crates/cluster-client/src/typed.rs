@@ -628,16 +628,16 @@ fn redact_input(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut chars = message.char_indices();
     while let Some((i, c)) = chars.next() {
-        if let Some((first, last)) = hidden {
-            if i == first {
-                out.push_str("`***`");
-                for (j, _) in chars.by_ref() {
-                    if j == last {
-                        break;
-                    }
+        if let Some((first, last)) = hidden
+            && i == first
+        {
+            out.push_str("`***`");
+            for (j, _) in chars.by_ref() {
+                if j == last {
+                    break;
                 }
-                continue;
             }
+            continue;
         }
         out.push(c);
         if c == '"' {
@@ -699,7 +699,13 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (first, second) = (Arc::clone(&seen), Arc::clone(&seen));
         let typed = TypedConfig::<Conf>::new()
-            .validate(|c: &Conf| if c.name.is_empty() { Err("empty name") } else { Ok(()) })
+            .validate(|c: &Conf| {
+                if c.name.is_empty() {
+                    Err("empty name")
+                } else {
+                    Ok(())
+                }
+            })
             .inspect(move |c: &Conf| first.lock().unwrap().push(format!("1:{}", c.name)))
             .inspect(move |c: &Conf| second.lock().unwrap().push(format!("2:{}", c.name)));
         typed

@@ -117,7 +117,10 @@ mod tests {
         }
         let half = u64::MAX / 7200; // hours: each part about half of Duration::MAX
         let huge = format!("{half}h{half}h{half}h");
-        assert!(parse_go_duration(&huge).is_err(), "an overflowing sum is refused");
+        assert!(
+            parse_go_duration(&huge).is_err(),
+            "an overflowing sum is refused"
+        );
         assert_eq!(
             parse_go_duration("soon").unwrap_err().to_string(),
             r#""soon" is not a duration (try 7s, 500ms, 2m, 1h30m)"#

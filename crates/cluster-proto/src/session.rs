@@ -585,14 +585,14 @@ impl Session {
         if self.is_finished() {
             return;
         }
-        if let Some(pending) = self.pending_ack {
-            if pending.deadline.is_some_and(|d| d <= now) {
-                self.fail(SessionError::AckTimeout {
-                    event: pending.event,
-                    timeout: self.config.timeouts.ack,
-                });
-                return;
-            }
+        if let Some(pending) = self.pending_ack
+            && pending.deadline.is_some_and(|d| d <= now)
+        {
+            self.fail(SessionError::AckTimeout {
+                event: pending.event,
+                timeout: self.config.timeouts.ack,
+            });
+            return;
         }
         if let Some(wait) = self
             .waits
@@ -606,16 +606,16 @@ impl Session {
             self.fail(error);
             return;
         }
-        if let Some(ping) = self.pending_ping {
-            if ping.deadline.is_some_and(|d| d <= now) {
-                self.pending_ping = None;
-                self.missed_pongs += 1;
-                if self.missed_pongs >= self.config.timeouts.max_missed_pongs.max(1) {
-                    self.fail(SessionError::PongsMissed {
-                        missed: self.missed_pongs,
-                    });
-                    return;
-                }
+        if let Some(ping) = self.pending_ping
+            && ping.deadline.is_some_and(|d| d <= now)
+        {
+            self.pending_ping = None;
+            self.missed_pongs += 1;
+            if self.missed_pongs >= self.config.timeouts.max_missed_pongs.max(1) {
+                self.fail(SessionError::PongsMissed {
+                    missed: self.missed_pongs,
+                });
+                return;
             }
         }
         if let Some(at) = self.next_ping {

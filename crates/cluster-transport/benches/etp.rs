@@ -199,7 +199,7 @@ impl Tally {
     /// One more event received; the sender hears of every 256th and of the last.
     fn count(&self) {
         let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 256 == 0 || n == FLOOD_EVENTS {
+        if n.is_multiple_of(256) || n == FLOOD_EVENTS {
             self.progress.notify_one();
         }
     }
