@@ -3,7 +3,8 @@
 //! against `fake-config-service`.
 //!
 //! [`router`] builds the routes over a [`FakeConfigService`] handle; [`serve`] runs them on a
-//! listener until a shutdown signal. Every route uses only the public API of the service.
+//! listener until a shutdown signal, through [`cluster_serve`]. Every route uses only the
+//! public API of the service.
 //!
 //! # Our routes (JSON unless said otherwise)
 //! | route | answer |
@@ -17,7 +18,9 @@
 //!
 //! - In `GET /modules`, `connections` is the list of open connections
 //!   (`{"id", "peer", "ready", "requiredModules", "requireRoutes", "configSubscribed"}`),
-//!   `instances` the ready instances' `BackendDeclaration`s as on the wire (newest first),
+//!   `instances` the ready instances' `BackendDeclaration`s as on the wire (newest first;
+//!   an instance that declared metrics autodiscovery has its `metricsAutodiscovery`
+//!   `{"address", "labels"}` there, as `/internal/metrics/autodiscovery` lists it),
 //!   `config` and `schema` the raw JSON (`null` when there is none; a default config that is
 //!   not JSON, which only a misbehaving module can send, appears as a JSON string).
 //! - `PUT …/config`: `version` is the version the update is based on (optimistic locking; `0`
@@ -42,7 +45,9 @@
 //!   status and no body, or by closing the connection.)
 //!
 //! # Limits (the server holds against slow or hostile clients)
-//! [`serve_with`] takes an [`AdminConfig`]; [`serve`] uses its defaults:
+//! [`serve_with`] takes an [`AdminConfig`]; [`serve`] uses its defaults. The server is
+//! [`cluster_serve::serve`], named `admin` (its log lines carry `server=admin`; a connection
+//! over the cap is answered `503 {"error": "too many admin connections; try again later"}`):
 //!
 //! | limit | default | what happens |
 //! |---|---|---|
@@ -55,9 +60,10 @@
 //!
 //! # The isp-config-service paths
 //! The same request and response shapes as isp-config-service v3 (`routes/routes.go`,
-//! `controller/api/{config,module}.go`, `domain/{request,response}.go`, `domain/errors.go`),
-//! all `POST`, names encoded as isp-kit does (Go field name, first letter lower-cased) and
-//! decoded in lowerCamel or PascalCase:
+//! `controller/api/{config,module}.go`, `controller/metrics.go`,
+//! `domain/{request,response}.go`, `domain/errors.go`), names encoded as isp-kit does (Go
+//! field name, first letter lower-cased) and decoded in lowerCamel or PascalCase; all `POST`
+//! except the infra server's autodiscovery, which takes `GET` too:
 //! - `/config/config/get_active_config_by_module_name` `{"moduleName"}` → `Config`
 //!   `{"id", "name", "moduleId", "valid", "data", "version", "active", "createdAt", "updatedAt"}`;
 //! - `/config/config/create_update_config` `{"id", "name", "moduleId", "version", "data",
@@ -68,7 +74,15 @@
 //!   nil slice);
 //! - `/config/routing/get_routes` → `[Connection]` of every ready instance: `{"id",
 //!   "moduleName", "libVersion", "version", "address": {"ip", "port"}, "endpoints": [{"path",
-//!   "inner"}] (sorted by path), "establishedAt"}`.
+//!   "inner"}] (sorted by path), "establishedAt"}`;
+//! - `GET` or `POST /internal/metrics/autodiscovery` (the real service serves it on its infra
+//!   server, `service/metrics/service.go`) → Prometheus' HTTP service discovery:
+//!   `[{"targets": ["<address>"], "labels": {…}}]`, one entry per ready instance that
+//!   declared `metricsAutodiscovery` in `MODULE:READY`, its `address` as the one target and
+//!   its `labels` (`null` when it has none, as isp-kit's Go client sends and Go encodes a nil
+//!   map); ordered by module name, then newest instance first (`AllMetricsAutodiscovery` in
+//!   `repository/backend.go`). An instance leaves the list when it disconnects. The real
+//!   service lists itself too (it is a module of its own cluster); the fake is not a module.
 //!
 //! Errors are isp-kit's `apierrors.Error`, `{"errorCode", "errorMessage", "details"?}`, with
 //! HTTP 400 as the gateway maps the gRPC `InvalidArgument` of a business error: `2001` module
@@ -84,51 +98,42 @@
 //! in the real service, which makes a new inactive config) it replaces the module's config
 //! without a version check. The fake records no times: every time field is Go's zero time
 //! `0001-01-01T00:00:00Z` (`lastConnectedAt`/`lastDisconnectedAt`, pointers in Go, are
-//! `null`); connection ids are the service's [`ConnId`] numbers as strings.
+//! `null`); connection ids are the service's [`ConnId`](crate::ConnId) numbers as strings.
+
+mod isp;
 
 use crate::service::FakeConfigService;
-use crate::state::{ConfigUpdateError, ConnId, ConnectionInfo, ErrorEvent, ReadyInstance};
+use crate::state::{ConfigUpdateError, ConnectionInfo, ErrorEvent};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cluster_proto::event;
 use cluster_proto::payload::{self, BackendDeclaration};
-use cluster_transport::log_limit::LogLimiter;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::{Deserialize, Serialize};
+use cluster_serve::ServeConfig;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 
-/// The default of [`AdminConfig::max_connections`]: 256.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-/// The default of [`AdminConfig::header_timeout`]: 10 s.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default of [`AdminConfig::body_timeout`]: 10 s.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default of [`AdminConfig::write_timeout`]: 10 s.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default of [`AdminConfig::max_body_size`]: 4 MiB.
-pub const DEFAULT_MAX_BODY_SIZE: usize = 4 << 20;
-/// The default of [`AdminConfig::shutdown_timeout`]: 5 s.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+pub use cluster_serve::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
 
-/// Limits of the admin server (see the [module docs](self#limits-the-server-holds-against-slow-or-hostile-clients)).
+/// The admin server's name in [`cluster_serve`]: its log lines, its `503` answer.
+const SERVER_NAME: &str = "admin";
+
+/// Limits of the admin server (see the [module docs](self#limits-the-server-holds-against-slow-or-hostile-clients)):
+/// the bounds of [`cluster_serve::ServeConfig`], under the name `admin`
+/// (`ServeConfig::from(config)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
     /// The most connections served at once (default [`DEFAULT_MAX_CONNECTIONS`], 256); one
@@ -166,8 +171,17 @@ impl Default for AdminConfig {
     }
 }
 
-/// Go's zero `time.Time` as isp-kit encodes it: the fake records no times.
-const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+impl From<AdminConfig> for ServeConfig {
+    fn from(config: AdminConfig) -> Self {
+        Self::new(SERVER_NAME)
+            .with_max_connections(config.max_connections)
+            .with_header_timeout(config.header_timeout)
+            .with_body_timeout(config.body_timeout)
+            .with_max_body_size(config.max_body_size)
+            .with_write_timeout(config.write_timeout)
+            .with_shutdown_timeout(config.shutdown_timeout)
+    }
+}
 
 /// The admin routes over `service` (see the [module docs](self)).
 ///
@@ -192,28 +206,21 @@ pub fn router(service: FakeConfigService) -> Router {
 }
 
 /// [`router`] with the body limits of `config` ([`AdminConfig::body_timeout`],
-/// [`AdminConfig::max_body_size`]); the connection limits are [`serve_with`]'s.
+/// [`AdminConfig::max_body_size`]: [`cluster_serve::with_body_limits`]); the connection
+/// limits are [`serve_with`]'s.
 pub fn router_with(service: FakeConfigService, config: &AdminConfig) -> Router {
-    let limits = BodyLimits {
-        timeout: config.body_timeout,
-        max: config.max_body_size,
-    };
-    Router::new()
+    cluster_serve::with_body_limits(routes(service), &ServeConfig::from(*config))
+}
+
+/// The routes, without the body limits ([`cluster_serve::serve`] adds them).
+fn routes(service: FakeConfigService) -> Router {
+    let ours = Router::new()
         .route("/modules", get(list_modules))
         .route("/modules/{name}/config", get(get_config).put(put_config))
         .route("/modules/{name}/error", post(send_error))
         .route("/modules/{name}/disconnect", post(disconnect))
-        .route("/routes", get(routes))
-        .route(
-            "/config/config/get_active_config_by_module_name",
-            post(isp_get_active_config),
-        )
-        .route(
-            "/config/config/create_update_config",
-            post(isp_create_update_config),
-        )
-        .route("/config/module/get_modules_info", post(isp_modules_info))
-        .route("/config/routing/get_routes", post(isp_routes))
+        .route("/routes", get(routing_table));
+    isp::add_routes(ours)
         .fallback(|| async { AdminError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             AdminError::new(
@@ -222,83 +229,6 @@ pub fn router_with(service: FakeConfigService, config: &AdminConfig) -> Router {
             )
         })
         .with_state(service)
-        // Our own limit, with a JSON answer, replaces axum's plain-text one.
-        .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(limits, bounded_body))
-}
-
-#[derive(Debug, Clone, Copy)]
-struct BodyLimits {
-    timeout: Duration,
-    max: usize,
-}
-
-/// Reads the whole body, within the time and size limits, before the route runs.
-async fn bounded_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max as u64) {
-        return too_large(limits.max);
-    }
-    let (parts, body) = request.into_parts();
-    let read = Limited::new(body, limits.max).collect();
-    match tokio::time::timeout(limits.timeout, read).await {
-        Ok(Ok(collected)) => {
-            let request = Request::from_parts(parts, Body::from(collected.to_bytes()));
-            next.run(request).await
-        }
-        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => too_large(limits.max),
-        Ok(Err(_)) => closing(AdminError::new(
-            StatusCode::BAD_REQUEST,
-            "the request body could not be read",
-        )),
-        Err(_) => closing(AdminError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} ms",
-                limits.timeout.as_millis()
-            ),
-        )),
-    }
-}
-
-fn too_large(max: usize) -> Response {
-    closing(AdminError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the request body is larger than {max} bytes"),
-    ))
-}
-
-/// The error, with `Connection: close`: the rest of the request is not read.
-fn closing(error: AdminError) -> Response {
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// A module name from the path: decoded, and one a module could have.
-struct ModuleName(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ModuleName {
-    type Rejection = AdminError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))?;
-        event::check_module_name(&name).map_err(|reason| {
-            AdminError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid module name: {reason}"),
-            )
-        })?;
-        Ok(Self(name))
-    }
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, with the default
@@ -319,8 +249,9 @@ where
 }
 
 /// Serves [`router_with`] on `listener` (HTTP/1.1) within the limits of `config` until
-/// `shutdown` resolves. Then it stops accepting, lets the requests in flight finish for at
-/// most [`AdminConfig::shutdown_timeout`], drops the connections still open, and returns.
+/// `shutdown` resolves ([`cluster_serve::serve`]). Then it stops accepting, lets the requests
+/// in flight finish for at most [`AdminConfig::shutdown_timeout`], drops the connections
+/// still open, and returns.
 ///
 /// # Errors
 /// None so far: accept errors (out of descriptors, a connection reset before it was
@@ -334,199 +265,27 @@ pub async fn serve_with<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = router_with(service, &config);
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let (stop, stopping) = watch::channel(false);
-    // Refusals and accept errors are caused by clients: bounded like a module connection's.
-    let warnings = LogLimiter::default();
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                if warnings.admit(0, "admin") {
-                    tracing::warn!(error = %err, "admin API: accept failed");
-                }
-                // Out of descriptors, most likely: give the connections time to end.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            if warnings.admit(0, "admin") {
-                tracing::warn!(%peer, max = config.max_connections, "admin API: too many connections; refusing one");
-            }
-            refuse_busy(&stream);
-            continue;
-        };
-        let stream = WriteDeadline {
-            stream,
-            timeout: config.write_timeout,
-            stalled: None,
-        };
-        conns.spawn(serve_connection(
-            stream,
-            app.clone(),
-            config.header_timeout,
-            stopping.clone(),
-            permit,
-        ));
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    let finished = tokio::time::timeout(config.shutdown_timeout, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if finished.is_err() {
-        tracing::warn!(
-            open = conns.len(),
-            "admin API: connections still open at the shutdown deadline; dropping them"
-        );
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
-    warnings.flush(0, "admin");
-    Ok(())
+    cluster_serve::serve(listener, routes(service), config.into(), shutdown).await
 }
 
-/// One HTTP/1.1 connection, until it ends or, after `stopping`, its request in flight is done.
-async fn serve_connection(
-    stream: WriteDeadline,
-    app: Router,
-    header_timeout: Duration,
-    mut stopping: watch::Receiver<bool>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(app),
-        );
-    tokio::pin!(connection);
-    // Declared after the connection, so dropped before it: the slot is free by the time the
-    // client sees the socket close.
-    let _permit = permit;
-    // The guard `wait_for` gives is dropped at once (it is not `Send`).
-    let stop = async move {
-        let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
-    };
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop => {
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "admin connection ended with an error");
-    }
-}
+/// A module name from the path: decoded, and one a module could have.
+struct ModuleName(String);
 
-/// An admin connection's socket, with a deadline on writes that make no progress.
-struct WriteDeadline {
-    stream: TcpStream,
-    timeout: Duration,
-    /// Runs while writes are pending; reset by any progress.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-}
+impl<S: Send + Sync> FromRequestParts<S> for ModuleName {
+    type Rejection = AdminError;
 
-impl WriteDeadline {
-    /// After a write returned `Pending`: `Ready(error)` once it has been pending too long.
-    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        let timeout = self.timeout;
-        let stalled = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        stalled.as_mut().poll(cx).map(|()| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client has not read its response in time",
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))?;
+        event::check_module_name(&name).map_err(|reason| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid module name: {reason}"),
             )
-        })
+        })?;
+        Ok(Self(name))
     }
-
-    fn guard<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        poll: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        match poll {
-            Poll::Pending => self.poll_stalled(cx).map(Err),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
-    }
-}
-
-impl AsyncRead for WriteDeadline {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WriteDeadline {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.guard(cx, poll)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.guard(cx, poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_flush(cx);
-        this.guard(cx, poll)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_shutdown(cx);
-        this.guard(cx, poll)
-    }
-}
-
-/// Answers a connection over the cap with `503 {"error"}` (as much as the socket takes at
-/// once; it never waits) and closes it.
-fn refuse_busy(stream: &TcpStream) {
-    const BODY: &str = r#"{"error":"too many admin connections; try again later"}"#;
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let _ = stream.try_write(response.as_bytes());
 }
 
 // ----- errors -----
@@ -572,16 +331,6 @@ impl IntoResponse for AdminError {
         tracing::info!(status = self.status.as_u16(), body = %self.body, "admin request refused");
         (self.status, axum::Json(self.body)).into_response()
     }
-}
-
-/// isp-config-service's error codes (`domain/errors.go`).
-mod isp_code {
-    pub(super) const BAD_REQUEST: u32 = 400;
-    pub(super) const MODULE_NOT_FOUND: u32 = 2001;
-    pub(super) const CONFIG_NOT_FOUND: u32 = 2002;
-    pub(super) const INVALID_CONFIG: u32 = 2003;
-    pub(super) const VERSION_CONFLICT: u32 = 2004;
-    pub(super) const SCHEMA_NOT_FOUND: u32 = 2005;
 }
 
 // ----- helpers -----
@@ -834,322 +583,13 @@ async fn disconnect(
     Ok(axum::Json(json!({ "closed": closed })))
 }
 
-async fn routes(State(service): State<FakeConfigService>) -> Response {
+async fn routing_table(State(service): State<FakeConfigService>) -> Response {
     let table: Vec<BackendDeclaration> = service
         .routing_table()
         .into_iter()
         .map(|i| i.declaration)
         .collect();
     json_response(payload::encode_routing_config(&table))
-}
-
-// ----- the isp-config-service paths -----
-
-/// `domain.Config` (plus `isChanged` for `CreateUpdateConfigResponse`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IspConfig {
-    id: String,
-    name: String,
-    module_id: String,
-    valid: bool,
-    data: Box<RawValue>,
-    version: u64,
-    active: bool,
-    created_at: &'static str,
-    updated_at: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    is_changed: Option<bool>,
-}
-
-impl IspConfig {
-    fn new(module: &str, data: &[u8], version: u64) -> Self {
-        Self {
-            id: module.to_owned(),
-            name: module.to_owned(),
-            module_id: module.to_owned(),
-            // Go validates only when listing a module's configs; these two paths say `true`.
-            valid: true,
-            data: raw_json(data),
-            version,
-            active: true,
-            created_at: GO_ZERO_TIME,
-            updated_at: GO_ZERO_TIME,
-            is_changed: None,
-        }
-    }
-}
-
-/// `domain.Connection`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IspConnection {
-    id: String,
-    module_name: String,
-    lib_version: String,
-    version: String,
-    address: IspAddress,
-    endpoints: Vec<IspEndpoint>,
-    established_at: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IspAddress {
-    ip: String,
-    port: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IspEndpoint {
-    path: String,
-    inner: bool,
-}
-
-impl IspConnection {
-    fn new(conn: ConnId, declaration: BackendDeclaration) -> Self {
-        let mut endpoints: Vec<IspEndpoint> = declaration
-            .endpoints
-            .into_iter()
-            .map(|e| IspEndpoint {
-                path: e.path,
-                inner: e.inner,
-            })
-            .collect();
-        endpoints.sort_by(|a, b| a.path.cmp(&b.path));
-        Self {
-            id: conn.0.to_string(),
-            module_name: declaration.module_name,
-            lib_version: declaration.lib_version,
-            version: declaration.version,
-            address: IspAddress {
-                ip: declaration.address.ip,
-                port: declaration.address.port,
-            },
-            endpoints,
-            established_at: GO_ZERO_TIME,
-        }
-    }
-
-    fn from_ready(instance: ReadyInstance) -> Self {
-        Self::new(instance.conn, instance.declaration)
-    }
-}
-
-/// `domain.ModuleInfo`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IspModuleInfo {
-    id: String,
-    name: String,
-    active: bool,
-    last_connected_at: Option<&'static str>,
-    last_disconnected_at: Option<&'static str>,
-    config_schema: Option<Box<RawValue>>,
-    status: Option<Vec<IspConnection>>,
-    created_at: &'static str,
-}
-
-/// Decodes an isp request body, or answers as isp-kit does when it cannot.
-fn isp_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(body).map_err(|e| {
-        AdminError::isp(
-            isp_code::BAD_REQUEST,
-            "invalid request body",
-            Some(json!({ "body": e.to_string() })),
-        )
-    })
-}
-
-fn isp_required(field: &str) -> AdminError {
-    AdminError::isp(
-        isp_code::BAD_REQUEST,
-        "invalid request body",
-        Some(json!({ field: "required" })),
-    )
-}
-
-/// `domain.GetByModuleNameRequest`.
-#[derive(Deserialize)]
-struct GetByModuleNameRequest {
-    #[serde(rename = "moduleName", alias = "ModuleName", default)]
-    module_name: Option<String>,
-}
-
-async fn isp_get_active_config(
-    State(service): State<FakeConfigService>,
-    body: Bytes,
-) -> Result<axum::Json<IspConfig>, AdminError> {
-    let request: GetByModuleNameRequest = isp_body(&body)?;
-    let name = request
-        .module_name
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| isp_required("moduleName"))?;
-    if !is_known(&service, &name) {
-        return Err(AdminError::isp(
-            isp_code::MODULE_NOT_FOUND,
-            "module not found",
-            None,
-        ));
-    }
-    let config = service.active_config(&name).ok_or_else(|| {
-        AdminError::isp(isp_code::CONFIG_NOT_FOUND, "active config not found", None)
-    })?;
-    Ok(axum::Json(IspConfig::new(
-        &name,
-        &config.data,
-        config.version,
-    )))
-}
-
-/// `domain.CreateUpdateConfigRequest`.
-#[derive(Deserialize)]
-struct CreateUpdateConfigRequest {
-    #[serde(rename = "id", alias = "Id", default)]
-    id: Option<String>,
-    #[serde(rename = "name", alias = "Name", default)]
-    name: Option<String>,
-    #[serde(rename = "moduleId", alias = "ModuleId", default)]
-    module_id: Option<String>,
-    #[serde(rename = "version", alias = "Version", default)]
-    version: Option<u64>,
-    #[serde(rename = "data", alias = "Data", default)]
-    data: Option<Box<RawValue>>,
-    #[serde(rename = "unsafe", alias = "Unsafe", default)]
-    unsafe_update: Option<bool>,
-}
-
-async fn isp_create_update_config(
-    State(service): State<FakeConfigService>,
-    body: Bytes,
-) -> Result<axum::Json<IspConfig>, AdminError> {
-    let request: CreateUpdateConfigRequest = isp_body(&body)?;
-    request
-        .name
-        .as_ref()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| isp_required("name"))?;
-    let module = request
-        .module_id
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| isp_required("moduleId"))?;
-    let id = request.id.unwrap_or_default();
-    if !id.is_empty() && id != module {
-        return Err(AdminError::isp(
-            isp_code::CONFIG_NOT_FOUND,
-            "config not found",
-            None,
-        ));
-    }
-    // The real service checks the version of an update (an `id` is given) only.
-    let version = (!id.is_empty()).then(|| request.version.unwrap_or(0));
-    let data = request.data.unwrap_or_else(null_raw);
-    let data = Bytes::copy_from_slice(data.get().as_bytes());
-    let unsafe_update = request.unsafe_update.unwrap_or(false);
-    if !unsafe_update && !is_known(&service, &module) {
-        return Err(AdminError::isp(
-            isp_code::SCHEMA_NOT_FOUND,
-            "config schema not found",
-            None,
-        ));
-    }
-    let result = if unsafe_update {
-        service.set_config_unsafe(&module, data.clone(), version)
-    } else {
-        service.set_config(&module, data.clone(), version)
-    };
-    let change = result.map_err(|err| isp_config_error(&err))?;
-    let data = if change.changed {
-        data
-    } else {
-        service
-            .active_config(&module)
-            .map_or(data, |active| active.data)
-    };
-    let mut config = IspConfig::new(&module, &data, change.version);
-    config.is_changed = Some(change.changed);
-    Ok(axum::Json(config))
-}
-
-fn isp_config_error(err: &ConfigUpdateError) -> AdminError {
-    match err {
-        ConfigUpdateError::Invalid { issues, .. } => {
-            let details: Map<String, Value> = issues
-                .iter()
-                .map(|i| {
-                    let field = if i.instance_path.is_empty() {
-                        "(root)".to_owned()
-                    } else {
-                        i.instance_path.clone()
-                    };
-                    (field, Value::from(i.message.clone()))
-                })
-                .collect();
-            AdminError::isp(
-                isp_code::INVALID_CONFIG,
-                "invalid config",
-                Some(Value::Object(details)),
-            )
-        }
-        ConfigUpdateError::VersionConflict { .. } => AdminError::isp(
-            isp_code::VERSION_CONFLICT,
-            "someone has updated the config",
-            None,
-        ),
-        ConfigUpdateError::NoSchema { .. } => {
-            AdminError::isp(isp_code::SCHEMA_NOT_FOUND, "config schema not found", None)
-        }
-        ConfigUpdateError::InvalidModuleName { reason, .. } => AdminError::isp(
-            isp_code::BAD_REQUEST,
-            "invalid request body",
-            Some(json!({ "moduleId": reason.to_string() })),
-        ),
-        // NotAnObject, InvalidSchema, and whatever comes later: the config cannot be checked.
-        _ => AdminError::isp(
-            isp_code::INVALID_CONFIG,
-            "invalid config",
-            Some(json!({ "(root)": err.to_string() })),
-        ),
-    }
-}
-
-async fn isp_modules_info(
-    State(service): State<FakeConfigService>,
-) -> axum::Json<Vec<IspModuleInfo>> {
-    let infos = service
-        .modules()
-        .into_iter()
-        .filter_map(|name| {
-            let snapshot = service.module(&name)?;
-            let status: Vec<IspConnection> = snapshot
-                .ready
-                .into_iter()
-                .map(IspConnection::from_ready)
-                .collect();
-            Some(IspModuleInfo {
-                id: name.clone(),
-                active: !status.is_empty(),
-                last_connected_at: None,
-                last_disconnected_at: None,
-                config_schema: snapshot.schema.map(|s| raw_json(&s.schema)),
-                status: (!status.is_empty()).then_some(status),
-                created_at: GO_ZERO_TIME,
-                name,
-            })
-        })
-        .collect();
-    axum::Json(infos)
-}
-
-async fn isp_routes(State(service): State<FakeConfigService>) -> axum::Json<Vec<IspConnection>> {
-    axum::Json(
-        service
-            .routing_table()
-            .into_iter()
-            .map(IspConnection::from_ready)
-            .collect(),
-    )
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //!
 //! What it does **not** do: persistence, config variables (`_Var(…)`),
 //! config history, clustering between real nodes (several listeners of one service share one
-//! state instead). It depends on `cluster-proto` and `cluster-transport` only, never on the
-//! client, so the client's own tests can use it.
+//! state instead). It depends on `cluster-proto`, `cluster-transport` and `cluster-serve` (the
+//! admin server) only, never on the client, so the client's own tests can use it.
 //!
 //! # Layout
 //! - [`state`]: the pure state (no IO): modules, configs, schemas, ready instances,
@@ -22,8 +22,10 @@
 //! - [`declared`]: ready instances declared without a client
 //!   ([`FakeConfigService::declare_instance`]).
 //! - [`logs`]: a buffer a `tracing` subscriber writes into, for tests that check the logs.
-//! - [`admin`]: the admin HTTP API over a service; `src/bin/fake-config-service.rs`: the
-//!   service as a program, for Go services under development.
+//! - [`admin`]: the admin HTTP API over a service (served by [`cluster_serve`]), with
+//!   isp-config-service's HTTP paths and its metrics autodiscovery;
+//!   `src/bin/fake-config-service.rs`: the service as a program, for Go services under
+//!   development.
 //!
 //! # Features
 //! - `bin` (default): builds the `fake-config-service` program (and the tests and the scale

@@ -3,7 +3,9 @@
 
 mod common;
 
+use cluster_proto::payload::{BackendDeclaration, MetricsAutodiscovery};
 use cluster_testkit::FakeConfigService;
+use cluster_testkit::declared::instance;
 use cluster_transport::Connector;
 use common::{ChildGuard, Client, bound_addresses, requirements_payload, spawn_service_binary};
 use serde_json::{Value, json};
@@ -673,6 +675,117 @@ async fn isp_modules_info_and_routes() {
     let routes = h.post("/config/routing/get_routes", "{}").await;
     assert_eq!(routes.status, 200);
     assert_eq!(routes.json(), json!([connection]));
+    h.shutdown().await;
+}
+
+// ----- metrics autodiscovery -----
+
+/// A declaration of `module` at `ip:9000`, with metrics autodiscovery at `ip:9091` when
+/// `labels` is given.
+fn metered(module: &str, ip: &str, labels: Option<&[(&str, &str)]>) -> BackendDeclaration {
+    BackendDeclaration {
+        metrics_autodiscovery: labels.map(|labels| MetricsAutodiscovery {
+            address: format!("{ip}:9091"),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+        ..instance(module, ip, "9000", &[])
+    }
+}
+
+#[tokio::test]
+async fn metrics_autodiscovery_lists_the_instances_that_declared_it_until_they_leave() {
+    let h = Harness::start().await;
+    let path = "/internal/metrics/autodiscovery";
+    assert_eq!(h.get(path).await.text(), "[]");
+    let labels = [
+        ("app", "metered"),
+        ("__metrics_path__", "/internal/metrics"),
+    ];
+    let with = h
+        .service
+        .declare_instance(metered("metered", "10.0.0.1", Some(&labels)))
+        .await
+        .expect("declared");
+    let _without = h
+        .service
+        .declare_instance(metered("plain", "10.0.0.2", None))
+        .await
+        .expect("declared");
+
+    // Prometheus' HTTP service discovery, as isp-config-service encodes it; GET and POST.
+    let expected = r#"[{"targets":["10.0.0.1:9091"],"labels":{"__metrics_path__":"/internal/metrics","app":"metered"}}]"#;
+    for response in [h.get(path).await, h.post(path, "").await] {
+        assert_eq!(response.status, 200);
+        assert_eq!(response.content_type.as_deref(), Some("application/json"));
+        assert_eq!(response.text(), expected);
+    }
+    assert_eq!(h.put(path, "").await.status, 405);
+
+    // `GET /modules` shows the declaration of each instance, autodiscovery included.
+    let modules = h.get("/modules").await.json();
+    assert_eq!(modules[0]["name"], "metered");
+    assert_eq!(
+        modules[0]["instances"][0]["metricsAutodiscovery"],
+        json!({
+            "address": "10.0.0.1:9091",
+            "labels": {"app": "metered", "__metrics_path__": "/internal/metrics"},
+        })
+    );
+    assert_eq!(modules[1]["name"], "plain");
+    assert!(
+        modules[1]["instances"][0]
+            .get("metricsAutodiscovery")
+            .is_none()
+    );
+
+    with.remove().await;
+    h.service
+        .wait_ready_instances("metered", 0, WAIT)
+        .await
+        .expect("metered gone");
+    assert_eq!(h.get(path).await.text(), "[]");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_autodiscovery_is_ordered_by_module_then_newest_first() {
+    let h = Harness::start().await;
+    let _zeta = h
+        .service
+        .declare_instance(metered("zeta", "10.0.0.9", Some(&[("z", "1")])))
+        .await
+        .expect("declared");
+    let _alpha_old = h
+        .service
+        .declare_instance(metered("alpha", "10.0.0.1", Some(&[])))
+        .await
+        .expect("declared");
+    // A module that sends its READY itself, over WebSocket; one that is not ready yet.
+    let mid = h.module("mid").await;
+    let ready = r#"{"moduleName":"mid","version":"1","libVersion":"1","endpoints":null,"requiredModules":[],"address":{"ip":"10.0.0.5","port":"9000"},"metricsAutodiscovery":{"address":"10.0.0.5:9091","labels":{"b":"2","a":"1"}}}"#;
+    assert_eq!(mid.ack("MODULE:READY", ready).await, "ok");
+    let _pending = h.module("beta").await;
+    h.service.wait_connections("beta", 1, WAIT).await.unwrap();
+    let _alpha_new = h
+        .service
+        .declare_instance(metered("alpha", "10.0.0.2", Some(&[("n", "2")])))
+        .await
+        .expect("declared");
+
+    let targets = h.post("/internal/metrics/autodiscovery", "{}").await.json();
+    assert_eq!(
+        targets,
+        json!([
+            {"targets": ["10.0.0.2:9091"], "labels": {"n": "2"}},
+            // No labels: `null`, as a Go module sends them and the real service answers.
+            {"targets": ["10.0.0.1:9091"], "labels": null},
+            {"targets": ["10.0.0.5:9091"], "labels": {"a": "1", "b": "2"}},
+            {"targets": ["10.0.0.9:9091"], "labels": {"z": "1"}},
+        ])
+    );
     h.shutdown().await;
 }
 

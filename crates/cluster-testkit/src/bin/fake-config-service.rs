@@ -7,7 +7,10 @@
 //!     [--admin-header-timeout DUR] [--admin-body-timeout DUR] [--admin-max-connections N]
 //! ```
 //! - `--listen` (default `127.0.0.1:9001`): modules connect to `ws://ADDR/isp-etp/`;
-//! - `--admin` (default `127.0.0.1:9002`): the admin HTTP API (`cluster_testkit::admin`);
+//! - `--admin` (default `127.0.0.1:9002`): the admin HTTP API (`cluster_testkit::admin`; the
+//!   routes are listed in `--help`), which also answers isp-config-service's infra route
+//!   `/internal/metrics/autodiscovery`, so Prometheus can discover the modules' metrics from
+//!   it as from the real service;
 //! - `--shutdown-timeout` (default `5s`): after SIGINT/SIGTERM the process exits at the latest
 //!   this long after the signal, whatever is still open;
 //! - `--admin-header-timeout` (default `10s`), `--admin-body-timeout` (default `10s`),
@@ -70,7 +73,9 @@ ADMIN API:
     POST /modules/{name}/disconnect    close the module's connections
     GET  /routes                       the routing table as modules get it
     POST /config/config/get_active_config_by_module_name, /config/config/create_update_config,
-         /config/module/get_modules_info, /config/routing/get_routes   (isp-config-service)";
+         /config/module/get_modules_info, /config/routing/get_routes   (isp-config-service)
+    GET|POST /internal/metrics/autodiscovery   Prometheus HTTP service discovery: the ready
+         instances that declared metricsAutodiscovery (isp-config-service's infra server)";
 
 /// The command line. Defaults are those of [`AdminConfig::default`] and
 /// `admin::DEFAULT_SHUTDOWN_TIMEOUT` (a unit test checks they agree).
@@ -409,6 +414,7 @@ mod tests {
             "EXIT STATUS",
             "2 usage error",
             "ADMIN API",
+            "/internal/metrics/autodiscovery",
             "RUST_LOG",
         ] {
             assert!(help.contains(text), "{text} missing:\n{help}");
