@@ -372,6 +372,31 @@ pub enum SessionError {
     },
 }
 
+impl SessionError {
+    /// A stable, short name of the kind of failure, for a metric label or an alert:
+    /// `ack_timeout`, `ack_rejected`, `wait_timeout`, `server_error`, `rejected`,
+    /// `pongs_missed` or `disconnected` (a normal close included). The set is closed: a new
+    /// variant gets a new name here, and the texts of the errors never show in it.
+    ///
+    /// ```
+    /// use cluster_proto::session::SessionError;
+    /// let error = SessionError::PongsMissed { missed: 2 };
+    /// assert_eq!(error.kind(), "pongs_missed");
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AckTimeout { .. } => "ack_timeout",
+            Self::AckRejected { .. } => "ack_rejected",
+            Self::WaitTimeout { .. } => "wait_timeout",
+            Self::ServerError { .. } => "server_error",
+            Self::Rejected { .. } => "rejected",
+            Self::PongsMissed { .. } => "pongs_missed",
+            Self::Disconnected { .. } => "disconnected",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitStatus {
     /// Not arrived yet.
@@ -868,6 +893,76 @@ impl Wait {
             timeout,
             status: WaitStatus::Pending,
             deadline: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionError;
+    use std::time::Duration;
+
+    #[test]
+    fn kinds_are_stable_and_carry_no_text() {
+        let secret = "token=hunter2";
+        let cases = [
+            (
+                SessionError::AckTimeout {
+                    event: "MODULE:READY",
+                    timeout: Duration::from_secs(5),
+                },
+                "ack_timeout",
+            ),
+            (
+                SessionError::AckRejected {
+                    event: "MODULE:READY",
+                    text: secret.to_owned(),
+                },
+                "ack_rejected",
+            ),
+            (
+                SessionError::WaitTimeout {
+                    event: "CONFIG:SEND_CONFIG_WHEN_CONNECTED".to_owned(),
+                    timeout: Duration::from_secs(5),
+                },
+                "wait_timeout",
+            ),
+            (
+                SessionError::ServerError {
+                    event: "ERROR_CONNECTION",
+                    text: secret.to_owned(),
+                },
+                "server_error",
+            ),
+            (
+                SessionError::Rejected {
+                    what: "config".to_owned(),
+                    reason: secret.to_owned(),
+                },
+                "rejected",
+            ),
+            (SessionError::PongsMissed { missed: 2 }, "pongs_missed"),
+            (
+                SessionError::Disconnected {
+                    normal: true,
+                    reason: secret.to_owned(),
+                },
+                "disconnected",
+            ),
+            (
+                SessionError::Disconnected {
+                    normal: false,
+                    reason: secret.to_owned(),
+                },
+                "disconnected",
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert!(
+                kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{kind}"
+            );
         }
     }
 }
