@@ -4,7 +4,18 @@
 //!
 //! `cargo bench -p cluster-grpc --bench unary` (`BENCH_ROUNDS`, default 5, interleaved rounds
 //! of `BENCH_SECS`, default 1, per stack; the medians are printed; `BENCH_STACKS=0,4` runs
-//! only those rows, e.g. under a profiler).
+//! only those rows, e.g. under a profiler; `BENCH_STACKS=1,6` only the metrics comparison).
+//!
+//! Metrics: the process-wide Prometheus recorder is installed first, as a module does. Every
+//! row but the last runs with the metrics off (`metrics(false)` on our servers and clients);
+//! the last, "cluster-grpc, metrics on", is row 1 with isp-kit's server and client metrics
+//! recorded (four summaries and a counter per call, two ends); it runs right before or after
+//! row 1 (alternately), and the on/off ratios printed are the medians of the per-round
+//! ratios, which the machine's changing load moves less. After each of its rounds the
+//! recorded samples are moved into their summaries (the upkeep a thread does every 5 s) and
+//! that time is printed per call: it is paid off the call path. The cost of one `observe`
+//! alone, on one thread, is measured last. `BENCH_AA=1` runs the last row with the metrics off
+//! as well: the ratio it prints then is the noise alone.
 //!
 //! The floor is fair: the same process, runtime (2 workers), loopback, `TCP_NODELAY` on both
 //! ends, channel settings (tonic's defaults; ours adds only a connect timeout), the same
@@ -123,6 +134,7 @@ async fn plain_call(channel: tonic::transport::Channel, body: Bytes, isp_headers
 
 #[derive(Clone, Copy)]
 struct Figures {
+    calls: usize,
     p50: Duration,
     p99: Duration,
     rate: f64,
@@ -184,6 +196,7 @@ where
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Figures {
+        calls: all.len(),
         p50: at(0.50),
         p99: at(0.99),
         rate: all.len() as f64 / elapsed,
@@ -204,6 +217,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    // As a module does, before any server or client exists.
+    let prometheus = cluster_metrics::prometheus::install().expect("install the recorder");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -220,13 +235,21 @@ fn main() {
                 })
                 .unwrap()
         };
-        let ours = Server::bind(router(), "127.0.0.1:0").await.unwrap();
+        let ours = Server::builder(router())
+            .metrics(false)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
         let ours_nofilter = Server::builder(router())
+            .metrics(false)
             .accept_empty_authority(false)
             .bind("127.0.0.1:0")
             .await
             .unwrap();
         let plain = plain_server().await;
+        // `BENCH_AA=1`: the "metrics on" row runs with the metrics off too, a control whose
+        // on/off ratio shows what noise alone does.
+        let control = std::env::var_os("BENCH_AA").is_some();
 
         println!(
             "unary 100-byte JSON echo, loopback, 2 worker threads; {rounds} interleaved rounds of {secs} s per stack, medians"
@@ -237,11 +260,12 @@ fn main() {
         );
         let names = [
             "plain tonic (floor)",
-            "cluster-grpc",
+            "cluster-grpc, metrics off",
             "cluster-grpc, no :authority filter",
             "our server, plain client",
             "plain server, our client",
             "floor + request id + grpc-timeout",
+            "cluster-grpc, metrics on",
         ];
         // `BENCH_STACKS=0,4` runs only those rows (for a profiler); the ratio needs 0 and 1.
         let only: Option<Vec<usize>> = std::env::var("BENCH_STACKS")
@@ -257,16 +281,26 @@ fn main() {
             };
             let floor_ch = plain_channel(plain);
             let ours_ch = plain_channel(ours.local_addr());
-            let ours_client = GrpcClient::new([ours.local_addr().to_string()]);
-            let nofilter_client = GrpcClient::new([ours_nofilter.local_addr().to_string()]);
-            let plain_client = GrpcClient::new([plain.to_string()]);
+            let unmetered = |addr: String| GrpcClient::builder().metrics(false).build([addr]);
+            let nofilter_client = unmetered(ours_nofilter.local_addr().to_string());
+            let plain_client = unmetered(plain.to_string());
             let mut results: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
+            // Time spent moving the metrics row's samples into summaries, per call.
+            let mut upkeep_ns: Vec<f64> = Vec::new();
             // Interleaved rounds: a machine whose load changes affects every stack alike.
-            for _ in 0..rounds {
-                for (i, row) in results.iter_mut().enumerate() {
+            for round in 0..rounds {
+                // Metrics off and on back to back, in alternating order: the machine's load
+                // changes between rows, less between these two.
+                let order = if round % 2 == 0 {
+                    [0, 1, 6, 2, 3, 4, 5]
+                } else {
+                    [0, 6, 1, 2, 3, 4, 5]
+                };
+                for i in order {
                     if !runs(i) {
                         continue;
                     }
+                    let row = &mut results[i];
                     let b = body.clone();
                     let f = match i {
                         0 | 3 | 5 => {
@@ -275,9 +309,32 @@ fn main() {
                             measure(concurrency, secs, move || plain_call(ch.clone(), b.clone(), isp))
                                 .await
                         }
+                        1 | 6 => {
+                            // A new server, client and connection each round: which worker
+                            // runs which end of a connection moves a row's figures by several
+                            // per cent for as long as the connection lives, so the two rows
+                            // compared get new ones each time.
+                            let on = i == 6 && !control;
+                            let server = Server::builder(router())
+                                .metrics(on)
+                                .bind("127.0.0.1:0")
+                                .await
+                                .unwrap();
+                            let client = GrpcClient::builder()
+                                .metrics(on)
+                                .build([server.local_addr().to_string()]);
+                            let f = measure(concurrency, secs, move || {
+                                let call = client.invoke("echo/json").raw_body(b.clone());
+                                async move {
+                                    call.raw().await.unwrap();
+                                }
+                            })
+                            .await;
+                            server.shutdown().await.unwrap();
+                            f
+                        }
                         _ => {
                             let client = match i {
-                                1 => ours_client.clone(),
                                 2 => nofilter_client.clone(),
                                 _ => plain_client.clone(),
                             };
@@ -290,6 +347,11 @@ fn main() {
                             .await
                         }
                     };
+                    if i == 6 {
+                        let t = Instant::now();
+                        prometheus.run_upkeep();
+                        upkeep_ns.push(t.elapsed().as_secs_f64() * 1e9 / f.calls as f64);
+                    }
                     row.push(f);
                 }
             }
@@ -316,6 +378,27 @@ fn main() {
                     );
                 }
             }
+            if !upkeep_ns.is_empty() && !results[1].is_empty() {
+                // Medians of the per-round ratios of the two rows run back to back.
+                let ratio = |f: fn(&Figures) -> f64| {
+                    let mut v: Vec<f64> = results[6]
+                        .iter()
+                        .zip(&results[1])
+                        .map(|(on, off)| f(on) / f(off))
+                        .collect();
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                upkeep_ns.sort_by(f64::total_cmp);
+                println!(
+                    "ratio metrics on/off at {concurrency} (median of rounds): p50 {:.3}x, p99 {:.2}x, throughput {:.3}x, cpu/call {:.3}x; summaries' upkeep {:.0} ns/call (off the call path)",
+                    ratio(|f| us(f.p50)),
+                    ratio(|f| us(f.p99)),
+                    ratio(|f| f.rate),
+                    ratio(|f| f.cpu),
+                    upkeep_ns[upkeep_ns.len() / 2]
+                );
+            }
             let (Some(floor), Some(mine)) = (medians[0], medians[1]) else {
                 continue;
             };
@@ -328,4 +411,45 @@ fn main() {
             );
         }
     });
+    observe_cost(prometheus);
+}
+
+/// What one call's recording costs, on one thread, into the installed recorder: the server's
+/// four series (two summaries, a counter, a summary) and the client's summary.
+fn observe_cost(prometheus: &cluster_metrics::prometheus::Prometheus) {
+    use cluster_metrics::grpc::{GrpcClientMetrics, GrpcServerMetrics, code};
+    const N: u32 = 200_000;
+    let server = GrpcServerMetrics::with_endpoints(["bench/observe"]);
+    let client = GrpcClientMetrics::new();
+    let latency = Duration::from_micros(80);
+    let mut server_ns = Vec::new();
+    let mut client_ns = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..N {
+            server.observe(
+                std::hint::black_box("bench/observe"),
+                100,
+                latency,
+                code::OK,
+                Some(100),
+            );
+        }
+        server_ns.push(t.elapsed().as_secs_f64() * 1e9 / f64::from(N));
+        let t = Instant::now();
+        for _ in 0..N {
+            client.observe_duration(std::hint::black_box("bench/observe"), latency);
+        }
+        client_ns.push(t.elapsed().as_secs_f64() * 1e9 / f64::from(N));
+        prometheus.run_upkeep();
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "one observe, one thread, Prometheus recorder: server (endpoint lookup + 3 summaries + counter) {:.0} ns, client (endpoint lookup + 1 summary) {:.0} ns",
+        median(server_ns),
+        median(client_ns)
+    );
 }

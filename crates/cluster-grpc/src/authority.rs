@@ -113,15 +113,15 @@ impl Rewriter {
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), FilterError> {
         // Fast path: a frame body passing through, nothing buffered.
         let mut data = data;
-        if self.input.is_empty() {
-            if let State::Passthrough(remaining) = &mut self.state {
-                let n = (*remaining).min(data.len());
-                out.extend_from_slice(&data[..n]);
-                *remaining -= n;
-                data = &data[n..];
-                if *remaining == 0 {
-                    self.state = State::FrameHeader;
-                }
+        if self.input.is_empty()
+            && let State::Passthrough(remaining) = &mut self.state
+        {
+            let n = (*remaining).min(data.len());
+            out.extend_from_slice(&data[..n]);
+            *remaining -= n;
+            data = &data[n..];
+            if *remaining == 0 {
+                self.state = State::FrameHeader;
             }
         }
         self.input.extend_from_slice(data);

@@ -6,11 +6,12 @@ use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, request_id_
 use crate::server::{DEFAULT_MAX_MESSAGE_SIZE, REQUEST_PATH};
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
+use cluster_metrics::grpc::GrpcClientMetrics;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::metadata::{AsciiMetadataValue, MetadataKey, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
@@ -95,6 +96,7 @@ struct ClientConfig {
     timeout: Duration,
     connect_timeout: Duration,
     max_message_size: usize,
+    metrics: bool,
 }
 
 struct Inner {
@@ -105,6 +107,8 @@ struct Inner {
     config: ClientConfig,
     /// The `grpc-timeout` of `config.timeout`, made once (`None` for no timeout).
     timeout_header: Option<AsciiMetadataValue>,
+    /// `grpc_client_request_duration_ms` by endpoint; `None`: off.
+    metrics: Option<GrpcClientMetrics>,
 }
 
 /// A client of isp modules (Go: isp-kit's `grpc/client.Client`).
@@ -168,6 +172,14 @@ impl GrpcClientBuilder {
         self
     }
 
+    /// Whether the duration of each call is recorded in isp-kit's
+    /// `grpc_client_request_duration_ms{endpoint}` (default `true`; see the crate docs).
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.config.metrics = on;
+        self
+    }
+
     /// A client over `hosts` (`ip:port`).
     #[must_use]
     pub fn build<I>(self, hosts: I) -> GrpcClient
@@ -181,6 +193,7 @@ impl GrpcClientBuilder {
                 published: tokio::sync::watch::Sender::new(Arc::from(Vec::new())),
                 next: AtomicUsize::new(0),
                 timeout_header: grpc_timeout_value(self.config.timeout),
+                metrics: self.config.metrics.then(GrpcClientMetrics::new),
                 config: self.config,
             }),
         };
@@ -201,7 +214,7 @@ impl GrpcClient {
         Self::builder().build(hosts)
     }
 
-    /// A builder (15 s timeout, 5 s connect timeout, 64 MiB limits).
+    /// A builder (15 s timeout, 5 s connect timeout, 64 MiB limits, metrics on).
     #[must_use]
     pub fn builder() -> GrpcClientBuilder {
         GrpcClientBuilder {
@@ -209,6 +222,7 @@ impl GrpcClient {
                 timeout: DEFAULT_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                metrics: true,
             },
         }
     }
@@ -508,15 +522,23 @@ impl Invoke {
             timeout: timeout_header,
         };
         let metadata = headers.metadata()?;
+        let metrics = self.client.inner.metrics.as_ref();
+        let started = metrics.map(|_| Instant::now());
         let call = self
             .client
             .call(Message::bytes(body), &headers, metadata, timeout);
-        if timeout.is_zero() {
-            return call.await;
+        let result = if timeout.is_zero() {
+            call.await
+        } else {
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(CallError::Timeout(timeout)))
+        };
+        // Every call sent, whatever its outcome (Go's client `Metrics` middleware).
+        if let (Some(metrics), Some(started)) = (metrics, started) {
+            metrics.observe_duration(&self.endpoint, started.elapsed());
         }
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| CallError::Timeout(timeout))?
+        result
     }
 }
 

@@ -71,6 +71,22 @@
 //!   `Internal` "internal service error" without a detail, logged.
 //! - Streaming method: `Unimplemented` "service is not support stream rpc".
 //!
+//! # Metrics
+//! isp-kit's, through the `metrics` facade (the `cluster-metrics` crate has the names):
+//! - The server records each call that reaches a routed endpoint (an unknown endpoint is
+//!   answered before, as isp-kit's mux does): `grpc_request_duration_ms`,
+//!   `grpc_request_body_size` (the request's `BytesBody`), `grpc_response_body_size` (the
+//!   response's, when there is one) and `grpc_status_code_count{endpoint,code}`, whose code is
+//!   the one answered, after errors and panics became statuses (`OK`, `InvalidArgument`,
+//!   `Internal`, …). Off with [`ServerBuilder::metrics`]`(false)` or
+//!   [`BackendService::metrics`].
+//! - The client records the duration of every call it sends, errors and timeouts included:
+//!   `grpc_client_request_duration_ms{endpoint}`. Off with [`GrpcClientBuilder::metrics`].
+//!
+//! They go to the global recorder (`cluster_metrics::prometheus::install`): install it before
+//! building servers and clients. Each endpoint's handles are taken from the recorder at its
+//! first call and kept, so a call costs no lookup in the recorder and no allocation.
+//!
 //! # Logs
 //! One `grpc_call` span per call with `endpoint` and `request_id`; metadata values (tokens)
 //! are never logged.

@@ -2,10 +2,11 @@
 
 use crate::authority::AuthorityFilter;
 use crate::error::{HandlerError, INTERNAL_SERVICE_ERROR};
-use crate::message::Message;
+use crate::message::{Body, Message};
 use crate::metadata::{CallContext, PROXY_METHOD_NAME, REQUEST_ID};
 use crate::router::{BoxHandler, Router};
 use cluster_client::{AddressConfiguration, Client, ClientState};
+use cluster_metrics::grpc::GrpcServerMetrics;
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct BackendService {
     routes: Arc<HashMap<String, BoxHandler>>,
     max_message_size: usize,
+    /// isp-kit's `grpc_*` server metrics of the routed endpoints; `None`: off.
+    metrics: Option<Arc<GrpcServerMetrics>>,
 }
 
 impl std::fmt::Debug for BackendService {
@@ -49,24 +52,46 @@ impl std::fmt::Debug for BackendService {
         f.debug_struct("BackendService")
             .field("endpoints", &self.routes.len())
             .field("max_message_size", &self.max_message_size)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
 
 impl BackendService {
-    /// The service for `router`, with the default 64 MiB message limit each way.
+    /// The service for `router`, with the default 64 MiB message limit each way and the
+    /// metrics on.
     #[must_use]
     pub fn new(router: Router) -> Self {
+        let metrics = Self::metrics_of(&router.routes);
         Self {
             routes: Arc::new(router.routes),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            metrics: Some(metrics),
         }
+    }
+
+    fn metrics_of(routes: &HashMap<String, BoxHandler>) -> Arc<GrpcServerMetrics> {
+        Arc::new(GrpcServerMetrics::with_endpoints(routes.keys().cloned()))
     }
 
     /// Sets the message limit, each way.
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Whether each call that reaches a routed endpoint is recorded in isp-kit's server
+    /// metrics (default `true`): `grpc_request_duration_ms`, `grpc_request_body_size`,
+    /// `grpc_response_body_size` and `grpc_status_code_count`, by endpoint (see the crate
+    /// docs).
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = match (on, self.metrics) {
+            (false, _) => None,
+            (true, Some(metrics)) => Some(metrics),
+            (true, None) => Some(Self::metrics_of(&self.routes)),
+        };
         self
     }
 
@@ -93,6 +118,10 @@ impl BackendService {
             )));
         };
         let handler = Arc::clone(handler);
+        // Taken before the endpoint moves into the context (a routed endpoint is always
+        // cached: the metrics are made with the routes).
+        let metrics = self.metrics.as_deref().and_then(|m| m.endpoint(&endpoint));
+        let recording = metrics.map(|m| (m, bytes_body_len(&message), Instant::now()));
         let ctx = CallContext {
             endpoint,
             metadata,
@@ -106,6 +135,28 @@ impl BackendService {
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
+        let result = Self::answer(outcome);
+        // As isp-kit's `Metrics` middleware, which sees the status after its error handler
+        // and panic recovery: the handler's duration, the code answered, the body sizes.
+        if let Some((metrics, request_bytes, started)) = recording {
+            let (code, response_bytes) = match &result {
+                Ok(response) => (tonic::Code::Ok, Some(bytes_body_len(response.get_ref()))),
+                Err(status) => (status.code(), None),
+            };
+            metrics.observe(
+                request_bytes,
+                started.elapsed(),
+                code as i32,
+                response_bytes,
+            );
+        }
+        result
+    }
+
+    /// The handler's outcome as the call's answer: errors and panics become statuses, logged.
+    fn answer(
+        outcome: std::thread::Result<Result<Message, HandlerError>>,
+    ) -> Result<Response<Message>, Status> {
         match outcome {
             Ok(Ok(response)) => Ok(Response::new(response)),
             Ok(Err(HandlerError::Api(error))) => {
@@ -134,6 +185,14 @@ impl BackendService {
                 Err(Status::internal(INTERNAL_SERVICE_ERROR))
             }
         }
+    }
+}
+
+/// The length of a message's `BytesBody`, 0 for any other arm (Go: `len(GetBytesBody())`).
+fn bytes_body_len(message: &Message) -> usize {
+    match &message.body {
+        Some(Body::BytesBody(bytes)) => bytes.len(),
+        _ => 0,
     }
 }
 
@@ -207,6 +266,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.service = self.service.max_message_size(bytes);
+        self
+    }
+
+    /// Whether calls are recorded in isp-kit's server metrics (default `true`); see
+    /// [`BackendService::metrics`].
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.service = self.service.metrics(on);
         self
     }
 
