@@ -5,6 +5,7 @@ use crate::error::{ClientError, SessionInactive};
 use crate::handler::EventHandler;
 use crate::lb::random_seed;
 use crate::state::{ClientState, Settings, Shared};
+use cluster_metrics::cluster::ClusterMetrics;
 use cluster_proto::backoff::BackoffConfig;
 use cluster_proto::event::check_module_name;
 use cluster_proto::session::SessionTimeouts;
@@ -585,6 +586,7 @@ impl ClientBuilder {
                 cancel: CancellationToken::new(),
                 state: watch::channel(ClientState::Idle).0,
                 running: watch::channel(false).0,
+                metrics: ClusterMetrics::new(),
             }),
         })
     }

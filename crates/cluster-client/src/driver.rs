@@ -35,6 +35,7 @@ use crate::apply::{Applier, Done, Job, Order, panic_message};
 use crate::handler::EventHandler;
 use crate::state::{ClientState, Shared};
 use bytes::Bytes;
+use cluster_metrics::cluster::{ClusterMetrics, FailureCause};
 use cluster_proto::SecretMasker;
 use cluster_proto::backoff::Reconnect;
 use cluster_proto::payload::{ModuleRequirements, decode_addresses, decode_routing_config};
@@ -53,7 +54,6 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The close reason sent when the application closes the client.
@@ -111,17 +111,30 @@ impl Appliers {
     }
 
     /// Waits for `fut` while applications go on; `None` if the client was closed first.
-    async fn wait<F: Future>(&mut self, cancel: &CancellationToken, fut: F) -> Option<F::Output> {
+    async fn wait<F: Future>(&mut self, shared: &Shared, fut: F) -> Option<F::Output> {
         tokio::pin!(fut);
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return None,
+                () = shared.cancel.cancelled() => return None,
                 out = &mut fut => return Some(out),
-                done = self.config.done() => Self::log("remote config", &done),
+                done = self.config.done() => {
+                    count_config(&shared.metrics, &done);
+                    Self::log("remote config", &done);
+                }
                 done = self.routes.done() => Self::log("routes", &done),
             }
         }
+    }
+}
+
+/// Counts the outcome of a config application (applied: the config version moves on).
+fn count_config(metrics: &ClusterMetrics, done: &Done) {
+    match done.result {
+        Ok(()) => {
+            metrics.config_applied();
+        }
+        Err(_) => metrics.config_refused(),
     }
 }
 
@@ -174,13 +187,16 @@ pub(crate) async fn run(shared: &Shared, handler: &EventHandler, plan: Plan) {
         let span = tracing::info_span!("session", session_id = %session_id, host = %host);
         let outcome = async {
             tracing::info!("run config service session");
+            let dialed_at = tokio::time::Instant::now();
+            shared.metrics.session_started();
             shared.set_state(ClientState::Connecting { host: host.clone() });
             let connect = plan.connector.connect(endpoint, &plan.module_name);
-            let transport = match appliers.wait(cancel, connect).await {
+            let transport = match appliers.wait(shared, connect).await {
                 None => return Outcome::closed(),
                 Some(Ok(transport)) => transport,
                 Some(Err(err)) => {
                     log_connect_error(&err);
+                    shared.metrics.session_failed(FailureCause::Connect);
                     return Outcome {
                         closed: false,
                         ready_for: None,
@@ -202,6 +218,7 @@ pub(crate) async fn run(shared: &Shared, handler: &EventHandler, plan: Plan) {
                 generation,
                 host.clone(),
                 session_id.clone(),
+                dialed_at,
             )
             .drive()
             .await;
@@ -233,13 +250,13 @@ pub(crate) async fn run(shared: &Shared, handler: &EventHandler, plan: Plan) {
             // Part of the backoff. If the client is closed meanwhile, the close is finished
             // all the same before returning, so that nothing of it outlives `Client::close`.
             let mut closing = closing.instrument(span);
-            if appliers.wait(cancel, &mut closing).await.is_none() {
+            if appliers.wait(shared, &mut closing).await.is_none() {
                 closing.await;
                 break;
             }
         }
         if appliers
-            .wait(cancel, tokio::time::sleep_until(until))
+            .wait(shared, tokio::time::sleep_until(until))
             .await
             .is_none()
         {
@@ -274,6 +291,8 @@ struct Driver<'a> {
     /// Bounds the warnings the peer can cause (malformed frames, unknown and error events).
     warnings: LogLimiter,
     closed: bool,
+    /// When its dial started (for `cluster_time_to_ready_ms`).
+    dialed_at: tokio::time::Instant,
     /// When the session became ready.
     ready_at: Option<tokio::time::Instant>,
     /// The session's error, once it failed.
@@ -295,6 +314,7 @@ impl<'a> Driver<'a> {
         generation: u64,
         host: Arc<str>,
         session_id: String,
+        dialed_at: tokio::time::Instant,
     ) -> Self {
         // What an older session left queued is superseded by this session's first config and
         // routing table; waiting behind it could outlast this session's handshake.
@@ -314,6 +334,7 @@ impl<'a> Driver<'a> {
             event_seq: 0,
             warnings: LogLimiter::new(shared.settings.log_limit),
             closed: false,
+            dialed_at,
             ready_at: None,
             failure: None,
         }
@@ -576,7 +597,9 @@ impl<'a> Driver<'a> {
                 }
             }
             SessionEvent::Ready => {
-                self.ready_at = Some(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                self.ready_at = Some(now);
+                self.shared.metrics.session_ready(now - self.dialed_at);
                 tracing::info!("module ready: session active");
                 self.shared.set_state(ClientState::Ready {
                     host: self.host.clone(),
@@ -585,6 +608,10 @@ impl<'a> Driver<'a> {
             }
             SessionEvent::Failed(error) => {
                 self.log_failure(&error);
+                // Every kind has its label; one added later without it is not counted.
+                if let Some(cause) = FailureCause::from_label(error.kind()) {
+                    self.shared.metrics.session_failed(cause);
+                }
                 self.failure = Some(Arc::from(error.to_string()));
             }
         }
@@ -613,6 +640,9 @@ impl<'a> Driver<'a> {
     }
 
     fn on_applied(&mut self, what: Applied, name: &str, done: &Done) {
+        if matches!(what, Applied::Config) {
+            count_config(&self.shared.metrics, done);
+        }
         let current = done.tag == Some(self.generation);
         match &done.result {
             Ok(()) => tracing::info!(

@@ -98,6 +98,16 @@
 //! With `tracing`: one `session` span per session (`session_id`, `host`), an `event_id` per
 //! received event, configs logged only with their secrets masked ([`Client::secret_masker`]).
 //!
+//! # Metrics
+//! Through the `metrics` facade, in isp-kit's naming style (`cluster-metrics`'s `cluster`
+//! module lists them): `cluster_session_state{state}` (1 for the current state),
+//! `cluster_sessions_started_count`, `cluster_sessions_failed_count{cause}` (a bounded set of
+//! causes: `connect` and [`SessionError::kind`]), `cluster_configs_applied_count`,
+//! `cluster_configs_refused_count`, `cluster_config_version` (the sequence number of the
+//! config applied last, 1 for the first) and `cluster_time_to_ready_ms` (from the dial to
+//! `MODULE:READY` acknowledged). The gauges and counters are registered with the recorder
+//! current when the client is built: install it first (`cluster_metrics::prometheus::install`).
+//!
 //! # Testing
 //! Point the client at `cluster-testkit`'s fake config service: its in-memory listener
 //! (`listener.url()`, `mem://…`, with its connector through [`ClientBuilder::connector_arc`])

@@ -3,6 +3,7 @@
 //! module so that the handle (`client.rs`) and the run loop (`driver.rs`) both depend on it and
 //! not on each other.
 
+use cluster_metrics::cluster::{ClusterMetrics, SessionState};
 use cluster_proto::backoff::BackoffConfig;
 use cluster_proto::session::SessionTimeouts;
 use cluster_proto::{ConfigData, ModuleInfo, SecretMasker};
@@ -169,10 +170,13 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     pub(crate) state: watch::Sender<ClientState>,
     pub(crate) running: watch::Sender<bool>,
+    /// The client's metrics (`cluster_*`), registered when the client was built.
+    pub(crate) metrics: ClusterMetrics,
 }
 
 impl Shared {
     pub(crate) fn set_state(&self, state: ClientState) {
+        self.metrics.set_state(metric_state(&state));
         self.state.send_replace(state);
     }
 
@@ -181,9 +185,22 @@ impl Shared {
         self.state.send_if_modified(|s| {
             let idle = *s == ClientState::Idle;
             if idle {
+                self.metrics.set_state(SessionState::Closed);
                 *s = ClientState::Closed;
             }
             idle
         });
+    }
+}
+
+/// The `state` label of `state`.
+fn metric_state(state: &ClientState) -> SessionState {
+    match state {
+        ClientState::Idle => SessionState::Idle,
+        ClientState::Connecting { .. } => SessionState::Connecting,
+        ClientState::Handshaking { .. } => SessionState::Handshaking,
+        ClientState::Ready { .. } => SessionState::Ready,
+        ClientState::BackingOff { .. } => SessionState::BackingOff,
+        ClientState::Closed => SessionState::Closed,
     }
 }
