@@ -30,8 +30,8 @@
 //! `"***"`; binary (`-bin`) entries are left out. The server stops on
 //! SIGINT/SIGTERM, gracefully.
 
-use crate::shutdown::Signal;
 use bytes::Bytes;
+use cluster_bootstrap::Signal;
 use cluster_client::SecretMasker;
 use cluster_grpc::metadata::{DEVICE_TOKEN, USER_TOKEN};
 use cluster_grpc::tonic::Code;

@@ -34,14 +34,15 @@
 
 pub mod grpc_modules;
 pub mod grpc_probe;
+mod logs;
 pub mod probe;
 mod quickstart;
-mod shutdown;
 
+pub use cluster_bootstrap::{Signal, shutdown_signal};
+pub use logs::init_logs;
 pub use quickstart::{
     AUTH, AUTH_ADDRESS, ORDERS, ORDERS_ADDRESS, OrdersConfig, STEP_TIMEOUT, quickstart,
 };
-pub use shutdown::{Signal, init_logs, shutdown_signal};
 
 /// The Rust code blocks of `README.md`, compiled (and, unless marked `no_run`, run) as
 /// doctests so the README cannot drift from the API.

@@ -41,10 +41,10 @@
 //! add `--reject-config`: the probe then prints the config it is handed and never declares
 //! itself ready.
 
-use crate::shutdown::Signal;
 use clap::builder::NonEmptyStringValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use cluster_bootstrap::Signal;
 use cluster_client::proto::PayloadError;
 use cluster_client::proto::payload::encode_routing_config;
 use cluster_client::{

@@ -1,7 +1,7 @@
 //! [`GoDuration`]: a duration in a config file, as Go's `time.Duration` reads it.
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::time::Duration;
 

@@ -53,6 +53,11 @@ pub struct LocalConfig {
     /// `grpcInnerAddress.port + 1`, as in Go.
     #[serde(default)]
     pub infra_server_port: Option<u16>,
+    /// `infraServerIp` (ours, not isp-kit's): the interface of the infra server. Absent,
+    /// every interface, as Go's `:port`; set it to `127.0.0.1` to keep health and metrics on
+    /// the machine.
+    #[serde(default)]
+    pub infra_server_ip: Option<String>,
     /// `logLevel`: `debug`, `info`, `warn`, `error` (any case; also `trace`, `fatal`).
     /// Absent: `info`, or `debug` in dev mode, as isp-kit.
     #[serde(default)]
@@ -380,7 +385,15 @@ mod tests {
         );
         assert_eq!(address("::1", "9001").hosts().unwrap(), ["[::1]:9001"]);
         let err = address("a;b", "9001").hosts().unwrap_err();
-        assert!(err.contains("2 host(s)") && err.contains("1 port(s)"), "{err}");
-        assert!(address("a;", "1;2").hosts().unwrap_err().contains("entry 2"));
+        assert!(
+            err.contains("2 host(s)") && err.contains("1 port(s)"),
+            "{err}"
+        );
+        assert!(
+            address("a;", "1;2")
+                .hosts()
+                .unwrap_err()
+                .contains("entry 2")
+        );
     }
 }

@@ -1,8 +1,10 @@
-//! Logs as isp-kit writes them (work in progress).
+//! [`LogLevel`] and the handle that changes it while the module runs.
 
 use serde::Deserialize;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A log level as isp-kit's config names it (`debug`, `info`, `warn`, `error`, `fatal`; any
 /// case), plus `trace`, which Rust's `tracing` has and zap has not.
@@ -48,6 +50,107 @@ impl LogLevel {
             Self::Info => tracing::Level::INFO,
             Self::Warn => tracing::Level::WARN,
             Self::Error | Self::Fatal => tracing::Level::ERROR,
+        }
+    }
+}
+
+impl LogLevel {
+    const ALL: [Self; 6] = [
+        Self::Trace,
+        Self::Debug,
+        Self::Info,
+        Self::Warn,
+        Self::Error,
+        Self::Fatal,
+    ];
+
+    /// Whether an event at `level` passes when this is the module's level.
+    #[must_use]
+    pub fn allows(self, level: &tracing::Level) -> bool {
+        *level <= self.tracing_level()
+    }
+
+    fn from_index(index: u8) -> Self {
+        Self::ALL
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(Self::Info)
+    }
+
+    fn index(self) -> u8 {
+        // Six variants: the index always fits.
+        Self::ALL.iter().position(|l| *l == self).unwrap_or(2) as u8
+    }
+}
+
+/// The module's log level, shared by its log output and whoever changes it: isp-kit
+/// services call `SetLevel` when their remote config carries a `logLevel`; here
+/// [`LogLevelHandle::set`], or [`LogLevelHandle::follow`] in one line (see the crate's
+/// example). Cloning gives another handle on the same level.
+///
+/// # Examples
+/// ```
+/// use cluster_bootstrap::{LogLevel, LogLevelHandle};
+///
+/// let level = LogLevelHandle::new(LogLevel::Info);
+/// level.set(LogLevel::Debug);
+/// assert_eq!(level.get(), LogLevel::Debug);
+/// assert!(level.get().allows(&tracing::Level::DEBUG));
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogLevelHandle {
+    level: Arc<AtomicU8>,
+}
+
+impl LogLevelHandle {
+    /// A handle starting at `level`.
+    #[must_use]
+    pub fn new(level: LogLevel) -> Self {
+        Self {
+            level: Arc::new(AtomicU8::new(level.index())),
+        }
+    }
+
+    /// The current level.
+    #[must_use]
+    pub fn get(&self) -> LogLevel {
+        LogLevel::from_index(self.level.load(Ordering::Relaxed))
+    }
+
+    /// Changes the level; the next event sees it. Logged at `info` when it changes.
+    pub fn set(&self, level: LogLevel) {
+        let old = LogLevel::from_index(self.level.swap(level.index(), Ordering::Relaxed));
+        if old != level {
+            // The log output caches which call sites it wants: ask again.
+            tracing::callsite::rebuild_interest_cache();
+            tracing::info!(from = %old, to = %level, "log level changed");
+        }
+    }
+
+    /// A callback for [`TypedConfig::inspect`](cluster_client::TypedConfig::inspect) that sets
+    /// the level from each accepted remote config, when `level_of` finds one in it (a
+    /// config without `logLevel` leaves the level as it is), as isp-kit services do:
+    ///
+    /// ```
+    /// # use cluster_bootstrap::{LogLevel, LogLevelHandle};
+    /// # use cluster_client::TypedConfig;
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(rename_all = "camelCase")]
+    /// struct Remote { log_level: Option<LogLevel> }
+    ///
+    /// let levels = LogLevelHandle::new(LogLevel::Info);
+    /// let remote = TypedConfig::<Remote>::new().inspect(levels.follow(|c: &Remote| c.log_level));
+    /// # drop(remote);
+    /// ```
+    pub fn follow<T, F>(&self, level_of: F) -> impl Fn(&T) + Send + Sync + 'static
+    where
+        F: Fn(&T) -> Option<LogLevel> + Send + Sync + 'static,
+    {
+        let handle = self.clone();
+        move |config: &T| {
+            if let Some(level) = level_of(config) {
+                handle.set(level);
+            }
         }
     }
 }

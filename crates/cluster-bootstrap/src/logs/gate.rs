@@ -1,0 +1,209 @@
+//! The gate in front of the log output: the module's level, isp-kit's sampling, and the
+//! count of lines written and dropped (`app_logs_sampling_status_count`).
+
+use super::FATAL_TARGET;
+use super::level::LogLevelHandle;
+use crate::local::Sampling;
+use cluster_metrics::app::{LogCounter, LogLevel as Counted};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata};
+use tracing_subscriber::layer::{Context, Filter};
+
+/// Counters per level: lines whose messages hash alike share one, as in zap.
+const COUNTERS_PER_LEVEL: usize = 1024;
+/// zap's sampling tick: one second.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A per-layer filter: passes what the level allows, samples (when enabled) and counts.
+pub(crate) struct Gate {
+    level: LogLevelHandle,
+    sampler: Option<Sampler>,
+    counter: LogCounter,
+}
+
+impl Gate {
+    pub(crate) fn new(level: LogLevelHandle, sampling: Option<&Sampling>) -> Self {
+        Self {
+            level,
+            sampler: sampling.map(|s| Sampler::new(s.max_per_second, s.pass_every, Instant::now)),
+            counter: LogCounter::new(),
+        }
+    }
+}
+
+impl<S> Filter<S> for Gate {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        self.level.get().allows(meta.level())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        // The answer changes with the level: `LogLevelHandle::set` rebuilds the cache.
+        if self.level.get().allows(meta.level()) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(
+            self.level.get().tracing_level(),
+        ))
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        let pass = self
+            .sampler
+            .as_ref()
+            .is_none_or(|sampler| sampler.admit(event));
+        // isp-kit counts its well-known levels only: no `trace`.
+        let counted = match *meta.level() {
+            _ if meta.target() == FATAL_TARGET => Some(Counted::Fatal),
+            Level::ERROR => Some(Counted::Error),
+            Level::WARN => Some(Counted::Warn),
+            Level::INFO => Some(Counted::Info),
+            Level::DEBUG => Some(Counted::Debug),
+            Level::TRACE => None,
+        };
+        if let Some(level) = counted {
+            if pass {
+                self.counter.sampled(level);
+            } else {
+                self.counter.dropped(level);
+            }
+        }
+        pass
+    }
+}
+
+/// zap's sampler: in each tick, of the lines with the same level and message, the first
+/// `first` pass, then one in `thereafter`.
+pub(crate) struct Sampler {
+    first: u64,
+    thereafter: u64,
+    counters: Box<[Counter]>,
+    start: Instant,
+    now: Arc<dyn Fn() -> Instant + Send + Sync>,
+}
+
+#[derive(Default)]
+struct Counter {
+    /// Nanoseconds since `start` at which the count starts again.
+    reset_at: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Sampler {
+    pub(crate) fn new(
+        first: u64,
+        thereafter: u64,
+        now: impl Fn() -> Instant + Send + Sync + 'static,
+    ) -> Self {
+        let counters = (0..COUNTERS_PER_LEVEL * 5)
+            .map(|_| Counter::default())
+            .collect();
+        Self {
+            first,
+            thereafter,
+            counters,
+            start: now(),
+            now: Arc::new(now),
+        }
+    }
+
+    fn admit(&self, event: &Event<'_>) -> bool {
+        let mut message = MessageHash::default();
+        event.record(&mut message);
+        let level = match *event.metadata().level() {
+            Level::TRACE | Level::DEBUG => 0,
+            Level::INFO => 1,
+            Level::WARN => 2,
+            Level::ERROR => 3,
+        };
+        self.admit_key(level, message.0.finish())
+    }
+
+    fn admit_key(&self, level: usize, hash: u64) -> bool {
+        let slot = level * COUNTERS_PER_LEVEL + (hash as usize % COUNTERS_PER_LEVEL);
+        let counter = &self.counters[slot];
+        let now = u64::try_from(
+            (self.now)()
+                .saturating_duration_since(self.start)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
+        let n = if counter.reset_at.load(Ordering::Acquire) > now {
+            counter.count.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            counter.count.store(1, Ordering::Release);
+            counter.reset_at.store(
+                now.saturating_add(u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX)),
+                Ordering::Release,
+            );
+            1
+        };
+        n <= self.first || (self.thereafter > 0 && (n - self.first).is_multiple_of(self.thereafter))
+    }
+}
+
+/// The hash of an event's `message`.
+struct MessageHash(std::collections::hash_map::DefaultHasher);
+
+impl Default for MessageHash {
+    fn default() -> Self {
+        Self(std::collections::hash_map::DefaultHasher::new())
+    }
+}
+
+impl Visit for MessageHash {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            value.hash(&mut self.0);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            format!("{value:?}").hash(&mut self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn first_n_then_one_in_m_per_tick_per_key() {
+        let clock = Arc::new(Mutex::new(Instant::now()));
+        let now = Arc::clone(&clock);
+        let sampler = Sampler::new(2, 3, move || *now.lock().unwrap());
+        let passed: Vec<bool> = (0..10).map(|_| sampler.admit_key(1, 42)).collect();
+        // 1, 2 pass; then 5 and 8 (every third after the first two).
+        assert_eq!(
+            passed,
+            [
+                true, true, false, false, true, false, false, true, false, false
+            ]
+        );
+        assert!(
+            sampler.admit_key(1, 43),
+            "another message has its own count"
+        );
+        assert!(sampler.admit_key(2, 42), "another level has its own count");
+        *clock.lock().unwrap() += TICK;
+        assert!(
+            sampler.admit_key(1, 42),
+            "a new tick starts the count again"
+        );
+        assert!(sampler.admit_key(1, 42));
+        assert!(!sampler.admit_key(1, 42));
+    }
+}
