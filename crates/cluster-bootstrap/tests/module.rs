@@ -101,7 +101,7 @@ async fn a_go_shaped_module_joins_declares_and_serves_health_and_metrics() {
     assert_eq!(boot.local_config().module_name, "orders-rs");
     let levels = boot.log_level().clone();
     let remote = TypedConfig::<Remote>::new().inspect(levels.follow(|c: &Remote| c.log_level));
-    let mut config = remote.handle();
+    let config = remote.handle();
     let module = Module::new(remote).grpc(router(config.clone()));
     let mut state = boot.cluster_state();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -256,11 +256,16 @@ async fn a_go_shaped_module_joins_declares_and_serves_health_and_metrics() {
     service
         .set_config("orders-rs", r#"{"greeting":"hi","logLevel":"warn"}"#, None)
         .unwrap();
-    let changed = tokio::time::timeout(WAIT, config.changed())
+    // The module's second config (the first was the default).
+    let outcome = tokio::time::timeout(WAIT, config.wait_outcome(2))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(changed.greeting, "hi");
+    assert!(
+        matches!(outcome, cluster_client::ConfigOutcome::Applied(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(config.get().unwrap().greeting, "hi");
     assert_eq!(levels.get(), LogLevel::Warn);
 
     // The config service goes away: the health check fails, at once.

@@ -6,6 +6,11 @@
 //! `READY_SESSIONS` (default 400, the first 10 % are warm-up), `READY_RUNTIME`
 //! (`current_thread`, the default, or `multi_thread`).
 //!
+//! Sessions alternate between a client whose metrics go to a Prometheus recorder (isp-kit's
+//! as the bootstrap installs it, here a local one: `metrics::with_local_recorder` around the
+//! client's build, where its handles are taken) and one with no recorder; both p50s and their
+//! ratio are printed, so that the cost of the metrics is read from one run.
+//!
 //! The memory figure comes from a child process, the `idle_client` example (built by
 //! `cargo bench`, or `cargo build --release -p cluster-client --example idle_client`), that
 //! runs one ready client on a current-thread runtime, idles 6 s, and reports `VmRSS` from
@@ -70,9 +75,19 @@ fn main() {
 
         let warmup = sessions / 10;
         let mut times = Vec::with_capacity(sessions);
+        let mut with_metrics = Vec::with_capacity(sessions / 2);
+        let mut without = Vec::with_capacity(sessions / 2);
+        let (prometheus, recorder) = cluster_metrics::prometheus::build();
         for i in 0..sessions + warmup {
+            let metrics_on = i % 2 == 1;
             let started = Instant::now();
-            let b = client(&host, "B", &config);
+            let b = if metrics_on {
+                cluster_metrics::metrics::with_local_recorder(&recorder, || {
+                    client(&host, "B", &config)
+                })
+            } else {
+                client(&host, "B", &config)
+            };
             let run = tokio::spawn({
                 let b = b.clone();
                 async move { b.run(handler()).await }
@@ -81,6 +96,11 @@ fn main() {
             let took = started.elapsed();
             if i >= warmup {
                 times.push(took);
+                if metrics_on {
+                    with_metrics.push(took);
+                } else {
+                    without.push(took);
+                }
             }
             b.close().await;
             run.await.expect("run task").expect("run");
@@ -100,6 +120,20 @@ fn main() {
             ms(mean),
             ms(times[0]),
             ms(times[times.len() - 1]),
+        );
+
+        with_metrics.sort();
+        without.sort();
+        let (on, off) = (percentile(&with_metrics, 0.50), percentile(&without, 0.50));
+        println!(
+            "  metrics: p50 {:.3} ms with a Prometheus recorder, {:.3} ms without (alternating sessions): {:.3}x",
+            ms(on),
+            ms(off),
+            on.as_secs_f64() / off.as_secs_f64()
+        );
+        assert!(
+            prometheus.render().contains("cluster_sessions_started_count"),
+            "the recorder saw the sessions"
         );
 
         // Idle memory of a separate, lean process running one ready client.

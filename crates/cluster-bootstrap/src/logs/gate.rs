@@ -36,14 +36,23 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Events pass by the module's level. Spans at INFO and above always do: they are the
+    /// context of the lines (`request_id`, `endpoint`, `session_id`, as isp-kit's context
+    /// fields), which an error line needs whatever the level.
+    fn passes(&self, meta: &Metadata<'_>) -> bool {
+        (meta.is_span() && *meta.level() <= Level::INFO) || self.level.get().allows(meta.level())
+    }
+}
+
 impl<S> Filter<S> for Gate {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        self.level.get().allows(meta.level())
+        self.passes(meta)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
         // The answer changes with the level: `LogLevelHandle::set` rebuilds the cache.
-        if self.level.get().allows(meta.level()) {
+        if self.passes(meta) {
             Interest::always()
         } else {
             Interest::never()
@@ -51,8 +60,9 @@ impl<S> Filter<S> for Gate {
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        // INFO spans pass at any level.
         Some(tracing::level_filters::LevelFilter::from_level(
-            self.level.get().tracing_level(),
+            self.level.get().tracing_level().max(Level::INFO),
         ))
     }
 
@@ -179,6 +189,55 @@ impl Visit for MessageHash {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn the_level_filters_lines_but_an_error_keeps_its_spans_fields() {
+        use crate::logs::{JsonLines, LogLevel, format::JsonFields};
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = Arc::clone(&buffer);
+        let level = LogLevelHandle::new(LogLevel::Error);
+        let layer = tracing_subscriber::fmt::layer()
+            .event_format(JsonLines)
+            .fmt_fields(JsonFields)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .with_filter(Gate::new(level.clone(), None));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc_call", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!("hidden at error");
+            tracing::error!("shown");
+            level.set(LogLevel::Info);
+            tracing::info!("shown once the level is info");
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let messages: Vec<&str> = lines.iter().map(|l| l["msg"].as_str().unwrap()).collect();
+        assert_eq!(
+            messages,
+            ["shown", "log level changed", "shown once the level is info"],
+            "{text}"
+        );
+        assert_eq!(lines[0]["request_id"], "r-1", "{text}");
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn first_n_then_one_in_m_per_tick_per_key() {

@@ -4,7 +4,7 @@
 //! beside stderr (`logFile`); isp-kit's sampling (`logs.sampling`) and its
 //! `app_logs_sampling_status_count` metric.
 
-mod format;
+pub(crate) mod format;
 mod gate;
 mod level;
 mod writer;
