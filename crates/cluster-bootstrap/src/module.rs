@@ -274,18 +274,12 @@ impl Bootstrap {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let mut grpc_task = match (transport, grpc_listener) {
-            (Transport::Grpc(router), Some(listener)) => {
-                let addr = listener.local_addr().map_err(BootstrapError::Infra)?;
-                tracing::info!(grpc_inner_address = %addr, "run grpc server");
-                let server = cluster_grpc::Server::builder(*router)
-                    .shutdown_with(&client)
-                    .serve(listener)
-                    .map_err(BootstrapError::Infra)?;
-                Some(tokio::spawn(server.wait()))
-            }
-            _ => None,
-        };
+        // The server stops once the module has left the cluster.
+        let mut left = client.state();
+        let mut grpc_task = spawn_grpc(transport, grpc_listener, async move {
+            // A dropped client (the sender gone) counts as closed too.
+            let _ = left.wait_for(|s| *s == ClientState::Closed).await;
+        })?;
         // The client's state, for `Bootstrap::cluster_state`.
         let mut state = client.state();
         let forward = self.state.clone();
@@ -354,17 +348,10 @@ impl Bootstrap {
         tracing::info!(path = %path.display(), "offline: the remote config comes from a file");
         OfflineClient::new(&path).run(handler).await?;
         let stop = CancellationToken::new();
-        let mut grpc_task = match (transport, grpc_listener) {
-            (Transport::Grpc(router), Some(listener)) => {
-                let stopped = stop.clone();
-                let server = cluster_grpc::Server::builder(*router)
-                    .shutdown_on(async move { stopped.cancelled().await })
-                    .serve(listener)
-                    .map_err(BootstrapError::Infra)?;
-                Some(tokio::spawn(server.wait()))
-            }
-            _ => None,
-        };
+        let stopped = stop.clone();
+        let mut grpc_task = spawn_grpc(transport, grpc_listener, async move {
+            stopped.cancelled().await;
+        })?;
         let outcome = tokio::select! {
             () = shutdown => Ok(()),
             served = wait_some(&mut grpc_task) => grpc_outcome(served),
@@ -518,6 +505,25 @@ async fn bind(what: &'static str, ip: &str, port: u16) -> Result<TcpListener, Bo
             source,
         })?;
     Ok(listener)
+}
+
+/// Starts the gRPC server of a `grpc` module on its listener, until `stop`; `None` for an
+/// `empty` one.
+fn spawn_grpc(
+    transport: Transport,
+    listener: Option<TcpListener>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<Result<(), cluster_grpc::ServeError>>>, BootstrapError> {
+    let (Transport::Grpc(router), Some(listener)) = (transport, listener) else {
+        return Ok(None);
+    };
+    let addr = listener.local_addr().map_err(BootstrapError::Infra)?;
+    tracing::info!(grpc_inner_address = %addr, "run grpc server");
+    let server = cluster_grpc::Server::builder(*router)
+        .shutdown_on(stop)
+        .serve(listener)
+        .map_err(BootstrapError::Infra)?;
+    Ok(Some(tokio::spawn(server.wait())))
 }
 
 /// The gRPC server task's outcome, as the run reports it.

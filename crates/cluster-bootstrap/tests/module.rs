@@ -62,6 +62,18 @@ async fn wait_state(state: &mut tokio::sync::watch::Receiver<ClientState>, ready
         .expect("the bootstrap is alive");
 }
 
+/// `/internal/health` answers `status` with the cluster session's check at `check`.
+async fn assert_session_health(infra: SocketAddr, status: u16, check: &str) {
+    let (got, body) = http_get(infra, "/internal/health").await;
+    assert_eq!(got, status, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], check, "{body}");
+    assert_eq!(
+        health["details"]["configServiceConnection"][0]["status"], check,
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_shaped_module_joins_declares_and_serves_health_and_metrics() {
     let (service, ws) = fake_service().await;
@@ -155,14 +167,7 @@ async fn a_go_shaped_module_joins_declares_and_serves_health_and_metrics() {
     assert_eq!(targets[0]["labels"]["app"], "orders-rs");
 
     // Health: the cluster session passes.
-    let (status, body) = http_get(infra, "/internal/health").await;
-    assert_eq!(status, 200, "{body}");
-    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["status"], "pass");
-    assert_eq!(
-        health["details"]["configServiceConnection"][0]["status"],
-        "pass"
-    );
+    assert_session_health(infra, 200, "pass").await;
 
     // Calls, then their metrics under isp-kit's names.
     let client = GrpcClient::new([grpc_addr.to_string()]);
@@ -271,14 +276,7 @@ async fn a_go_shaped_module_joins_declares_and_serves_health_and_metrics() {
     // The config service goes away: the health check fails, at once.
     service.stop().await;
     wait_state(&mut state, false).await;
-    let (status, body) = http_get(infra, "/internal/health").await;
-    assert_eq!(status, 500, "{body}");
-    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["status"], "fail");
-    assert_eq!(
-        health["details"]["configServiceConnection"][0]["status"],
-        "fail"
-    );
+    assert_session_health(infra, 500, "fail").await;
 
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, run)

@@ -16,7 +16,7 @@
 //! `increase(…[5m])` and alerts see the first failure.
 
 use crate::{Family, Kind, milliseconds, reg};
-use metrics::{Counter, Gauge, Histogram, Label};
+use metrics::{Counter, Gauge, Histogram, Key, Label};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -117,7 +117,7 @@ impl SessionState {
 
     /// The label value: `idle`, `connecting`, `handshaking`, `ready`, `backing_off`, `closed`.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Idle => "idle",
             Self::Connecting => "connecting",
@@ -167,7 +167,7 @@ impl FailureCause {
 
     /// The label value (`connect`, `ack_timeout`, …).
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::AckTimeout => "ack_timeout",
@@ -234,31 +234,33 @@ impl ClusterMetrics {
     /// is `idle`, the config version 0.
     #[must_use]
     pub fn new() -> Self {
-        describe();
+        // Once a process: the help texts do not change, and the recorder of
+        // `prometheus` supplies them at registration anyway (a client is built on the way
+        // to ready: this is part of that path).
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(describe);
+        // Static keys: registering them builds nothing (a client is built on the way to
+        // ready).
         let states = SessionState::ALL.map(|s| {
-            reg::gauge(
+            reg::gauge_key(&Key::from_static_parts(
                 SESSION_STATE,
-                vec![Label::from_static_parts("state", s.as_str())],
-            )
+                &STATE_LABELS[index(s)],
+            ))
         });
         states[0].set(1.0);
         for gauge in &states[1..] {
             gauge.set(0.0);
         }
         let failed = FailureCause::ALL.map(|c| {
-            let counter = reg::counter(
+            // Registered, the series shows 0 until the first failure (no `absolute(0)`:
+            // another client of the process may have counted already).
+            reg::counter_key(&Key::from_static_parts(
                 SESSIONS_FAILED_COUNT,
-                vec![Label::from_static_parts("cause", c.as_str())],
-            );
-            counter.absolute(0);
-            counter
+                &CAUSE_LABELS[cause_index(c)],
+            ))
         });
-        let counter = |name| {
-            let counter = reg::counter(name, Vec::new());
-            counter.absolute(0);
-            counter
-        };
-        let version = reg::gauge(CONFIG_VERSION, Vec::new());
+        let counter = |name| reg::counter_key(&Key::from_static_name(name));
+        let version = reg::gauge_key(&Key::from_static_name(CONFIG_VERSION));
         version.set(0.0);
         Self {
             states,
@@ -325,6 +327,44 @@ impl ClusterMetrics {
     pub fn config_version(&self) -> u64 {
         self.versions.load(Ordering::Relaxed)
     }
+}
+
+/// The `state` label of each state, in the order of [`SessionState::ALL`].
+static STATE_LABELS: [[Label; 1]; 6] = {
+    const fn label(i: usize) -> [Label; 1] {
+        [Label::from_static_parts(
+            "state",
+            SessionState::ALL[i].as_str(),
+        )]
+    }
+    [label(0), label(1), label(2), label(3), label(4), label(5)]
+};
+
+/// The `cause` label of each cause, in the order of [`FailureCause::ALL`].
+static CAUSE_LABELS: [[Label; 1]; 8] = {
+    const fn label(i: usize) -> [Label; 1] {
+        [Label::from_static_parts(
+            "cause",
+            FailureCause::ALL[i].as_str(),
+        )]
+    }
+    [
+        label(0),
+        label(1),
+        label(2),
+        label(3),
+        label(4),
+        label(5),
+        label(6),
+        label(7),
+    ]
+};
+
+fn cause_index(cause: FailureCause) -> usize {
+    FailureCause::ALL
+        .iter()
+        .position(|c| *c == cause)
+        .unwrap_or_default()
 }
 
 fn index(state: SessionState) -> usize {

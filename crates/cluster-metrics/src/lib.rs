@@ -185,13 +185,15 @@ mod reg {
     }
 
     pub(crate) fn counter(name: &'static str, labels: Vec<Label>) -> Counter {
-        let key = Key::from_parts(name, labels);
-        metrics::with_recorder(|r| r.register_counter(&key, &METADATA))
+        counter_key(&Key::from_parts(name, labels))
     }
 
-    pub(crate) fn gauge(name: &'static str, labels: Vec<Label>) -> Gauge {
-        let key = Key::from_parts(name, labels);
-        metrics::with_recorder(|r| r.register_gauge(&key, &METADATA))
+    pub(crate) fn gauge_key(key: &Key) -> Gauge {
+        metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
+    }
+
+    pub(crate) fn counter_key(key: &Key) -> Counter {
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA))
     }
 }
 
