@@ -136,10 +136,8 @@ impl Bootstrap {
         T: DeserializeOwned + Serialize + JsonSchema + Default + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        // An error is logged by whoever takes it (`Fatal`, at `fatal`): not twice here.
         let result = self.run_inner(module, shutdown).await;
-        if let Err(err) = &result {
-            tracing::error!(error = %crate::error::chain(err), "module stopped on an error");
-        }
         self.guards.shutdown().await;
         result
     }
@@ -403,8 +401,8 @@ impl Bootstrap {
     }
 
     /// The schema of `T` and the default config: `defaultRemoteConfigPath`'s file when it
-    /// exists (checked by the module's validation now, rather than at each handshake), else
-    /// `T::default()`.
+    /// exists (parsed and checked by the module's validation now, rather than at each
+    /// handshake; sent as it is, as Go sends it), else `T::default()`.
     fn config_data<T>(&self, remote: &TypedConfig<T>) -> Result<ConfigData, BootstrapError>
     where
         T: DeserializeOwned + Serialize + JsonSchema + Default + Send + Sync + 'static,
@@ -415,41 +413,28 @@ impl Bootstrap {
             path: shown.clone(),
             message,
         };
-        let default = match std::fs::read(&path) {
+        match std::fs::read(&path) {
             Ok(bytes) => {
-                let default: T = serde_json::from_slice(&bytes)
-                    .map_err(|err| fail(format!("not the module's config: {}", redacted(&err))))?;
+                let data = remote
+                    .config_data_from_json(self.module_version.clone(), &bytes)
+                    .map_err(|err| fail(err.to_string()))?;
                 tracing::info!(path = %shown, "default remote config read");
-                default
+                Ok(data)
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %shown, "no default remote config file: the type's default is the default");
-                T::default()
+                tracing::warn!(
+                    path = %shown,
+                    "no default remote config file: the default of the config type is sent instead \
+                     (set defaultRemoteConfigPath, or run with APP_MODE=dev for conf/default_remote_config.json)"
+                );
+                remote.config_data(self.module_version.clone()).map_err(|err| {
+                    fail(format!(
+                        "the file does not exist, and the config type's default cannot serve: {err}"
+                    ))
+                })
             }
-            Err(err) => return Err(fail(format!("cannot be read: {err}"))),
-        };
-        remote
-            .config_data_with(self.module_version.clone(), &default)
-            .map_err(|err| fail(err.to_string()))
-    }
-}
-
-/// A serde_json error without the part of the input it may quote: line and column only.
-fn redacted(err: &serde_json::Error) -> String {
-    match err.classify() {
-        serde_json::error::Category::Io => "cannot be read".to_owned(),
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-            format!(
-                "not valid JSON (line {}, column {})",
-                err.line(),
-                err.column()
-            )
+            Err(err) => Err(fail(format!("cannot be read: {err}"))),
         }
-        serde_json::error::Category::Data => format!(
-            "a value of the wrong type or a missing key (line {}, column {})",
-            err.line(),
-            err.column()
-        ),
     }
 }
 
@@ -561,16 +546,6 @@ mod tests {
         assert_eq!(
             base,
             serde_json::json!({"db": {"host": "b", "port": 1}, "list": [3], "new": true})
-        );
-    }
-
-    #[test]
-    fn json_errors_do_not_quote_the_input() {
-        let err = serde_json::from_str::<u32>("\"s3cr3t\"").unwrap_err();
-        let text = redacted(&err);
-        assert!(
-            !text.contains("s3cr3t") && text.contains("line 1"),
-            "{text}"
         );
     }
 }

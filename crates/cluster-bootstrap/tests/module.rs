@@ -385,3 +385,35 @@ async fn a_user_check_that_hangs_is_cut_by_the_timeout() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_remote_config_that_does_not_fit_names_the_key_not_the_value() {
+    let dir = temp_dir("default");
+    let config = write(
+        &dir,
+        "config.yml",
+        &go_config("default-rs", 1).replace("logLevel: info", "logLevel: error"),
+    );
+    let default = write(
+        &dir,
+        "default_remote_config.json",
+        r#"{"greting": "s3cr3t-typo", "logLevel": "info"}"#,
+    );
+    let env = Environment::from_vars([
+        ("APP_CONFIG_PATH", config.display().to_string()),
+        ("DEFAULTREMOTECONFIGPATH", default.display().to_string()),
+    ]);
+    let boot = Bootstrap::with_environment("1.0.0", env).unwrap();
+    let err = boot
+        .run_until(
+            Module::new(TypedConfig::<Remote>::new()),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&default.display().to_string()), "{err}");
+    assert!(err.contains("missing field `greeting`"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -442,6 +442,46 @@ where
     }
 }
 
+impl<T> TypedConfig<T>
+where
+    T: DeserializeOwned + JsonSchema + Send + Sync + 'static,
+{
+    /// [`TypedConfig::config_data`] with the default config given as JSON (a Go module's
+    /// `default_remote_config.json`): it must parse into `T` and pass the validation, as the
+    /// module would receive it; the JSON is sent as it is (minified), fields `T` does not
+    /// know included, as Go sends its file.
+    ///
+    /// # Errors
+    /// [`TypedConfigError::Parse`] (values redacted, keys named) when it does not parse into
+    /// `T`; [`TypedConfigError::InvalidDefault`] when the validation refuses it.
+    pub fn config_data_from_json(
+        &self,
+        version: impl Into<String>,
+        default: &[u8],
+    ) -> Result<ConfigData, TypedConfigError> {
+        let type_name = std::any::type_name::<T>();
+        match self.parse_and_validate(default) {
+            Ok(_) => {}
+            Err(TypedConfigError::Invalid(source)) => {
+                return Err(TypedConfigError::InvalidDefault { type_name, source });
+            }
+            Err(other) => return Err(other),
+        }
+        let not_json = |err: serde_json::Error| TypedConfigError::DefaultNotJson {
+            type_name,
+            message: redact_input(&err.to_string()),
+        };
+        // It parsed into `T`: it is JSON. Minified, so that it travels on one line.
+        let value: serde_json::Value = serde_json::from_slice(default).map_err(not_json)?;
+        let schema = serde_json::to_string(&json_schema_for::<T>()).map_err(not_json)?;
+        Ok(ConfigData {
+            version: version.into(),
+            schema: RawValue::from_string(schema).map_err(not_json)?,
+            config: RawValue::from_string(value.to_string()).map_err(not_json)?,
+        })
+    }
+}
+
 #[async_trait]
 impl<T> RemoteConfigReceiver for TypedConfig<T>
 where
@@ -691,6 +731,40 @@ mod tests {
         assert_eq!(
             data.config.get(),
             r#"{"name":"","inner":{"port":0},"list":[]}"#
+        );
+    }
+
+    #[test]
+    fn a_default_from_json_names_the_key_not_the_value() {
+        let typed = TypedConfig::<Conf>::new().validate(|c: &Conf| {
+            if c.name.is_empty() {
+                Err("empty name")
+            } else {
+                Ok(())
+            }
+        });
+        let data = typed
+            .config_data_from_json(
+                "1.0.0",
+                b"{\n \"name\": \"a\",\n \"inner\": {\"port\": 1}, \"list\": [], \"extra\": 1}",
+            )
+            .unwrap();
+        assert_eq!(
+            data.config.get(),
+            r#"{"extra":1,"inner":{"port":1},"list":[],"name":"a"}"#
+        );
+        let missing = typed
+            .config_data_from_json("1.0.0", br#"{"name":"s3cr3t","list":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing field `inner`"), "{missing}");
+        assert!(!missing.contains("s3cr3t"), "{missing}");
+        let refused = typed
+            .config_data_from_json("1.0.0", br#"{"name":"","inner":{"port":1},"list":[]}"#)
+            .unwrap_err();
+        assert!(
+            matches!(refused, TypedConfigError::InvalidDefault { .. }),
+            "{refused}"
         );
     }
 

@@ -135,6 +135,10 @@ impl TlsConfig {
     }
 }
 
+/// ring, the crypto library already in the tree (rustls 0.23.48 deprecates its ring provider
+/// for lack of post-quantum key exchange, which only its aws-lc provider has; ours talks
+/// to config services, none of which offers it).
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

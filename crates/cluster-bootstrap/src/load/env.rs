@@ -148,13 +148,17 @@ impl Environment {
         }
     }
 
-    /// `path` as given when absolute, else from the current folder.
+    /// `path` as given when absolute, else from the current folder (the one given, else the
+    /// process's), so that messages name the whole path.
     #[must_use]
     pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
         match &self.current_dir {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
+            Some(dir) => dir.join(path),
+            None => std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path)),
         }
     }
 

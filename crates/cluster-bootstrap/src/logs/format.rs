@@ -1,5 +1,7 @@
 //! JSON lines with zap's keys, as isp-kit's production logger writes them:
-//! `{"level":"info","ts":"2026-12-07T22:57:47.123Z","msg":"…","field":…}`; the fields of
+//! `{"level":"info","ts":"2026-12-07T22:57:47.123Z","logger":"…","msg":"…","field":…}`
+//! (`logger`, zap's key for a logger's name, holds the event's target: the module that wrote
+//! the line); the fields of
 //! the spans the event is in follow its own (outermost span first), as isp-kit's context
 //! fields (`requestId`, …) follow a line's.
 
@@ -65,7 +67,9 @@ where
         line.push_str(level_name(meta.level(), meta.target()));
         line.push_str("\",\"ts\":\"");
         line.push_str(&timestamp(OffsetDateTime::now_utc()));
-        line.push_str("\",\"msg\":");
+        line.push_str("\",\"logger\":");
+        push_json_str(&mut line, meta.target());
+        line.push_str(",\"msg\":");
         push_json_str(&mut line, fields.message.as_deref().unwrap_or(""));
         line.push_str(&fields.out);
         if let Some(scope) = ctx.event_scope() {
@@ -230,6 +234,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         let line = &got[0];
         assert_eq!(line["level"], "info");
+        assert_eq!(line["logger"], "cluster_bootstrap::logs::format::tests");
         assert_eq!(line["msg"], "handled \"call\"");
         assert_eq!(line["count"], 3);
         assert_eq!(line["ok"], true);

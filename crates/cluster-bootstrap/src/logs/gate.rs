@@ -41,8 +41,43 @@ impl Gate {
     /// context of the lines (`request_id`, `endpoint`, `session_id`, as isp-kit's context
     /// fields), which an error line needs whatever the level.
     fn passes(&self, meta: &Metadata<'_>) -> bool {
-        (meta.is_span() && *meta.level() <= Level::INFO) || self.level.get().allows(meta.level())
+        if meta.is_span() && *meta.level() <= Level::INFO {
+            return true;
+        }
+        if *meta.level() > Level::INFO && is_stack_below(meta.target()) {
+            return false;
+        }
+        self.level.get().allows(meta.level())
     }
+}
+
+/// The libraries under the module (HTTP/2, HTTP, TLS, the exporters): their `debug` and
+/// `trace` lines describe every frame they move, so `logLevel: debug` shows the module's and
+/// this repository's lines but not theirs, as a Go module's debug level is its own logger's.
+const STACK_BELOW: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "tonic",
+    "axum",
+    "rustls",
+    "tokio_rustls",
+    "tokio_util",
+    "mio",
+    "want",
+    "reqwest",
+    "ureq",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "tracing_opentelemetry",
+    "sentry",
+];
+
+fn is_stack_below(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    STACK_BELOW.contains(&krate)
 }
 
 impl<S> Filter<S> for Gate {
@@ -236,6 +271,42 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn the_stack_below_stays_quiet_at_debug() {
+        assert!(is_stack_below("h2::codec::framed_read"));
+        assert!(is_stack_below("hyper"));
+        assert!(!is_stack_below("cluster_client::driver"));
+        assert!(!is_stack_below("billing"));
+        let gate = Gate::new(LogLevelHandle::new(crate::logs::LogLevel::Trace), None);
+        let passes = |target: &'static str, level: Level| {
+            let meta = Box::leak(Box::new(Metadata::new(
+                "e",
+                target,
+                level,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+                tracing::metadata::Kind::EVENT,
+            )));
+            gate.passes(meta)
+        };
+        assert!(!passes("h2::proto", Level::DEBUG));
+        assert!(passes("h2::proto", Level::INFO));
+        assert!(passes("cluster_grpc::server", Level::TRACE));
+    }
+
+    static CALLSITE: NoCallsite = NoCallsite;
+
+    struct NoCallsite;
+
+    impl tracing::callsite::Callsite for NoCallsite {
+        fn set_interest(&self, _: Interest) {}
+        fn metadata(&self) -> &Metadata<'_> {
+            unreachable!("not registered")
         }
     }
 

@@ -117,13 +117,14 @@ impl LogLevelHandle {
         LogLevel::from_index(self.level.load(Ordering::Relaxed))
     }
 
-    /// Changes the level; the next event sees it. Logged at `info` when it changes.
+    /// Changes the level; the next event sees it. Logged at `warn` when it changes (so the
+    /// change shows at `warn` too).
     pub fn set(&self, level: LogLevel) {
         let old = LogLevel::from_index(self.level.swap(level.index(), Ordering::Relaxed));
         if old != level {
             // The log output caches which call sites it wants: ask again.
             tracing::callsite::rebuild_interest_cache();
-            tracing::info!(from = %old, to = %level, "log level changed");
+            tracing::warn!(from = %old, to = %level, "log level changed");
         }
     }
 
