@@ -2,17 +2,19 @@
 
 use crate::error::CallError;
 use crate::message::{Body, Message};
-use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, request_id_bytes};
+use crate::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID};
 use crate::server::{DEFAULT_MAX_MESSAGE_SIZE, REQUEST_PATH};
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
 use cluster_metrics::grpc::GrpcClientMetrics;
+use cluster_pipeline::request_id_bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tonic::Code;
+use tonic::codegen::http::HeaderMap;
 use tonic::metadata::{AsciiMetadataValue, MetadataKey, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 
@@ -496,7 +498,8 @@ impl Invoke {
     pub async fn message(self) -> Result<Message, CallError> {
         let body = self.body?;
         // The request id: the caller's (`request_id`, else the first `x-request-id` in the
-        // metadata), or a new one.
+        // metadata), else the one of the call being served (isp-kit's client passes on
+        // `requestid.FromContext(ctx)`), else a new one.
         let request_id = match &self.request_id {
             Some(id) => RequestId::Given(id),
             None => self
@@ -504,10 +507,17 @@ impl Invoke {
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(REQUEST_ID))
                 .map_or_else(
-                    || RequestId::New(request_id_bytes()),
+                    || {
+                        cluster_pipeline::RequestId::current()
+                            .map_or_else(|| RequestId::New(request_id_bytes()), RequestId::Current)
+                    },
                     |(_, v)| RequestId::Given(v),
                 ),
         };
+        // The trace context of the span the call is made in (W3C `traceparent`), when
+        // OpenTelemetry's propagator is set; made once, sent on every attempt.
+        let mut trace = HeaderMap::new();
+        cluster_pipeline::trace::inject_current(&mut trace);
         let timeout = self.timeout.unwrap_or(self.client.inner.config.timeout);
         let timeout_header = if timeout == self.client.inner.config.timeout {
             self.client.inner.timeout_header.clone()
@@ -520,6 +530,7 @@ impl Invoke {
             application_id: self.application_id,
             request_id,
             timeout: timeout_header,
+            trace,
         };
         let metadata = headers.metadata()?;
         let metrics = self.client.inner.metrics.as_ref();
@@ -544,7 +555,11 @@ impl Invoke {
 
 /// The request id a call sends.
 enum RequestId<'a> {
+    /// The caller's.
     Given(&'a str),
+    /// The call being served's.
+    Current(cluster_pipeline::RequestId),
+    /// A new one.
     New([u8; 32]),
 }
 
@@ -556,12 +571,14 @@ struct CallHeaders<'a> {
     request_id: RequestId<'a>,
     /// `grpc-timeout`; `None` for no timeout.
     timeout: Option<AsciiMetadataValue>,
+    /// The trace context (`traceparent`, `tracestate`), empty without a propagator.
+    trace: HeaderMap,
 }
 
 impl CallHeaders<'_> {
     /// The call's metadata: the caller's entries in order (keys lowercased, `x-request-id`
-    /// left out), then `proxy_method_name`, `x-application-identity`, `x-request-id` and
-    /// `grpc-timeout`.
+    /// left out), then `proxy_method_name`, `x-application-identity`, `x-request-id`,
+    /// `grpc-timeout` and the trace context (unless the caller's entries set it).
     fn metadata(&self) -> Result<MetadataMap, CallError> {
         let mut md = MetadataMap::with_capacity(self.metadata.len() + 4);
         for (k, v) in self.metadata {
@@ -580,6 +597,10 @@ impl CallHeaders<'_> {
         }
         let mut request_id = match &self.request_id {
             RequestId::Given(id) => ascii(id)?,
+            RequestId::Current(id) => {
+                md.as_mut().insert(REQUEST_ID, id.to_header_value());
+                return self.finish(md);
+            }
             RequestId::New(bytes) => AsciiMetadataValue::try_from(bytes)
                 .map_err(|_| CallError::InvalidMetadata(REQUEST_ID.to_owned()))?,
         };
@@ -588,8 +609,19 @@ impl CallHeaders<'_> {
         // ends (and in the server's `:authority` filter) and evicted the entries that repeat.
         request_id.set_sensitive(true);
         md.insert(REQUEST_ID, request_id);
+        self.finish(md)
+    }
+
+    /// `grpc-timeout` and the trace context after the rest.
+    fn finish(&self, mut md: MetadataMap) -> Result<MetadataMap, CallError> {
         if let Some(timeout) = &self.timeout {
             md.insert(GRPC_TIMEOUT_HEADER, timeout.clone());
+        }
+        for (name, value) in &self.trace {
+            let headers = md.as_mut();
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         Ok(md)
     }
@@ -666,6 +698,7 @@ mod tests {
             application_id: Some(7),
             request_id: RequestId::New(request_id_bytes()),
             timeout: grpc_timeout_value(DEFAULT_TIMEOUT),
+            trace: HeaderMap::new(),
         };
         let first = headers.metadata().unwrap();
         let again = headers.metadata().unwrap();

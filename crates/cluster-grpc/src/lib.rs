@@ -57,8 +57,10 @@
 //! - Messages: 64 MiB each way, server and client ([`DEFAULT_MAX_MESSAGE_SIZE`]).
 //! - Call timeout: 15 s ([`DEFAULT_TIMEOUT`]), sent as `grpc-timeout`; zero means none.
 //! - Connect timeout per host: 5 s ([`DEFAULT_CONNECT_TIMEOUT`]).
-//! - Request id: a new `x-request-id` on every call unless the caller gives one, sent as a
-//!   never-indexed HPACK literal (a value that never repeats is not worth a table entry).
+//! - Request id: the client sends the caller's `x-request-id`, else the one of the call
+//!   being served (a call made inside a handler), else a new one, as a never-indexed HPACK
+//!   literal (a value that never repeats is not worth a table entry); the server takes the
+//!   caller's, or makes one and echoes it on the response.
 //! - Header block from a client: 1 MiB ([`authority::MAX_HEADER_BLOCK`]).
 //!
 //! # Behaviour, as isp-kit's server shows it (see `fixtures/grpc/`)
@@ -87,9 +89,28 @@
 //! building servers and clients. Each endpoint's handles are taken from the recorder at its
 //! first call and kept, so a call costs no lookup in the recorder and no allocation.
 //!
-//! # Logs
-//! One `grpc_call` span per call with `endpoint` and `request_id`; metadata values (tokens)
-//! are never logged.
+//! # The request pipeline, logs and traces
+//! [`Server`] wraps [`BackendService`] in [`pipeline()`] (`cluster-pipeline`'s layers, in
+//! isp-kit's order; [`ServerBuilder::pipeline`]`(false)` leaves them out):
+//! - request id: the caller's `x-request-id`, or a new one set on the request and echoed on
+//!   the response ([`CallContext::request_id`] reads it), current while the handler runs (a
+//!   [`GrpcClient`] call made inside it sends it on);
+//! - one log line per call, target `cluster_pipeline::log`, INFO, `grpc handler: log`:
+//!   `endpoint`, `method` (the RPC path), `status` (the `grpc-status` code: every error is
+//!   answered trailers-only, so the line has it), `duration_ms`, `request_id`; at DEBUG
+//!   also `request_body` and `response_body`, the `BytesBody` JSON with secrets masked
+//!   (`cluster_proto::SecretMasker`), 16 KiB each at most. Metadata values (tokens) are
+//!   never logged;
+//! - a `grpc_call` span per call with `endpoint` and `request_id`, in which the handler
+//!   runs; with OpenTelemetry set up (the bootstrap's `observability.tracing`), a server
+//!   span named after the endpoint, child of the caller's W3C `traceparent`, with
+//!   `app.request_id`;
+//! - a panic outside the handlers answered `Internal` (a handler's own panic is caught at
+//!   the handler, where the metrics count it).
+//!
+//! The client sends the trace context of the span it is called in (`traceparent`,
+//! `tracestate`) when OpenTelemetry's propagator is set, so the callee's span joins the
+//! caller's trace; the caller's own metadata win over it.
 
 pub mod authority;
 mod client;
@@ -112,8 +133,8 @@ pub use message::{Body, Message};
 pub use metadata::CallContext;
 pub use router::{DuplicateEndpoint, Endpoint, Router};
 pub use server::{
-    BackendService, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, REQUEST_PATH,
-    REQUEST_STREAM_PATH, SERVICE_NAME, ServeError, Server, ServerBuilder,
+    BackendService, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, PanicAnswer, REQUEST_PATH,
+    REQUEST_STREAM_PATH, SERVICE_NAME, ServeError, Server, ServerBuilder, pipeline,
 };
 /// tonic, for [`tonic::Status`], [`tonic::Code`] and metadata types.
 pub use tonic;

@@ -64,7 +64,8 @@ impl CallContext {
         self.metadata.get(key).and_then(|v| v.to_str().ok())
     }
 
-    /// The request id (`x-request-id`).
+    /// The request id (`x-request-id`): behind [`Server`](crate::Server)'s pipeline always
+    /// there, the caller's or the one the server made.
     #[must_use]
     pub fn request_id(&self) -> Option<&str> {
         self.get(REQUEST_ID)
@@ -89,36 +90,9 @@ impl CallContext {
     }
 }
 
-/// A new request id as isp-kit makes one: 16 random bytes as 32 lowercase hex digits.
+/// A new request id as isp-kit makes one: 16 random bytes as 32 lowercase hex digits (the
+/// pipeline's generator, [`cluster_pipeline::new_request_id`]).
 #[must_use]
 pub fn new_request_id() -> String {
-    request_id_bytes().iter().map(|&c| char::from(c)).collect()
-}
-
-/// A new request id's 32 lowercase hex digits, without a `String`.
-pub(crate) fn request_id_bytes() -> [u8; 32] {
-    let bytes: [u8; 16] = rand::random();
-    let mut hex = [0; 32];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-    hex
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn request_ids_are_32_lowercase_hex_and_new_each_time() {
-        let a = super::new_request_id();
-        let b = super::new_request_id();
-        assert_eq!(a.len(), 32);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        );
-        assert_ne!(a, b);
-    }
+    cluster_pipeline::new_request_id()
 }

@@ -3,12 +3,14 @@
 use crate::authority::AuthorityFilter;
 use crate::error::{HandlerError, INTERNAL_SERVICE_ERROR};
 use crate::message::{Body, Message};
-use crate::metadata::{CallContext, PROXY_METHOD_NAME, REQUEST_ID};
+use crate::metadata::{CallContext, PROXY_METHOD_NAME};
 use crate::router::{BoxHandler, Router};
 use cluster_client::{AddressConfiguration, Client, ClientState};
 use cluster_metrics::grpc::GrpcServerMetrics;
+use cluster_pipeline::{Echo, LogLayer, Panic, RequestIdLayer, ServerLayer};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
+use tower::Layer as _;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "isp.BackendService";
@@ -38,7 +41,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// `isp.BackendService` over a [`Router`], as a tower service for tonic. [`Server`] runs it;
 /// use it directly to mount it in a tonic server of your own (then an empty `:authority`
 /// from isp-kit clients is refused by h2 unless you wrap connections in
-/// [`AuthorityFilter`](crate::authority::AuthorityFilter)).
+/// [`AuthorityFilter`](crate::authority::AuthorityFilter), and calls go through no request
+/// pipeline unless you wrap it in [`pipeline()`]: `pipeline().layer(BackendService::new(router))`).
 #[derive(Clone)]
 pub struct BackendService {
     routes: Arc<HashMap<String, BoxHandler>>,
@@ -95,6 +99,8 @@ impl BackendService {
         self
     }
 
+    /// Runs in the request's span (`grpc_call`, with `endpoint` and `request_id`), made by
+    /// the pipeline's [`TraceLayer`](cluster_pipeline::TraceLayer) around this service.
     async fn dispatch(&self, request: Request<Message>) -> Result<Response<Message>, Status> {
         let remote_addr = request.remote_addr();
         let (metadata, _, message) = request.into_parts();
@@ -105,14 +111,8 @@ impl BackendService {
             )));
         };
         let endpoint = String::from_utf8_lossy(endpoint.as_bytes()).into_owned();
-        // Borrowed: a span no subscriber wants does not read it.
-        let request_id = metadata
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let span = tracing::info_span!("grpc_call", endpoint = %endpoint, request_id = %request_id);
         let Some(handler) = self.routes.get(&endpoint) else {
-            span.in_scope(|| tracing::debug!("grpc call to an unknown endpoint"));
+            tracing::debug!("grpc call to an unknown endpoint");
             return Err(Status::not_found(format!(
                 "handler not found for endpoint {endpoint}"
             )));
@@ -128,13 +128,11 @@ impl BackendService {
             remote_addr,
         };
         // The handler is called inside the future so that a panic in its synchronous part is
-        // caught as well.
+        // caught as well. Caught here, at the handler, and not only by the pipeline's
+        // `RecoverLayer`: the metrics below count it as `Internal`, as isp-kit's `Metrics`
+        // middleware sees the error of its `Recovery`.
         let call = async move { handler(ctx, message).await };
-        let outcome = AssertUnwindSafe(call)
-            .catch_unwind()
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
+        let outcome = AssertUnwindSafe(call).catch_unwind().await;
         let result = Self::answer(outcome);
         // As isp-kit's `Metrics` middleware, which sees the status after its error handler
         // and panic recovery: the handler's duration, the code answered, the body sizes.
@@ -208,8 +206,14 @@ impl tonic::server::UnaryService<Message> for Unary {
     }
 }
 
-impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for BackendService {
-    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+/// Any request body tonic can decode: tonic's own, or one a layer wrapped (the pipeline's
+/// log line wraps it to see it pass).
+impl<B> tonic::codegen::Service<http::Request<B>> for BackendService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -217,7 +221,7 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match request.uri().path() {
             REQUEST_PATH => {
                 let service = self.clone();
@@ -241,12 +245,62 @@ impl tonic::server::NamedService for BackendService {
     const NAME: &'static str = SERVICE_NAME;
 }
 
+/// The answer to a panic the pipeline catches outside the handlers (the handlers' own are
+/// caught at the handler): `Internal` "internal service error", as isp-kit's `Recovery`
+/// and error handler answer it.
+fn panic_answer(_panic: &Panic) -> http::Response<tonic::body::Body> {
+    Status::internal(INTERNAL_SERVICE_ERROR).into_http()
+}
+
+/// The log line's bodies: the JSON in the `BytesBody` of the one `isp.Message` a gRPC body
+/// holds (`None`, logged as not JSON, for any other arm, a compressed or truncated message).
+fn isp_message_json(body: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let payload = cluster_pipeline::log::grpc_message(body)?;
+    match prost::Message::decode(payload).ok()? {
+        Message {
+            body: Some(Body::BytesBody(json)),
+        } => Some(Cow::Owned(json.to_vec())),
+        Message { body: None } => Some(Cow::Borrowed(&[])),
+        _ => None,
+    }
+}
+
+/// The type of the answer to a panic in [`pipeline`]'s stack.
+pub type PanicAnswer = fn(&Panic) -> http::Response<tonic::body::Body>;
+
+/// The request pipeline [`Server`] puts around [`BackendService`] (unless
+/// [`ServerBuilder::pipeline`]`(false)`), for a tonic server of your own:
+/// `pipeline().layer(BackendService::new(router))`.
+///
+/// isp-kit's order, outermost first (see `cluster_pipeline`):
+/// - request id: `x-request-id`, or a new one (32 lowercase hex) set on the request and
+///   echoed on the response (an id the caller sent is not echoed: isp-kit's gRPC server
+///   echoes none, and it would cost an HPACK literal each way on every call);
+///   [`CallContext::request_id`] reads it, calls the handler makes with a [`GrpcClient`]
+///   send it on;
+/// - one log line per call (target `cluster_pipeline::log`, INFO): `endpoint`, `method`,
+///   `status` (the `grpc-status` code), `duration_ms`, `request_id`; at DEBUG also the
+///   request's and response's `BytesBody` JSON, secrets masked, 16 KiB each at most;
+/// - the `grpc_call` span, with `endpoint` and `request_id`: with OpenTelemetry set up (the
+///   bootstrap's `observability.tracing`), a server span named after the endpoint, child of
+///   the caller's W3C `traceparent`;
+/// - panic recovery: a panic outside the handlers is answered `Internal`.
+///
+/// [`GrpcClient`]: crate::GrpcClient
+#[must_use]
+pub fn pipeline() -> ServerLayer<PanicAnswer> {
+    ServerLayer::grpc(panic_answer as PanicAnswer)
+        .request_id(RequestIdLayer::new().echo(Echo::WhenNew))
+        .log(LogLayer::grpc().body_decoder(isp_message_json))
+}
+
 /// Why serving stopped.
 pub type ServeError = tonic::transport::Error;
 
 /// Configures and starts a [`Server`].
 pub struct ServerBuilder {
     service: BackendService,
+    pipeline: bool,
     accept_empty_authority: bool,
     shutdown_grace: Duration,
     shutdown: Vec<BoxFuture<'static, ()>>,
@@ -256,6 +310,7 @@ impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("service", &self.service)
+            .field("pipeline", &self.pipeline)
             .field("accept_empty_authority", &self.accept_empty_authority)
             .finish_non_exhaustive()
     }
@@ -274,6 +329,16 @@ impl ServerBuilder {
     #[must_use]
     pub fn metrics(mut self, on: bool) -> Self {
         self.service = self.service.metrics(on);
+        self
+    }
+
+    /// Whether calls go through the request pipeline, [`pipeline`] (default `true`): request
+    /// id, log line, `grpc_call` span and trace context, panic recovery. Without it the
+    /// handlers run in no span and nothing is logged per call; turn it off only to measure
+    /// its cost (the `unary` bench's row "pipeline off").
+    #[must_use]
+    pub fn pipeline(mut self, on: bool) -> Self {
+        self.pipeline = on;
         self
     }
 
@@ -379,11 +444,11 @@ impl ServerBuilder {
             });
         };
         let service = self.service;
-        let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(service, incoming, signal)
-                .await
-        });
+        let task = if self.pipeline {
+            tokio::spawn(run(pipeline().layer(service), incoming, signal))
+        } else {
+            tokio::spawn(run(service, incoming, signal))
+        };
         tracing::info!(addr = %local_addr, "grpc server: serving");
         Ok(Server {
             local_addr,
@@ -391,6 +456,33 @@ impl ServerBuilder {
             task,
         })
     }
+}
+
+/// Serves `service` on tonic until `signal`.
+async fn run<S, ResBody, I, IO, F>(service: S, incoming: I, signal: F) -> Result<(), ServeError>
+where
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<ResBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+    I: futures_util::Stream<Item = Result<IO, io::Error>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    F: std::future::Future<Output = ()>,
+{
+    tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(service, incoming, signal)
+        .await
 }
 
 /// A running server: `isp.BackendService` over a [`Router`], on tonic.
@@ -405,11 +497,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// A builder for `router` (64 MiB limits, empty `:authority` accepted).
+    /// A builder for `router` (64 MiB limits, the pipeline on, empty `:authority` accepted).
     #[must_use]
     pub fn builder(router: Router) -> ServerBuilder {
         ServerBuilder {
             service: BackendService::new(router),
+            pipeline: true,
             accept_empty_authority: true,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             shutdown: Vec::new(),
