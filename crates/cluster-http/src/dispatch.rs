@@ -1,0 +1,452 @@
+//! Routing a request to its endpoint as Go's `httprouter` does, and running the endpoint as
+//! isp-kit's default wrapper does (request id, errors, panics, metrics).
+
+use crate::ApiError;
+use crate::context::{CallContext, REQUEST_ID_HEADER, request_id_of};
+use crate::error::{HandlerError, INTERNAL_SERVICE_ERROR};
+use crate::json::Decode;
+use crate::router::{Response, Route, Router};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use cluster_metrics::http::HttpServerMetrics;
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt as _;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tracing::Instrument as _;
+
+/// The routes, indexed as `httprouter` looks them up.
+struct Table {
+    /// Served path → its routes, one per method.
+    exact: HashMap<String, Vec<Route>>,
+    /// Lower-cased served path → `(method, served path)`, for the case-fixing redirect.
+    folded: HashMap<String, Vec<(Method, String)>>,
+    /// The methods that have a route (`httprouter`'s trees).
+    methods: Vec<Method>,
+}
+
+/// Where a request goes.
+enum Lookup<'a> {
+    Found(&'a Route),
+    /// Another path has the route: a redirect there (`301` for `GET`, else `307`).
+    Redirect(String),
+    /// `OPTIONS` of a path routed for other methods: `200` with `Allow`.
+    Options(String),
+    /// A path routed for other methods only: `405` with `Allow`.
+    NotAllowed(String),
+    NotFound,
+}
+
+impl Table {
+    fn new(routes: &[Route]) -> Self {
+        let mut table = Self {
+            exact: HashMap::new(),
+            folded: HashMap::new(),
+            methods: Vec::new(),
+        };
+        for route in routes {
+            let endpoint = &route.endpoint;
+            let path = endpoint.route_path().to_owned();
+            table
+                .folded
+                .entry(path.to_lowercase())
+                .or_default()
+                .push((endpoint.method().clone(), path.clone()));
+            table.exact.entry(path).or_default().push(route.clone());
+            if !table.methods.contains(endpoint.method()) {
+                table.methods.push(endpoint.method().clone());
+            }
+        }
+        table
+    }
+
+    fn route(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.exact
+            .get(path)?
+            .iter()
+            .find(|r| r.endpoint.method() == method)
+    }
+
+    fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+        if let Some(route) = self.route(method, path) {
+            return Lookup::Found(route);
+        }
+        if self.methods.contains(method) && method != Method::CONNECT && path != "/" {
+            // The same path with its trailing slash toggled.
+            let toggled = toggle_slash(path);
+            if self.route(method, &toggled).is_some() {
+                return Lookup::Redirect(toggled);
+            }
+            // The cleaned path, ignoring case (and again with the slash toggled).
+            let clean = clean_path(path);
+            for candidate in [clean.clone(), toggle_slash(&clean)] {
+                let fixed = self
+                    .folded
+                    .get(&candidate.to_lowercase())
+                    .and_then(|paths| paths.iter().find(|(m, _)| m == method));
+                if let Some((_, fixed)) = fixed {
+                    return Lookup::Redirect(fixed.clone());
+                }
+            }
+        }
+        let mut allowed: Vec<&str> = self
+            .exact
+            .get(path)
+            .into_iter()
+            .flatten()
+            .map(|r| r.endpoint.method())
+            .filter(|m| *m != method && *m != Method::OPTIONS)
+            .map(Method::as_str)
+            .collect();
+        if allowed.is_empty() {
+            return Lookup::NotFound;
+        }
+        allowed.push(Method::OPTIONS.as_str());
+        allowed.sort_unstable();
+        let allow = allowed.join(", ");
+        if method == Method::OPTIONS {
+            Lookup::Options(allow)
+        } else {
+            Lookup::NotAllowed(allow)
+        }
+    }
+}
+
+fn toggle_slash(path: &str) -> String {
+    match path.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
+        _ => format!("{path}/"),
+    }
+}
+
+/// `httprouter.CleanPath`: one leading `/`, no `.`, `..` or empty segments, the trailing
+/// slash kept.
+fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let mut clean = String::with_capacity(path.len() + 1);
+    for part in &parts {
+        clean.push('/');
+        clean.push_str(part);
+    }
+    if clean.is_empty() || (path.ends_with('/') && !clean.ends_with('/')) {
+        clean.push('/');
+    }
+    clean
+}
+
+/// The path as Go's `URL.Path` has it: percent-escapes decoded (as is, when they do not
+/// decode to UTF-8).
+fn decoded_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('%') {
+        return raw.into();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                // Two hex digits: at most 255.
+                let byte = (hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8;
+                out.push(byte);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_or_else(|_| raw.into(), Into::into)
+}
+
+/// The router as a tower service: what [`Server`](crate::Server) serves.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: Table,
+    decode: Decode,
+    /// isp-kit's `http_*` server metrics; `None`: off.
+    metrics: Option<HttpServerMetrics>,
+}
+
+impl Dispatch {
+    pub(crate) fn new(router: &Router, metrics: bool) -> Self {
+        let metrics = metrics.then(|| {
+            let metrics = HttpServerMetrics::new();
+            for route in &router.routes {
+                let endpoint = &route.endpoint;
+                let _ = metrics.endpoint(endpoint.method().as_str(), endpoint.metric_label());
+            }
+            metrics
+        });
+        Self {
+            inner: Arc::new(Inner {
+                table: Table::new(&router.routes),
+                decode: router.decode,
+                metrics,
+            }),
+        }
+    }
+
+    async fn serve(self, request: axum::extract::Request) -> axum::response::Response {
+        let (parts, body) = request.into_parts();
+        let path = decoded_path(parts.uri.path());
+        let route = match self.inner.table.lookup(&parts.method, &path) {
+            Lookup::Found(route) => route.clone(),
+            Lookup::Redirect(to) => return redirect(&parts.method, &to, parts.uri.query()),
+            Lookup::Options(allow) => {
+                let mut response = axum::response::Response::new(Body::empty());
+                set_allow(&mut response, &allow);
+                return response;
+            }
+            Lookup::NotAllowed(allow) => {
+                let mut response = plain_error(StatusCode::METHOD_NOT_ALLOWED);
+                set_allow(&mut response, &allow);
+                return response;
+            }
+            Lookup::NotFound => {
+                tracing::debug!(method = %parts.method, path = %path, "http call to an unknown endpoint");
+                return plain_error(StatusCode::NOT_FOUND);
+            }
+        };
+        drop(path);
+        let started = self.inner.metrics.as_ref().map(|_| Instant::now());
+        let request_id = request_id_of(&parts.headers);
+        let endpoint = Arc::clone(&route.endpoint);
+        let span = tracing::info_span!(
+            "http_call",
+            endpoint = %endpoint.metric_label(),
+            request_id = %request_id.to_str().unwrap_or_default(),
+        );
+        let body = whole(body)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("unmarshal json request body: {e}")));
+        let request_len = body.as_ref().map_or(0, Bytes::len);
+        let remote_addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let ctx = CallContext {
+            endpoint: Arc::clone(&endpoint),
+            request_id: request_id.clone(),
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            remote_addr,
+        };
+        let handler = route.handler;
+        let decode = self.inner.decode;
+        // Called inside the future, so that a panic in its synchronous part is caught too.
+        let call = async move { handler(ctx, body?, decode).await };
+        let outcome = AssertUnwindSafe(call)
+            .catch_unwind()
+            .instrument(span.clone())
+            .await;
+        let mut response = span.in_scope(|| answer(outcome));
+        response
+            .headers_mut()
+            .entry(REQUEST_ID_HEADER)
+            .or_insert(request_id);
+        // As isp-kit's `Metrics` middleware, which sees the status after its error handler
+        // and panic recovery.
+        if let (Some(metrics), Some(started)) = (&self.inner.metrics, started) {
+            metrics.observe(
+                endpoint.method().as_str(),
+                endpoint.metric_label(),
+                started.elapsed(),
+                response.status().as_u16(),
+                Some((request_len, response.body().len())),
+            );
+        }
+        response.map(Body::from)
+    }
+}
+
+/// The whole body. `cluster-serve` has read it already and gives it as one frame: that frame
+/// is taken as it is (no buffer list made to collect one piece).
+async fn whole(mut body: Body) -> Result<Bytes, axum::Error> {
+    let first = match body.frame().await {
+        None => return Ok(Bytes::new()),
+        Some(frame) => frame?.into_data().unwrap_or_default(),
+    };
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(first);
+    }
+    let rest = body.collect().await?.to_bytes();
+    let mut all = Vec::with_capacity(first.len() + rest.len());
+    all.extend_from_slice(&first);
+    all.extend_from_slice(&rest);
+    Ok(Bytes::from(all))
+}
+
+/// The handler's outcome as the answer: errors and panics become isp-kit's error bodies,
+/// logged.
+fn answer(outcome: std::thread::Result<Result<Response, HandlerError>>) -> Response {
+    match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(HandlerError::Api(error))) => {
+            if error.status.is_server_error() {
+                tracing::error!(status = error.status.as_u16(), error_code = error.error_code, error_message = %error.error_message, "http call: api error");
+            } else {
+                tracing::warn!(status = error.status.as_u16(), error_code = error.error_code, error_message = %error.error_message, "http call: business error");
+            }
+            error.to_response()
+        }
+        Ok(Err(HandlerError::Other(error))) => {
+            tracing::error!(error = %error, "http call: handler error");
+            ApiError::internal().to_response()
+        }
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %text, error = INTERNAL_SERVICE_ERROR, "http call: handler panicked");
+            ApiError::internal().to_response()
+        }
+    }
+}
+
+/// Go's `http.Error(w, http.StatusText(status), status)`: the status text and a newline,
+/// `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`.
+fn plain_error(status: StatusCode) -> axum::response::Response {
+    let text = match status {
+        StatusCode::NOT_FOUND => "404 page not found\n".to_owned(),
+        other => format!("{}\n", other.canonical_reason().unwrap_or_default()),
+    };
+    let mut response = axum::response::Response::new(Body::from(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn set_allow(response: &mut axum::response::Response, allow: &str) {
+    if let Ok(value) = HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+}
+
+/// Go's `http.Redirect` to `path` (and the request's query): `301` for `GET`, else `307`;
+/// `GET` gets the short HTML body, `GET` and `HEAD` its content type.
+fn redirect(method: &Method, path: &str, query: Option<&str>) -> axum::response::Response {
+    let status = if method == Method::GET {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    let location = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let body = if method == Method::GET {
+        format!(
+            "<a href=\"{}\">{}</a>.\n\n",
+            html_escape(&location),
+            status.canonical_reason().unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    let mut response = axum::response::Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    response
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl tower::Service<axum::extract::Request> for Dispatch {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        Box::pin(self.clone().serve(request).map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_clean_as_httprouter_cleans_them() {
+        assert_eq!(clean_path("/a//b/./c/../d/"), "/a/b/d/");
+        assert_eq!(clean_path("a/b"), "/a/b");
+        assert_eq!(clean_path(""), "/");
+        assert_eq!(clean_path("/.."), "/");
+        assert_eq!(toggle_slash("/a/"), "/a");
+        assert_eq!(toggle_slash("/a"), "/a/");
+        assert_eq!(decoded_path("/a%20b"), "/a b");
+        assert_eq!(decoded_path("/a%2"), "/a%2");
+        assert_eq!(decoded_path("/%ff"), "/%ff");
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_is_joined() {
+        let pieces = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"cd")),
+        ]);
+        assert_eq!(whole(Body::from_stream(pieces)).await.unwrap(), "abcd");
+        assert_eq!(whole(Body::from("one")).await.unwrap(), "one");
+        assert_eq!(whole(Body::empty()).await.unwrap(), "");
+    }
+}
