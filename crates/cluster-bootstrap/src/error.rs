@@ -72,6 +72,9 @@ pub enum BootstrapError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Grpc(#[source] cluster_grpc::ServeError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[source] std::io::Error),
     /// The infra server failed.
     #[error("infra server: {0}")]
     Infra(#[source] std::io::Error),

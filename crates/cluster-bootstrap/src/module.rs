@@ -8,7 +8,8 @@ use crate::infra;
 use cluster_client::typed::TypedConfig;
 use cluster_client::{
     AddressConfiguration, BoxError, Bytes, Client, ClientState, ConfigData, EMPTY_TRANSPORT,
-    EventHandler, GRPC_TRANSPORT, LIB_VERSION, ModuleInfo, OfflineClient, RemoteConfigReceiver,
+    EventHandler, GRPC_TRANSPORT, HTTP_TRANSPORT, LIB_VERSION, ModuleInfo, OfflineClient,
+    RemoteConfigReceiver,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -26,6 +27,28 @@ pub enum Transport {
     Empty,
     /// isp-kit's gRPC convention (`grpc`), on `grpcInnerAddress`.
     Grpc(Box<cluster_grpc::Router>),
+    /// isp-kit's HTTP transport (`http`), on `grpcInnerAddress` too, as isp-kit serves it.
+    Http(Box<cluster_http::Router>),
+}
+
+impl Transport {
+    /// What `ModuleInfo::transport` says.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Empty => EMPTY_TRANSPORT,
+            Self::Grpc(_) => GRPC_TRANSPORT,
+            Self::Http(_) => HTTP_TRANSPORT,
+        }
+    }
+
+    /// The endpoints the module declares.
+    fn descriptors(&self) -> Vec<cluster_client::EndpointDescriptor> {
+        match self {
+            Self::Empty => Vec::new(),
+            Self::Grpc(router) => router.descriptors(),
+            Self::Http(router) => router.descriptors(),
+        }
+    }
 }
 
 /// What the module is: its remote config (schema, default, receiver), its transport and
@@ -83,6 +106,14 @@ where
     #[must_use]
     pub fn grpc(mut self, router: cluster_grpc::Router) -> Self {
         self.transport = Transport::Grpc(Box::new(router));
+        self
+    }
+
+    /// Serves `router`'s endpoints over HTTP (`transport: http`), each declared with its
+    /// method.
+    #[must_use]
+    pub fn http(mut self, router: cluster_http::Router) -> Self {
+        self.transport = Transport::Http(Box::new(router));
         self
     }
 
@@ -156,8 +187,8 @@ impl Bootstrap {
         } = module;
 
         // Listeners first: the ports the module declares are the ones it got.
-        let grpc_listener = match &transport {
-            Transport::Grpc(_) => Some(
+        let server_listener = match &transport {
+            Transport::Grpc(_) | Transport::Http(_) => Some(
                 bind(
                     "grpcInnerAddress",
                     &local.grpc_inner_address.ip,
@@ -172,7 +203,7 @@ impl Bootstrap {
             .local_addr()
             .map_err(BootstrapError::Infra)?
             .port();
-        let grpc_addr = match &grpc_listener {
+        let grpc_addr = match &server_listener {
             Some(listener) => Some(listener.local_addr().map_err(BootstrapError::Infra)?),
             None => None,
         };
@@ -182,7 +213,7 @@ impl Bootstrap {
                 grpc: grpc_addr,
                 infra: infra_addr,
             }));
-        let outer_port = match (local.grpc_outer_address.port, &grpc_listener) {
+        let outer_port = match (local.grpc_outer_address.port, &server_listener) {
             (0, Some(listener)) => listener.local_addr().map_err(BootstrapError::Infra)?.port(),
             (port, _) => port,
         };
@@ -205,18 +236,18 @@ impl Bootstrap {
         let receiver = self.receiver(remote.clone())?;
         let handler =
             handler.remote_config_receiver_with_timeout(receiver, local.remote_config_timeout());
-        let endpoints = match &transport {
-            Transport::Grpc(router) => router.descriptors(),
-            Transport::Empty => Vec::new(),
-        };
-        let transport_name = match &transport {
-            Transport::Grpc(_) => GRPC_TRANSPORT,
-            Transport::Empty => EMPTY_TRANSPORT,
-        };
+        let endpoints = transport.descriptors();
+        let transport_name = transport.name();
 
         let result = if self.env.is_offline() {
-            self.run_offline(transport, grpc_listener, handler, &mut infra_task, shutdown)
-                .await
+            self.run_offline(
+                transport,
+                server_listener,
+                handler,
+                &mut infra_task,
+                shutdown,
+            )
+            .await
         } else {
             let module_info = ModuleInfo {
                 module_name: local.module_name.clone(),
@@ -242,7 +273,7 @@ impl Bootstrap {
             self.run_clustered(
                 client,
                 transport,
-                grpc_listener,
+                server_listener,
                 handler,
                 &mut infra_task,
                 shutdown,
@@ -264,7 +295,7 @@ impl Bootstrap {
         &self,
         client: Client,
         transport: Transport,
-        grpc_listener: Option<TcpListener>,
+        server_listener: Option<TcpListener>,
         handler: EventHandler,
         infra_task: &mut tokio::task::JoinHandle<std::io::Result<()>>,
         shutdown: F,
@@ -274,7 +305,7 @@ impl Bootstrap {
     {
         // The server stops once the module has left the cluster.
         let mut left = client.state();
-        let mut grpc_task = spawn_grpc(transport, grpc_listener, async move {
+        let mut server_task = spawn_server(transport, server_listener, async move {
             // A dropped client (the sender gone) counts as closed too.
             let _ = left.wait_for(|s| *s == ClientState::Closed).await;
         })?;
@@ -298,8 +329,8 @@ impl Bootstrap {
         let mut early = None;
         let result = tokio::select! {
             result = &mut run => result.map_err(BootstrapError::from),
-            served = wait_some(&mut grpc_task) => {
-                early = Some(grpc_outcome(served));
+            served = wait_some(&mut server_task) => {
+                early = Some(server_outcome(served));
                 client.close().await;
                 run.await.map_err(BootstrapError::from)
             }
@@ -319,8 +350,8 @@ impl Bootstrap {
         // The client is closed: the gRPC server (`shutdown_with`) drains and stops.
         let served = match early {
             Some(outcome) => outcome,
-            None => match grpc_task.take() {
-                Some(task) => grpc_outcome(task.await),
+            None => match server_task.take() {
+                Some(task) => server_outcome(task.await),
                 None => Ok(()),
             },
         };
@@ -334,7 +365,7 @@ impl Bootstrap {
     async fn run_offline<F>(
         &self,
         transport: Transport,
-        grpc_listener: Option<TcpListener>,
+        server_listener: Option<TcpListener>,
         handler: EventHandler,
         infra_task: &mut tokio::task::JoinHandle<std::io::Result<()>>,
         shutdown: F,
@@ -347,12 +378,12 @@ impl Bootstrap {
         OfflineClient::new(&path).run(handler).await?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let mut grpc_task = spawn_grpc(transport, grpc_listener, async move {
+        let mut server_task = spawn_server(transport, server_listener, async move {
             stopped.cancelled().await;
         })?;
         let outcome = tokio::select! {
             () = shutdown => Ok(()),
-            served = wait_some(&mut grpc_task) => grpc_outcome(served),
+            served = wait_some(&mut server_task) => server_outcome(served),
             served = &mut *infra_task => Err(BootstrapError::Infra(match served {
                 Ok(Ok(())) => std::io::Error::other("the infra server stopped"),
                 Ok(Err(err)) => err,
@@ -360,8 +391,8 @@ impl Bootstrap {
             })),
         };
         stop.cancel();
-        if let Some(task) = grpc_task {
-            grpc_outcome(task.await)?;
+        if let Some(task) = server_task {
+            server_outcome(task.await)?;
         }
         outcome
     }
@@ -492,32 +523,51 @@ async fn bind(what: &'static str, ip: &str, port: u16) -> Result<TcpListener, Bo
     Ok(listener)
 }
 
-/// Starts the gRPC server of a `grpc` module on its listener, until `stop`; `None` for an
-/// `empty` one.
-fn spawn_grpc(
+/// A server's task: until it stops, and why.
+type ServerTask = tokio::task::JoinHandle<Result<(), BootstrapError>>;
+
+/// Starts the server of a `grpc` or `http` module on its listener, until `stop`; `None` for
+/// an `empty` one.
+fn spawn_server(
     transport: Transport,
     listener: Option<TcpListener>,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<Option<tokio::task::JoinHandle<Result<(), cluster_grpc::ServeError>>>, BootstrapError> {
-    let (Transport::Grpc(router), Some(listener)) = (transport, listener) else {
+) -> Result<Option<ServerTask>, BootstrapError> {
+    let Some(listener) = listener else {
         return Ok(None);
     };
     let addr = listener.local_addr().map_err(BootstrapError::Infra)?;
-    tracing::info!(grpc_inner_address = %addr, "run grpc server");
-    let server = cluster_grpc::Server::builder(*router)
-        .shutdown_on(stop)
-        .serve(listener)
-        .map_err(BootstrapError::Infra)?;
-    Ok(Some(tokio::spawn(server.wait())))
+    match transport {
+        Transport::Empty => Ok(None),
+        Transport::Grpc(router) => {
+            tracing::info!(grpc_inner_address = %addr, "run grpc server");
+            let server = cluster_grpc::Server::builder(*router)
+                .shutdown_on(stop)
+                .serve(listener)
+                .map_err(BootstrapError::Infra)?;
+            Ok(Some(tokio::spawn(async move {
+                server.wait().await.map_err(BootstrapError::Grpc)
+            })))
+        }
+        Transport::Http(router) => {
+            tracing::info!(http_address = %addr, "run http server");
+            let server = cluster_http::Server::builder(*router)
+                .shutdown_on(stop)
+                .serve(listener)
+                .map_err(BootstrapError::Infra)?;
+            Ok(Some(tokio::spawn(async move {
+                server.wait().await.map_err(BootstrapError::Http)
+            })))
+        }
+    }
 }
 
-/// The gRPC server task's outcome, as the run reports it.
-fn grpc_outcome(
-    served: Result<Result<(), cluster_grpc::ServeError>, tokio::task::JoinError>,
+/// A server task's outcome, as the run reports it.
+fn server_outcome(
+    served: Result<Result<(), BootstrapError>, tokio::task::JoinError>,
 ) -> Result<(), BootstrapError> {
     match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(BootstrapError::Grpc(err)),
+        Ok(result) => result,
         Err(join) => Err(BootstrapError::Infra(std::io::Error::other(join))),
     }
 }

@@ -417,3 +417,74 @@ async fn a_default_remote_config_that_does_not_fit_names_the_key_not_the_value()
     assert!(!err.contains("s3cr3t"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_module_declares_its_methods_and_serves_on_the_inner_address() {
+    let (service, ws) = fake_service().await;
+    let dir = temp_dir("http");
+    let config = write(
+        &dir,
+        "config.yml",
+        &go_config("billing-rs", ws.port()).replace("logLevel: info", "logLevel: error"),
+    );
+    let env = Environment::from_vars([("APP_CONFIG_PATH", config.display().to_string())]);
+    let boot = Bootstrap::with_environment("2.0.0", env).unwrap();
+    let mut state = boot.cluster_state();
+    let router = cluster_http::Router::new()
+        .handle(
+            cluster_http::Endpoint::post("billing/api/total"),
+            |_: cluster_http::CallContext, items: Vec<u32>| async move {
+                Ok::<_, cluster_http::ApiError>(
+                    serde_json::json!({ "total": items.iter().sum::<u32>() }),
+                )
+            },
+        )
+        .unwrap()
+        .handle_without_body(
+            cluster_http::Endpoint::get("billing/api/ping").inner(),
+            |_: cluster_http::CallContext| async { Ok::<_, cluster_http::ApiError>("pong") },
+        )
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(boot.run_until(
+        Module::new(TypedConfig::<Remote>::new()).http(router),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    wait_state(&mut state, true).await;
+
+    let declared = service.ready_instances("billing-rs");
+    let declaration = &declared[0];
+    assert_eq!(declaration.transport, "http");
+    let mut methods: Vec<(String, String)> = declaration
+        .endpoints
+        .iter()
+        .map(|e| (e.path.clone(), e.http_method.clone()))
+        .collect();
+    methods.sort();
+    assert_eq!(
+        methods,
+        [
+            ("billing/api/ping".to_owned(), "GET".to_owned()),
+            ("billing/api/total".to_owned(), "POST".to_owned())
+        ]
+    );
+    let address = format!("{}:{}", declaration.address.ip, declaration.address.port);
+    let client = cluster_http::HttpClient::new([address]);
+    let total: serde_json::Value = client
+        .post("billing/api/total")
+        .json_body(&[1, 2, 3])
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(total["total"], 6);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
