@@ -1,20 +1,24 @@
-//! The body limits: a middleware that reads the whole request body, within a time and a size
-//! limit, before the route runs.
+//! The body limits: the whole request body read, within a time and a size limit, before the
+//! route runs. [`serve`](crate::serve) does it in each connection's service; a router served
+//! another way takes it as a middleware, [`with_body_limits`].
 
 use crate::ServeConfig;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Adds the body limits of `config` to `router`: [`ServeConfig::body_timeout`] and
-/// [`ServeConfig::max_body_size`]. [`serve`](crate::serve) adds them itself; this is for a
-/// router served another way, or tested without a server.
+/// [`ServeConfig::max_body_size`]. [`serve`](crate::serve) applies them itself (in each
+/// connection, without a middleware); this is for a router served another way, or tested
+/// without a server.
 ///
 /// Every request body is read whole before the route runs. One over the size limit is
 /// answered `413 {"error"}` (at once when its `Content-Length` says so, else as soon as the
@@ -39,64 +43,166 @@ pub fn with_body_limits<S>(router: Router<S>, config: &ServeConfig) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let limits = BodyLimits {
-        timeout: config.body_timeout,
-        max: config.max_body_size,
-        name: Arc::from(config.name.as_ref()),
-    };
     router
         // Our own limit, with a JSON answer, replaces axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(limits, bounded_body))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Limits::new(config)),
+            bounded_body,
+        ))
 }
 
-#[derive(Debug, Clone)]
-struct BodyLimits {
-    timeout: Duration,
-    max: usize,
+/// The body limits of a server, and its name for the answers' log lines.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub(crate) timeout: Duration,
+    pub(crate) max: usize,
     name: Arc<str>,
 }
 
+impl Limits {
+    pub(crate) fn new(config: &ServeConfig) -> Self {
+        Self {
+            timeout: config.body_timeout,
+            max: config.max_body_size,
+            name: Arc::from(config.name.as_ref()),
+        }
+    }
+
+    /// `413`: the body is over the limit.
+    pub(crate) fn too_large(&self) -> Response {
+        closing(
+            &self.name,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", self.max),
+        )
+    }
+
+    /// The answer to a body that was not read whole.
+    pub(crate) fn refusal(&self, collected: Collected) -> Response {
+        match collected {
+            Collected::TooLarge | Collected::Body(_) => self.too_large(),
+            Collected::Broken => closing(
+                &self.name,
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read".to_owned(),
+            ),
+            Collected::TimedOut => closing(
+                &self.name,
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    self.timeout.as_millis()
+                ),
+            ),
+        }
+    }
+}
+
+/// How reading a body ended.
+#[derive(Debug)]
+pub(crate) enum Collected {
+    /// All of it.
+    Body(Bytes),
+    /// Over the size limit.
+    TooLarge,
+    /// It broke off (a bad chunk, the connection closed).
+    Broken,
+    /// Not complete in time.
+    TimedOut,
+}
+
+/// Reads a whole body within a size limit. A body that comes in one piece (what a small
+/// request's body is: hyper hands it out of its read buffer) is taken as it is, no copy and
+/// no buffer list; more pieces are joined.
+pub(crate) struct Collect<B> {
+    body: B,
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+    len: usize,
+    max: usize,
+}
+
+impl<B> Collect<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    pub(crate) fn new(body: B, max: usize) -> Self {
+        Self {
+            body,
+            first: None,
+            rest: Vec::new(),
+            len: 0,
+            max,
+        }
+    }
+
+    pub(crate) fn poll_collect(&mut self, cx: &mut Context<'_>) -> Poll<Collected> {
+        loop {
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Collected::Body(self.take())),
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Collected::Broken),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            // Trailers are dropped, as `collect().to_bytes()` drops them.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.len = self.len.saturating_add(data.len());
+            if self.len > self.max {
+                return Poll::Ready(Collected::TooLarge);
+            }
+            if data.is_empty() {
+                continue;
+            }
+            match &self.first {
+                None if self.rest.is_empty() => self.first = Some(data),
+                _ => {
+                    if let Some(first) = self.first.take() {
+                        self.rest.reserve(first.len() + data.len());
+                        self.rest.extend_from_slice(&first);
+                    }
+                    self.rest.extend_from_slice(&data);
+                }
+            }
+            if self.body.is_end_stream() {
+                return Poll::Ready(Collected::Body(self.take()));
+            }
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match self.first.take() {
+            Some(first) => first,
+            None => Bytes::from(std::mem::take(&mut self.rest)),
+        }
+    }
+}
+
 /// Reads the whole body, within the time and size limits, before the route runs.
-async fn bounded_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+async fn bounded_body(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max as u64) {
-        return too_large(&limits);
+        return limits.too_large();
     }
     let (parts, body) = request.into_parts();
-    let read = Limited::new(body, limits.max).collect();
-    match tokio::time::timeout(limits.timeout, read).await {
-        Ok(Ok(collected)) => {
-            let request = Request::from_parts(parts, Body::from(collected.to_bytes()));
+    let mut collect = Collect::new(body, limits.max);
+    let read = poll_fn(|cx| collect.poll_collect(cx));
+    let collected = tokio::time::timeout(limits.timeout, read)
+        .await
+        .unwrap_or(Collected::TimedOut);
+    match collected {
+        Collected::Body(bytes) => {
+            let request = Request::from_parts(parts, Body::from(bytes));
             next.run(request).await
         }
-        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => too_large(&limits),
-        Ok(Err(_)) => closing(
-            &limits.name,
-            StatusCode::BAD_REQUEST,
-            "the request body could not be read".to_owned(),
-        ),
-        Err(_) => closing(
-            &limits.name,
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} ms",
-                limits.timeout.as_millis()
-            ),
-        ),
+        refused => limits.refusal(refused),
     }
-}
-
-fn too_large(limits: &BodyLimits) -> Response {
-    closing(
-        &limits.name,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the request body is larger than {} bytes", limits.max),
-    )
 }
 
 /// `status` with `{"error": message}` and `Connection: close`, logged.
@@ -113,8 +219,8 @@ fn closing(name: &str, status: StatusCode, message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Bytes;
     use axum::routing::post;
+    use http_body_util::BodyExt as _;
     use hyper::body::Frame;
     use hyper::service::Service;
     use std::pin::Pin;

@@ -16,11 +16,26 @@
 //! | [`ServeConfig::max_connections`] | 256 | a connection over the cap is answered `503 {"error": "too many <name> connections; try again later"}` and closed at once, so slow clients cannot use up the process's descriptors |
 //! | [`ServeConfig::shutdown_timeout`] | 5 s | after the shutdown signal, requests in flight get this long; then their connections are dropped and [`serve`] returns anyway |
 //!
-//! The body limits are a middleware, [`with_body_limits`], which [`serve`] puts around the
-//! router it is given; it reads the whole body before the route runs (these servers take
-//! small JSON bodies), so routes see a complete body and extractors such as `Bytes` or `Json`
-//! never wait on the network. A router served some other way (in a test, through
-//! `tower::ServiceExt::oneshot`) can take it on its own.
+//! [`serve`] reads each request's whole body, within the body limits, before the router sees
+//! the request (these servers take small JSON bodies), so routes see a complete body and
+//! extractors such as `Bytes` or `Json` never wait on the network. A router served some
+//! other way (in a test, through `tower::ServiceExt::oneshot`) can take the same limits as a
+//! middleware, [`with_body_limits`].
+//!
+//! Each request also carries the peer's address as axum's `ConnectInfo<SocketAddr>`
+//! extension (what `Router::into_make_service_with_connect_info` gives under
+//! `axum::serve`): the `ConnectInfo` extractor works in routes served here.
+//!
+//! # What it costs a request
+//!
+//! Against `axum::serve` (`cargo bench -p cluster-http --bench echo`, the row "axum on
+//! cluster-serve"): the `ConnectInfo` extension (the request's extension map and one box),
+//! and the body read whole in the connection's service (a body that arrives with its head
+//! is taken as hyper hands it over: no buffer, no timer; a body still on its way gets its
+//! timer then). The header timeout is one timer per connection, set again only when it
+//! fires (at most once per [`ServeConfig::header_timeout`] on a busy connection), where
+//! hyper's own makes and drops one per request; the write timeout's timer is made at the
+//! first write that waits and reused for every later stall.
 //!
 //! What is not HTTP at all (a request line that does not parse, a head over hyper's 400 KiB
 //! buffer) is answered by hyper itself, with a bare status and no body, or by closing the
@@ -222,9 +237,12 @@ impl ServeConfig {
 /// finish for at most [`ServeConfig::shutdown_timeout`] (idle kept-alive connections are
 /// closed at once), drops the connections still open, and returns.
 ///
-/// The router is wrapped in [`with_body_limits`] first. A router that already has them (with
-/// the same or other limits) keeps working: its own limits then apply on top, to a body that
-/// is already read.
+/// Each request's body is read whole within the body limits of `config` before the router
+/// runs (as [`with_body_limits`] does, but in the connection's service, without a
+/// middleware), and each request carries the peer's address, axum's
+/// `ConnectInfo<SocketAddr>`. A router that has [`with_body_limits`] already (with the same
+/// or other limits) keeps working: its own limits then apply on top, to a body that is
+/// already read.
 ///
 /// # Errors
 /// None so far: accept errors (out of descriptors, a connection reset before it was
@@ -239,7 +257,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()>,
 {
-    let app = with_body_limits(router, &config);
+    let limits = Arc::new(body::Limits::new(&config));
     let name: Arc<str> = Arc::from(config.name.as_ref());
     let refusal = conn::busy_response(&name);
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
@@ -281,7 +299,7 @@ where
         };
         conns.spawn(conn::serve_connection(
             conn::WriteDeadline::new(stream, config.write_timeout),
-            app.clone(),
+            conn::ConnService::new(router.clone(), peer, Arc::clone(&limits)),
             conn::ConnLimits {
                 header_timeout: config.header_timeout,
                 name: Arc::clone(&name),

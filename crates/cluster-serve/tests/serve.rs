@@ -361,3 +361,64 @@ async fn a_client_that_stops_reading_its_response_is_dropped_after_the_write_tim
     let took = server.shut_down().await;
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test]
+async fn each_request_carries_the_peers_address() {
+    let router = Router::new().route(
+        "/peer",
+        get(
+            |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            },
+        ),
+    );
+    let server = Server::start(router, ServeConfig::new("test")).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let me = stream.local_addr().unwrap();
+    let raw = exchange(
+        &mut stream,
+        b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (status, _, body) = split(&raw);
+    assert_eq!((status, body), (200, me.to_string()));
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_request_served_longer_than_the_header_timeout_keeps_its_connection() {
+    let slow = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(3 * SHORT).await;
+            "late"
+        }),
+    );
+    let server = Server::start(slow, short()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    // Kept alive: answered after three header timeouts, then closed after one more idle.
+    let raw = exchange(&mut stream, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (status, _, body) = split(&raw);
+    assert_eq!((status, body.as_str()), (200, "late"));
+    assert!(started.elapsed() >= 4 * SHORT - Duration::from_millis(50));
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_body_over_axums_own_limit_reaches_an_extractor() {
+    // axum's extractors take 2 MiB unless told otherwise; the server's limit (4 MiB) is what
+    // applies.
+    let server = Server::start(hello(), ServeConfig::new("test")).await;
+    let len = 3 << 20;
+    let mut request = format!(
+        "POST /len HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(std::iter::repeat_n(b'x', len));
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let raw = exchange(&mut stream, &request).await;
+    let (status, _, body) = split(&raw);
+    assert_eq!((status, body), (200, len.to_string()));
+    server.shut_down().await;
+}
