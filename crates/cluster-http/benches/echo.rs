@@ -12,18 +12,27 @@
 //!   the answer), called by hyper-util's pooled client that sends the body with
 //!   `Content-Type: application/json` and decodes the answer into a `Value`.
 //! - 1, cluster-http as a module runs it: our server and client with their defaults, metrics
-//!   on (the process-wide Prometheus recorder installed first, as a module does; the
-//!   recorder's upkeep runs after each of its rounds, off the call path). The handler is
-//!   `Router::handle` of a `Value`: decode (keys folded), Go-style encode with a newline.
-//! - 2, the same with the metrics off, server and client.
-//! - 3, our server (metrics off), the plain client: the server's part.
-//! - 4, the floor's server, our client (metrics off): the client's part (a request id made
-//!   per call, host choice, the whole-call timeout).
-//! - 5, the floor's handler served by `cluster-serve` (what our server is built on: the
-//!   connection cap, the timeouts, the body read whole before the route), the plain client.
-//! - 6, the floor with what isp-kit's convention adds to every call: the plain client sends
+//!   and request pipeline on (the process-wide Prometheus recorder installed first, as a
+//!   module does; the recorder's upkeep runs after each of its rounds, off the call path).
+//!   The handler is `Router::handle` of a `Value`: decode (keys folded), Go-style encode
+//!   with a newline.
+//! - 2, the same with the metrics off, server and client (pipeline on).
+//! - 3, the same with the pipeline off, server and client (metrics on): against row 1, the
+//!   pipeline's cost.
+//! - 4, metrics and pipeline off, server and client.
+//! - 5, our server (defaults), the plain client: the server's part.
+//! - 6, the floor's server, our client (defaults): the client's part (the request id, the
+//!   trace context check, host choice, the whole-call timeout, the metrics).
+//! - 7, the floor's handler served by `cluster-serve` (what our server is built on: the
+//!   connection cap, the timeouts, the body read whole before the route, the peer's
+//!   address on each request), the plain client.
+//! - 8, the floor with what isp-kit's convention adds to every call: the plain client sends
 //!   a new `x-request-id` and waits within a 15 s timeout (a tokio timer per call).
-//! - 7, row 4 without the client's timeout (`timeout(Duration::ZERO)`): the timer's part.
+//! - 9, row 6 without the client's timeout (`timeout(Duration::ZERO)`): the timer's part.
+//!
+//! No `tracing` subscriber and no OpenTelemetry propagator are installed: the pipeline's
+//! figures are its own work (with a subscriber, the log line and the span cost what that
+//! subscriber makes of them: `cargo bench -p cluster-pipeline --bench layers`).
 //!
 //! `cpu us/call` is the process's CPU time (both ends) per call, less moved by other load on
 //! the machine than the rates; `allocs/call` the heap allocations per call, both ends (a
@@ -251,10 +260,12 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 10] = [
     "floor: axum + hyper client",
-    "cluster-http (defaults, metrics on)",
+    "cluster-http (defaults)",
     "cluster-http, metrics off",
+    "cluster-http, pipeline off",
+    "cluster-http, metrics+pipeline off",
     "our server, plain client",
     "plain server, our client",
     "axum on cluster-serve, plain client",
@@ -281,12 +292,16 @@ fn main() {
         assert_eq!(body.len(), 100);
         let floor = floor_server().await;
         let on_serve = floor_on_cluster_serve().await;
-        let metered = Server::bind(our_router(), "127.0.0.1:0").await.unwrap();
-        let unmetered = Server::builder(our_router())
-            .metrics(false)
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap();
+        let server = |metrics: bool, pipeline: bool| {
+            Server::builder(our_router())
+                .metrics(metrics)
+                .pipeline(pipeline)
+                .bind("127.0.0.1:0")
+        };
+        let defaults = server(true, true).await.unwrap();
+        let unmetered = server(false, true).await.unwrap();
+        let unpiped = server(true, false).await.unwrap();
+        let bare = server(false, false).await.unwrap();
         let uri = |addr: SocketAddr| -> http::Uri {
             format!("http://{addr}/echo/json").parse().unwrap()
         };
@@ -295,16 +310,28 @@ fn main() {
         );
         for concurrency in [1usize, 64] {
             let plain = plain_client();
-            let ours_on = HttpClient::new([metered.local_addr().to_string()]);
-            let ours_off = |addr: SocketAddr| {
-                HttpClient::builder().metrics(false).build([addr.to_string()])
+            let ours = |addr: SocketAddr, metrics: bool, pipeline: bool| {
+                HttpClient::builder()
+                    .metrics(metrics)
+                    .pipeline(pipeline)
+                    .build([addr.to_string()])
             };
-            let ours_off_ours = ours_off(unmetered.local_addr());
-            let ours_off_floor = ours_off(floor);
-            let ours_untimed_floor = HttpClient::builder()
-                .metrics(false)
-                .timeout(Duration::ZERO)
-                .build([floor.to_string()]);
+            let clients = [
+                None,
+                Some(ours(defaults.local_addr(), true, true)),
+                Some(ours(unmetered.local_addr(), false, true)),
+                Some(ours(unpiped.local_addr(), true, false)),
+                Some(ours(bare.local_addr(), false, false)),
+                None,
+                Some(ours(floor, true, true)),
+                None,
+                None,
+                Some(
+                    HttpClient::builder()
+                        .timeout(Duration::ZERO)
+                        .build([floor.to_string()]),
+                ),
+            ];
             let mut results: Vec<Vec<Figures>> = vec![Vec::new(); NAMES.len()];
             for round in 0..rounds {
                 let mut order: Vec<usize> = (0..NAMES.len()).collect();
@@ -316,39 +343,29 @@ fn main() {
                         continue;
                     }
                     let b = body.clone();
-                    let figures = match i {
-                        0 | 3 | 5 | 6 => {
+                    let figures = match &clients[i] {
+                        None => {
                             let target = match i {
-                                0 | 6 => uri(floor),
-                                3 => uri(unmetered.local_addr()),
+                                0 | 8 => uri(floor),
+                                5 => uri(defaults.local_addr()),
                                 _ => uri(on_serve),
                             };
                             let client = plain.clone();
-                            let isp = i == 6;
+                            let isp = i == 8;
                             measure(concurrency, secs, move || {
                                 plain_call(client.clone(), target.clone(), b.clone(), isp)
                             })
                             .await
                         }
-                        1 => {
-                            let client = ours_on.clone();
-                            let figures =
-                                measure(concurrency, secs, move || our_call(client.clone(), b.clone()))
-                                    .await;
-                            prometheus.run_upkeep();
-                            figures
-                        }
-                        2 | 4 | 7 => {
-                            let client = match i {
-                                2 => ours_off_ours.clone(),
-                                4 => ours_off_floor.clone(),
-                                _ => ours_untimed_floor.clone(),
-                            };
+                        Some(client) => {
+                            let client = client.clone();
                             measure(concurrency, secs, move || our_call(client.clone(), b.clone()))
                                 .await
                         }
-                        _ => unreachable!(),
                     };
+                    // The summaries' upkeep (a background thread's every 5 s in a module),
+                    // off the call path.
+                    prometheus.run_upkeep();
                     results[i].push(figures);
                 }
             }

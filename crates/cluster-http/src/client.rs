@@ -2,12 +2,13 @@
 //! instances.
 
 use crate::connect::{CALL_ENDPOINT, Connector};
-use crate::context::{APPLICATION_ID, REQUEST_ID, REQUEST_ID_HEADER, new_request_id_value};
+use crate::context::{APPLICATION_ID, REQUEST_ID};
 use crate::error::{APPLICATION_JSON, CallError};
 use crate::json::{self, Decode, DecodeError};
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
 use cluster_metrics::http::HttpClientMetrics;
+use cluster_pipeline::ClientLayer;
 use futures_util::future::{BoxFuture, Either};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
@@ -249,6 +250,24 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The request as the client pipeline's layers leave it: `ClientLayer` over this service sets
+/// the request id and the trace context in place, with no future to poll.
+struct Prepared;
+
+impl<B> Service<http::Request<B>> for Prepared {
+    type Response = http::Request<B>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<http::Request<B>, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        std::future::ready(Ok(request))
+    }
+}
+
 /// The call itself as a service, for the layers.
 #[derive(Clone)]
 struct Transport(Arc<Shared>);
@@ -277,6 +296,7 @@ struct ClientConfig {
     max_idle_per_host: usize,
     max_response_size: usize,
     metrics: bool,
+    pipeline: bool,
     decode: Decode,
 }
 
@@ -408,11 +428,25 @@ impl HttpClientBuilder {
         self
     }
 
-    /// Wraps each call in a tower layer (for the request pipeline: trace context, a log
-    /// line per call). The layer sees the call once, before the host is chosen, with the
-    /// path as the URI, `x-request-id` and `Content-Type` already set, and the whole
-    /// response; the one added last is the outermost. The call's timeout and metrics are
-    /// outside the layers.
+    /// Whether calls go through the client side of the request pipeline,
+    /// `cluster_pipeline::ClientLayer` (default `true`): the call's `x-request-id` is the
+    /// caller's ([`Invoke::request_id`] or the header), else the one of the call being
+    /// served (a call made inside a handler passes the incoming id on, as isp-kit's
+    /// `requestid.FromContext`), else a new one; and the current trace context (the span the
+    /// call is made in, W3C `traceparent`/`tracestate`) is injected when OpenTelemetry's
+    /// propagator is set. Off, a call sends only the headers the caller set (no request id
+    /// is made); turn it off only to measure its cost (the `echo` bench's rows "pipeline
+    /// off").
+    #[must_use]
+    pub fn pipeline(mut self, on: bool) -> Self {
+        self.config.pipeline = on;
+        self
+    }
+
+    /// Wraps each call in a tower layer of your own. The layer sees the call once, before
+    /// the host is chosen, with the path as the URI, `Content-Type` set and, with the
+    /// pipeline on, `x-request-id` and the trace context, and the whole response; the one
+    /// added last is the outermost. The call's timeout and metrics are outside the layers.
     #[must_use]
     pub fn layer<L>(mut self, layer: L) -> Self
     where
@@ -483,7 +517,8 @@ impl HttpClient {
         Self::builder().build(hosts)
     }
 
-    /// A builder (15 s timeout, 5 s connect timeout, 64 MiB responses, metrics on).
+    /// A builder (15 s timeout, 5 s connect timeout, 64 MiB responses, metrics and request
+    /// pipeline on).
     #[must_use]
     pub fn builder() -> HttpClientBuilder {
         HttpClientBuilder {
@@ -494,6 +529,7 @@ impl HttpClient {
                 max_idle_per_host: DEFAULT_MAX_IDLE_PER_HOST,
                 max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
                 metrics: true,
+                pipeline: true,
                 decode: Decode::default(),
             },
             layers: Vec::new(),
@@ -693,8 +729,9 @@ impl Invoke {
         self
     }
 
-    /// Sets `x-request-id`; without it (and without the header) a new one is made, as
-    /// isp-kit's client does.
+    /// Sets `x-request-id`; without it (and without the header) the call sends the id of the
+    /// call being served, or a new one, as isp-kit's client does (with the pipeline on, the
+    /// default: see [`HttpClientBuilder::pipeline`]).
     pub fn request_id(self, id: &str) -> Self {
         self.header(REQUEST_ID, id)
     }
@@ -775,12 +812,6 @@ impl Invoke {
             Ok(path) => path,
             Err(e) => return Box::pin(std::future::ready(Err(CallError::InvalidRequest(e)))),
         };
-        if headers
-            .get(REQUEST_ID_HEADER)
-            .is_none_or(HeaderValue::is_empty)
-        {
-            headers.insert(REQUEST_ID_HEADER, new_request_id_value());
-        }
         if body.is_some() && !headers.contains_key(header::CONTENT_TYPE) {
             headers.insert(
                 header::CONTENT_TYPE,
@@ -797,6 +828,14 @@ impl Invoke {
         *request.method_mut() = method;
         *request.uri_mut() = Uri::from(path);
         *request.headers_mut() = headers;
+        if client.inner.config.pipeline {
+            // The request id and the trace context, here, in the span and the task of the
+            // caller (this runs when the call is first polled).
+            request = match ClientLayer.layer(Prepared).call(request).into_inner() {
+                Ok(request) => request,
+                Err(never) => match never {},
+            };
+        }
         let timeout = timeout.unwrap_or(client.inner.config.timeout);
         Box::pin(async move {
             let inner = &*client.inner;

@@ -1,15 +1,20 @@
 //! The headers isp-kit uses, and what a handler sees of a call.
 
 use crate::router::Endpoint;
-use http::{HeaderMap, HeaderValue, Method, Uri};
+use cluster_pipeline::RequestId;
+use http::{HeaderMap, Method, Uri};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The request id: taken from the request, or made (32 lowercase hex digits), and echoed on
 /// the response (Go: `requestid.Header`).
 pub const REQUEST_ID: &str = "x-request-id";
-/// [`REQUEST_ID`] as a header name, made once.
-pub(crate) const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+/// [`REQUEST_ID`] as a header name (the pipeline's).
+pub(crate) const REQUEST_ID_HEADER: http::HeaderName = cluster_pipeline::REQUEST_ID_HEADER;
+
+/// A new request id as isp-kit makes one (`requestid.Next`): 16 random bytes as 32 lowercase
+/// hex digits (the request pipeline's generator, [`cluster_pipeline::new_request_id`]).
+pub use cluster_pipeline::new_request_id;
 
 /// The calling application's id, set by the gateway (Go: `grpc.ApplicationIdHeader`).
 pub const APPLICATION_ID: &str = "x-application-identity";
@@ -32,7 +37,7 @@ pub const SYSTEM_ID: &str = "x-system-identity";
 #[derive(Clone)]
 pub struct CallContext {
     pub(crate) endpoint: Arc<Endpoint>,
-    pub(crate) request_id: HeaderValue,
+    pub(crate) request_id: RequestId,
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
@@ -57,7 +62,7 @@ impl CallContext {
     /// in `headers`, or a new one.
     #[must_use]
     pub fn new(endpoint: Endpoint, headers: HeaderMap) -> Self {
-        let request_id = request_id_of(&headers);
+        let request_id = RequestId::from_headers(&headers).unwrap_or_default();
         Self {
             method: endpoint.method().clone(),
             uri: Uri::try_from(endpoint.route_path()).unwrap_or_default(),
@@ -75,11 +80,11 @@ impl CallContext {
     }
 
     /// The request id: the request's `x-request-id`, or the one made for it (also on the
-    /// response).
+    /// response). Calls made with an [`HttpClient`](crate::HttpClient) while the handler
+    /// runs send it on (it is [`RequestId::current`] then).
     #[must_use]
     pub fn request_id(&self) -> &str {
-        // Made from a header value that `to_str` accepted, or from hex digits.
-        self.request_id.to_str().unwrap_or_default()
+        self.request_id.as_str()
     }
 
     /// The request method.
@@ -118,69 +123,46 @@ impl CallContext {
         self.header(USER_ID)?.parse().ok()
     }
 
-    /// The caller's address, when the server gives it: it reads axum's
-    /// `ConnectInfo<SocketAddr>` from the request, which `cluster-serve` does not set today
-    /// (see the crate docs).
+    /// The caller's address: axum's `ConnectInfo<SocketAddr>` of the request, which
+    /// [`Server`](crate::Server) (`cluster-serve`) sets on every request, as axum's
+    /// `into_make_service_with_connect_info` does; `None` when the router is served without
+    /// it (through [`ServerBuilder::into_axum`](crate::ServerBuilder::into_axum), say).
     #[must_use]
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }
 }
 
-/// The request id of a request: its `x-request-id` when present, not empty and printable,
-/// else a new one.
-pub(crate) fn request_id_of(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(REQUEST_ID_HEADER) {
-        Some(id) if !id.is_empty() && id.to_str().is_ok() => id.clone(),
-        _ => new_request_id_value(),
-    }
-}
-
-/// A new request id as isp-kit makes one (`requestid.Next`): 16 random bytes as 32 lowercase
-/// hex digits.
-#[must_use]
-pub fn new_request_id() -> String {
-    request_id_bytes().iter().map(|&c| char::from(c)).collect()
-}
-
-pub(crate) fn new_request_id_value() -> HeaderValue {
-    // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&request_id_bytes()).unwrap_or(HeaderValue::from_static("0"))
-}
-
-fn request_id_bytes() -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; 16] = rand::random();
-    let mut hex = [0; 32];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-    hex
+/// The request id of a request, when no pipeline made it: its `x-request-id` when present,
+/// not empty and printable, else a new one.
+pub(crate) fn request_id_of(headers: &HeaderMap) -> RequestId {
+    RequestId::from_headers(headers).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use http::HeaderValue;
+
     #[test]
     fn request_ids_are_32_lowercase_hex_and_new_each_time() {
         let a = new_request_id();
-        let b = new_request_id_value();
+        let b = request_id_of(&HeaderMap::new());
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
-        assert_ne!(a.as_bytes(), b.as_bytes());
+        assert_ne!(a.as_str(), b.as_str());
     }
 
     #[test]
     fn the_requests_id_is_kept_unless_empty_or_unprintable() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("given"));
-        assert_eq!(request_id_of(&headers), "given");
+        assert_eq!(request_id_of(&headers).as_str(), "given");
         headers.insert(REQUEST_ID, HeaderValue::from_static(""));
-        assert_eq!(request_id_of(&headers).len(), 32);
+        assert_eq!(request_id_of(&headers).as_str().len(), 32);
         headers.insert(REQUEST_ID, HeaderValue::from_bytes(b"\xff").unwrap());
-        assert_eq!(request_id_of(&headers).len(), 32);
+        assert_eq!(request_id_of(&headers).as_str().len(), 32);
     }
 
     #[test]

@@ -5,23 +5,29 @@ use crate::ApiError;
 use crate::context::{CallContext, REQUEST_ID_HEADER, request_id_of};
 use crate::error::{HandlerError, INTERNAL_SERVICE_ERROR};
 use crate::json::Decode;
-use crate::router::{Response, Route, Router};
+use crate::router::{Route, Router};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use cluster_metrics::http::HttpServerMetrics;
+use cluster_pipeline::{
+    LogFuture, Panic, RecoverFuture, RequestId, RequestIdFuture, ServerLayer, TraceFuture,
+};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Full};
+use pin_project_lite::pin_project;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tracing::Instrument as _;
+use tower::Layer as _;
 
 /// The routes, indexed as `httprouter` looks them up.
 struct Table {
@@ -178,7 +184,26 @@ fn decoded_path(raw: &str) -> std::borrow::Cow<'_, str> {
     String::from_utf8(out).map_or_else(|_| raw.into(), Into::into)
 }
 
+/// The answer to a panic the pipeline catches outside the handlers (a handler's own panic is
+/// caught at the handler, where the metrics count it): isp-kit's `500`, errorCode 900,
+/// `internal service error`.
+pub(crate) type PanicAnswer = fn(&Panic) -> http::Response<Full<Bytes>>;
+
+fn panic_answer(_panic: &Panic) -> http::Response<Full<Bytes>> {
+    ApiError::internal().to_response().map(Full::new)
+}
+
+/// The request pipeline around each routed call: `cluster-pipeline`'s HTTP layers, in
+/// isp-kit's order (request id, log line, span and trace context, panic recovery).
+pub(crate) fn pipeline() -> ServerLayer<PanicAnswer> {
+    ServerLayer::http(panic_answer as PanicAnswer)
+}
+
 /// The router as a tower service: what [`Server`](crate::Server) serves.
+///
+/// A request is routed first (as Go's router does, before the endpoint's middlewares: an
+/// unknown path, a redirect, a `405` get no request id and no log line), then goes through
+/// the pipeline, when on, to its [`Handler`].
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     inner: Arc<Inner>,
@@ -189,10 +214,12 @@ struct Inner {
     decode: Decode,
     /// isp-kit's `http_*` server metrics; `None`: off.
     metrics: Option<HttpServerMetrics>,
+    /// `None`: off.
+    pipeline: Option<ServerLayer<PanicAnswer>>,
 }
 
 impl Dispatch {
-    pub(crate) fn new(router: &Router, metrics: bool) -> Self {
+    pub(crate) fn new(router: &Router, metrics: bool, pipeline: bool) -> Self {
         let metrics = metrics.then(|| {
             let metrics = HttpServerMetrics::new();
             for route in &router.routes {
@@ -206,92 +233,227 @@ impl Dispatch {
                 table: Table::new(&router.routes),
                 decode: router.decode,
                 metrics,
+                pipeline: pipeline.then(self::pipeline),
             }),
         }
     }
 
-    async fn serve(self, request: axum::extract::Request) -> axum::response::Response {
-        let (parts, body) = request.into_parts();
-        let path = decoded_path(parts.uri.path());
-        let route = match self.inner.table.lookup(&parts.method, &path) {
-            Lookup::Found(route) => route.clone(),
-            Lookup::Redirect(to) => return redirect(&parts.method, &to, parts.uri.query()),
+    /// The answer to a request no route takes.
+    fn unrouted(lookup: Lookup<'_>, method: &Method, path: &str, query: Option<&str>) -> Response {
+        match lookup {
+            Lookup::Found(_) => unreachable!("routed"),
+            Lookup::Redirect(to) => redirect(method, &to, query),
             Lookup::Options(allow) => {
-                let mut response = axum::response::Response::new(Body::empty());
+                let mut response = Response::new(Body::empty());
                 set_allow(&mut response, &allow);
-                return response;
+                response
             }
             Lookup::NotAllowed(allow) => {
                 let mut response = plain_error(StatusCode::METHOD_NOT_ALLOWED);
                 set_allow(&mut response, &allow);
-                return response;
+                response
             }
             Lookup::NotFound => {
-                tracing::debug!(method = %parts.method, path = %path, "http call to an unknown endpoint");
-                return plain_error(StatusCode::NOT_FOUND);
+                tracing::debug!(method = %method, path = %path, "http call to an unknown endpoint");
+                plain_error(StatusCode::NOT_FOUND)
+            }
+        }
+    }
+}
+
+/// An axum response.
+type Response = axum::response::Response;
+
+/// The future of a [`Handler`].
+type HandlerFuture = BoxFuture<'static, Result<http::Response<Full<Bytes>>, Infallible>>;
+
+/// The future of a [`Handler`] in the pipeline.
+type PipelineFuture =
+    RequestIdFuture<LogFuture<TraceFuture<RecoverFuture<HandlerFuture, PanicAnswer>>>>;
+
+pin_project! {
+    /// The future of [`Dispatch`].
+    #[project = DispatchProj]
+    pub(crate) enum DispatchFuture {
+        /// Answered by the router.
+        Ready { response: Option<Response> },
+        /// A handler, without the pipeline.
+        Bare { #[pin] future: HandlerFuture },
+        /// A handler in the pipeline.
+        Pipeline { #[pin] future: PipelineFuture },
+    }
+}
+
+impl Future for DispatchFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            DispatchProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| unreachable!("polled after it completed")))),
+            DispatchProj::Bare { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Body::new))),
+            DispatchProj::Pipeline { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Body::new))),
+        }
+    }
+}
+
+impl tower::Service<axum::extract::Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+        let path = decoded_path(request.uri().path());
+        let route = match self.inner.table.lookup(request.method(), &path) {
+            Lookup::Found(route) => route.clone(),
+            other => {
+                let response =
+                    Self::unrouted(other, request.method(), &path, request.uri().query());
+                return DispatchFuture::Ready {
+                    response: Some(response),
+                };
             }
         };
         drop(path);
-        let started = self.inner.metrics.as_ref().map(|_| Instant::now());
-        let request_id = request_id_of(&parts.headers);
-        let endpoint = Arc::clone(&route.endpoint);
-        let span = tracing::info_span!(
-            "http_call",
-            endpoint = %endpoint.metric_label(),
-            request_id = %request_id.to_str().unwrap_or_default(),
-        );
-        let body = whole(body)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("unmarshal json request body: {e}")));
-        let request_len = body.as_ref().map_or(0, Bytes::len);
-        let remote_addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        let ctx = CallContext {
-            endpoint: Arc::clone(&endpoint),
-            request_id: request_id.clone(),
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            remote_addr,
-        };
-        let handler = route.handler;
-        let decode = self.inner.decode;
-        // Called inside the future, so that a panic in its synchronous part is caught too.
-        let call = async move { handler(ctx, body?, decode).await };
-        let outcome = AssertUnwindSafe(call)
-            .catch_unwind()
-            .instrument(span.clone())
-            .await;
-        let mut response = span.in_scope(|| answer(outcome));
+        match &self.inner.pipeline {
+            Some(pipeline) => {
+                // The endpoint of the pipeline's log line and span: the route's name.
+                request.extensions_mut().insert(route.name.clone());
+                let handler = Handler::new(Arc::clone(&self.inner), route);
+                // The pipeline's services and the handler are always ready: no `poll_ready`.
+                let future = pipeline.layer(handler).call(request);
+                DispatchFuture::Pipeline { future }
+            }
+            None => DispatchFuture::Bare {
+                future: Box::pin(serve(Arc::clone(&self.inner), route, request)),
+            },
+        }
+    }
+}
+
+/// One routed call as a tower service, for the pipeline's layers: made for the call, called
+/// once.
+struct Handler {
+    call: Option<(Arc<Inner>, Route)>,
+}
+
+impl Handler {
+    fn new(inner: Arc<Inner>, route: Route) -> Self {
+        Self {
+            call: Some((inner, route)),
+        }
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for Handler
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Response = http::Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = HandlerFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let (inner, route) = self
+            .call
+            .take()
+            .unwrap_or_else(|| unreachable!("a handler is called once"));
+        Box::pin(serve(inner, route, request))
+    }
+}
+
+/// Runs a routed call as isp-kit's default wrapper runs an endpoint, inside the pipeline
+/// when it is on (request id, log line and span are then the pipeline's): the body, the
+/// handler, errors and panics into isp-kit's answers, the metrics.
+async fn serve<B>(
+    inner: Arc<Inner>,
+    route: Route,
+    request: http::Request<B>,
+) -> Result<http::Response<Full<Bytes>>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = request.into_parts();
+    // The pipeline's id, which it echoes; without the pipeline, the header's or a new one,
+    // echoed here.
+    let (request_id, echo) = match RequestId::from_extensions(&parts.extensions) {
+        Some(id) => (id.clone(), None),
+        None => {
+            let id = request_id_of(&parts.headers);
+            (id.clone(), Some(id))
+        }
+    };
+    let started = inner.metrics.as_ref().map(|_| Instant::now());
+    let body = whole(body)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("unmarshal json request body: {e}")));
+    let request_len = body.as_ref().map_or(0, Bytes::len);
+    let remote_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let Route {
+        endpoint, handler, ..
+    } = route;
+    let ctx = CallContext {
+        endpoint: Arc::clone(&endpoint),
+        request_id,
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        remote_addr,
+    };
+    let decode = inner.decode;
+    // Called inside the future, so that a panic in its synchronous part is caught too.
+    let call = async move { handler(ctx, body?, decode).await };
+    let outcome = AssertUnwindSafe(call).catch_unwind().await;
+    let mut response = answer(outcome);
+    if let Some(id) = echo {
         response
             .headers_mut()
             .entry(REQUEST_ID_HEADER)
-            .or_insert(request_id);
-        // As isp-kit's `Metrics` middleware, which sees the status after its error handler
-        // and panic recovery.
-        if let (Some(metrics), Some(started)) = (&self.inner.metrics, started) {
-            metrics.observe(
-                endpoint.method().as_str(),
-                endpoint.metric_label(),
-                started.elapsed(),
-                response.status().as_u16(),
-                Some((request_len, response.body().len())),
-            );
-        }
-        response.map(Body::from)
+            .or_insert_with(|| id.to_header_value());
     }
+    // As isp-kit's `Metrics` middleware, which sees the status after its error handler
+    // and panic recovery.
+    if let (Some(metrics), Some(started)) = (&inner.metrics, started) {
+        metrics.observe(
+            endpoint.method().as_str(),
+            endpoint.metric_label(),
+            started.elapsed(),
+            response.status().as_u16(),
+            Some((request_len, response.body().len())),
+        );
+    }
+    Ok(response.map(Full::new))
 }
 
 /// The whole body. `cluster-serve` has read it already and gives it as one frame: that frame
 /// is taken as it is (no buffer list made to collect one piece).
-async fn whole(mut body: Body) -> Result<Bytes, axum::Error> {
+async fn whole<B>(mut body: B) -> Result<Bytes, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
     let first = match body.frame().await {
         None => return Ok(Bytes::new()),
         Some(frame) => frame?.into_data().unwrap_or_default(),
     };
-    if hyper::body::Body::is_end_stream(&body) {
+    if body.is_end_stream() {
         return Ok(first);
     }
     let rest = body.collect().await?.to_bytes();
@@ -303,7 +465,7 @@ async fn whole(mut body: Body) -> Result<Bytes, axum::Error> {
 
 /// The handler's outcome as the answer: errors and panics become isp-kit's error bodies,
 /// logged.
-fn answer(outcome: std::thread::Result<Result<Response, HandlerError>>) -> Response {
+fn answer(outcome: std::thread::Result<Result<crate::Response, HandlerError>>) -> crate::Response {
     match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(HandlerError::Api(error))) => {
@@ -332,12 +494,12 @@ fn answer(outcome: std::thread::Result<Result<Response, HandlerError>>) -> Respo
 
 /// Go's `http.Error(w, http.StatusText(status), status)`: the status text and a newline,
 /// `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`.
-fn plain_error(status: StatusCode) -> axum::response::Response {
+fn plain_error(status: StatusCode) -> Response {
     let text = match status {
         StatusCode::NOT_FOUND => "404 page not found\n".to_owned(),
         other => format!("{}\n", other.canonical_reason().unwrap_or_default()),
     };
-    let mut response = axum::response::Response::new(Body::from(text));
+    let mut response = Response::new(Body::from(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -351,7 +513,7 @@ fn plain_error(status: StatusCode) -> axum::response::Response {
     response
 }
 
-fn set_allow(response: &mut axum::response::Response, allow: &str) {
+fn set_allow(response: &mut Response, allow: &str) {
     if let Ok(value) = HeaderValue::from_str(allow) {
         response.headers_mut().insert(header::ALLOW, value);
     }
@@ -359,7 +521,7 @@ fn set_allow(response: &mut axum::response::Response, allow: &str) {
 
 /// Go's `http.Redirect` to `path` (and the request's query): `301` for `GET`, else `307`;
 /// `GET` gets the short HTML body, `GET` and `HEAD` its content type.
-fn redirect(method: &Method, path: &str, query: Option<&str>) -> axum::response::Response {
+fn redirect(method: &Method, path: &str, query: Option<&str>) -> Response {
     let status = if method == Method::GET {
         StatusCode::MOVED_PERMANENTLY
     } else {
@@ -378,7 +540,7 @@ fn redirect(method: &Method, path: &str, query: Option<&str>) -> axum::response:
     } else {
         String::new()
     };
-    let mut response = axum::response::Response::new(Body::from(body));
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -406,20 +568,6 @@ fn html_escape(text: &str) -> String {
         }
     }
     out
-}
-
-impl tower::Service<axum::extract::Request> for Dispatch {
-    type Response = axum::response::Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
-        Box::pin(self.clone().serve(request).map(Ok))
-    }
 }
 
 #[cfg(test)]

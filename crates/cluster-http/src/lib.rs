@@ -99,11 +99,12 @@
 //!   `Allow`. **A path off by a trailing slash, by case or by `.`/`//`**: redirected to the
 //!   routed one, `301` for `GET` (with Go's short HTML body), `307` otherwise, as
 //!   `httprouter`'s `RedirectTrailingSlash` and `RedirectFixedPath` do. None of these is
-//!   recorded in the metrics or gets a request id (Go's router answers them before the
-//!   endpoint's middlewares).
+//!   recorded in the metrics, gets a request id or a log line (Go's router answers them
+//!   before the endpoint's middlewares).
 //! - **Request id**: the request's `x-request-id`, or 32 new lowercase hex digits; on every
 //!   answer of a routed endpoint (Go sets it on answers with a body and on errors only);
-//!   [`CallContext::request_id`].
+//!   [`CallContext::request_id`]; passed on by the [`HttpClient`] calls the handler makes
+//!   (see [the request pipeline](#the-request-pipeline)).
 //! - **Body**: decoded from the first JSON value (see [`json`]; keys match fields ignoring
 //!   case, as Go's decoder does). A body that does not decode: `400` with errorCode 400 and
 //!   `unmarshal json request body: <serde's message>` (`EOF` for an empty body, as Go); the
@@ -125,10 +126,10 @@
 //!   (and a handler that does not read the body never notices); `cluster-serve` reads whole
 //!   bodies first and answers the limit itself, and we keep its answer rather than accept
 //!   unbounded bodies to mimic Go's.
-//! - **Caller's address**: [`CallContext::remote_addr`] reads axum's
-//!   `ConnectInfo<SocketAddr>`, which `cluster-serve` does not set today: it is `None` under
-//!   [`Server`] (and set when the router is served with axum's connect info, through
-//!   [`ServerBuilder::into_axum`]).
+//! - **Caller's address**: [`CallContext::remote_addr`], axum's `ConnectInfo<SocketAddr>`,
+//!   which `cluster-serve` sets on every request (served some other way, through
+//!   [`ServerBuilder::into_axum`], it is there when that server sets it: axum's
+//!   `into_make_service_with_connect_info`).
 //!
 //! # Defaults and limits
 //! - Server: `cluster-serve`'s bounds (256 connections, 10 s to receive a head and, after
@@ -137,9 +138,10 @@
 //!   ([`DEFAULT_SHUTDOWN_GRACE`]); all in [`ServerBuilder::serve_config`].
 //! - Client: call timeout 15 s ([`DEFAULT_TIMEOUT`], the whole call; zero: none), connect
 //!   timeout 5 s per host, idle connections kept 5 s ([`DEFAULT_POOL_IDLE_TIMEOUT`], less
-//!   than our servers keep them), responses up to 64 MiB; a request id on every call unless
-//!   the caller gives one; the next host only when connecting failed (an answer, any status,
-//!   is the call's answer), a failed host passed over for 1 s ([`HOST_PAUSE`]).
+//!   than our servers keep them), responses up to 64 MiB; a request id on every call (the
+//!   caller's, else the one of the call being served, else a new one) and the trace
+//!   context; the next host only when connecting failed (an answer, any status, is the
+//!   call's answer), a failed host passed over for 1 s ([`HOST_PAUSE`]).
 //!
 //! # Metrics
 //! isp-kit's `http_metrics`, through the `metrics` facade (`cluster_metrics::http` has the
@@ -162,14 +164,36 @@
 //! (`cluster_metrics::prometheus::install`): install it first.
 //!
 //! # The request pipeline
-//! The pipeline every isp-kit endpoint has beyond the above (a log line per call, trace
-//! context, the request id in the logs' fields) belongs to `cluster-pipeline`, as tower
-//! layers: give them to [`ServerBuilder::layer`] (they see each request before the router,
-//! unknown paths included; a layer that sets `x-request-id` on the request makes it the
-//! call's id) and to [`HttpClientBuilder::layer`] (it wraps each call once, before the host
-//! is chosen, over a [`ClientService`]). Without them, each routed call runs in an
-//! `http_call` span with `endpoint` and `request_id`, and errors are logged (WARN for API
-//! errors below 500, ERROR otherwise).
+//! [`Server`] runs each routed call through `cluster-pipeline`'s HTTP layers, in isp-kit's
+//! order (`http/endpoint.DefaultWrapper`), after routing ([`ServerBuilder::pipeline`]`(false)`
+//! leaves them out):
+//! - request id: the caller's `x-request-id`, or a new one set on the request and echoed on
+//!   the response ([`CallContext::request_id`] reads it); it is the current id
+//!   (`cluster_pipeline::RequestId::current`) while the handler runs, so that an
+//!   [`HttpClient`] or `GrpcClient` call made inside it sends it on;
+//! - one log line per call, target `cluster_pipeline::log`, INFO, `http handler: log`:
+//!   `endpoint` (the route, `METHOD /path`, as the metrics' label), `method`, `status`,
+//!   `duration_ms`, `request_id`; at DEBUG also `request_body` and `response_body`, the JSON
+//!   with secrets masked (`cluster_proto::SecretMasker`), 16 KiB each at most. Header values
+//!   (tokens) are never logged. Written when the response has been sent;
+//! - an `http_call` span per call with `endpoint` and `request_id`, in which the handler
+//!   runs (its errors are logged there: WARN for API errors below 500, ERROR otherwise);
+//!   with OpenTelemetry set up (the bootstrap's `observability.tracing`), a server span
+//!   named after the endpoint (`POST /orders/api/create`), child of the caller's W3C
+//!   `traceparent`, with `app.request_id`, `http.route`, `http.method`,
+//!   `http.status_code`…;
+//! - a panic outside the handlers answered as a handler's: `500`, errorCode 900.
+//!
+//! The client ([`HttpClientBuilder::pipeline`], on by default) is `cluster-pipeline`'s
+//! `ClientLayer`: the request id as above, and the trace context of the span the call is
+//! made in (`traceparent`, `tracestate`) when OpenTelemetry's propagator is set, so that the
+//! callee's span joins the caller's trace. An `x-request-id` the caller sets wins; a
+//! `traceparent` the caller sets is sent only when the call is made outside any span.
+//!
+//! Layers of your own go to [`ServerBuilder::layer`] (they see each request before the
+//! router, unknown paths included; a layer that sets `x-request-id` on the request makes it
+//! the call's id) and to [`HttpClientBuilder::layer`] (it wraps each call once, before the
+//! host is chosen, over a [`ClientService`]).
 
 mod client;
 mod connect;

@@ -5,6 +5,7 @@ use crate::error::{APPLICATION_JSON, ApiError, HandlerError};
 use crate::json::{self, Decode};
 use bytes::Bytes;
 use cluster_client::{EndpointDescriptor, REQUIRED_ADMIN_PERMISSION};
+use cluster_pipeline::EndpointName;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, header};
 use serde::Serialize;
@@ -180,6 +181,9 @@ impl From<(Method, String)> for Endpoint {
 #[derive(Clone)]
 pub(crate) struct Route {
     pub(crate) endpoint: Arc<Endpoint>,
+    /// The endpoint as the request pipeline names it (its log line, its span):
+    /// [`Endpoint::metric_label`], `METHOD /path`.
+    pub(crate) name: EndpointName,
     pub(crate) handler: BoxHandler,
 }
 
@@ -412,6 +416,7 @@ impl Router {
             });
         }
         self.routes.push(Route {
+            name: EndpointName::new(endpoint.metric_label()),
             endpoint: Arc::new(endpoint),
             handler,
         });

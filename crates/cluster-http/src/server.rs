@@ -33,6 +33,7 @@ pub struct ServerBuilder {
     router: Router,
     config: ServeConfig,
     metrics: bool,
+    pipeline: bool,
     layers: Vec<ApplyLayer>,
     shutdown: Vec<BoxFuture<'static, ()>>,
 }
@@ -43,6 +44,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("config", &self.config)
             .field("metrics", &self.metrics)
+            .field("pipeline", &self.pipeline)
             .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
@@ -77,9 +79,22 @@ impl ServerBuilder {
         self
     }
 
-    /// Wraps the server in a tower layer (for the request pipeline: request id, trace
-    /// context, a log line per call). Layers see every request, unknown paths included,
-    /// before the router; the one added last is the outermost. A layer that sets
+    /// Whether each call to a routed endpoint goes through the request pipeline (default
+    /// `true`): `cluster-pipeline`'s request id, log line, `http_call` span with trace
+    /// context, and panic recovery, in isp-kit's order, around the route (see the crate
+    /// docs). Without it the handlers run in no span, nothing is logged per call, and the
+    /// request id is the request's `x-request-id` or a new one, echoed, but not passed on
+    /// by the calls the handler makes; turn it off only to measure its cost (the `echo`
+    /// bench's rows "pipeline off").
+    #[must_use]
+    pub fn pipeline(mut self, on: bool) -> Self {
+        self.pipeline = on;
+        self
+    }
+
+    /// Wraps the server in a tower layer of your own. Layers see every request, unknown
+    /// paths included, before the router (and so before the request pipeline, which wraps
+    /// each routed call); the one added last is the outermost. A layer that sets
     /// `x-request-id` on the request makes that the call's id.
     ///
     /// The bounds are those of [`axum::Router::layer`].
@@ -128,17 +143,18 @@ impl ServerBuilder {
     }
 
     /// The router with its layers, as an axum router (without `cluster-serve`'s bounds).
-    fn app(router: &Router, metrics: bool, layers: Vec<ApplyLayer>) -> axum::Router {
-        let app = axum::Router::new().fallback_service(Dispatch::new(router, metrics));
-        layers.into_iter().fold(app, |app, apply| apply(app))
+    fn app(&mut self) -> axum::Router {
+        let dispatch = Dispatch::new(&self.router, self.metrics, self.pipeline);
+        let app = axum::Router::new().fallback_service(dispatch);
+        self.layers.drain(..).fold(app, |app, apply| apply(app))
     }
 
     /// The server as an axum router, with its layers and body limits
     /// ([`cluster_serve::with_body_limits`]), to serve some other way or call in a test
     /// (`tower::ServiceExt::oneshot`). The connection bounds and the shutdown signals are
     /// [`ServerBuilder::serve`]'s and do not apply.
-    pub fn into_axum(self) -> axum::Router {
-        let app = Self::app(&self.router, self.metrics, self.layers);
+    pub fn into_axum(mut self) -> axum::Router {
+        let app = self.app();
         cluster_serve::with_body_limits(app, &self.config)
     }
 
@@ -155,10 +171,10 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// When the listener's address cannot be read.
-    pub fn serve(self, listener: TcpListener) -> io::Result<Server> {
+    pub fn serve(mut self, listener: TcpListener) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
-        let mut signals = self.shutdown;
+        let mut signals = std::mem::take(&mut self.shutdown);
         let grace = self.config.shutdown_timeout;
         let signal = async move {
             let stop = async move {
@@ -178,7 +194,7 @@ impl ServerBuilder {
             }
             tracing::info!(grace = ?grace, "http server: shutting down");
         };
-        let app = Self::app(&self.router, self.metrics, self.layers);
+        let app = self.app();
         let task = tokio::spawn(cluster_serve::serve(listener, app, self.config, signal));
         tracing::info!(addr = %local_addr, "http server: serving");
         Ok(Server {
@@ -201,8 +217,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// A builder for `router` (64 MiB bodies, 10 s shutdown grace, metrics on, otherwise
-    /// `cluster-serve`'s defaults).
+    /// A builder for `router` (64 MiB bodies, 10 s shutdown grace, metrics and request
+    /// pipeline on, otherwise `cluster-serve`'s defaults).
     #[must_use]
     pub fn builder(router: Router) -> ServerBuilder {
         ServerBuilder {
@@ -211,6 +227,7 @@ impl Server {
                 .with_max_body_size(DEFAULT_MAX_BODY_SIZE)
                 .with_shutdown_timeout(DEFAULT_SHUTDOWN_GRACE),
             metrics: true,
+            pipeline: true,
             layers: Vec::new(),
             shutdown: Vec::new(),
         }

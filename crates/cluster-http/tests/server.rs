@@ -260,6 +260,60 @@ async fn the_request_id_is_kept_end_to_end() {
 }
 
 #[tokio::test]
+async fn the_pipeline_can_be_turned_off_at_either_end() {
+    // On at the server, off at the client: the client sends no id, the server makes one,
+    // which is current while the handler runs and echoed.
+    let on = testing::serve(common::router()).await;
+    let bare_client = HttpClient::builder().pipeline(false).build([on.host()]);
+    let response = bare_client.get("orders/whoami").send().await.unwrap();
+    let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+    let seen: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(echoed.len(), 32);
+    assert_eq!(
+        (&seen["requestId"], &seen["current"]),
+        (&json!(echoed), &json!(echoed))
+    );
+    on.shutdown().await;
+
+    // Off at the server: the id is still the caller's (or a new one), echoed, but not
+    // current (no call made in the handler passes it on), and no pipeline's answer.
+    let off = Server::builder(common::router())
+        .pipeline(false)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = HttpClient::new([off.local_addr().to_string()]);
+    let response = client
+        .get("orders/whoami")
+        .request_id("given-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[REQUEST_ID], "given-1");
+    let seen: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(
+        (&seen["requestId"], &seen["current"]),
+        (&json!("given-1"), &Value::Null)
+    );
+    let bare_client = HttpClient::builder()
+        .pipeline(false)
+        .build([off.local_addr().to_string()]);
+    let response = bare_client.get("orders/whoami").send().await.unwrap();
+    let echoed = response.headers()[REQUEST_ID].to_str().unwrap();
+    let seen: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!((echoed.len(), &seen["requestId"]), (32, &json!(echoed)));
+    // A panic is still isp-kit's 500.
+    let err = client
+        .post("orders/panic")
+        .json_body(&1)
+        .raw()
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().unwrap().error_code, 900);
+    off.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn json_keys_match_fields_ignoring_case_unless_turned_off() {
     let server = testing::serve(common::router()).await;
     let created: Created = server
@@ -407,7 +461,7 @@ async fn a_shutdown_lets_the_call_in_flight_finish() {
 }
 
 #[tokio::test]
-async fn the_callers_address_comes_with_axums_connect_info() {
+async fn the_callers_address_comes_from_the_connection() {
     let router = || {
         Router::new()
             .handle_without_body(Endpoint::get("peer"), |ctx: CallContext| async move {
@@ -415,12 +469,16 @@ async fn the_callers_address_comes_with_axums_connect_info() {
             })
             .unwrap()
     };
-    // `cluster-serve` does not give it (yet).
+    // `cluster-serve` gives it (axum's `ConnectInfo<SocketAddr>`), on every request of a
+    // kept-alive connection.
     let server = testing::serve(router()).await;
-    let peer: Option<String> = server.client().get("peer").json().await.unwrap();
-    assert_eq!(peer, None);
+    let client = server.client();
+    for _ in 0..2 {
+        let peer: Option<String> = client.get("peer").json().await.unwrap();
+        assert_eq!(peer.as_deref(), Some("127.0.0.1"));
+    }
     server.shutdown().await;
-    // Served with axum's connect info, the context has it.
+    // Served by axum with its connect info, the context has it as well.
     let app = Server::builder(router()).into_axum();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -118,9 +118,11 @@ pub fn inject_current(headers: &mut HeaderMap) {
 /// - its parent is the context the global propagator extracts from the headers (W3C
 ///   `traceparent`/`tracestate`), else the current one (a new trace for a server);
 /// - its name is the endpoint for gRPC (as Go, `proxy_method_name`; the path without it),
-///   for HTTP the route, else `METHOD path` (recorded as the fields `otel.name` and
+///   for HTTP the route (the [`EndpointName`](crate::EndpointName), e.g. cluster-http's
+///   `POST /orders/api/create`), else `METHOD path` (recorded as the fields `otel.name` and
 ///   `otel.kind`, tracing-opentelemetry's way; log formatters print them as well);
-/// - attributes: `app.request_id`; for HTTP `http.method`, `http.target`, `http.route`,
+/// - attributes: `app.request_id`; for HTTP `http.method`, `http.target`, `http.route`
+///   (the route; of an endpoint named `METHOD /path`, the path),
 ///   `http.flavor`, `http.user_agent` and `http.status_code`; for gRPC
 ///   `rpc.grpc.status_code` of a trailers-only answer;
 /// - status error for an HTTP 5xx, or a gRPC `Unknown`, `DeadlineExceeded`,
@@ -250,7 +252,14 @@ impl<S> Trace<S> {
                 match &route {
                     Some(route) => {
                         span.record("otel.name", route.as_ref());
-                        span.set_attribute("http.route", route.clone().into_owned());
+                        // An endpoint named `METHOD /path` (isp-kit's HTTP endpoint names,
+                        // cluster-http's): the route is the path.
+                        let method = request.method().as_str();
+                        let path = route
+                            .strip_prefix(method)
+                            .and_then(|rest| rest.strip_prefix(' '))
+                            .unwrap_or(route);
+                        span.set_attribute("http.route", path.to_owned());
                     }
                     None => {
                         span.record(

@@ -202,4 +202,25 @@ async fn an_http_span_is_named_by_route_and_a_5xx_is_an_error() {
     }
     let failed = &spans.named("POST /fail")[0];
     assert!(matches!(failed.status, Status::Error { .. }));
+
+    // A routed request, its endpoint named `METHOD /path` (cluster-http's names): the span
+    // is named after it, `http.route` is the path.
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/routed?q=1")
+        .body(Body::new(Bytes::new()))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(cluster_pipeline::EndpointName::new("POST /routed"));
+    service.oneshot(request).await.unwrap();
+    let routed = &spans.named("POST /routed")[0];
+    assert!(
+        routed
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.route" && kv.value.as_str() == "/routed"),
+        "{:?}",
+        routed.attributes
+    );
 }

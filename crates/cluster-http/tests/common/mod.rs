@@ -81,6 +81,8 @@ pub fn router() -> Router {
             |ctx: CallContext| async move {
                 Ok::<_, ApiError>(serde_json::json!({
                     "requestId": ctx.request_id(),
+                    // The pipeline's (a client call made here would send it).
+                    "current": cluster_pipeline::RequestId::current().map(|id| id.to_string()),
                     "appId": ctx.application_id(),
                     "method": ctx.method().as_str(),
                     "path": ctx.endpoint().route_path(),
