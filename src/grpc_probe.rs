@@ -26,19 +26,18 @@
 //! came), `math/sum` (`{"a":…,"b":…}` → `{"sum":…}`; a body that does not decode is the
 //! business error 400), `fail/business` (errorCode 1001, "custom failure", details
 //! `{"field":"x"}`). Metadata values and body fields whose names hold a secret word (the rule
-//! of configs in logs: `token`, `password`, `secret`, …, plus `authorization`) are printed as
-//! `"***"`; binary (`-bin`) entries are left out. The server stops on
-//! SIGINT/SIGTERM, gracefully.
+//! of configs in logs: `token`, `password`, `secret`, …, plus `authorization` and `cookie`;
+//! [`crate::masking`], shared with `http_probe`) are printed as `"***"`; binary (`-bin`)
+//! entries are left out. The server stops on SIGINT/SIGTERM, gracefully.
 
+use crate::masking::{body_json, headers_json, json_or_string};
 use bytes::Bytes;
 use cluster_bootstrap::Signal;
-use cluster_client::SecretMasker;
-use cluster_grpc::metadata::{DEVICE_TOKEN, USER_TOKEN};
 use cluster_grpc::tonic::Code;
 use cluster_grpc::tonic::metadata::{KeyAndValueRef, MetadataMap};
 use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Message, Router, Server};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -220,14 +219,6 @@ pub fn go_code_name(code: Code) -> &'static str {
     }
 }
 
-fn json_or_string(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
 /// The output line of one call.
 #[must_use]
 pub fn call_line(result: &Result<Bytes, CallError>) -> String {
@@ -291,41 +282,23 @@ pub async fn run_call(options: &CallOptions, mut out: impl Write) -> std::io::Re
     Ok(failed)
 }
 
-/// Whether a metadata entry or a body field named `key` holds a secret: the masking rule of
-/// configs in logs (`SecretMasker`'s default keys: `token`, `password`, `secret`, …, any case),
-/// plus `authorization`.
-fn is_secret(masker: &SecretMasker, key: &str) -> bool {
-    key.eq_ignore_ascii_case("authorization") || masker.is_secret_key(key)
-}
-
-/// The metadata of a request as printed by `serve` (secrets masked, binary entries left out).
+/// The metadata of a request as printed by `serve`: secrets masked ([`crate::masking`]),
+/// binary (`-bin`) entries left out, the first value of a key kept.
 #[must_use]
 pub fn metadata_json(metadata: &MetadataMap) -> Value {
-    let masker = SecretMasker::new();
-    let mut map = Map::new();
-    for entry in metadata.iter() {
-        if let KeyAndValueRef::Ascii(key, value) = entry {
-            let key = key.as_str();
-            let value = if key == USER_TOKEN || key == DEVICE_TOKEN || is_secret(&masker, key) {
-                "***".to_owned()
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            map.entry(key.to_owned()).or_insert(Value::String(value));
-        }
-    }
-    Value::Object(map)
+    headers_json(metadata.iter().filter_map(|entry| match entry {
+        KeyAndValueRef::Ascii(key, value) => Some((key.as_str(), value.as_bytes())),
+        KeyAndValueRef::Binary(..) => None,
+    }))
 }
 
 type Out = Arc<Mutex<dyn Write + Send>>;
 
 fn print_request(out: &Out, ctx: &CallContext, message: &Message) {
-    let mut body = json_or_string(&message.bytes_body());
-    SecretMasker::new().mask_value(&mut body);
     let line = json!({
         "endpoint": ctx.endpoint(),
         "metadata": metadata_json(ctx.metadata()),
-        "body": body,
+        "body": body_json(&message.bytes_body()),
     });
     let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
     // A closed stdout must not fail the call.

@@ -12,7 +12,12 @@
 //! - `grpc_probe`: an operator's tool that calls module endpoints over isp-kit's gRPC, or
 //!   serves test endpoints, printing JSON lines ([`grpc_probe`]);
 //! - `grpc_modules`: two modules on a fake config service, `orders` calling `auth-service`
-//!   over gRPC through the addresses the cluster delivers ([`grpc_modules`]).
+//!   over gRPC through the addresses the cluster delivers ([`grpc_modules`]);
+//! - `http_probe`: the same tool over isp-kit's HTTP transport: calls a module's endpoint
+//!   with a method and a path, or serves test endpoints ([`http_probe`]);
+//! - `http_modules`: two HTTP modules on a fake config service, `orders` calling `inventory`
+//!   through the addresses the cluster delivers, with validation and business errors
+//!   ([`http_modules`]).
 //!
 //! The quickstart and the probe are library code so that the test suite runs exactly what
 //! the examples run; the examples themselves only parse arguments, set up logs and signals.
@@ -20,6 +25,9 @@
 //! # Layout
 //! - [`quickstart()`](quickstart()): the quickstart's story.
 //! - [`probe`]: the probe's flags, output lines and run loop.
+//! - [`grpc_probe`], [`http_probe`]: the transport probes; [`masking`]: what both hide of
+//!   the requests they print.
+//! - [`grpc_modules`], [`http_modules`]: the two-module stories.
 //! - [`shutdown_signal`] and [`init_logs`]: SIGINT/SIGTERM and stderr logs for the examples.
 //!
 //! # Example
@@ -34,7 +42,10 @@
 
 pub mod grpc_modules;
 pub mod grpc_probe;
+pub mod http_modules;
+pub mod http_probe;
 mod logs;
+pub mod masking;
 pub mod probe;
 mod quickstart;
 
