@@ -410,7 +410,7 @@ pub async fn http_modules(mut out: impl Write) -> Result<Report, BoxError> {
     let wrong = caller.get(CREATE).send().await?;
     let allow = wrong
         .headers()
-        .get(http::header::ALLOW)
+        .get(cluster_http::http::header::ALLOW)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

@@ -49,13 +49,13 @@
 //! SIGINT/SIGTERM, gracefully.
 
 use crate::masking::{body_json, headers_json, json_or_string};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use bytes::Bytes;
 use cluster_bootstrap::Signal;
+use cluster_http::axum::extract::{Request, State};
+use cluster_http::axum::middleware::Next;
+use cluster_http::http::{HeaderName, HeaderValue, Method, StatusCode};
 use cluster_http::validator::Validate;
 use cluster_http::{ApiError, CallContext, CallError, Endpoint, HttpClient, Router, Server};
-use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -247,7 +247,7 @@ where
 /// # Errors
 /// The call's error, or the non-2xx answer as one.
 pub fn outcome(
-    sent: Result<http::Response<Bytes>, CallError>,
+    sent: Result<cluster_http::http::Response<Bytes>, CallError>,
 ) -> Result<(StatusCode, Bytes), CallError> {
     let response = sent?;
     let status = response.status();
@@ -413,23 +413,23 @@ impl Printer {
     }
 }
 
-/// The printing layer's function (`axum::middleware::from_fn_with_state`).
+/// The printing layer's function (`cluster_http::axum::middleware::from_fn_with_state`).
 async fn print_request(
     State(printer): State<Printer>,
     request: Request,
     next: Next,
-) -> axum::response::Response {
+) -> cluster_http::axum::response::Response {
     if !printer.routed(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     // The server has read the body already, within its limit.
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
+    let body = match cluster_http::axum::body::to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(e) => {
             return ApiError::bad_request(format!("read request body: {e}"))
                 .to_response()
-                .map(axum::body::Body::from);
+                .map(cluster_http::axum::body::Body::from);
         }
     };
     printer.print(&json!({
@@ -438,8 +438,11 @@ async fn print_request(
         "headers": headers_json(parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         "body": body_json(&body),
     }));
-    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
-        .await
+    next.run(Request::from_parts(
+        parts,
+        cluster_http::axum::body::Body::from(body),
+    ))
+    .await
 }
 
 /// Runs `serve` until `shutdown` resolves; prints `{"listening":…}` first. Returns the address
@@ -460,7 +463,10 @@ where
     let router = probe_router();
     let printer = Printer::new(&router, out.clone());
     let server = Server::builder(router)
-        .layer(axum::middleware::from_fn_with_state(printer, print_request))
+        .layer(cluster_http::axum::middleware::from_fn_with_state(
+            printer,
+            print_request,
+        ))
         .shutdown_on(async move {
             let signal = shutdown.await;
             tracing::info!(?signal, "http_probe: stopping");

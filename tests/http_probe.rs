@@ -6,7 +6,7 @@ use cluster_examples::http_probe::{
     CallOptions, HttpProbeCommand, ServeOptions, parse_args, quiet_on_purpose_panics, run_call,
     run_serve,
 };
-use http::Method;
+use cluster_http::http::Method;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;

@@ -206,6 +206,9 @@ mod server;
 pub mod testing;
 pub mod validation;
 
+/// The `axum` this crate is built on: what [`ServerBuilder::layer`] takes and
+/// [`ServerBuilder::into_axum`] gives, without a second dependency to keep in step.
+pub use axum;
 pub use client::{
     ClientService, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_TIMEOUT, HOST_PAUSE, HttpClient, HttpClientBuilder, Invoke,
@@ -220,6 +223,9 @@ pub use error::{
     APPLICATION_JSON, ApiError, BoxError, CallError, ERROR_CODE_BAD_REQUEST, ERROR_CODE_INTERNAL,
     HandlerError, INTERNAL_SERVICE_ERROR, INVALID_REQUEST_BODY,
 };
+/// The `http` types this crate's API speaks (`Method`, `StatusCode`, `HeaderMap`,
+/// `Response`).
+pub use http;
 pub use router::{DuplicateEndpoint, Endpoint, Response, Router};
 pub use server::{
     DEFAULT_MAX_BODY_SIZE, DEFAULT_SHUTDOWN_GRACE, ServeError, Server, ServerBuilder,
