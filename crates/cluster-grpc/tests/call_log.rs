@@ -5,7 +5,6 @@
 use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Server};
 use cluster_testkit::logs::CapturedLogs;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_line_per_call_with_endpoint_status_and_request_id_and_no_secret() {
@@ -53,21 +52,10 @@ async fn one_line_per_call_with_endpoint_status_and_request_id_and_no_secret() {
     assert!(matches!(err, CallError::Api { .. }), "{err:?}");
 
     // The line is written when the server has sent the answer's end.
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        lines = logs
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("grpc handler: log"))
-            .collect();
-        if lines.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let lines = logs.wait_for("grpc handler: log", 2).await;
     server.shutdown().await.unwrap();
     let text = logs.text();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(logs.count("grpc handler: log"), 2, "{text}");
 
     let ok_line = lines
         .iter()

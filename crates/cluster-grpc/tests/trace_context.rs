@@ -6,58 +6,17 @@
 
 use cluster_grpc::tonic::metadata::MetadataMap;
 use cluster_grpc::{ApiError, CallContext, GrpcClient, HandlerError, Message, Router, Server};
-use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use cluster_testkit::spans::SpanRecorder;
+use opentelemetry::trace::{SpanId, SpanKind};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::SubscriberExt as _;
-
-#[derive(Debug, Clone, Default)]
-struct Spans(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanExporter for Spans {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.0.lock().unwrap().extend(batch);
-        std::future::ready(Ok(()))
-    }
-}
-
-impl Spans {
-    /// The span named `name`, once it has ended (the server ends it when the answer is sent,
-    /// around the time the client reads it).
-    async fn ended(&self, name: &str) -> SpanData {
-        for _ in 0..200 {
-            if let Some(span) = self.0.lock().unwrap().iter().find(|s| s.name == name) {
-                return span.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("no span {name}: {:?}", self.0.lock().unwrap());
-    }
-}
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_and_the_request_id_pass_on_to_the_call_the_handler_makes() {
-    let spans = Spans::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
-    )
-    .unwrap();
+    let spans = SpanRecorder::global();
 
     // Module B records what it receives.
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<MetadataMap>();
@@ -110,7 +69,7 @@ async fn the_trace_and_the_request_id_pass_on_to_the_call_the_handler_makes() {
 
     // A's server span: child of the caller's context, named after the endpoint; the call
     // to B was made in it; B's span is its child.
-    let a_span = spans.ended("a/api/call").await;
+    let a_span = spans.ended("a/api/call", 1).await.remove(0);
     assert_eq!(a_span.span_kind, SpanKind::Server);
     assert_eq!(a_span.span_context.trace_id().to_string(), TRACE_ID);
     assert_eq!(a_span.parent_span_id.to_string(), PARENT_ID);
@@ -123,7 +82,7 @@ async fn the_trace_and_the_request_id_pass_on_to_the_call_the_handler_makes() {
         "{:?}",
         a_span.attributes
     );
-    let b_span = spans.ended("b/api/echo").await;
+    let b_span = spans.ended("b/api/echo", 1).await.remove(0);
     assert_eq!(b_span.span_context.trace_id().to_string(), TRACE_ID);
     assert_eq!(b_span.parent_span_id, a_span.span_context.span_id());
 

@@ -5,7 +5,6 @@
 use cluster_http::{ApiError, CallContext, CallError, Endpoint, HttpClient, Router, Server};
 use cluster_testkit::logs::CapturedLogs;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_line_per_call_with_endpoint_method_status_and_request_id_and_no_secret() {
@@ -56,20 +55,7 @@ async fn one_line_per_call_with_endpoint_method_status_and_request_id_and_no_sec
     assert_eq!(missing.status(), 404);
 
     // The line is written when the server has sent the answer's end.
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        lines = logs
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("http handler: log"))
-            .collect();
-        if lines.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Anything late would show up here.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lines = logs.wait_for("http handler: log", 2).await;
     server.shutdown().await.unwrap();
     let text = logs.text();
     assert_eq!(logs.count("http handler: log"), 2, "{text}");

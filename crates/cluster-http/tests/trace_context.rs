@@ -8,73 +8,17 @@ use bytes::Bytes;
 use cluster_http::{
     ApiError, CallContext, Endpoint, HandlerError, HttpClient, Response, Router, Server,
 };
-use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use cluster_testkit::spans::{SpanRecorder, attribute};
+use opentelemetry::trace::{SpanId, SpanKind, Status};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::SubscriberExt as _;
-
-#[derive(Debug, Clone, Default)]
-struct Spans(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanExporter for Spans {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.0.lock().unwrap().extend(batch);
-        std::future::ready(Ok(()))
-    }
-}
-
-impl Spans {
-    /// The spans named `name` once `n` have ended (the server ends a span when the answer's
-    /// body has been sent, around the time the client reads it).
-    async fn ended(&self, name: &str, n: usize) -> Vec<SpanData> {
-        for _ in 0..200 {
-            let found: Vec<SpanData> = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.name == name)
-                .cloned()
-                .collect();
-            if found.len() >= n {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("no {n} spans {name}: {:?}", self.0.lock().unwrap());
-    }
-}
-
-fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| kv.value.to_string())
-}
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_and_the_request_id_pass_on_to_the_call_the_handler_makes() {
-    let spans = Spans::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
-    )
-    .unwrap();
+    let spans = SpanRecorder::global();
 
     // Module B records the headers it receives.
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<http::HeaderMap>();

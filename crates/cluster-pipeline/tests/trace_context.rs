@@ -6,57 +6,12 @@
 
 use bytes::Bytes;
 use cluster_pipeline::{ClientLayer, LogBody, Panic, ServerLayer};
+use cluster_testkit::spans::SpanRecorder;
 use http_body_util::Full;
-use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry::trace::{SpanKind, Status};
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tower::{Layer as _, ServiceExt as _, service_fn};
-use tracing_subscriber::layer::SubscriberExt as _;
-
-/// The spans the provider ended, in memory.
-#[derive(Debug, Clone, Default)]
-struct Spans(Arc<Mutex<Vec<SpanData>>>);
-
-impl SpanExporter for Spans {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.0.lock().unwrap().extend(batch);
-        std::future::ready(Ok(()))
-    }
-}
-
-impl Spans {
-    fn named(&self, name: &str) -> Vec<SpanData> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.name == name)
-            .cloned()
-            .collect()
-    }
-}
-
-/// Once per test binary: the provider, the propagator and the subscriber are global.
-fn tracing_on() -> &'static Spans {
-    static SPANS: OnceLock<Spans> = OnceLock::new();
-    SPANS.get_or_init(|| {
-        let spans = Spans::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(spans.clone())
-            .build();
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        spans
-    })
-}
 
 type Body = Full<Bytes>;
 
@@ -103,7 +58,7 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_traceparent_in_is_the_trace_of_the_calls_made_while_serving() {
-    let spans = tracing_on();
+    let spans = SpanRecorder::global();
     let request = http::Request::builder()
         .uri("/isp.BackendService/Request")
         .header("proxy_method_name", "orders/api/create")
@@ -126,7 +81,7 @@ async fn a_traceparent_in_is_the_trace_of_the_calls_made_while_serving() {
 
     // The request's span: named after the endpoint, a server span, child of the caller's.
     let server = spans.named("orders/api/create");
-    assert_eq!(server.len(), 1, "{:?}", spans.0.lock().unwrap());
+    assert_eq!(server.len(), 1, "{server:?}");
     let server = &server[0];
     assert_eq!(server.span_kind, SpanKind::Server);
     assert_eq!(server.span_context.trace_id().to_string(), TRACE_ID);
@@ -146,7 +101,7 @@ async fn a_traceparent_in_is_the_trace_of_the_calls_made_while_serving() {
 
 #[tokio::test]
 async fn without_a_traceparent_the_request_starts_a_trace() {
-    let spans = tracing_on();
+    let spans = SpanRecorder::global();
     let request = http::Request::builder()
         .uri("/isp.BackendService/Request")
         .header("proxy_method_name", "orders/api/root")
@@ -164,7 +119,7 @@ async fn without_a_traceparent_the_request_starts_a_trace() {
 
 #[tokio::test]
 async fn an_http_span_is_named_by_route_and_a_5xx_is_an_error() {
-    let spans = tracing_on();
+    let spans = SpanRecorder::global();
     let handler = service_fn(|request: http::Request<LogBody<Body>>| async move {
         let mut response = http::Response::new(Body::new(Bytes::new()));
         if request.uri().path() == "/fail" {

@@ -121,6 +121,8 @@ pub mod declared;
 pub mod duration;
 pub mod logs;
 pub mod service;
+#[cfg(feature = "otel")]
+pub mod spans;
 pub mod state;
 
 pub use declared::{DeclareError, DeclaredInstance};
