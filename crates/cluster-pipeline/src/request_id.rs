@@ -37,9 +37,12 @@ impl RequestId {
     /// A new id: 16 random bytes (the thread's CSPRNG) as 32 lowercase hex digits.
     #[must_use]
     pub fn new() -> Self {
-        let hex = request_id_bytes();
-        // Hex digits are a valid header value; `from_maybe_shared` would need `Bytes` anyway.
-        let mut value = HeaderValue::from_bytes(&hex).unwrap_or_else(|_| unreachable!());
+        // One allocation, which owns the digits and counts the clones: an id is cloned into
+        // the extensions, the header, the task-local and the echo (bytes copied into a `Vec`
+        // would take a second allocation at the first clone, to share them).
+        let hex = bytes::Bytes::from_owner(request_id_bytes());
+        // Hex digits are a valid header value.
+        let mut value = HeaderValue::from_maybe_shared(hex).unwrap_or_else(|_| unreachable!());
         // A value that never repeats is not worth an HPACK table entry (RFC 7541 §7.1.3).
         value.set_sensitive(true);
         Self(value)
