@@ -11,7 +11,8 @@ use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use cluster_metrics::http::HttpServerMetrics;
 use cluster_pipeline::{
-    LogFuture, Panic, RecoverFuture, RequestId, RequestIdFuture, ServerLayer, TraceFuture,
+    EndpointName, EndpointSource, LogFuture, LogLayer, Panic, RecoverFuture, RequestId,
+    RequestIdFuture, ServerLayer, TraceFuture, TraceLayer,
 };
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
@@ -29,10 +30,16 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tower::Layer as _;
 
+/// A route as served: the route, and the request pipeline around it when on.
+struct Routed {
+    route: Route,
+    pipeline: Option<ServerLayer<PanicAnswer>>,
+}
+
 /// The routes, indexed as `httprouter` looks them up.
 struct Table {
     /// Served path → its routes, one per method.
-    exact: HashMap<String, Vec<Route>>,
+    exact: HashMap<String, Vec<Routed>>,
     /// Lower-cased served path → `(method, served path)`, for the case-fixing redirect.
     folded: HashMap<String, Vec<(Method, String)>>,
     /// The methods that have a route (`httprouter`'s trees).
@@ -41,7 +48,7 @@ struct Table {
 
 /// Where a request goes.
 enum Lookup<'a> {
-    Found(&'a Route),
+    Found(&'a Routed),
     /// Another path has the route: a redirect there (`301` for `GET`, else `307`).
     Redirect(String),
     /// `OPTIONS` of a path routed for other methods: `200` with `Allow`.
@@ -52,7 +59,7 @@ enum Lookup<'a> {
 }
 
 impl Table {
-    fn new(routes: &[Route]) -> Self {
+    fn new(routes: &[Route], pipeline: bool) -> Self {
         let mut table = Self {
             exact: HashMap::new(),
             folded: HashMap::new(),
@@ -66,7 +73,10 @@ impl Table {
                 .entry(path.to_lowercase())
                 .or_default()
                 .push((endpoint.method().clone(), path.clone()));
-            table.exact.entry(path).or_default().push(route.clone());
+            table.exact.entry(path).or_default().push(Routed {
+                route: route.clone(),
+                pipeline: pipeline.then(|| self::pipeline(&route.name)),
+            });
             if !table.methods.contains(endpoint.method()) {
                 table.methods.push(endpoint.method().clone());
             }
@@ -74,11 +84,11 @@ impl Table {
         table
     }
 
-    fn route(&self, method: &Method, path: &str) -> Option<&Route> {
+    fn route(&self, method: &Method, path: &str) -> Option<&Routed> {
         self.exact
             .get(path)?
             .iter()
-            .find(|r| r.endpoint.method() == method)
+            .find(|r| r.route.endpoint.method() == method)
     }
 
     fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
@@ -108,7 +118,7 @@ impl Table {
             .get(path)
             .into_iter()
             .flatten()
-            .map(|r| r.endpoint.method())
+            .map(|r| r.route.endpoint.method())
             .filter(|m| *m != method && *m != Method::OPTIONS)
             .map(Method::as_str)
             .collect();
@@ -193,10 +203,15 @@ fn panic_answer(_panic: &Panic) -> http::Response<Full<Bytes>> {
     ApiError::internal().to_response().map(Full::new)
 }
 
-/// The request pipeline around each routed call: `cluster-pipeline`'s HTTP layers, in
-/// isp-kit's order (request id, log line, span and trace context, panic recovery).
-pub(crate) fn pipeline() -> ServerLayer<PanicAnswer> {
+/// The request pipeline around the calls of the route `name`: `cluster-pipeline`'s HTTP
+/// layers, in isp-kit's order (request id, log line, span and trace context, panic
+/// recovery). One per route, whose log line and span take the route's name from the layers
+/// (no request extension made for it on every call).
+pub(crate) fn pipeline(name: &EndpointName) -> ServerLayer<PanicAnswer> {
+    let endpoint = EndpointSource::Name(name.clone());
     ServerLayer::http(panic_answer as PanicAnswer)
+        .log(LogLayer::http().endpoint(endpoint.clone()))
+        .trace(TraceLayer::http().endpoint(endpoint))
 }
 
 /// The router as a tower service: what [`Server`](crate::Server) serves.
@@ -214,8 +229,6 @@ struct Inner {
     decode: Decode,
     /// isp-kit's `http_*` server metrics; `None`: off.
     metrics: Option<HttpServerMetrics>,
-    /// `None`: off.
-    pipeline: Option<ServerLayer<PanicAnswer>>,
 }
 
 impl Dispatch {
@@ -230,10 +243,9 @@ impl Dispatch {
         });
         Self {
             inner: Arc::new(Inner {
-                table: Table::new(&router.routes),
+                table: Table::new(&router.routes, pipeline),
                 decode: router.decode,
                 metrics,
-                pipeline: pipeline.then(self::pipeline),
             }),
         }
     }
@@ -311,10 +323,11 @@ impl tower::Service<axum::extract::Request> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let inner = &self.inner;
         let path = decoded_path(request.uri().path());
-        let route = match self.inner.table.lookup(request.method(), &path) {
-            Lookup::Found(route) => route.clone(),
+        let routed = match inner.table.lookup(request.method(), &path) {
+            Lookup::Found(routed) => routed,
             other => {
                 let response =
                     Self::unrouted(other, request.method(), &path, request.uri().query());
@@ -324,17 +337,16 @@ impl tower::Service<axum::extract::Request> for Dispatch {
             }
         };
         drop(path);
-        match &self.inner.pipeline {
+        let route = routed.route.clone();
+        match &routed.pipeline {
             Some(pipeline) => {
-                // The endpoint of the pipeline's log line and span: the route's name.
-                request.extensions_mut().insert(route.name.clone());
-                let handler = Handler::new(Arc::clone(&self.inner), route);
+                let handler = Handler::new(Arc::clone(inner), route);
                 // The pipeline's services and the handler are always ready: no `poll_ready`.
                 let future = pipeline.layer(handler).call(request);
                 DispatchFuture::Pipeline { future }
             }
             None => DispatchFuture::Bare {
-                future: Box::pin(serve(Arc::clone(&self.inner), route, request)),
+                future: Box::pin(serve(Arc::clone(inner), route, request)),
             },
         }
     }

@@ -85,6 +85,9 @@ pub enum EndpointSource {
     Extension,
     /// A function of the request's head.
     Fn(EndpointFn),
+    /// One name for every request: for a service that serves one endpoint, as a router
+    /// that makes one service per route does (nothing is put in the request for it).
+    Name(EndpointName),
 }
 
 impl EndpointSource {
@@ -105,7 +108,7 @@ impl EndpointSource {
 
     /// The endpoint of `request`, borrowed where it can be.
     #[must_use]
-    pub fn resolve<'a, B>(&self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+    pub fn resolve<'a, B>(&'a self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
         match self {
             Self::Header(name) => request
                 .headers()
@@ -119,6 +122,7 @@ impl EndpointSource {
                     .map_or_else(|| request.uri().path(), EndpointName::as_str),
             )),
             Self::Fn(f) => f(&RequestHead::of(request)).map(Cow::Owned),
+            Self::Name(name) => Some(Cow::Borrowed(name.as_str())),
         }
     }
 }
@@ -129,6 +133,7 @@ impl fmt::Debug for EndpointSource {
             Self::Header(name) => f.debug_tuple("Header").field(name).finish(),
             Self::Extension => f.write_str("Extension"),
             Self::Fn(_) => f.write_str("Fn(..)"),
+            Self::Name(name) => f.debug_tuple("Name").field(name).finish(),
         }
     }
 }
@@ -155,6 +160,11 @@ mod tests {
         assert_eq!(http.resolve(&routed).as_deref(), Some("/api/users/{id}"));
         let custom = EndpointSource::from_fn(|head| Some(head.method.to_string()));
         assert_eq!(custom.resolve(&routed).as_deref(), Some("GET"));
+        let named = EndpointSource::Name(EndpointName::new("POST /api/users/{id}"));
+        assert_eq!(
+            named.resolve(&routed).as_deref(),
+            Some("POST /api/users/{id}")
+        );
         let none = Request::new(());
         assert_eq!(grpc.resolve(&none), None);
     }
