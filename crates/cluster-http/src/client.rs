@@ -7,6 +7,7 @@ use crate::error::{APPLICATION_JSON, CallError};
 use crate::json::{self, Decode, DecodeError};
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
+use cluster_metrics::cache::LabelCache;
 use cluster_metrics::http::HttpClientMetrics;
 use cluster_pipeline::ClientLayer;
 use futures_util::future::{BoxFuture, Either};
@@ -39,6 +40,11 @@ pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 64 * 1024 * 1024;
 /// How long a host that could not be connected to is passed over while others are
 /// available: 1 s.
 pub const HOST_PAUSE: Duration = Duration::from_secs(1);
+/// How many paths a client keeps parsed, with their metrics label (paths with a query are
+/// not kept): a module calls the same few endpoints over and over.
+const PATH_CACHE_CAPACITY: usize = 256;
+/// The longest path kept parsed.
+const PATH_CACHE_MAX_LEN: usize = 256;
 
 /// The service a client [`layer`](HttpClientBuilder::layer) wraps: one call, whose request
 /// has the path (and query) as its URI, and whose response has its whole body; it picks the
@@ -111,9 +117,37 @@ struct Shared {
     pool: Pool<Connector, Full<Bytes>>,
     max_response_size: usize,
     metrics: Option<Arc<HttpClientMetrics>>,
+    /// The paths called, as given, parsed (no allocation for a path called before).
+    paths: LabelCache<Result<CallPath, String>>,
+}
+
+/// A call's path and query, with its leading `/`, and its metrics label (the path).
+#[derive(Clone)]
+struct CallPath {
+    path: PathAndQuery,
+    endpoint: Arc<str>,
+}
+
+impl CallPath {
+    fn parse(path: &str) -> Result<Self, String> {
+        path_and_query(path).map(|path| Self {
+            endpoint: path.path().into(),
+            path,
+        })
+    }
 }
 
 impl Shared {
+    /// `path` parsed, from the cache when it was called before.
+    fn call_path(&self, path: &str) -> Result<CallPath, String> {
+        if path.len() > PATH_CACHE_MAX_LEN || path.contains('?') {
+            return CallPath::parse(path);
+        }
+        self.paths
+            .get_or_insert_with(&[path], || CallPath::parse(path))
+            .map_or_else(|| CallPath::parse(path), Clone::clone)
+    }
+
     fn snapshot(&self) -> Arc<[Arc<Host>]> {
         self.hosts
             .read()
@@ -152,10 +186,15 @@ impl Shared {
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(authority);
-            uri.path_and_query = Some(out.path.clone());
+            // The last host this call may try takes the path and the headers, the others a
+            // copy.
+            uri.path_and_query = Some(if left == 0 {
+                std::mem::replace(&mut out.path, PathAndQuery::from_static("/"))
+            } else {
+                out.path.clone()
+            });
             let uri =
                 Uri::from_parts(uri).map_err(|e| CallError::InvalidRequest(format!("uri: {e}")))?;
-            // The last host this call may try takes the headers, the others a copy.
             let headers = if left == 0 {
                 std::mem::take(&mut out.headers)
             } else {
@@ -221,10 +260,8 @@ struct Outgoing {
 impl Outgoing {
     fn new(request: http::Request<Bytes>) -> Self {
         let (parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
+        let path = http::uri::Parts::from(parts.uri)
+            .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         Self {
             method: parts.method,
@@ -485,6 +522,7 @@ impl HttpClientBuilder {
             pool,
             max_response_size: config.max_response_size,
             metrics,
+            paths: LabelCache::new(PATH_CACHE_CAPACITY),
         });
         let layered = (!self.layers.is_empty()).then(|| {
             let transport = BoxCloneSyncService::new(Transport(Arc::clone(&shared)));
@@ -592,7 +630,7 @@ impl HttpClient {
         Invoke {
             client: self.clone(),
             method,
-            path: path_and_query(path.as_ref()),
+            path: self.inner.shared.call_path(path.as_ref()),
             body: Ok(None),
             headers: HeaderMap::new(),
             invalid: None,
@@ -671,7 +709,7 @@ pub struct Invoke {
     client: HttpClient,
     method: Method,
     /// The path and query, with its leading `/`.
-    path: Result<PathAndQuery, String>,
+    path: Result<CallPath, String>,
     /// `None`: no body.
     body: Result<Option<Bytes>, CallError>,
     headers: HeaderMap,
@@ -684,7 +722,7 @@ impl std::fmt::Debug for Invoke {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Invoke")
             .field("method", &self.method)
-            .field("path", &self.path)
+            .field("path", &self.path.as_ref().map(|p| &p.path))
             .field(
                 "body_len",
                 &self.body.as_ref().map(|b| b.as_ref().map(Bytes::len)),
@@ -823,10 +861,10 @@ impl Invoke {
             .shared
             .metrics
             .as_ref()
-            .map(|_| path.path().into());
+            .map(|_| Arc::clone(&path.endpoint));
         let mut request = http::Request::new(body.unwrap_or_default());
         *request.method_mut() = method;
-        *request.uri_mut() = Uri::from(path);
+        *request.uri_mut() = Uri::from(path.path);
         *request.headers_mut() = headers;
         if client.inner.config.pipeline {
             // The request id and the trace context, here, in the span and the task of the

@@ -20,16 +20,31 @@ impl<V> Entry<V> {
 /// meanwhile wait for it). Holds at most `capacity` entries (a few more when threads insert
 /// at once, never more than half its slots): past that, [`LabelCache::get_or_insert_with`]
 /// returns `None` for new label sets and the caller records without caching.
-pub(crate) struct LabelCache<V> {
+/// A bounded map from label sets (a few strings) to values made once each, found without a
+/// lock or an allocation: the handles of a metric family by label values, or anything else
+/// a hot path looks up by a few strings. Values are never removed; once `capacity` label
+/// sets are in, others are not kept ([`LabelCache::get_or_insert_with`] returns `None`).
+pub struct LabelCache<V> {
     slots: Box<[OnceLock<Box<Entry<V>>>]>,
     mask: usize,
     capacity: usize,
     len: AtomicUsize,
 }
 
+impl<V> std::fmt::Debug for LabelCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
 impl<V> LabelCache<V> {
     /// A table for `capacity` label sets (at least 1), with twice as many slots.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` label sets (at least one).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let slots = capacity.saturating_mul(2).next_power_of_two();
         Self {
@@ -41,13 +56,24 @@ impl<V> LabelCache<V> {
     }
 
     /// How many label sets it holds.
-    pub(crate) fn len(&self) -> usize {
+    /// How many label sets it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
 
     /// The value of `key`, made with `make` on its first use; `None` when the table is full
     /// and `key` is not in it.
-    pub(crate) fn get_or_insert_with(&self, key: &[&str], make: impl FnOnce() -> V) -> Option<&V> {
+    /// Whether it holds nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of `key`, made with `make` if `key` is new and there is room (`make` runs
+    /// at most once per key, even when threads race for it); `None` when the cache is full
+    /// and `key` is not in it.
+    pub fn get_or_insert_with(&self, key: &[&str], make: impl FnOnce() -> V) -> Option<&V> {
         let mut make = Some(make);
         let start = hash(key);
         for i in 0..self.slots.len() {

@@ -65,7 +65,7 @@
 pub mod prometheus;
 
 pub mod app;
-mod cache;
+pub mod cache;
 pub mod cluster;
 pub mod grpc;
 pub mod http;
