@@ -93,6 +93,9 @@ impl serde_json::ser::Formatter for GoEscapes {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        if !may_escape(bytes) {
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         let mut i = 0;
         while i < bytes.len() {
@@ -122,6 +125,20 @@ impl serde_json::ser::Formatter for GoEscapes {
         }
         writer.write_all(&bytes[start..])
     }
+}
+
+/// Whether `bytes` holds a byte that may begin one of Go's escapes that serde_json does not
+/// make (`<`, `>`, `&`, and the first byte of U+2028 and U+2029), looked for 16 bytes at a
+/// time with no branch per byte: most strings have none, and are written whole.
+fn may_escape(bytes: &[u8]) -> bool {
+    let special = |b: u8| matches!(b, b'<' | b'>' | b'&' | 0xE2);
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |any, &b| any | special(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| special(b))
 }
 
 /// Whether `a` and `b` are equal ignoring case (ASCII at once, Unicode lowercase otherwise).
@@ -668,5 +685,14 @@ mod tests {
             encode("\u{2027}\u{202a}").unwrap(),
             "\"\u{2027}\u{202a}\"\n".as_bytes()
         );
+        // Long strings (looked at 16 bytes at a time): an escape found wherever it is.
+        for at in [0, 15, 16, 17, 31, 32, 40] {
+            let mut text = "x".repeat(41);
+            text.replace_range(at..=at, "<");
+            let escaped = format!("\"{}\"\n", text.replace('<', "\\u003c"));
+            assert_eq!(encode(&text).unwrap(), escaped.as_bytes(), "at {at}");
+        }
+        let plain = "y".repeat(50);
+        assert_eq!(encode(&plain).unwrap(), format!("\"{plain}\"\n").as_bytes());
     }
 }
