@@ -17,7 +17,7 @@ use std::path::PathBuf;
 /// (file and environment), its logs on stderr (and `logFile`), its metrics recorder, tracing
 /// and Sentry when the config enables them, and its health checks. Then
 /// [`Bootstrap::run`] runs the module: the infra server, the cluster client (or the offline
-/// one) and the gRPC server, until SIGINT or SIGTERM.
+/// one) and the module's gRPC or HTTP server, until SIGINT or SIGTERM.
 ///
 /// See the [crate docs](crate) for a whole module.
 pub struct Bootstrap {
@@ -40,8 +40,9 @@ pub struct Bootstrap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Listening {
-    /// The gRPC server (`grpcInnerAddress`), for a `grpc` module.
-    pub grpc: Option<std::net::SocketAddr>,
+    /// The module's server on `grpcInnerAddress`: gRPC for a `grpc` module, HTTP for an
+    /// `http` one (isp-kit serves both there); `None` for an `empty` module.
+    pub server: Option<std::net::SocketAddr>,
     /// The infra server (`infraServerPort`).
     pub infra: std::net::SocketAddr,
 }

@@ -12,13 +12,14 @@
 //! - **Infra server** on `infraServerPort`: `/internal/health` ([`Health`], isp-kit's JSON and
 //!   statuses), `/internal/metrics` (Prometheus text, isp-kit's metric names),
 //!   `/internal/metrics/descriptions`.
-//! - **Metrics**: the gRPC server and client under isp-kit's names (`grpc_request_duration_ms`,
-//!   `grpc_status_code_count`, …), the cluster client's, the process's (`cluster-metrics`).
+//! - **Metrics**: the gRPC and HTTP servers and clients under isp-kit's names
+//!   (`grpc_request_duration_ms`, `http_status_code_count`, …), the cluster client's, the
+//!   process's (`cluster-metrics`).
 //! - **`metricsAutodiscovery`** declared in `MODULE:READY`, as isp-config-service expects it.
 //! - **Lifecycle**: [`Bootstrap::run`] runs the infra server, the cluster client (or, with
-//!   `CLUSTER_MODE=offline`, the remote config from a file) and the gRPC server; SIGINT or
-//!   SIGTERM ends it in order (leave the cluster, drain the calls in flight, stop the
-//!   servers). `main` returns `Result<(), `[`Fatal`]`>`: any error is logged at `fatal` and the
+//!   `CLUSTER_MODE=offline`, the remote config from a file) and the module's gRPC or HTTP
+//!   server ([`Module::grpc`], [`Module::http`]); SIGINT or SIGTERM ends it in order (leave
+//!   the cluster, drain the calls in flight, stop the servers). `main` returns `Result<(), `[`Fatal`]`>`: any error is logged at `fatal` and the
 //!   process exits with status 1.
 //! - **Observability**: `observability.tracing` (OpenTelemetry over OTLP/HTTP) and
 //!   `observability.sentry` (errors and panics), off unless enabled.
@@ -105,5 +106,5 @@ pub use health::Health;
 pub use load::{ConfigError, Environment, LocalSource};
 pub use local::LocalConfig;
 pub use logs::{LogLevel, LogLevelHandle};
-pub use module::{Module, Transport};
+pub use module::{Module, NoRemoteConfig, Transport};
 pub use shutdown::{Signal, shutdown_signal};

@@ -51,6 +51,14 @@ impl Transport {
     }
 }
 
+/// The remote config of a module that has none (Go: `struct{}`): an empty object, whose
+/// schema allows any object; what [`Module::without_config`] declares. No default remote
+/// config file is looked for.
+#[derive(
+    Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, JsonSchema,
+)]
+pub struct NoRemoteConfig {}
+
 /// What the module is: its remote config (schema, default, receiver), its transport and
 /// endpoints, and the [`EventHandler`] with the modules it requires and its routes receiver.
 ///
@@ -82,6 +90,20 @@ impl<T> std::fmt::Debug for Module<T> {
             .field("transport", &self.transport)
             .field("handler", &self.handler)
             .finish_non_exhaustive()
+    }
+}
+
+impl Module<NoRemoteConfig> {
+    /// A module without a remote config of its own ([`NoRemoteConfig`]), no endpoints and
+    /// no dependencies: for a module whose settings are all local (or that has none).
+    ///
+    /// ```
+    /// let module = cluster_bootstrap::Module::without_config().http(cluster_http::Router::new());
+    /// # drop(module);
+    /// ```
+    #[must_use]
+    pub fn without_config() -> Self {
+        Self::new(TypedConfig::new())
     }
 }
 
@@ -150,12 +172,12 @@ impl Bootstrap {
         .await
     }
 
-    /// Runs `module` until `shutdown` completes: binds the gRPC server on
-    /// `grpcInnerAddress` and the infra server on `infraServerPort`, joins the cluster
+    /// Runs `module` until `shutdown` completes: binds the module's server (gRPC or HTTP,
+    /// by its transport; none for `empty`) on `grpcInnerAddress` and the infra server on `infraServerPort`, joins the cluster
     /// (`ModuleInfo` with the endpoints, the outer address, `metricsAutodiscovery`, the
     /// schema of `T` and the default remote config) or, offline, applies
     /// `remoteConfigPath` once, and serves. Then it stops in order: the module leaves the
-    /// cluster, the gRPC server drains the calls in flight, the infra server stops (health
+    /// cluster, the module's server drains the calls in flight, the infra server stops (health
     /// and metrics answer until then), the spans and Sentry events left are sent.
     ///
     /// # Errors
@@ -210,7 +232,7 @@ impl Bootstrap {
         let infra_addr = infra_listener.local_addr().map_err(BootstrapError::Infra)?;
         self.listening
             .send_replace(Some(crate::bootstrap::Listening {
-                grpc: grpc_addr,
+                server: grpc_addr,
                 infra: infra_addr,
             }));
         let outer_port = match (local.grpc_outer_address.port, &server_listener) {
@@ -347,7 +369,7 @@ impl Bootstrap {
         };
         let _ = forwarder.await;
         self.state.send_replace(ClientState::Closed);
-        // The client is closed: the gRPC server (`shutdown_with`) drains and stops.
+        // The client is closed: the module's server (`shutdown_with`) drains and stops.
         let served = match early {
             Some(outcome) => outcome,
             None => match server_task.take() {
@@ -451,6 +473,14 @@ impl Bootstrap {
                     .map_err(|err| fail(err.to_string()))?;
                 tracing::info!(path = %shown, "default remote config read");
                 Ok(data)
+            }
+            Err(err)
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && std::any::TypeId::of::<T>() == std::any::TypeId::of::<NoRemoteConfig>() =>
+            {
+                remote
+                    .config_data(self.module_version.clone())
+                    .map_err(|err| fail(err.to_string()))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(

@@ -8,6 +8,7 @@
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Deserialize, Validate)]
+//! #[validate(crate = "cluster_http::validator")] // or depend on `validator` yourself
 //! struct Login {
 //!     #[validate(length(min = 1))]
 //!     user: String,
