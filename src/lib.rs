@@ -60,3 +60,25 @@ pub use quickstart::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The Rust code blocks of the guides under `docs/`, compiled (and, unless marked `no_run`,
+/// run) as doctests, one struct per file.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/bootstrap.md")]
+struct BootstrapDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/grpc.md")]
+struct GrpcDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/http.md")]
+struct HttpDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/testkit.md")]
+struct TestkitDocDoctests;
