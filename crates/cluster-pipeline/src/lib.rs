@@ -67,23 +67,12 @@
 //!
 //! # What a call costs
 //!
-//! `cargo bench -p cluster-pipeline --bench layers` (an echo service that answers at once, so
-//! the figures are the layers alone; nanoseconds added per call, 2026-12-08, ranges of 3
-//! runs on 2 shared cores):
-//!
-//! | setting | request id | log | trace | recover | all four |
-//! |---|---|---|---|---|---|
-//! | no subscriber, no propagator | 250–380 | 20–70 | 0–110 | ≈ 0 | 390–510 |
-//! | fmt subscriber at INFO, to a sink | 280–310 | 1,470–1,600 | 790–1,090 | ≈ 0 | 2,600–2,930 |
-//! | the same at DEBUG (bodies masked) | 190–420 | 1,800–1,880 | 740–800 | ≈ 0 | 2,970–3,050 |
-//! | OpenTelemetry layer, W3C propagator, `traceparent` in | 120–340 | 320–450 | 2,070–2,260 | ≈ 0 | 2,800–3,820 |
-//!
 //! With nothing to write to, the pipeline is the request id (an extension, a task-local, the
 //! echoed header) and a few checks of atomics; the log line and the spans cost what the
-//! subscriber makes of them (formatting a line, building a span). On a whole gRPC call over
-//! loopback (cluster-grpc's `unary` bench, pipeline on against off in the same run, no
-//! subscriber), the p50 ratio is 1.02× at concurrency 1 and 1.03× at 64 (medians of 12
-//! runs on a shared machine; single runs 0.99–1.08×), the CPU per call 1.02× and 1.03×.
+//! subscriber makes of them (formatting a line, building a span).
+//! `cargo bench -p cluster-pipeline --bench layers` measures the layers alone, and
+//! cluster-grpc's `unary` bench a whole call with the pipeline on against off; the figures are
+//! in the repository's `docs/performance.md`.
 
 mod endpoint;
 pub mod log;
