@@ -30,7 +30,8 @@
 //! because HPACK is stateful (the field may be added to, or referenced from, the dynamic
 //! table). Following the table and rewriting only what depends on it keeps both HPACK
 //! contexts consistent; strings are Huffman-decoded only where a length or a name must be
-//! known, so the cost is a fraction of a microsecond per request (see the bench in the README).
+//! known. The `unary` bench measures what the filter costs a call (its row without the
+//! filter); the figures are in the repository's `docs/performance.md`.
 //!
 //! # Limits
 //! A header block larger than [`MAX_HEADER_BLOCK`] bytes, a frame sequence that breaks the

@@ -8,7 +8,7 @@
 //! encoded them (Huffman or not); a literal *with* incremental indexing is recorded in our copy
 //! of the table and forwarded without indexing; size updates are applied and not forwarded.
 //! Strings are Huffman-decoded only where their decoded length (table accounting) or text (is
-//! this name `:authority`?) is needed, so a typical request costs a few hundred nanoseconds.
+//! this name `:authority`?) is needed.
 
 use std::collections::VecDeque;
 

@@ -527,7 +527,8 @@ impl Server {
     /// declare the reachable one instead). A module whose server follows its cluster client
     /// ([`ServerBuilder::shutdown_with`]) needs the address before the server exists: bind a
     /// `TcpListener` first, declare its address in `ModuleInfo::grpc_outer_address`, build the
-    /// client, then [`ServerBuilder::serve`] the listener (the README shows the order).
+    /// client, then [`ServerBuilder::serve`] the listener (the repository's `docs/grpc.md` shows
+    /// the order).
     #[must_use]
     pub fn outer_address(&self) -> AddressConfiguration {
         AddressConfiguration::new(

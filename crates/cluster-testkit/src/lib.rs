@@ -38,7 +38,8 @@
 //!
 //! # Cost
 //! What a connection costs the service and how fast a change reaches N modules are measured by
-//! `benches/fanout.rs` and `benches/scale.rs`; the README's benchmark table has the figures.
+//! `benches/fanout.rs` and `benches/scale.rs`; the figures are in the repository's
+//! `docs/performance.md`.
 //!
 //! # Limits, against hostile or broken peers
 //! Every limit has a default that a test can change; none lets a peer make the service send a

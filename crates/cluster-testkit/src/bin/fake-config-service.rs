@@ -145,9 +145,9 @@ impl From<Cli> for Args {
 /// allocations; in the heap, what they leave stays in the RSS as holes, in mappings of their
 /// own it goes back to the kernel. The scale bench (`benches/scale.rs`, which prints the
 /// per-connection growth) decided it, first against mimalloc and glibc's arena and trim
-/// settings, and again once the WebSocket layer held no buffer while idle (2026-11-27, all at
-/// once, without / with it: 8.2 / 5.9 KiB per connection at N=1,000, 5.2 / 4.7 KiB at
-/// N=10,000). The price, an `mmap` and a `munmap` per such buffer, is paid in handshakes.
+/// settings, and again once the WebSocket layer held no buffer while idle (the figures with
+/// and without it: the repository's `docs/performance.md`, server memory per connection).
+/// The price, an `mmap` and a `munmap` per such buffer, is paid in handshakes.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn map_large_allocations() {
     // SAFETY: mallopt only changes a malloc setting; called before any thread starts.
