@@ -15,7 +15,7 @@
 //! | `{"kind":"ready","us":N}` | the module became ready, `N` µs after the probe started |
 //! | `{"kind":"unready","us":N}` | it stopped being ready (the session ended; the client reconnects) |
 //!
-//! Decisions where the issue is silent:
+//! The probe's own decisions:
 //! - `data` of a config line is the config **byte for byte** as received, except that line
 //!   breaks (only possible as whitespace between JSON tokens) become spaces, so the line stays
 //!   one line. A config that is not JSON (a misbehaving server) is printed as a JSON string

@@ -1,4 +1,4 @@
-//! Close codes of RFC 6455 §7.4.1 on both sides (issue 9 §3): the side that sees a fault sends
+//! Close codes of RFC 6455 §7.4.1 on both sides: the side that sees a fault sends
 //! 1002 (framing violation) or 1007 (text that is not UTF-8), the other side receives it, and
 //! the ETP runtime's log says who ended the connection: us or the peer.
 //!

@@ -1,4 +1,4 @@
-//! Hostile clients of the WebSocket server (issue 9 §3): malformed upgrade requests get an HTTP
+//! Hostile clients of the WebSocket server: malformed upgrade requests get an HTTP
 //! status (400 / 426 / 431 / 404), pending sockets are capped, and a slowloris that trickles
 //! its request runs into the handshake timeout. Each over a raw TCP socket.
 

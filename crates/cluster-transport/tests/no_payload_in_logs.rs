@@ -1,4 +1,4 @@
-//! No payload reaches a log, whatever the subscriber and level (issue 9).
+//! No payload reaches a log, whatever the subscriber and level.
 //!
 //! A global `tracing` subscriber at TRACE with the `log` bridge on (tracing-subscriber's
 //! `tracing-log` feature installs `tracing_log::LogTracer`, so every `log` record of every
