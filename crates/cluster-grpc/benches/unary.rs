@@ -59,7 +59,7 @@
 //! ends) per call, which other load on the machine moves less than the rates.
 //!
 //! What is left between us and the floor (2026-11-27, 5 runs on 2 shared cores, medians of
-//! the per-run ratios to the floor; README has the table):
+//! the per-run ratios to the floor; `docs/performance.md` has the table):
 //!
 //! | | p50 at 1 | calls/s at 1 | calls/s at 64 | CPU per call at 64 |
 //! |---|---|---|---|---|

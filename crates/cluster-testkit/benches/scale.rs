@@ -63,7 +63,7 @@
 //!   ready instance, the reaper's future), and what the allocator keeps of the burst's
 //!   transient handshake memory, less so the larger N.
 //! - Fan-out: the aim is at most 1.2 times the `tasks` floor. Met by the medians (2026-11-27,
-//!   interleaved rounds; the README has each run): N = 10,000 1.15 (14 runs, 0.96–1.24),
+//!   interleaved rounds; `docs/performance.md` has each run): N = 10,000 1.15 (14 runs, 0.96–1.24),
 //!   N = 1,000 1.18 (13 runs, 1.03–1.25). The same bench against the library before this
 //!   round of work, run for run beside it: at N = 10,000 medians 1.27 and 1.23 (two sets of 6
 //!   runs; ours 1.20 and 1.15 in the same sets, the first before `poll_recv` below); at
