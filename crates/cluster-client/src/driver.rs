@@ -43,7 +43,7 @@ use cluster_proto::rng::SplitMix64;
 use cluster_proto::session::{
     Applied, Session, SessionConfig, SessionError, SessionEvent, SessionTimeouts, Transmit,
 };
-use cluster_transport::conn::CLOSE_TIMEOUT;
+use cluster_proto::wire::CLOSE_TIMEOUT;
 use cluster_transport::log_limit::LogLimiter;
 use cluster_transport::{
     CLOSE_NORMAL, Connector, Endpoint, Incoming, MessageSink, MessageStream, Transport,

@@ -3,12 +3,12 @@
 mod common;
 
 use cluster_client::proto::event::ModuleNameError;
-use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::transport::{Transport, TransportError};
 use cluster_client::{
     BackoffConfig, Client, ClientError, ClientState, Connector, Endpoint, EventHandler, ModuleInfo,
     SetupError, TlsConfig, async_trait,
 };
+use cluster_etp::{Handlers, Reply};
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

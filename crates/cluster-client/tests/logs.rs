@@ -4,8 +4,8 @@
 
 mod common;
 
-use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::{Client, EventHandler};
+use cluster_etp::{Handlers, Reply};
 use cluster_testkit::ErrorEvent;
 use common::*;
 

@@ -6,9 +6,9 @@
 
 mod common;
 
-use cluster_client::transport::conn::{Conn, ConnConfig, Handlers};
 use cluster_client::transport::ws::{WsConfig, WsConnector};
 use cluster_client::{Client, ConfigData, Connector, Endpoint, EventHandler};
+use cluster_etp::{Conn, ConnConfig, Handlers};
 use cluster_testkit::logs::CapturedLogs;
 use common::*;
 

@@ -4,8 +4,8 @@
 mod common;
 
 use bytes::Bytes;
-use cluster_client::transport::conn::{Handlers, Reply};
 use cluster_client::{Client, ClientState, EventHandler};
+use cluster_etp::{Handlers, Reply};
 use common::*;
 
 #[tokio::test(start_paused = true)]
@@ -352,10 +352,10 @@ mod recording {
 /// when it never does, and not at all when the close could not be written (no answer can
 /// come).
 ///
-/// [`CLOSE_TIMEOUT`]: cluster_client::transport::conn::CLOSE_TIMEOUT
+/// [`CLOSE_TIMEOUT`]: cluster_etp::CLOSE_TIMEOUT
 #[tokio::test(start_paused = true)]
 async fn closing_sends_1000_and_waits_for_the_answer_at_most_the_close_timeout() {
-    let timeout = cluster_client::transport::conn::CLOSE_TIMEOUT;
+    let timeout = cluster_etp::CLOSE_TIMEOUT;
     let zero = std::time::Duration::ZERO;
     for (answers_close, close_fails, expected) in [
         (true, false, zero),

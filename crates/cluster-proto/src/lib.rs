@@ -5,7 +5,7 @@
 //! without a socket or a timer: the frame codec, the event names, the JSON payloads, secret
 //! masking for logs, the reconnect policy, and the client side of one connection as a
 //! sans-IO state machine ([`session::Session`]). Time is always an argument; randomness is
-//! always seeded. The runtime crates (`cluster-transport`, `cluster-client`) drive it.
+//! always seeded. The runtime crates (`cluster-transport`, `cluster-etp`, `cluster-client`) drive it.
 //!
 //! # Layout
 //! - [`frame`]: the ETP frame codec (`name||ackId||data`), zero-copy decoding.
@@ -15,6 +15,7 @@
 //! - [`backoff`]: which host to dial next and how long to wait first.
 //! - [`duration`]: durations as Go writes them (`1m30s`), for config files and command lines.
 //! - [`session`]: the handshake and keep-alive of one client connection.
+//! - [`wire`]: the wire rules the client's session and the server-side runtime share.
 //!
 //! # Example
 //! ```
@@ -36,6 +37,7 @@ pub mod payload;
 pub mod rng;
 pub mod secrets;
 pub mod session;
+pub mod wire;
 
 pub use frame::{DecodeError, Frame};
 pub use payload::{

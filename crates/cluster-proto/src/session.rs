@@ -35,7 +35,7 @@
 //! waiting for is ignored.
 //!
 //! # Why no connection core shared with the server runtime
-//! The server side's runtime (`cluster_transport::conn::Conn`) has the same wire rules but a
+//! The server side's runtime (`cluster-etp`'s `Conn`) has the same wire rules but a
 //! different shape: any number of tasks emit with ack at once, each waiting on its own
 //! channel, and handlers run concurrently. The client session has at most one ack in flight
 //! and one ping. What both need in common is the frame grammar, the ack naming and the

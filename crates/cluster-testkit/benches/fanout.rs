@@ -15,8 +15,8 @@
 //! `FANOUT_ROUNDS` (default 20) change the size, `FANOUT_MODE=ws|memory` runs one part.
 
 use bytes::Bytes;
+use cluster_etp::{Conn, ConnConfig, Handlers, Reply};
 use cluster_testkit::FakeConfigService;
-use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
 use std::io::{BufRead, BufReader, Write};

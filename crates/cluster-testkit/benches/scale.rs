@@ -112,8 +112,8 @@
 mod common;
 
 use bytes::Bytes;
+use cluster_etp::{Conn, ConnConfig, Handlers, Reply};
 use cluster_proto::{event, frame};
-use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
 use common::ChildGuard;

@@ -9,9 +9,9 @@
 //! dropped. Await it from the other side with [`FakeConfigService::wait_ready_instances`].
 
 use crate::service::FakeConfigService;
+use cluster_etp::{Conn, ConnConfig, ConnError, Handlers};
 use cluster_proto::event::{self, ModuleNameError};
 use cluster_proto::payload::{AddressConfiguration, BackendDeclaration, EndpointDescriptor};
-use cluster_transport::conn::{Conn, ConnConfig, ConnError, Handlers};
 use cluster_transport::{CLOSE_NORMAL, Endpoint, TransportError};
 use std::fmt;
 

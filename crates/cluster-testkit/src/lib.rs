@@ -17,7 +17,7 @@
 //! # Layout
 //! - [`state`]: the pure state (no IO): modules, configs, schemas, ready instances,
 //!   subscriptions; every input returns the notifications to send, in order.
-//! - [`service`]: [`FakeConfigService`]: listeners, one [`Conn`](cluster_transport::conn::Conn)
+//! - [`service`]: [`FakeConfigService`]: listeners, one [`Conn`](cluster_etp::Conn)
 //!   per client, delivery of notifications (encoded once, fanned out), the test API.
 //! - [`declared`]: ready instances declared without a client
 //!   ([`FakeConfigService::declare_instance`]).
@@ -51,7 +51,7 @@
 //! | one `MODULE:READY` declaration | 256 KiB of JSON, 4,096 endpoints | [`Limits::max_declaration_len`], [`Limits::max_endpoints`] |
 //! | modules one connection requires | 1,024 | [`state::MAX_REQUIRED_MODULES`] |
 //! | largest message received | 1 MiB (WebSocket, as isp-config-service; in memory the same) | [`FakeConfigServiceBuilder::ws_config`], [`FakeConfigServiceBuilder::memory_config`] |
-//! | warnings one connection can cause | 5 per 10 s, then a summary line with the count | [`cluster_transport::conn::ConnConfig::log_limit`] via [`FakeConfigServiceBuilder::conn_config`] |
+//! | warnings one connection can cause | 5 per 10 s, then a summary line with the count | [`cluster_etp::ConnConfig::log_limit`] via [`FakeConfigServiceBuilder::conn_config`] |
 //! | admin API: head / body / stalled-write timeouts, body size, connections, shutdown | 10 s / 10 s / 10 s, 4 MiB, 256, 5 s | [`admin::AdminConfig`] |
 //!
 //! - A `MODULE:READY` whose declaration is over its limits, or that would take the routing
@@ -85,7 +85,7 @@
 //! (`mem://…`) in its host list and `listener.connector` as its transport.
 //! ```
 //! use cluster_testkit::FakeConfigService;
-//! use cluster_transport::conn::{Conn, ConnConfig, Handlers};
+//! use cluster_etp::{Conn, ConnConfig, Handlers};
 //! use std::time::Duration;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

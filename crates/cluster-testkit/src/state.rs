@@ -31,7 +31,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-/// The id of one client connection: [`cluster_transport::conn::Conn::id`] of its connection.
+/// The id of one client connection: [`cluster_etp::Conn::id`] of its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 

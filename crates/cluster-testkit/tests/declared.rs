@@ -1,9 +1,9 @@
 //! Ready instances declared without a client reach the modules that require them.
 
+use cluster_etp::{Conn, ConnConfig, Handlers};
 use cluster_proto::event;
 use cluster_testkit::FakeConfigService;
 use cluster_testkit::declared::{DeclareError, instance};
-use cluster_transport::conn::{Conn, ConnConfig, Handlers};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! Transports for ETP messages and the ETP connection runtime.
+//! Transports for ETP messages.
 //!
 //! This crate knows frames and connections, not sessions. A [`Transport`] is one full-duplex,
 //! message-level connection split into a [`MessageSink`] (the one writer) and a
@@ -10,8 +10,8 @@
 //!   (it does **not** speak to the Go peers);
 //! - [`memory`]: a connected pair without sockets, with fault knobs for tests.
 //!
-//! On top of any of them, [`conn::Conn`] is the ETP connection runtime: emit, emit with ack,
-//! handlers per event, ping, close, disconnect notification.
+//! On top of any of them, the ETP connection runtime (emit, emit with ack, handlers per event,
+//! ping, close) is the `cluster-etp` crate's `Conn`.
 //!
 //! # Nothing of a payload reaches a log
 //! No code of this crate logs a payload, and neither does any dependency it runs: the
@@ -79,7 +79,6 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 
 mod acceptor;
-pub mod conn;
 pub mod log_limit;
 pub mod memory;
 mod setup;
@@ -348,7 +347,7 @@ pub trait MessageSink: Send + 'static {
 /// # Implementing a transport
 /// The traits are written with [`async_trait`](macro@async_trait) (re-exported here):
 /// implement them under `#[cluster_transport::async_trait]`. [`memory`] and [`tcp`] are short
-/// implementations to start from. What the ETP runtime ([`conn::Conn`]) relies on:
+/// implementations to start from. What the ETP runtime (`cluster-etp`'s `Conn`) relies on:
 /// - **`recv` is cancel-safe.** The reader drops a pending `recv` future (when it is told to
 ///   stop, or waits for something else meanwhile) and calls `recv` again later: no message
 ///   may be lost then. Keep what was read of a message in `self`, not in the future.

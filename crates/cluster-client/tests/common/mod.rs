@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use cluster_client::Connector;
-use cluster_client::transport::conn::{Conn, ConnConfig, Handlers};
 use cluster_client::transport::memory::MemoryNetwork;
 use cluster_client::transport::{Acceptor, Incoming, MessageSink, MessageStream};
 use cluster_client::{
@@ -14,6 +13,7 @@ use cluster_client::{
     RoutingConfig, async_trait,
 };
 use cluster_client::{Endpoint, Transport, TransportError};
+use cluster_etp::{Conn, ConnConfig, Handlers};
 use cluster_testkit::{FakeConfigService, MemoryListener};
 use std::future::Future;
 use std::sync::Arc;

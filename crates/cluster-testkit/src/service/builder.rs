@@ -3,7 +3,7 @@
 use super::FakeConfigService;
 use super::runtime::{Inner, Shared, make_handlers};
 use crate::state::{ClusterState, Limits};
-use cluster_transport::conn::ConnConfig;
+use cluster_etp::ConnConfig;
 use cluster_transport::memory::{MemoryConfig, MemoryNetwork};
 use cluster_transport::ws::WsServerConfig;
 use std::collections::{BTreeMap, HashMap};

@@ -4,9 +4,9 @@
 //! One [`FakeConfigService`] holds one state behind one `std` mutex (never held across an
 //! `await`). Each listener ([`FakeConfigService::listen_memory`],
 //! [`FakeConfigService::listen_ws`]) runs one task that accepts clients; each client is a
-//! [`Conn`](cluster_transport::conn::Conn) whose handlers (`MODULE:SEND_CONFIG_SCHEMA`,
+//! [`Conn`](cluster_etp::Conn) whose handlers (`MODULE:SEND_CONFIG_SCHEMA`,
 //! `MODULE:SEND_REQUIREMENTS`, `MODULE:READY`) are synchronous
-//! ([`Reply::Ack`](cluster_transport::conn::Reply::Ack)): they run in arrival order, change the
+//! ([`Reply::Ack`](cluster_etp::Reply::Ack)): they run in arrival order, change the
 //! state under the lock and queue the resulting notifications before they return, so
 //!
 //! - what a handler emits to its own connection goes out **before** its ack
@@ -15,7 +15,7 @@
 //!   are queued before change *k + 1* is even computed).
 //!
 //! A notification is encoded once and the same [`Bytes`](bytes::Bytes) is queued to each recipient
-//! ([`Conn::emit_encoded`](cluster_transport::conn::Conn::emit_encoded)), so one config change
+//! ([`Conn::emit_encoded`](cluster_etp::Conn::emit_encoded)), so one config change
 //! reaches thousands of connections fast.
 //!
 //! # Layout

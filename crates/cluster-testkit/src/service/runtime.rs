@@ -8,9 +8,9 @@ use super::{
 };
 use crate::state::{ClusterState, ConnId, HandleError, Notification};
 use bytes::Bytes;
+use cluster_etp::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_proto::event;
 use cluster_proto::frame;
-use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_transport::memory::MemoryNetwork;
 use cluster_transport::ws::WsServerConfig;
 use cluster_transport::{Accepted, Acceptor};

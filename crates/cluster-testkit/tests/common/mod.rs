@@ -4,8 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use bytes::Bytes;
+use cluster_etp::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_testkit::FakeConfigService;
-use cluster_transport::conn::{Conn, ConnConfig, Disconnect, Handlers, Reply};
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
 use std::net::SocketAddr;

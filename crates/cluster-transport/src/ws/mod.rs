@@ -34,11 +34,11 @@
 //! | a message over the read limit | 1009 ([`CLOSE_MESSAGE_TOO_BIG`]) |
 //!
 //! An ETP frame that does not decode (inside a well-formed text message) is the ETP runtime's
-//! business ([`crate::conn`]): the WebSocket framing is intact, so it reports the frame to the
+//! business (`cluster-etp`'s `Conn`): the WebSocket framing is intact, so it reports the frame to the
 //! error handler and skips it, and the connection stays, as the Go peers do (the fake
 //! service's tests rely on it); no close code is sent for it.
 //!
-//! Either way [`crate::conn::Conn::closed`] says who ended it: `by_peer: false` with our code
+//! Either way the ETP runtime's `Conn::closed` (`cluster-etp`) says who ended it: `by_peer: false` with our code
 //! when our transport closed for a fault ("closed by us (close 1002: ...)"), `by_peer: true`
 //! with the peer's code when the peer did ("closed by the peer (close 1002: ...)").
 //!
@@ -120,7 +120,7 @@ pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
-/// Chosen with the flood bench (`benches/etp.rs`, `flood`): with 1 KiB messages flushed every
+/// Chosen with the flood bench (`cluster-etp`'s `benches/etp.rs`, `flood`): with 1 KiB messages flushed every
 /// 64, 32 KiB went clearly faster than 8 KiB. It costs an idle connection nothing: the write
 /// buffer is dropped once written out.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 32 << 10;

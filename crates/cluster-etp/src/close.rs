@@ -6,8 +6,8 @@ use super::inner::{Inner, Stop};
 use super::reader::End;
 use super::writer::Control;
 use super::{CLOSE_TIMEOUT, Disconnect};
-use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
+use cluster_transport::{CloseInfo, Incoming, MessageStream, TransportError};
 use std::sync::atomic::Ordering;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -223,6 +223,8 @@ pub(super) async fn drain(inner: &Inner, stream: &mut dyn MessageStream, deadlin
                 }
             }
             Ok(Ok(Incoming::Pong(payload))) => inner.on_pong(&payload),
+            // `Incoming` is non-exhaustive: a kind of message this runtime does not know.
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => {
                 tracing::debug!(conn = inner.id, peer = &*inner.peer, %err, "stream ended while closing");
                 return;

@@ -1,8 +1,8 @@
 //! What goes wrong on a connection: the caller's mistakes ([`SendError`]) apart from what the
 //! peer or the connection did ([`ConnError`]); and why a connection ended ([`Disconnect`]).
 
-use crate::{CloseInfo, TransportError};
 use cluster_proto::frame::DecodeError;
+use cluster_transport::{CloseInfo, TransportError};
 use std::fmt;
 use std::time::Duration;
 

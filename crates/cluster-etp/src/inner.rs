@@ -6,8 +6,8 @@ use super::ConnConfig;
 use super::Disconnect;
 use super::hasher::IdMap;
 use super::writer::Outbox;
-use crate::log_limit::LogLimiter;
 use bytes::Bytes;
+use cluster_transport::log_limit::LogLimiter;
 use futures_util::task::AtomicWaker;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -180,11 +180,11 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::reader::run_reader;
-    use crate::conn::writer::run_writer;
-    use crate::conn::{Conn, DEFAULT_FLUSH_BATCH, Handlers};
-    use crate::memory;
+    use crate::reader::run_reader;
     use crate::test_waker::Counting;
+    use crate::writer::run_writer;
+    use crate::{Conn, DEFAULT_FLUSH_BATCH, Handlers};
+    use cluster_transport::memory;
     use std::pin::pin;
     use std::task::Context;
 

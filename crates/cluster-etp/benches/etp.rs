@@ -2,9 +2,9 @@
 //! its floor measured in the same run. A plain program that prints its figures (no criterion).
 //!
 //! ```text
-//! cargo bench -p cluster-transport --bench etp                  # everything
-//! cargo bench -p cluster-transport --bench etp -- rtt flood     # parts: rtt | rtt2p | flood | memory
-//! ETP_RUNTIME=multi ETP_WORKERS=2 ETP_RUNS=7 cargo bench -p cluster-transport --bench etp -- rtt
+//! cargo bench -p cluster-etp --bench etp                  # everything
+//! cargo bench -p cluster-etp --bench etp -- rtt flood     # parts: rtt | rtt2p | flood | memory
+//! ETP_RUNTIME=multi ETP_WORKERS=2 ETP_RUNS=7 cargo bench -p cluster-etp --bench etp -- rtt
 //! ```
 //!
 //! - `rtt`: sequential emit-with-ack round trips, 16 B payload, one connection, both ends in
@@ -97,7 +97,7 @@
 
 mod common;
 use bytes::Bytes;
-use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
+use cluster_etp::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, CLOSE_NORMAL, Connector, Endpoint, Incoming, Transport};
 use common::*;

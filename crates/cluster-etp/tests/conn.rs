@@ -4,9 +4,7 @@
 //! [`Transport`] on the other, to see and forge the exact frames on the wire.
 
 use bytes::Bytes;
-use cluster_transport::conn::{
-    CLOSE_QUEUE_OVERFLOW, Conn, ConnConfig, ConnError, Handlers, Reply, SendError,
-};
+use cluster_etp::{CLOSE_QUEUE_OVERFLOW, Conn, ConnConfig, ConnError, Handlers, Reply, SendError};
 use cluster_transport::memory::{self, Faults};
 use cluster_transport::{CLOSE_NORMAL, Incoming, Transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -493,7 +491,7 @@ async fn close_gives_up_on_a_silent_peer() {
     // The raw end never reads, so it never answers our close.
     let started = tokio::time::Instant::now();
     client.close(CLOSE_NORMAL, "bye").await;
-    assert_eq!(started.elapsed(), cluster_transport::conn::CLOSE_TIMEOUT);
+    assert_eq!(started.elapsed(), cluster_etp::CLOSE_TIMEOUT);
     assert!(!within(client.closed()).await.by_peer);
 }
 
@@ -611,7 +609,7 @@ struct Recorder {
     flushed: mpsc::UnboundedSender<()>,
 }
 
-#[async_trait::async_trait]
+#[cluster_transport::async_trait]
 impl cluster_transport::MessageSink for Recorder {
     async fn feed(&mut self, text: Bytes) -> Result<(), cluster_transport::TransportError> {
         self.log
@@ -643,7 +641,7 @@ impl cluster_transport::MessageSink for Recorder {
 
 struct Silent;
 
-#[async_trait::async_trait]
+#[cluster_transport::async_trait]
 impl cluster_transport::MessageStream for Silent {
     async fn recv(&mut self) -> Result<Incoming, cluster_transport::TransportError> {
         std::future::pending().await
@@ -968,7 +966,7 @@ async fn an_emit_that_returned_ok_is_sent_before_the_close() {
 /// A sink whose close fails as on a broken transport (frames still go through).
 struct BrokenOnClose;
 
-#[async_trait::async_trait]
+#[cluster_transport::async_trait]
 impl cluster_transport::MessageSink for BrokenOnClose {
     async fn feed(&mut self, _text: Bytes) -> Result<(), cluster_transport::TransportError> {
         Ok(())
@@ -1278,7 +1276,7 @@ struct TryFeedFails(
     Arc<std::sync::atomic::AtomicBool>,
 );
 
-#[async_trait::async_trait]
+#[cluster_transport::async_trait]
 impl cluster_transport::MessageSink for TryFeedFails {
     async fn feed(&mut self, text: Bytes) -> Result<(), cluster_transport::TransportError> {
         self.0.feed(text).await

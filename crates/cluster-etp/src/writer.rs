@@ -3,9 +3,9 @@
 
 use super::inner::{Inner, Stop};
 use super::{CLOSE_QUEUE_OVERFLOW, ConnError, Disconnect, SendError};
-use crate::{CLOSE_NORMAL, CloseInfo, MessageSink, TransportError};
 use bytes::{Bytes, BytesMut};
 use cluster_proto::frame;
+use cluster_transport::{CLOSE_NORMAL, CloseInfo, MessageSink, TransportError};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -597,9 +597,9 @@ fn take_work(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{ConnConfig, DEFAULT_FLUSH_BATCH};
     use crate::test_waker::Counting;
-    use crate::{Incoming, Transport, memory};
+    use crate::{ConnConfig, DEFAULT_FLUSH_BATCH};
+    use cluster_transport::{Incoming, Transport, memory};
     use std::pin::{Pin, pin};
     use std::task::Context;
 

@@ -119,7 +119,7 @@ impl Handlers {
     /// Is told of what goes wrong on the connection without ending it: malformed frames from
     /// the peer ([`ConnError::Malformed`]) and handler panics ([`ConnError::HandlerPanicked`]).
     /// Without it, they are logged at warn level through the connection's
-    /// [`LogLimiter`](crate::log_limit::LogLimiter). It runs inline in the reader, once per error:
+    /// [`LogLimiter`](cluster_transport::log_limit::LogLimiter). It runs inline in the reader, once per error:
     /// a handler that logs should ask [`Conn::log_limiter`] first.
     #[must_use]
     pub fn on_error<F>(mut self, f: F) -> Self

@@ -3,7 +3,7 @@
 
 mod common;
 use bytes::Bytes;
-use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
+use cluster_etp::{Conn, ConnConfig, Handlers, Reply};
 use cluster_transport::log_limit::{DEFAULT_LOG_BURST, LogLimit};
 use cluster_transport::{Incoming, memory};
 use common::Captured;

@@ -6,8 +6,8 @@ use super::close::wind_down;
 use super::dispatch::{dispatch, dispatch_after_drain, spawn_when_free};
 use super::inner::{Inner, Stop};
 use super::{Conn, ConnError, Handlers};
-use crate::{CloseInfo, Incoming, MessageStream, TransportError};
 use cluster_proto::frame::Frame;
+use cluster_transport::{CloseInfo, Incoming, MessageStream, TransportError};
 use std::future::{Future, poll_fn};
 use std::sync::{Arc, Weak};
 use std::task::Poll;
@@ -151,6 +151,8 @@ pub(super) fn take_incoming(
             Ok(None)
         }
         Ok(Incoming::Closed(info)) => Err(End::PeerClosed(info)),
+        // `Incoming` is non-exhaustive: a kind of message this runtime does not know is skipped.
+        Ok(_) => Ok(None),
         Err(err) => Err(End::Lost(err)),
     }
 }

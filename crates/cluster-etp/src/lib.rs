@@ -1,5 +1,34 @@
-//! The ETP connection runtime: emit, emit with ack, handlers per event, ping, close.
+//! The ETP connection runtime, server side: emit, emit with ack, handlers per event, ping,
+//! close, over any [`Transport`] of `cluster-transport`.
 //!
+//! ```
+//! use bytes::Bytes;
+//! use cluster_etp::{Conn, ConnConfig, Handlers, Reply};
+//! use cluster_transport::memory;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let (client, server, _faults) = memory::pair();
+//! let echo = Handlers::new().on("ECHO", |_conn, data| Reply::Ack(data));
+//! let server = Conn::spawn(server, echo, ConnConfig::default());
+//! let client = Conn::spawn(client, Handlers::new(), ConnConfig::default());
+//!
+//! let answer = client.emit_with_ack("ECHO", b"hello").await.unwrap();
+//! assert_eq!(answer, Bytes::from_static(b"hello"));
+//!
+//! client.close(1000, "bye").await;
+//! assert!(server.closed().await.normal);
+//! # });
+//! ```
+//!
+//! # Why a crate of its own
+//! `cluster-transport` knows frames and connections, not sessions; this crate is what runs
+//! ETP on one of its connections. It is the fake config service's engine
+//! (`cluster-testkit`), but it is not the fake service: it is a runtime with its own rules
+//! (backpressure, acks, the end of a connection), its own tests (`tests/`) and its own bench
+//! (`cargo bench -p cluster-etp --bench etp`), and the testkit's job is the service built on
+//! it.
+//!
+//! # How it runs
 //! [`Conn::spawn`] takes a [`Transport`] and runs it with exactly two tasks:
 //!
 //! - the **reader** receives messages, decodes ETP frames, resolves acks and pongs, and
@@ -10,13 +39,13 @@
 //!   queue has more and flushes when the queue is empty or after [`ConnConfig::flush_batch`]
 //!   frames: one flush per burst, not per frame. While it has nothing to do it lends the sink
 //!   to the callers: a frame queued on an empty queue is fed by the caller's own task
-//!   ([`MessageSink::try_feed`](crate::MessageSink::try_feed), which never waits), and the
+//!   ([`MessageSink::try_feed`](cluster_transport::MessageSink::try_feed), which never waits), and the
 //!   writer is woken only to flush, once that task yields. A request answered by a
 //!   synchronous handler, or a burst of emits from one task, thus costs no wake-up of another
 //!   thread on a multi-thread runtime; a frame the transport cannot take at once is queued.
 //!   Called from outside the runtime's tasks (`block_on`, the body of `#[tokio::main]`, another
 //!   thread), where waking the writer would cross threads, the caller also writes the frame
-//!   out ([`MessageSink::try_flush`](crate::MessageSink::try_flush)), except on a
+//!   out ([`MessageSink::try_flush`](cluster_transport::MessageSink::try_flush)), except on a
 //!   current-thread runtime.
 //!
 //! # Backpressure
@@ -66,8 +95,8 @@
 //! # Log volume
 //! What a peer can trigger at will is logged through the connection's [`LogLimiter`]
 //! ([`Conn::log_limiter`], settings in [`ConnConfig::log_limit`]): the first
-//! [`LogLimit::burst`](crate::log_limit::LogLimit::burst) warnings of each
-//! [`LogLimit::interval`](crate::log_limit::LogLimit::interval) (default 5 per 10 s), then one
+//! [`LogLimit::burst`](cluster_transport::log_limit::LogLimit::burst) warnings of each
+//! [`LogLimit::interval`](cluster_transport::log_limit::LogLimit::interval) (default 5 per 10 s), then one
 //! summary line with the count of the suppressed ones, and a last summary when the
 //! connection ends. Handlers that log on the peer's behalf (an error handler, an
 //! unknown-event handler) should use the same limiter.
@@ -92,7 +121,7 @@
 //! handle does **not** close it (the reader keeps one for the handlers). Call [`Conn::close`].
 //!
 //! # Layout
-//! - `mod.rs`: the [`Conn`] handle and its public methods;
+//! - `lib.rs`: the [`Conn`] handle and its public methods;
 //! - `config.rs`: [`ConnConfig`], its `DEFAULT_*` constants, [`CLOSE_QUEUE_OVERFLOW`] and
 //!   [`CLOSE_TIMEOUT`];
 //! - `error.rs`: [`ConnError`] and [`Disconnect`];
@@ -105,25 +134,7 @@
 //! - `pending.rs`: pending acks ([`AckFuture`]) and pings;
 //! - `close.rs`: how the connection ends, and the wind-down after the read loop.
 //!
-//! # Example
-//! ```
-//! use bytes::Bytes;
-//! use cluster_transport::conn::{Conn, ConnConfig, Handlers, Reply};
-//! use cluster_transport::memory;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let (client, server, _faults) = memory::pair();
-//! let echo = Handlers::new().on("ECHO", |_conn, data| Reply::Ack(data));
-//! let server = Conn::spawn(server, echo, ConnConfig::default());
-//! let client = Conn::spawn(client, Handlers::new(), ConnConfig::default());
-//!
-//! let answer = client.emit_with_ack("ECHO", b"hello").await.unwrap();
-//! assert_eq!(answer, Bytes::from_static(b"hello"));
-//!
-//! client.close(1000, "bye").await;
-//! assert!(server.closed().await.normal);
-//! # });
-//! ```
+#![forbid(unsafe_code)]
 
 mod close;
 mod config;
@@ -134,6 +145,8 @@ mod hasher;
 mod inner;
 mod pending;
 mod reader;
+#[cfg(test)]
+mod test_waker;
 mod writer;
 
 pub use config::{
@@ -144,10 +157,10 @@ pub use error::{ConnError, Disconnect, SendError};
 pub use handlers::{Handlers, Reply};
 pub use pending::AckFuture;
 
-use crate::Transport;
-use crate::log_limit::LogLimiter;
 use bytes::Bytes;
 use cluster_proto::frame::{ACK_PREFIX, SEPARATOR};
+use cluster_transport::Transport;
+use cluster_transport::log_limit::LogLimiter;
 use inner::Inner;
 use pending::AckState;
 use reader::run_reader;
@@ -278,7 +291,7 @@ impl Conn {
     /// [`CLOSE_QUEUE_OVERFLOW`], say) or check the peer with [`Conn::ping`].
     ///
     /// ```no_run
-    /// # async fn stream(conn: cluster_transport::conn::Conn, rows: Vec<Vec<u8>>) -> Result<(), cluster_transport::conn::ConnError> {
+    /// # async fn stream(conn: cluster_etp::Conn, rows: Vec<Vec<u8>>) -> Result<(), cluster_etp::ConnError> {
     /// for row in &rows {
     ///     conn.writable().await;
     ///     conn.emit("ROW", row)?;
@@ -435,6 +448,12 @@ impl Conn {
     }
 }
 
+/// Whether `bytes` is UTF-8 (simdutf8: several times faster than `std::str::from_utf8` on
+/// ETP's mostly ASCII frames).
+fn is_utf8(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
 fn check_utf8(data: &[u8]) -> Result<(), SendError> {
     if crate::is_utf8(data) {
         return Ok(());
@@ -459,8 +478,8 @@ fn check_event_name(event: &str) -> Result<(), SendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CLOSE_NORMAL;
-    use crate::memory;
+    use cluster_transport::CLOSE_NORMAL;
+    use cluster_transport::memory;
 
     #[test]
     fn event_names_are_checked() {

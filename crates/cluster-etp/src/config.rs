@@ -1,7 +1,6 @@
 //! Settings of a connection ([`ConnConfig`]) and the constants its defaults and its end use.
 
-use crate::log_limit::LogLimit;
-use std::time::Duration;
+use cluster_transport::log_limit::LogLimit;
 
 /// The default of [`ConnConfig::max_concurrent_handlers`].
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
@@ -19,11 +18,9 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// The close code sent when the write queue goes over [`ConnConfig::max_queued_bytes`]
 /// (1008, policy violation: the peer does not read what it is sent).
 pub const CLOSE_QUEUE_OVERFLOW: u16 = 1008;
-/// How long the end of a connection may take: after we send a close, how long we wait for the
-/// peer's close reply (and for the writer to flush what was queued before it); after the peer
-/// closed, how long the writer may take to flush and echo the close. Past it the transport is
-/// dropped, which the peer sees as a broken connection.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the end of a connection may take: the rule of both ends, from
+/// [`cluster_proto::wire::CLOSE_TIMEOUT`].
+pub use cluster_proto::wire::CLOSE_TIMEOUT;
 
 /// Settings of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
