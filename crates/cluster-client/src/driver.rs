@@ -43,7 +43,7 @@ use cluster_proto::rng::SplitMix64;
 use cluster_proto::session::{
     Applied, Session, SessionConfig, SessionError, SessionEvent, SessionTimeouts, Transmit,
 };
-use cluster_proto::wire::CLOSE_TIMEOUT;
+use cluster_proto::wire::{self, CLOSE_TIMEOUT};
 use cluster_transport::log_limit::LogLimiter;
 use cluster_transport::{
     CLOSE_NORMAL, Connector, Endpoint, Incoming, MessageSink, MessageStream, Transport,
@@ -60,8 +60,9 @@ use tracing::Instrument;
 const REASON_CLOSED: &str = "client closed";
 /// The close reason sent when a session failed.
 const REASON_FAILED: &str = "session failed";
-/// Reading pauses while more than this many bytes wait to be written (see the module docs).
-pub(crate) const WRITE_HIGH_WATER: usize = 1 << 20;
+/// Reading pauses while more than this many bytes wait to be written (see the module docs):
+/// the rule and the default of both ends ([`wire::over_high_water`]).
+pub(crate) const WRITE_HIGH_WATER: usize = wire::DEFAULT_WRITE_HIGH_WATER;
 
 /// What one run needs, prepared once.
 pub(crate) struct Plan {
@@ -356,7 +357,7 @@ impl<'a> Driver<'a> {
                     sleep.as_mut().reset(at);
                 }
             }
-            let reading = self.link.queued < WRITE_HIGH_WATER;
+            let reading = !wire::over_high_water(self.link.queued, WRITE_HIGH_WATER);
             // Biased: what finished here (a write, an application, a deadline) is taken
             // before the next message, so a peer that floods cannot starve them, and the
             // order of inputs does not depend on chance.

@@ -7,6 +7,7 @@ use super::reader::End;
 use super::writer::Control;
 use super::{CLOSE_TIMEOUT, Disconnect};
 use cluster_proto::frame::Frame;
+use cluster_proto::wire;
 use cluster_transport::{CloseInfo, Incoming, MessageStream, TransportError};
 use std::sync::atomic::Ordering;
 use tokio::task::JoinHandle;
@@ -217,9 +218,9 @@ pub(super) async fn drain(inner: &Inner, stream: &mut dyn MessageStream, deadlin
             }
             Ok(Ok(Incoming::Text(message))) => {
                 if let Ok(frame) = Frame::decode(message)
-                    && frame.is_ack()
+                    && let Some(id) = wire::acked_id(&frame)
                 {
-                    inner.on_ack(frame.ack_id(), frame.into_data());
+                    inner.on_ack(id, frame.into_data());
                 }
             }
             Ok(Ok(Incoming::Pong(payload))) => inner.on_pong(&payload),

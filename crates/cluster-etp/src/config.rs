@@ -6,13 +6,14 @@ use cluster_transport::log_limit::LogLimit;
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 /// The default of [`ConnConfig::flush_batch`].
 pub const DEFAULT_FLUSH_BATCH: usize = 64;
-/// The default of [`ConnConfig::queued_bytes_high_water`]: 1 MiB. Far more than the control
+/// The default of [`ConnConfig::queued_bytes_high_water`]: 1 MiB, both ends' default
+/// ([`cluster_proto::wire::DEFAULT_WRITE_HIGH_WATER`]). Far more than the control
 /// traffic of a cluster ever queues, and short enough that a producer pacing itself with
 /// [`Conn::writable`](super::Conn::writable) does not run megabytes ahead of its socket: a
 /// frame queued that far ahead has left the cache by the time the writer copies it (the
 /// `etp` bench's flood on 2 workers, 2026-11-27: 0.86–0.95 of the floor paced at 1 MiB
 /// against 0.68–0.74 unpaced, three interleaved runs; see the bench's docs).
-pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = 1 << 20;
+pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = cluster_proto::wire::DEFAULT_WRITE_HIGH_WATER;
 /// The default of [`ConnConfig::max_queued_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// The close code sent when the write queue goes over [`ConnConfig::max_queued_bytes`]

@@ -7,6 +7,7 @@ use super::reader::{End, Reader, wait_reading};
 use super::{Conn, ConnError, Handlers, Reply};
 use bytes::Bytes;
 use cluster_proto::frame::Frame;
+use cluster_proto::wire;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use std::panic::AssertUnwindSafe;
@@ -33,7 +34,7 @@ pub(super) fn dispatch(conn: &Conn, handlers: &Handlers, frame: Frame) -> Option
     let inner = &*conn.inner;
     match handlers.call(conn, &frame) {
         Ok(Reply::Ack(data)) => {
-            if frame.ack_id() != 0 {
+            if wire::wants_ack(frame.ack_id()) {
                 inner.send_ack(frame.name(), frame.ack_id(), &data);
             }
         }
@@ -90,7 +91,7 @@ pub(super) fn handler_panicked(conn: &Conn, handlers: &Handlers, frame: &Frame, 
             message,
         },
     );
-    if frame.ack_id() != 0 {
+    if wire::wants_ack(frame.ack_id()) {
         conn.inner.send_ack(frame.name(), frame.ack_id(), &[]);
     }
 }
@@ -126,7 +127,7 @@ pub(super) async fn run_handler(
     };
     match outcome {
         Ok(data) => {
-            if frame.ack_id() != 0 {
+            if wire::wants_ack(frame.ack_id()) {
                 inner.send_ack(frame.name(), frame.ack_id(), &data);
             }
         }

@@ -28,6 +28,10 @@
 //! (`cargo bench -p cluster-etp --bench etp`), and the testkit's job is the service built on
 //! it.
 //!
+//! The wire rules it shares with the client's sans-IO session (ack ids and their matching,
+//! the ping payload, the close timeout, the write high-water mark's meaning) come from
+//! [`cluster_proto::wire`], written once for both.
+//!
 //! # How it runs
 //! [`Conn::spawn`] takes a [`Transport`] and runs it with exactly two tasks:
 //!
@@ -159,6 +163,7 @@ pub use pending::AckFuture;
 
 use bytes::Bytes;
 use cluster_proto::frame::{ACK_PREFIX, SEPARATOR};
+use cluster_proto::wire;
 use cluster_transport::Transport;
 use cluster_transport::log_limit::LogLimiter;
 use inner::Inner;
@@ -252,7 +257,7 @@ impl Conn {
         check_utf8(data)?;
         self.inner.send_frame(Outgoing::Event {
             name: event,
-            ack_id: 0,
+            ack_id: wire::NO_ACK,
             data,
         })
     }

@@ -76,7 +76,7 @@ impl Inner {
     }
 
     pub(super) fn on_pong(&self, payload: &[u8]) {
-        let Ok(raw) = <[u8; 8]>::try_from(payload) else {
+        let Some(id) = cluster_proto::wire::pong_id(payload) else {
             tracing::debug!(
                 conn = self.id,
                 peer = &*self.peer,
@@ -84,7 +84,6 @@ impl Inner {
             );
             return;
         };
-        let id = u64::from_be_bytes(raw);
         let waiter = {
             let mut state = self.state();
             let at = state.pings.iter().position(|(p, _)| *p == id);

@@ -7,6 +7,7 @@ use super::dispatch::{dispatch, dispatch_after_drain, spawn_when_free};
 use super::inner::{Inner, Stop};
 use super::{Conn, ConnError, Handlers};
 use cluster_proto::frame::Frame;
+use cluster_proto::wire;
 use cluster_transport::{CloseInfo, Incoming, MessageStream, TransportError};
 use std::future::{Future, poll_fn};
 use std::sync::{Arc, Weak};
@@ -136,11 +137,13 @@ pub(super) fn take_incoming(
 ) -> Result<Option<Frame>, End> {
     match incoming {
         Ok(Incoming::Text(message)) => match Frame::decode(message) {
-            Ok(frame) if frame.is_ack() => {
-                conn.inner.on_ack(frame.ack_id(), frame.into_data());
-                Ok(None)
-            }
-            Ok(frame) => Ok(Some(frame)),
+            Ok(frame) => match wire::acked_id(&frame) {
+                Some(id) => {
+                    conn.inner.on_ack(id, frame.into_data());
+                    Ok(None)
+                }
+                None => Ok(Some(frame)),
+            },
             Err(err) => {
                 handlers.report(conn, &ConnError::Malformed(err));
                 Ok(None)

@@ -4,7 +4,7 @@
 use super::inner::{Inner, Stop};
 use super::{CLOSE_QUEUE_OVERFLOW, ConnError, Disconnect, SendError};
 use bytes::{Bytes, BytesMut};
-use cluster_proto::frame;
+use cluster_proto::{frame, wire};
 use cluster_transport::{CLOSE_NORMAL, CloseInfo, MessageSink, TransportError};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -314,13 +314,15 @@ impl Inner {
     /// Called by the writer once the sink took frames of `len` bytes in all.
     pub(super) fn written(&self, len: usize) {
         let before = self.queued.fetch_sub(len, Ordering::AcqRel);
-        if before > self.high_water && before - len <= self.high_water {
+        if wire::over_high_water(before, self.high_water)
+            && !wire::over_high_water(before - len, self.high_water)
+        {
             self.drained.notify_waiters();
         }
     }
 
     pub(super) fn over_high_water(&self) -> bool {
-        self.queued.load(Ordering::Acquire) > self.high_water
+        wire::over_high_water(self.queued.load(Ordering::Acquire), self.high_water)
     }
 
     /// Resolves once the write queue is at or under the high-water mark.
@@ -469,7 +471,8 @@ pub(super) async fn write_loop(
                     taken.give_back(inner);
                     match *control {
                         Control::Ping(id) => {
-                            sink.ping(Bytes::copy_from_slice(&id.to_be_bytes())).await?;
+                            sink.ping(Bytes::copy_from_slice(&wire::ping_payload(id)))
+                                .await?;
                             flush(sink).await?;
                             unflushed = 0;
                             continue;

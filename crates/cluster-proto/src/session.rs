@@ -38,10 +38,11 @@
 //! The server side's runtime (`cluster-etp`'s `Conn`) has the same wire rules but a
 //! different shape: any number of tasks emit with ack at once, each waiting on its own
 //! channel, and handlers run concurrently. The client session has at most one ack in flight
-//! and one ping. What both need in common is the frame grammar, the ack naming and the
-//! name rules, and those are shared already ([`crate::frame`], [`crate::event`]). A generic
-//! core would be a table with one entry here and a translation layer there: more code, not
-//! less.
+//! and one ping. What both need in common is shared, not a core: the frame grammar and the
+//! ack naming ([`crate::frame`]), the name rules ([`crate::event`]), and the wire rules
+//! ([`crate::wire`]: ack ids and their matching, the ping payload, the close timeout, and the
+//! write high-water mark the client's driver keeps). A generic core would be a table with one
+//! entry here and a translation layer there: more code, not less.
 //!
 //! Every timeout may be as long as the caller likes: a deadline past what [`Instant`] can hold
 //! (`Duration::MAX`, say) means no deadline at all. A zero [`SessionTimeouts::ping_interval`]
@@ -77,6 +78,7 @@
 use crate::event;
 use crate::frame::{self, DecodeError, Frame};
 use crate::payload::{ConfigData, ModuleInfo, ModuleRequirements};
+use crate::wire;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
@@ -490,9 +492,9 @@ impl Session {
             state: SessionState::Connected,
             error: None,
             waits,
-            next_ack_id: 1,
+            next_ack_id: wire::FIRST_ACK_ID,
             pending_ack: None,
-            next_ping_id: 1,
+            next_ping_id: wire::FIRST_PING_ID,
             next_ping: None,
             pending_ping: None,
             missed_pongs: 0,
@@ -550,11 +552,11 @@ impl Session {
                 return;
             }
         };
-        if frame.is_ack() {
-            self.on_ack(now, frame.ack_id(), frame.data());
+        if let Some(id) = wire::acked_id(&frame) {
+            self.on_ack(now, id, frame.data());
             return;
         }
-        if frame.ack_id() > 0 {
+        if wire::wants_ack(frame.ack_id()) {
             self.transmits.push_back(Transmit::Ack {
                 event: frame.name().to_owned(),
                 ack_id: frame.ack_id(),
@@ -593,13 +595,10 @@ impl Session {
     /// the count of missed pongs); any other pong is ignored.
     pub fn handle_pong(&mut self, now: Instant, payload: &[u8]) {
         let _ = now;
-        let Ok(raw) = <[u8; 8]>::try_from(payload) else {
+        let Some(id) = wire::pong_id(payload) else {
             return;
         };
-        if self
-            .pending_ping
-            .is_some_and(|p| p.id == u64::from_be_bytes(raw))
-        {
+        if self.pending_ping.is_some_and(|p| p.id == id) {
             self.pending_ping = None;
             self.missed_pongs = 0;
         }
@@ -648,7 +647,9 @@ impl Session {
                 let id = self.next_ping_id;
                 self.next_ping_id += 1;
                 self.transmits
-                    .push_back(Transmit::Ping(Bytes::copy_from_slice(&id.to_be_bytes())));
+                    .push_back(Transmit::Ping(Bytes::copy_from_slice(&wire::ping_payload(
+                        id,
+                    ))));
                 self.pending_ping = Some(PendingPing {
                     id,
                     deadline: now.checked_add(self.config.timeouts.pong_timeout),
