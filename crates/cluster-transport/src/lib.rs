@@ -6,9 +6,22 @@
 //! [`Acceptor`] takes them on the server side. Three implementations share the traits:
 //!
 //! - [`ws`]: WebSocket (`ws://` and `wss://` with rustls), the protocol the Go peers speak;
-//! - [`tcp`]: length-delimited frames over plain TCP, for tests and setups without WebSocket
-//!   (it does **not** speak to the Go peers);
-//! - [`memory`]: a connected pair without sockets, with fault knobs for tests.
+//! - `tcp` (feature `tcp`): length-delimited frames over plain TCP, for tests and setups
+//!   without WebSocket (it does **not** speak to the Go peers);
+//! - `memory` (feature `memory`): a connected pair without sockets, with fault knobs for tests.
+//!
+//! # Features
+//! Both test transports are behind features, off by default, so a production build carries
+//! only the WebSocket layer:
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `memory` | the `memory` module: `memory::pair`, `MemoryNetwork` (a `mem://` network of listeners and connectors), fault knobs |
+//! | `tcp` | the `tcp` module: `TcpConnector` and `TcpAcceptor` (`tcp://`, length-delimited frames) |
+//!
+//! The [`Scheme::Tcp`] and [`Scheme::Memory`] endpoints parse with or without them. The
+//! fake config service (`cluster-testkit`) turns `memory` on; crates whose tests use a test
+//! transport turn it on in their `[dev-dependencies]`. The example below needs `memory`.
 //!
 //! On top of any of them, the ETP connection runtime (emit, emit with ack, handlers per event,
 //! ping, close) is the `cluster-etp` crate's `Conn`.
@@ -80,10 +93,12 @@ use std::task::{Context, Poll};
 
 mod acceptor;
 pub mod log_limit;
+#[cfg(feature = "memory")]
 pub mod memory;
 mod setup;
 mod socket;
 mod stream_end;
+#[cfg(feature = "tcp")]
 pub mod tcp;
 #[cfg(test)]
 mod test_waker;
@@ -346,7 +361,7 @@ pub trait MessageSink: Send + 'static {
 ///
 /// # Implementing a transport
 /// The traits are written with [`async_trait`](macro@async_trait) (re-exported here):
-/// implement them under `#[cluster_transport::async_trait]`. [`memory`] and [`tcp`] are short
+/// implement them under `#[cluster_transport::async_trait]`. `memory` and `tcp` are short
 /// implementations to start from. What the ETP runtime (`cluster-etp`'s `Conn`) relies on:
 /// - **`recv` is cancel-safe.** The reader drops a pending `recv` future (when it is told to
 ///   stop, or waits for something else meanwhile) and calls `recv` again later: no message

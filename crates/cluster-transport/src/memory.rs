@@ -1,5 +1,7 @@
 //! In-memory transports with fault knobs, for tests.
 //!
+//! Enabled by the crate's `memory` feature (off by default).
+//!
 //! [`pair`] makes one connected (client, server) pair of [`Transport`]s and the [`Faults`] that
 //! steer it. A [`MemoryNetwork`] is a registry of listeners by `host:port`: [`MemoryNetwork::bind`]
 //! gives a [`MemoryAcceptor`], [`MemoryNetwork::connector`] a [`Connector`] that dials them, and

@@ -1,5 +1,7 @@
 //! Length-delimited frames over plain TCP.
 //!
+//! Enabled by the crate's `tcp` feature (off by default).
+//!
 //! **This transport does not speak to the Go peers**: they only speak WebSocket. It is for
 //! tests and for setups of Rust peers only, where the WebSocket upgrade is not wanted.
 //!
