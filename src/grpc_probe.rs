@@ -31,6 +31,7 @@
 //! entries are left out. The server stops on SIGINT/SIGTERM, gracefully.
 
 use crate::masking::{body_json, headers_json, json_or_string};
+use crate::probe_cli::Parsed;
 use bytes::Bytes;
 use cluster_bootstrap::Signal;
 use cluster_grpc::tonic::Code;
@@ -113,86 +114,50 @@ where
     I: IntoIterator,
     I::Item: Into<String>,
 {
-    let mut args = args.into_iter().map(Into::into);
-    let command = match args.next().as_deref() {
-        None | Some("--help" | "-h" | "help") => return Ok(GrpcProbeCommand::Help),
-        Some(c @ ("call" | "serve")) => c.to_owned(),
-        Some(other) => return Err(format!("unknown command {other:?} (call or serve)")),
-    };
-    let mut call = CallOptions {
-        hosts: Vec::new(),
-        endpoint: String::new(),
-        body: None,
-        metadata: Vec::new(),
-        app_id: None,
-        timeout: None,
-        n: 1,
-    };
-    let mut listen = "127.0.0.1:0".to_owned();
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            return Ok(GrpcProbeCommand::Help);
-        }
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match (command.as_str(), flag.as_str()) {
-            ("call", "--hosts") => {
-                call.hosts = value()?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-            ("call", "--endpoint") => call.endpoint = value()?,
-            ("call", "--body") => {
-                let body = value()?;
-                serde_json::from_str::<serde::de::IgnoredAny>(&body)
-                    .map_err(|e| format!("--body is not JSON: {e}"))?;
-                call.body = Some(body);
-            }
+    let mut endpoint = String::new();
+    let mut metadata = Vec::new();
+    let mut app_id = None;
+    let parsed = crate::probe_cli::parse(args, |command, flag, value| {
+        match (command, flag) {
+            ("call", "--endpoint") => endpoint = value,
             ("call", "--md") => {
-                let kv = value()?;
-                let (k, v) = kv
+                let (k, v) = value
                     .split_once('=')
-                    .ok_or_else(|| format!("--md {kv:?} is not k=v"))?;
-                call.metadata.push((k.to_owned(), v.to_owned()));
+                    .ok_or_else(|| format!("--md {value:?} is not k=v"))?;
+                metadata.push((k.to_owned(), v.to_owned()));
             }
             ("call", "--app-id") => {
-                let v = value()?;
-                call.app_id = Some(
-                    v.parse()
-                        .map_err(|_| format!("--app-id {v:?} is not an integer"))?,
+                app_id = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("--app-id {value:?} is not an integer"))?,
                 );
             }
-            ("call", "--timeout") => {
-                let v = value()?;
-                call.timeout =
-                    Some(crate::probe::parse_duration(&v).map_err(|_| {
-                        format!("--timeout {v:?} is not a duration (try 2s, 500ms)")
-                    })?);
-            }
-            ("call", "--n") => {
-                let v = value()?;
-                call.n = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--n {v:?} is not a positive integer"))?;
-            }
-            ("serve", "--listen") => listen = value()?,
-            _ => return Err(format!("unknown flag {flag:?} for {command}")),
+            _ => return Ok(false),
         }
-    }
-    if command == "serve" {
-        return Ok(GrpcProbeCommand::Serve(ServeOptions { listen }));
-    }
-    if call.hosts.is_empty() {
-        return Err("call needs --hosts".to_owned());
-    }
-    if call.endpoint.is_empty() {
+        Ok(true)
+    })?;
+    let common = match parsed {
+        Parsed::Help => return Ok(GrpcProbeCommand::Help),
+        Parsed::Serve(common) => {
+            return Ok(GrpcProbeCommand::Serve(ServeOptions {
+                listen: common.listen,
+            }));
+        }
+        Parsed::Call(common) => common,
+    };
+    if endpoint.is_empty() {
         return Err("call needs --endpoint".to_owned());
     }
-    Ok(GrpcProbeCommand::Call(call))
+    Ok(GrpcProbeCommand::Call(CallOptions {
+        hosts: common.hosts,
+        endpoint,
+        body: common.body,
+        metadata,
+        app_id,
+        timeout: common.timeout,
+        n: common.n,
+    }))
 }
 
 /// A gRPC code as grpc-go spells it.

@@ -49,6 +49,7 @@
 //! SIGINT/SIGTERM, gracefully.
 
 use crate::masking::{body_json, headers_json, json_or_string};
+use crate::probe_cli::Parsed;
 use bytes::Bytes;
 use cluster_bootstrap::Signal;
 use cluster_http::axum::extract::{Request, State};
@@ -154,48 +155,18 @@ where
     I: IntoIterator,
     I::Item: Into<String>,
 {
-    let mut args = args.into_iter().map(Into::into);
-    let command = match args.next().as_deref() {
-        None | Some("--help" | "-h" | "help") => return Ok(HttpProbeCommand::Help),
-        Some(c @ ("call" | "serve")) => c.to_owned(),
-        Some(other) => return Err(format!("unknown command {other:?} (call or serve)")),
-    };
-    let mut call = CallOptions {
-        hosts: Vec::new(),
-        ..CallOptions::new("", Method::POST, "")
-    };
-    let mut listen = "127.0.0.1:0".to_owned();
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            return Ok(HttpProbeCommand::Help);
-        }
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match (command.as_str(), flag.as_str()) {
-            ("call", "--hosts") => {
-                call.hosts = value()?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
+    let mut call = CallOptions::new("", Method::POST, "");
+    let parsed = crate::probe_cli::parse(args, |command, flag, value| {
+        match (command, flag) {
             ("call", "--method") => {
-                let v = value()?;
-                call.method = Method::from_bytes(v.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("--method {v:?} is not an HTTP method"))?;
+                call.method = Method::from_bytes(value.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| format!("--method {value:?} is not an HTTP method"))?;
             }
-            ("call", "--path") => call.path = value()?,
-            ("call", "--body") => {
-                let body = value()?;
-                serde_json::from_str::<serde::de::IgnoredAny>(&body)
-                    .map_err(|e| format!("--body is not JSON: {e}"))?;
-                call.body = Some(body);
-            }
+            ("call", "--path") => call.path = value,
             ("call", "--header") => {
-                let kv = value()?;
-                let (k, v) = kv
+                let (k, v) = value
                     .split_once('=')
-                    .ok_or_else(|| format!("--header {kv:?} is not k=v"))?;
+                    .ok_or_else(|| format!("--header {value:?} is not k=v"))?;
                 HeaderName::from_bytes(k.as_bytes())
                     .map_err(|_| format!("--header {k:?} is not a header name"))?;
                 HeaderValue::from_str(v)
@@ -203,41 +174,34 @@ where
                 call.headers.push((k.to_owned(), v.to_owned()));
             }
             ("call", "--request-id") => {
-                let id = value()?;
-                if id.is_empty() || HeaderValue::from_str(&id).is_err() {
-                    return Err(format!("--request-id {id:?} is not a header value"));
+                if value.is_empty() || HeaderValue::from_str(&value).is_err() {
+                    return Err(format!("--request-id {value:?} is not a header value"));
                 }
-                call.request_id = Some(id);
+                call.request_id = Some(value);
             }
-            ("call", "--timeout") => {
-                let v = value()?;
-                call.timeout =
-                    Some(crate::probe::parse_duration(&v).map_err(|_| {
-                        format!("--timeout {v:?} is not a duration (try 2s, 500ms)")
-                    })?);
-            }
-            ("call", "--n") => {
-                let v = value()?;
-                call.n = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--n {v:?} is not a positive integer"))?;
-            }
-            ("serve", "--listen") => listen = value()?,
-            _ => return Err(format!("unknown flag {flag:?} for {command}")),
+            _ => return Ok(false),
         }
-    }
-    if command == "serve" {
-        return Ok(HttpProbeCommand::Serve(ServeOptions { listen }));
-    }
-    if call.hosts.is_empty() {
-        return Err("call needs --hosts".to_owned());
-    }
+        Ok(true)
+    })?;
+    let common = match parsed {
+        Parsed::Help => return Ok(HttpProbeCommand::Help),
+        Parsed::Serve(common) => {
+            return Ok(HttpProbeCommand::Serve(ServeOptions {
+                listen: common.listen,
+            }));
+        }
+        Parsed::Call(common) => common,
+    };
     if call.path.is_empty() {
         return Err("call needs --path".to_owned());
     }
-    Ok(HttpProbeCommand::Call(call))
+    Ok(HttpProbeCommand::Call(CallOptions {
+        hosts: common.hosts,
+        body: common.body,
+        timeout: common.timeout,
+        n: common.n,
+        ..call
+    }))
 }
 
 /// A call's outcome as the probe reads it: a 2xx answer (status and body), or why not (an

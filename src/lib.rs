@@ -47,6 +47,7 @@ pub mod http_probe;
 mod logs;
 pub mod masking;
 pub mod probe;
+mod probe_cli;
 mod quickstart;
 
 pub use cluster_bootstrap::{Signal, shutdown_signal};
