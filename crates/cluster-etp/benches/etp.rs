@@ -95,6 +95,8 @@
 //! (the threads serialized, so no hand-off cost) puts ours at 0.90 of the floor: the ETP
 //! work itself is a tenth.
 
+// The transport benches' helpers (runtimes, summaries, resident memory), shared by path.
+#[path = "../../cluster-transport/benches/common/mod.rs"]
 mod common;
 use bytes::Bytes;
 use cluster_etp::{Conn, ConnConfig, Handlers, Reply};

@@ -150,6 +150,7 @@ mod inner;
 mod pending;
 mod reader;
 #[cfg(test)]
+#[path = "../../cluster-transport/src/test_waker.rs"]
 mod test_waker;
 mod writer;
 

@@ -6,6 +6,8 @@
 //!
 //! [`Disconnect`]: cluster_etp::Disconnect
 
+// The transport crate's test helpers (log capture, raw WebSocket peers), shared by path.
+#[path = "../../cluster-transport/tests/common/mod.rs"]
 mod common;
 use cluster_etp::{Conn, ConnConfig, Handlers};
 use cluster_transport::ws::{WsConfig, WsConnector};

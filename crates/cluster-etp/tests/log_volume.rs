@@ -1,6 +1,8 @@
 //! A peer cannot make a connection log without bound: floods of malformed frames give a few
 //! lines and a summary with the count.
 
+// The transport crate's test helpers (log capture, raw WebSocket peers), shared by path.
+#[path = "../../cluster-transport/tests/common/mod.rs"]
 mod common;
 use bytes::Bytes;
 use cluster_etp::{Conn, ConnConfig, Handlers, Reply};

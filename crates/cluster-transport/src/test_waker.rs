@@ -1,4 +1,5 @@
-//! A waker that counts its wake-ups, for the unit tests that poll by hand.
+//! A waker that counts its wake-ups, for the unit tests that poll by hand (`cluster-etp` includes
+//! this file by path).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
-//! What the transport benches share: runtimes, round-trip summaries, resident memory, and the
-//! arithmetic of their reports.
+//! What the transport benches and `cluster-etp`'s bench (which includes this file by path)
+//! share: runtimes, round-trip summaries, resident memory, and the arithmetic of their reports.
 
 #![allow(dead_code)] // each bench uses its own part
 

@@ -1,5 +1,6 @@
-//! Log capture shared by this crate's tests (the testkit's `CapturedLogs` is not reachable
-//! from here: the testkit depends on this crate).
+//! Log capture and raw WebSocket peers shared by this crate's tests and `cluster-etp`'s (which
+//! include this file by path; the testkit's `CapturedLogs` is not reachable from either: the
+//! testkit depends on both).
 
 #![allow(dead_code, unreachable_pub)] // each test uses its own part
 
