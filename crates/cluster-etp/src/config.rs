@@ -18,7 +18,7 @@ pub const DEFAULT_QUEUED_BYTES_HIGH_WATER: usize = cluster_proto::wire::DEFAULT_
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// The close code sent when the write queue goes over [`ConnConfig::max_queued_bytes`]
 /// (1008, policy violation: the peer does not read what it is sent).
-pub const CLOSE_QUEUE_OVERFLOW: u16 = 1008;
+pub const CLOSE_QUEUE_OVERFLOW: u16 = cluster_transport::CLOSE_POLICY_VIOLATION;
 /// How long the end of a connection may take: the rule of both ends, from
 /// [`cluster_proto::wire::CLOSE_TIMEOUT`].
 pub use cluster_proto::wire::CLOSE_TIMEOUT;

@@ -114,6 +114,8 @@ pub use upgrade::HandshakeError;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code of an endpoint going away (a server shutting down).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code sent when the peer broke the protocol (RFC 6455 §7.4.1): a WebSocket
 /// framing violation.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -121,8 +123,17 @@ pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 /// WebSocket close code sent when a text message is not UTF-8 (invalid frame payload data).
 pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// WebSocket close code of a policy violation (RFC 6455 §7.4.1): a module name that cannot
+/// be used, a peer that does not read what it is sent.
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 /// WebSocket close code sent when a message is over the read limit.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// WebSocket close code of a server that cannot take the connection now (too busy).
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// The default read limit of a client, every transport (4 MiB, as the Go client).
+pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
+/// The default read limit of a server, every transport (1 MiB, as the Go server).
+pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// The path the Go peers serve ETP on.
 pub const ETP_PATH: &str = "/isp-etp/";
 

@@ -48,10 +48,7 @@ use tokio::time::Instant;
 
 /// The default capacity of each direction of a pair, in messages.
 pub const DEFAULT_CAPACITY: usize = 1024;
-/// The default read limit of the client end (4 MiB, as the Go client).
-pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
-/// The default read limit of the server end (1 MiB, as the Go server).
-pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
+pub use crate::{DEFAULT_CLIENT_MAX_MESSAGE_SIZE, DEFAULT_SERVER_MAX_MESSAGE_SIZE};
 /// How many dialled connections a [`MemoryAcceptor`] holds before `accept` takes them; over
 /// that, dialling fails with [`TransportError::Connect`].
 pub const ACCEPT_BACKLOG: usize = 1024;

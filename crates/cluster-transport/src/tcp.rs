@@ -55,16 +55,12 @@ use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimit
 
 /// Default connect timeout of [`TcpConfig`] (5 s), connect and hello together.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default read limit of the client (4 MiB).
-pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
-/// Default read limit of the server (1 MiB).
-pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
+pub use crate::{DEFAULT_CLIENT_MAX_MESSAGE_SIZE, DEFAULT_SERVER_MAX_MESSAGE_SIZE};
 /// Default time a server waits for a client's hello (10 s).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Close code a server sends to a client without a proper hello (policy violation).
-pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
-/// Close code sent for a malformed frame (protocol error).
-pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// A server closes a client without a proper hello with [`CLOSE_POLICY_VIOLATION`], and a
+/// malformed frame with [`CLOSE_PROTOCOL_ERROR`].
+pub use crate::{CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR};
 
 const TAG_HELLO: u8 = 1;
 const TAG_TEXT: u8 = 2;

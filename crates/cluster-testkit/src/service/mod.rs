@@ -56,13 +56,13 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Close code sent to clients when the service stops (1001, "going away").
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub use cluster_transport::CLOSE_GOING_AWAY;
 /// Close code sent to a client while connections are refused (1013, "try again later").
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+pub use cluster_transport::CLOSE_TRY_AGAIN_LATER;
 /// Close code sent to a client whose module name cannot be used on the wire (1008, "policy
 /// violation"; see [`cluster_proto::event::check_module_name`]). The WebSocket listener
 /// refuses such names at the upgrade already; this catches every other transport.
-pub const CLOSE_INVALID_MODULE_NAME: u16 = 1008;
+pub const CLOSE_INVALID_MODULE_NAME: u16 = cluster_transport::CLOSE_POLICY_VIOLATION;
 /// The host part of in-memory listener addresses: `fake-config-service:<port>`.
 pub const MEMORY_HOST: &str = "fake-config-service";
 

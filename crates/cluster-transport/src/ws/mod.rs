@@ -114,10 +114,7 @@ pub use crate::upgrade::{MAX_REQUEST_HEAD, MAX_REQUEST_HEADERS};
 
 /// Default connect timeout of [`WsConfig`]: TCP connect, TLS and upgrade together (5 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default read limit of the client (4 MiB, as the Go client).
-pub const DEFAULT_CLIENT_MAX_MESSAGE_SIZE: usize = 4 << 20;
-/// Default read limit of the server (1 MiB, as the Go server).
-pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 1 << 20;
+pub use crate::{DEFAULT_CLIENT_MAX_MESSAGE_SIZE, DEFAULT_SERVER_MAX_MESSAGE_SIZE};
 /// Default number of queued bytes past which writes go out before more are queued (32 KiB).
 ///
 /// Chosen with the flood bench (`cluster-etp`'s `benches/etp.rs`, `flood`): with 1 KiB messages flushed every
