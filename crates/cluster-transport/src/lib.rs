@@ -33,39 +33,23 @@
 //! (tracing-subscriber's `tracing-log` feature), without changing the global `log` level
 //! (`tests/no_payload_in_logs.rs` checks it at TRACE, over `ws://` and `wss://`).
 //!
-//! # The WebSocket layer, chosen by numbers
+//! # The WebSocket layer: our own frame layer
 //! The transport used tokio-tungstenite until tungstenite was found to log every frame with its
 //! payload through the `log` facade (at trace), so that every config secret reached the logs of
 //! any binary with the `log` bridge on; then tokio-websockets; now its own frame layer
-//! ([`ws`] docs). The candidates, measured in one run on this machine (2 shared cores,
-//! loopback) with `cargo bench -p cluster-transport --bench ws_libs` (no ETP; median of 5
-//! runs; see the bench's docs for the settings; ours is measured through its public
-//! [`Transport`], shared halves and boxed futures included, the others bare):
-//!
-//! | | tokio-tungstenite 0.30 | tokio-websockets 0.12 | fastwebsockets 0.10 | **ours** (`ws`) |
-//! |---|---|---|---|---|
-//! | memory per idle connection, both ends | 10.1 KiB | 10.1 KiB | 9.4 KiB | **1.7 KiB** |
-//! | flood of 1 KiB messages, current_thread / multi-thread | 0.74 / 0.96 M msg/s | 0.82 / 1.27 M msg/s | 0.34 / 0.30 M msg/s | **1.04 / 1.61 M msg/s** |
-//! | round trip 16 B, current_thread: p50 / p99 | 9.2 / 19.2 µs | 9.1 / 20.5 µs | 8.3 / 18.7 µs | 10.3 / 20.6 µs |
-//! | handshake (TCP + upgrade), p50 | 52 µs | 44 µs | 178 µs (hand-written upgrade: its own needs hyper) | 61 µs (our accept loop, checks and task included) |
-//! | logs payloads | **yes** (every frame, through `log`, at trace) | no | no (one `eprintln!` in its hyper client helper) | no (logs nothing but its faults, without payload) |
-//! | RFC 6455 conformance | passes Autobahn (published) | passes Autobahn (published) | passes Autobahn (published) | `tests/rfc6455.rs` (75 cases, both sides); not run against Autobahn |
-//! | close codes on faults | 1002/1007 sent by us around it | 1002, 1007, 1009 | 1002 for a bad close code only | 1002, 1003, 1007, 1009; a failed connection is shut down at once (§7.1.7) |
-//! | read buffer | 4 KiB set, grows, kept | 8 KiB, not settable, grows to the largest frame, kept | 8 KiB, kept | none while idle; follows the traffic |
-//!
-//! (The multi-thread round trip, ~120 µs for all four in this bench, measures the caller in
-//! `block_on` handing each message to a worker and back, not the library.)
-//!
-//! Why our own: a config service holds thousands of idle connections and a module's client
-//! once read a routing table of tens of KiB; every library kept a read buffer per connection
-//! for its whole life, 8 KiB from the start and as large as the largest message once one
-//! came, which set the floor of the service's memory per connection (issue 12 §3) and of the
-//! client's footprint (§4). The frame layer is small (`ws::codec`, `ws::frames`), the opening
-//! handshake was already ours, and owning both also cut the read syscalls of a flood to a
-//! third (reads follow the traffic). The price: conformance rests on our own suite rather than
-//! on Autobahn's published results; `tests/rfc6455.rs` holds the RFC's rules on both sides.
-//! The opening handshake ([`ws`] docs, *Upgrade requests*): bounded requests with an HTTP
-//! status for every fault, and the server's reason in a refused client's error.
+//! ([`ws`] docs). Why: a config service holds thousands of idle connections and a module's
+//! client once read a routing table of tens of KiB; every library kept a read buffer per
+//! connection for its whole life, from the start and as large as the largest message once one
+//! came, which set the floor of the service's memory per connection and of the client's
+//! footprint. Ours keeps no read buffer while idle and reads follow the traffic. The frame
+//! layer is small (`ws::codec`, `ws::frames`) and the opening handshake was already ours. The
+//! price: conformance rests on our own suite (`tests/rfc6455.rs`, the RFC's rules on both
+//! sides) rather than on the published results of the libraries we replaced. The candidates,
+//! measured side by side (memory per connection, floods, round trips, handshakes), are in
+//! `docs/performance.md` with the command that measures them
+//! (`cargo bench -p cluster-transport --bench ws_libs`). The opening handshake ([`ws`] docs,
+//! *Upgrade requests*): bounded requests with an HTTP status for every fault, and the server's
+//! reason in a refused client's error.
 //!
 //! # Example
 //! ```
