@@ -11,8 +11,9 @@
 //!
 //! What it does **not** do: persistence, config variables (`_Var(…)`),
 //! config history, clustering between real nodes (several listeners of one service share one
-//! state instead). It depends on `cluster-proto`, `cluster-transport` and `cluster-serve` (the
-//! admin server) only, never on the client, so the client's own tests can use it.
+//! state instead). It depends on `cluster-proto`, `cluster-transport`, `cluster-etp` and, with
+//! the admin API (feature `admin`), `cluster-serve`, never on the client, so the client's own
+//! tests can use it.
 //!
 //! # Layout
 //! - [`state`]: the pure state (no IO): modules, configs, schemas, ready instances,
@@ -22,19 +23,25 @@
 //! - [`declared`]: ready instances declared without a client
 //!   ([`FakeConfigService::declare_instance`]).
 //! - [`logs`]: a buffer a `tracing` subscriber writes into, for tests that check the logs.
-//! - [`admin`]: the admin HTTP API over a service (served by [`cluster_serve`]), with
+//! - [`admin`] (feature `admin`): the admin HTTP API over a service (served by `cluster_serve`), with
 //!   isp-config-service's HTTP paths and its metrics autodiscovery;
 //!   `src/bin/fake-config-service.rs`: the service as a program, for Go services under
 //!   development.
 //!
 //! # Features
-//! - `bin` (default): builds the `fake-config-service` program (and the tests and the scale
-//!   bench that start it); it brings `tracing-subscriber`, `libc` and `clap`, which the library
-//!   does not use. A crate that only needs the library turns it off
-//!   (`cluster-testkit = { …, default-features = false }`). A feature rather than a crate of its
-//!   own so that `cargo run -p cluster-testkit --bin fake-config-service` stays the command, and
-//!   the tests and bench that start the program keep finding it (`CARGO_BIN_EXE_*` is only set
-//!   within one package).
+//! | feature | gives | brings |
+//! |---|---|---|
+//! | none | [`FakeConfigService`] in memory and on loopback WebSocket, [`state`], [`declared`], [`logs`], [`duration`] | the transports, `jsonschema` |
+//! | `admin` | [`admin`]: the admin HTTP API (our routes, isp-config-service's, metrics autodiscovery), its server and limits | `axum`, `hyper` (via `cluster-serve`), `serde` |
+//! | `bin` (default; implies `admin`) | the `fake-config-service` program, and the tests and the scale bench that start it | `tracing-subscriber`, `libc`, `clap` |
+//! | `otel` | `spans`: the spans a test's calls made, in memory | OpenTelemetry's SDK, `tracing-opentelemetry` |
+//!
+//! The workspace depends on the testkit without its default features: a crate that only needs
+//! the in-memory fake builds no HTTP server, and one that serves the admin API asks for
+//! `admin`. `bin` is a feature rather than a crate of its own so that
+//! `cargo run -p cluster-testkit --bin fake-config-service` stays the command, and the tests and
+//! bench that start the program keep finding it (`CARGO_BIN_EXE_*` is only set within one
+//! package).
 //!
 //! # Cost
 //! What a connection costs the service and how fast a change reaches N modules are measured by
@@ -117,6 +124,7 @@
 //! # });
 //! ```
 
+#[cfg(feature = "admin")]
 pub mod admin;
 pub mod declared;
 pub mod duration;
