@@ -1,14 +1,12 @@
 //! The client against the fake config service, in memory, under a paused clock: the
 //! isp-config-service acceptance scenario and every failure path of a session.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
 use cluster_client::{
     BoxError, Client, ClientState, EventHandler, RemoteConfigReceiver, RoutingConfig, async_trait,
 };
 use cluster_testkit::{ErrorEvent, Fault, MemoryListener};
-use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;

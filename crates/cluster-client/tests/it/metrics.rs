@@ -2,12 +2,10 @@
 //! text-format parser, along a session's life against the fake config service: ready, a
 //! config refused, one applied, the connection dropped, closed.
 
-mod common;
-
+use crate::common::*;
 use cluster_client::typed::{ConfigOutcome, TypedConfig};
 use cluster_client::{Client, ClientState, ConfigData, EventHandler};
 use cluster_metrics::prometheus::{self, Prometheus};
-use common::*;
 use prometheus_parse::{Scrape, Value};
 use serde::Deserialize;
 

@@ -1,11 +1,9 @@
 //! What sits around the session: typed configs with their derived schema, and the RoundRobin
 //! balancer following a required module, end to end against the fake service.
 
-mod common;
-
+use crate::common::*;
 use cluster_client::typed::{TypedConfig, config_data_from, json_schema_for};
 use cluster_client::{Client, EventHandler, HostsUpgrader, RoundRobin};
-use common::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 

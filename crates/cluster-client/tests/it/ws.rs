@@ -1,12 +1,10 @@
 //! The client over real WebSocket on 127.0.0.1, with its default connector, against the fake
 //! config service.
 
-mod common;
-
+use crate::common::*;
 use cluster_client::transport::tls::server_config_from_pem;
 use cluster_client::transport::ws::WsServerConfig;
 use cluster_client::{Client, ClientState, EventHandler, TlsConfig};
-use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 #[tokio::test]

@@ -1,12 +1,10 @@
 //! What applications and tests can wait for: a config applied or rejected, a required
 //! module's hosts, and a refused live config that keeps the module out of the cluster.
 
-mod common;
-
+use crate::common::*;
 use cluster_client::typed::{ConfigOutcome, TypedConfig};
 use cluster_client::{Client, ClientState, ConfigData, EventHandler, RoundRobin};
 use cluster_testkit::declared::instance;
-use common::*;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,6 @@
 //! The client's life: hosts and failover, backoff, close, drop, settings errors, logs.
 
-mod common;
-
+use crate::common::*;
 use cluster_client::proto::event::ModuleNameError;
 use cluster_client::transport::{Transport, TransportError};
 use cluster_client::{
@@ -9,7 +8,6 @@ use cluster_client::{
     SetupError, TlsConfig, async_trait,
 };
 use cluster_etp::{Handlers, Reply};
-use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -1,12 +1,10 @@
 //! The session sees the wire in arrival order: what a scripted server sends in one burst is
 //! handled in that order, and the acks the server asks for are sent.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
 use cluster_client::{Client, ClientState, EventHandler};
 use cluster_etp::{Handlers, Reply};
-use common::*;
 
 #[tokio::test(start_paused = true)]
 async fn an_error_event_just_before_the_ready_ack_fails_the_handshake() {
