@@ -1,13 +1,11 @@
 //! Clients that go away at any point of the handshake, or send garbage, leave nothing behind
 //! and never take the service down.
 
-mod common;
-
+use crate::common::{Client, WAIT, addresses, ready_payload, requirements_payload, schema_payload};
 use bytes::Bytes;
 use cluster_proto::event;
 use cluster_testkit::FakeConfigService;
 use cluster_transport::{Connector, Endpoint, Incoming};
-use common::{Client, WAIT, addresses, ready_payload, requirements_payload, schema_payload};
 use std::sync::Arc;
 
 /// B requires A with routes; returns it with its first two events consumed.
@@ -26,7 +24,7 @@ async fn watcher(connector: &Arc<dyn Connector>, host: &str) -> Client {
 #[tokio::test]
 async fn vanishing_before_ready_leaves_no_trace_and_bothers_nobody() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut b = watcher(&connector, &host).await;
     let a = Client::connect(&connector, &host, "A").await;
     a.ack(
@@ -53,12 +51,12 @@ async fn vanishing_before_ready_leaves_no_trace_and_bothers_nobody() {
 #[tokio::test]
 async fn vanishing_after_ready_drops_the_instance_and_notifies() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut b = watcher(&connector, &host).await;
-    let _a = common::ready_instance(&connector, &host, "A", "10.0.0.1").await;
+    let _a = crate::common::ready_instance(&connector, &host, "A", "10.0.0.1").await;
     assert_eq!(
         b.expect(event::CONFIG_SEND_ROUTES_CHANGED).await,
-        common::routes(&[("A", "10.0.0.1", "9999")])
+        crate::common::routes(&[("A", "10.0.0.1", "9999")])
     );
     assert_eq!(
         b.expect("A_MODULE_CONNECTED").await,
@@ -80,7 +78,7 @@ async fn vanishing_after_ready_drops_the_instance_and_notifies() {
 #[tokio::test]
 async fn vanishing_with_ready_in_flight_leaves_no_instance() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut b = watcher(&connector, &host).await;
     let endpoint: Endpoint = host.parse().unwrap();
     let mut raw = connector.connect(&endpoint, "A").await.unwrap();
@@ -107,7 +105,7 @@ async fn vanishing_with_ready_in_flight_leaves_no_instance() {
 #[tokio::test]
 async fn a_client_that_is_never_heard_from_leaves_nothing_behind() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = Client::connect(&connector, &host, "A").await;
     service.wait_connections("A", 1, WAIT).await.unwrap();
     assert!(service.module("A").unwrap().config.is_none());
@@ -123,7 +121,7 @@ async fn a_client_that_is_never_heard_from_leaves_nothing_behind() {
 #[tokio::test]
 async fn malformed_frames_are_skipped_and_the_connection_stays() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let endpoint: Endpoint = host.parse().unwrap();
     let mut raw = connector.connect(&endpoint, "A").await.unwrap();
     for garbage in ["no separator", "||1||x", "E||-1||x", "E||1x"] {
@@ -155,7 +153,7 @@ async fn malformed_frames_are_skipped_and_the_connection_stays() {
 #[tokio::test]
 async fn a_client_outliving_the_service_is_closed() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = Client::connect(&connector, &host, "A").await;
     service.wait_connections("A", 1, WAIT).await.unwrap();
     drop(service);
@@ -173,7 +171,7 @@ async fn a_client_outliving_the_service_is_closed() {
 #[tokio::test]
 async fn every_ack_id_is_answered_with_that_id() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let endpoint: Endpoint = host.parse().unwrap();
     let mut raw = connector.connect(&endpoint, "A").await.unwrap();
     for id in (1..=12).chain([100, u64::MAX]) {

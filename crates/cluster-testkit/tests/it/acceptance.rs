@@ -3,15 +3,13 @@
 //! and 3 routing tables, each in the right order. Run on the in-memory transport and on a real
 //! WebSocket on 127.0.0.1.
 
-mod common;
-
-use cluster_proto::event;
-use cluster_testkit::{Direction, FakeConfigService};
-use cluster_transport::Connector;
-use common::{
+use crate::common::{
     Client, WAIT, addresses, ready_instance, ready_payload, requirements_payload, routes,
     schema_payload,
 };
+use cluster_proto::event;
+use cluster_testkit::{Direction, FakeConfigService};
+use cluster_transport::Connector;
 use std::sync::Arc;
 
 async fn scenario(service: &FakeConfigService, connector: Arc<dyn Connector>, host: &str) {
@@ -65,7 +63,7 @@ async fn scenario(service: &FakeConfigService, connector: Arc<dyn Connector>, ho
         events
             .iter()
             .filter(|e| e.name == name)
-            .map(common::Event::text)
+            .map(crate::common::Event::text)
             .collect()
     };
     let configs: Vec<String> = events
@@ -142,13 +140,13 @@ async fn scenario(service: &FakeConfigService, connector: Arc<dyn Connector>, ho
 #[tokio::test]
 async fn acceptance_in_memory() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     scenario(&service, connector, &host).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_over_websocket() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::ws(&service).await;
+    let (connector, host) = crate::common::ws(&service).await;
     scenario(&service, connector, &host).await;
 }

@@ -2,8 +2,7 @@
 //! the in-memory transport (virtual time where time matters) and, for stop/restart, over a
 //! real WebSocket.
 
-mod common;
-
+use crate::common::{Client, WAIT, addresses, ready_payload, requirements_payload, schema_payload};
 use bytes::Bytes;
 use cluster_proto::event;
 use cluster_testkit::{
@@ -11,7 +10,6 @@ use cluster_testkit::{
 };
 use cluster_transport::ws::{WsConfig, WsConnector};
 use cluster_transport::{Connector, Endpoint};
-use common::{Client, WAIT, addresses, ready_payload, requirements_payload, schema_payload};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,7 +50,7 @@ async fn dependent_b(connector: &Arc<dyn Connector>, host: &str) -> Client {
 #[tokio::test]
 async fn set_config_validates_checks_the_version_and_notifies() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a = ready_a(&connector, &host, "10.0.0.1").await;
 
     let err = service
@@ -103,7 +101,7 @@ async fn set_config_validates_checks_the_version_and_notifies() {
 #[tokio::test]
 async fn unsafe_config_seeds_a_module_before_it_connects() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let seeded = service
         .set_config_unsafe("A", r#"{"someString":1}"#, None)
         .unwrap();
@@ -123,7 +121,7 @@ async fn unsafe_config_seeds_a_module_before_it_connects() {
 #[tokio::test]
 async fn send_error_reaches_every_connection_of_the_module() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a1 = ready_a(&connector, &host, "10.0.0.1").await;
     let mut a2 = ready_a(&connector, &host, "10.0.0.2").await;
     let mut b = Client::connect(&connector, &host, "B").await;
@@ -144,7 +142,7 @@ async fn send_error_reaches_every_connection_of_the_module() {
 #[tokio::test]
 async fn disconnect_module_closes_its_connections_and_notifies_dependents() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = ready_a(&connector, &host, "10.0.0.1").await;
     let mut b = dependent_b(&connector, &host).await;
     assert_eq!(service.disconnect_module("A").await, 1);
@@ -164,7 +162,7 @@ async fn disconnect_module_closes_its_connections_and_notifies_dependents() {
 #[tokio::test]
 async fn refused_connections_are_closed_before_any_event() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let open = ready_a(&connector, &host, "10.0.0.1").await;
     service.refuse_connections(true);
     let refused = Client::connect(&connector, &host, "A").await;
@@ -185,7 +183,7 @@ async fn refused_connections_are_closed_before_any_event() {
 #[tokio::test]
 async fn stop_and_restart_keep_the_state_in_memory() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = ready_a(&connector, &host, "10.0.0.1").await;
     service
         .set_config("A", r#"{"someString":"v2"}"#, Some(1))
@@ -220,7 +218,7 @@ async fn stop_and_restart_keep_the_state_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_restart_rebind_the_same_websocket_address() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::ws(&service).await;
+    let (connector, host) = crate::common::ws(&service).await;
     let a = ready_a(&connector, &host, "10.0.0.1").await;
     service.stop().await;
     assert!(a.conn.closed().await.by_peer);
@@ -238,7 +236,7 @@ async fn stop_and_restart_rebind_the_same_websocket_address() {
 #[tokio::test(start_paused = true)]
 async fn a_delayed_ack_comes_late_but_the_state_changes_at_once() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = Client::connect(&connector, &host, "A").await;
     service.fault_ack(
         event::MODULE_READY,
@@ -271,7 +269,7 @@ async fn a_delayed_ack_comes_late_but_the_state_changes_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_swallowed_ack_never_comes_until_the_fault_is_cleared() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut b = Client::connect(&connector, &host, "B").await;
     service.fault_ack(event::MODULE_SEND_REQUIREMENTS, Some(Fault::Swallow));
     let req = requirements_payload(&["A"], false);
@@ -297,7 +295,7 @@ async fn a_swallowed_ack_never_comes_until_the_fault_is_cleared() {
 #[tokio::test(start_paused = true)]
 async fn a_delayed_event_goes_out_after_the_ack() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a = Client::connect(&connector, &host, "A").await;
     service.fault_event(
         event::CONFIG_SEND_CONFIG_WHEN_CONNECTED,
@@ -321,7 +319,7 @@ async fn a_delayed_event_goes_out_after_the_ack() {
 #[tokio::test(start_paused = true)]
 async fn delayed_events_keep_their_order() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a = ready_a(&connector, &host, "10.0.0.1").await;
     service.fault_event(
         event::CONFIG_SEND_CONFIG_CHANGED,
@@ -343,7 +341,7 @@ async fn delayed_events_keep_their_order() {
 #[tokio::test(start_paused = true)]
 async fn an_event_without_delay_waits_behind_a_delayed_one_to_the_same_connection() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     // Subscribed to config changes.
     let mut a = ready_a(&connector, &host, "10.0.0.1").await;
     // Not subscribed: nothing of it is held back.
@@ -408,7 +406,7 @@ impl AsRef<[u8]> for Tracked {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_service_ends_its_delay_line_in_the_middle_of_a_wait() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a = ready_a(&connector, &host, "10.0.0.1").await;
     service.fault_event(
         event::ERROR_CONFIG,
@@ -442,7 +440,7 @@ async fn dropping_the_service_ends_its_delay_line_in_the_middle_of_a_wait() {
 #[tokio::test]
 async fn too_many_required_modules_are_refused_in_the_ack() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut b = Client::connect(&connector, &host, "B").await;
     let names: Vec<String> = (0..=cluster_testkit::state::MAX_REQUIRED_MODULES)
         .map(|i| format!("m{i}"))
@@ -465,7 +463,7 @@ async fn too_many_required_modules_are_refused_in_the_ack() {
 #[tokio::test]
 async fn a_swallowed_event_is_neither_sent_nor_recorded() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let mut a = ready_a(&connector, &host, "10.0.0.1").await;
     service.fault_event(event::CONFIG_SEND_CONFIG_CHANGED, Some(Fault::Swallow));
     let change = service
@@ -485,7 +483,7 @@ async fn a_swallowed_event_is_neither_sent_nor_recorded() {
 #[tokio::test]
 async fn frames_are_recorded_both_ways_in_order() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = ready_a(&connector, &host, "10.0.0.1").await;
     let id = service.connections("A")[0].id;
     let frames: Vec<(Direction, String, String)> = service
@@ -538,7 +536,7 @@ async fn frames_are_recorded_both_ways_in_order() {
 #[tokio::test]
 async fn bad_payloads_and_unknown_events_get_answers() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = Client::connect(&connector, &host, "A").await;
     let ack = a.ack(event::MODULE_SEND_CONFIG_SCHEMA, b"{oops").await;
     assert!(ack.starts_with("unmarshal event data: "), "{ack}");
@@ -558,7 +556,7 @@ async fn bad_payloads_and_unknown_events_get_answers() {
 #[tokio::test]
 async fn with_recording_off_nothing_is_kept_and_frames_cannot_be_awaited() {
     let service = FakeConfigService::builder().recording(false).build();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let a = ready_a(&connector, &host, "10.0.0.1").await;
     assert!(service.frames("A").is_empty());
     let err = service
@@ -574,7 +572,7 @@ async fn with_recording_off_nothing_is_kept_and_frames_cannot_be_awaited() {
 #[tokio::test(start_paused = true)]
 async fn await_helpers_say_what_was_expected_and_what_there_is() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let _a = ready_a(&connector, &host, "10.0.0.1").await;
     let err = service
         .wait_ready_instances("A", 2, Duration::from_secs(1))
@@ -618,7 +616,7 @@ async fn await_helpers_say_what_was_expected_and_what_there_is() {
 #[tokio::test]
 async fn await_helpers_wake_on_changes() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let waiter = {
         let service = service.clone();
         tokio::spawn(async move { service.wait_ready_instances("A", 2, WAIT).await })
@@ -638,7 +636,7 @@ async fn await_helpers_wake_on_changes() {
 #[tokio::test(start_paused = true)]
 async fn wait_events_counts_events_not_their_acks() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let _a = ready_a(&connector, &host, "10.0.0.1").await;
     let acked = service
         .sent("A")
@@ -668,9 +666,9 @@ async fn wait_events_counts_events_not_their_acks() {
 #[tokio::test]
 async fn listeners_share_one_state() {
     let service = FakeConfigService::new();
-    let (connector, first) = common::memory(&service);
+    let (connector, first) = crate::common::memory(&service);
     let second = service.listen_memory().unwrap();
-    let (ws_connector, ws_host) = common::ws(&service).await;
+    let (ws_connector, ws_host) = crate::common::ws(&service).await;
     assert_ne!(first, second.host);
     assert_eq!(service.listeners().len(), 3);
     let _a = ready_a(&connector, &first, "10.0.0.1").await;

@@ -4,14 +4,12 @@
 //! multiset where it leaves the order free (the answers to requirements and to READY, the
 //! notifications of an instance leaving). Over the in-memory transport and a real WebSocket.
 
-mod common;
-
+use crate::common::WAIT;
 use bytes::Bytes;
 use cluster_proto::event;
 use cluster_proto::frame::Frame;
 use cluster_testkit::{ErrorEvent, FakeConfigService};
 use cluster_transport::{Connector, Endpoint, Incoming, Transport};
-use common::WAIT;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -249,7 +247,7 @@ async fn replay(
 #[tokio::test]
 async fn go_session_replays_in_memory() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     replay(&service, connector, &host, &load(SESSION)).await;
     assert!(service.routing_table().is_empty());
     assert_eq!(service.connection_count(), 0);
@@ -258,7 +256,7 @@ async fn go_session_replays_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_session_replays_over_websocket() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::ws(&service).await;
+    let (connector, host) = crate::common::ws(&service).await;
     replay(&service, connector, &host, &load(SESSION)).await;
     // What the replay left behind: B's config changed once, schemas with their versions.
     let config = service.active_config("B").unwrap();
@@ -277,7 +275,7 @@ async fn go_session_replays_over_websocket() {
 #[tokio::test]
 async fn client_leaving_before_ready_replays_and_leaves_nothing() {
     let service = FakeConfigService::new();
-    let (connector, host) = common::memory(&service);
+    let (connector, host) = crate::common::memory(&service);
     let lines: Vec<Line> = load(ERRORS).into_iter().filter(|l| l.conn == 2).collect();
     assert!(lines.len() > 3, "fixture has module D");
     replay(&service, connector, &host, &lines).await;
