@@ -43,7 +43,7 @@
 //! came, which set the floor of the service's memory per connection and of the client's
 //! footprint. Ours keeps no read buffer while idle and reads follow the traffic. The frame
 //! layer is small (`ws::codec`, `ws::frames`) and the opening handshake was already ours. The
-//! price: conformance rests on our own suite (`tests/rfc6455.rs`, the RFC's rules on both
+//! price: conformance rests on our own suite (`tests/it/rfc6455.rs`, the RFC's rules on both
 //! sides) rather than on the published results of the libraries we replaced. The candidates,
 //! measured side by side (memory per connection, floods, round trips, handshakes), are in
 //! `docs/performance.md` with the command that measures them

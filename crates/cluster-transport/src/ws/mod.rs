@@ -11,7 +11,7 @@
 //! payload can reach a log through it, whatever subscriber or `log` bridge the application
 //! installs. The opening handshake is ours on both sides too (see *Upgrade requests* below): a
 //! refused client gets the server's reason in its error ("server answered HTTP 400: invalid
-//! module_name: ..."). `tests/rfc6455.rs` holds the framing rules of RFC 6455 on both sides.
+//! module_name: ..."). `tests/it/rfc6455.rs` holds the framing rules of RFC 6455 on both sides.
 //!
 //! # Messages
 //! Text only. Received text is handed over without a copy; sent text is validated as UTF-8

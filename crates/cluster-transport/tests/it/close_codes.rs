@@ -5,13 +5,12 @@
 //!
 //! The misbehaving peer is a raw socket that speaks just enough WebSocket by hand.
 
-mod common;
-use bytes::Bytes;
-use cluster_transport::Incoming;
-use common::Captured;
-use common::raw::{
+use crate::common::Captured;
+use crate::common::raw::{
     acceptor, assert_violation, raw_client, raw_server, read_close_code, text_frame,
 };
+use bytes::Bytes;
+use cluster_transport::Incoming;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]

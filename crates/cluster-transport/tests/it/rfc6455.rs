@@ -11,15 +11,13 @@
 //! Every network await is bounded by `common::raw::PATIENCE` (5 s): a case that goes wrong
 //! fails, it does not hang. No case sleeps.
 
-mod common;
-
-use bytes::Bytes;
-use cluster_transport::ws::{WsAcceptor, WsConfig, WsServerConfig};
-use cluster_transport::{CloseInfo, Incoming, Transport, TransportError};
-use common::raw::{
+use crate::common::raw::{
     ReadFrame, acceptor_with, assert_violation, frame, raw_client, raw_server_with, read_eof,
     read_frame, within,
 };
+use bytes::Bytes;
+use cluster_transport::ws::{WsAcceptor, WsConfig, WsServerConfig};
+use cluster_transport::{CloseInfo, Incoming, Transport, TransportError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

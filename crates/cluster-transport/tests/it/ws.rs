@@ -1,8 +1,6 @@
 //! WebSocket specifics: the exact dial request, refusals, binary messages, garbage and silent
 //! clients, the connect timeout.
 
-mod common;
-
 use bytes::Bytes;
 use cluster_transport::ws::{WsAcceptor, WsConfig, WsConnector, WsServerConfig};
 use cluster_transport::{Acceptor, Connector, Endpoint, HandshakeError, Incoming, TransportError};
@@ -47,7 +45,7 @@ async fn dials_the_exact_go_path_and_query() {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut reader = BufReader::new(tcp);
         let head = read_head(&mut reader).await;
-        let answer = common::raw::switching_protocols(head.iter().map(String::as_str));
+        let answer = crate::common::raw::switching_protocols(head.iter().map(String::as_str));
         reader.get_mut().write_all(answer.as_bytes()).await.unwrap();
         (head, reader)
     });
