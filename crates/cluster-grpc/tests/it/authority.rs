@@ -2,11 +2,9 @@
 //! such a stream with PROTOCOL_ERROR; ours answers it. Both are shown here with the exact
 //! header list the Go client sent in the capture (`fixtures/grpc/go-client-metadata.json`).
 
-mod common;
-
+use crate::common::{GO_CLIENT, RawH2, pairs, unhex};
 use cluster_grpc::tonic::metadata::MetadataMap;
 use cluster_grpc::{CallContext, Message, Router, Server};
-use common::{GO_CLIENT, RawH2, pairs, unhex};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -57,7 +55,7 @@ async fn the_go_clients_exact_request_with_empty_authority_is_served() {
             "{response:?}"
         );
         assert_eq!(
-            common::hex(&response.data),
+            crate::common::hex(&response.data),
             fixture["runs"][0]["calls"][0]["wire"]["responseDataHex"]
                 .as_str()
                 .unwrap()

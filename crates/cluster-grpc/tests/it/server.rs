@@ -1,8 +1,6 @@
 //! The server's behaviour seen through our client: unknown endpoints, bodies that do not
 //! decode, failing and panicking handlers, timeouts, metadata, limits and shutdown.
 
-mod common;
-
 use cluster_grpc::tonic::{Code, Status};
 use cluster_grpc::{
     ApiError, CallContext, CallError, DuplicateEndpoint, Endpoint, GrpcClient, HandlerError,
@@ -67,7 +65,7 @@ async fn a_body_that_does_not_decode_is_business_error_400() {
 
 #[tokio::test]
 async fn failing_handlers_answer_as_isp_kit() {
-    let server = testing::serve(common::go_like_router()).await;
+    let server = testing::serve(crate::common::go_like_router()).await;
     let client = server.client();
 
     let err = client
@@ -121,7 +119,7 @@ async fn failing_handlers_answer_as_isp_kit() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_internal_and_the_server_lives_on() {
-    let server = testing::serve(common::go_like_router()).await;
+    let server = testing::serve(crate::common::go_like_router()).await;
     let client = server.client();
     for _ in 0..3 {
         let err = client
@@ -283,7 +281,7 @@ async fn the_router_is_the_declaration_and_refuses_duplicates() {
 #[tokio::test]
 async fn the_streaming_method_is_unimplemented() {
     let server = testing::serve(echo_router()).await;
-    let mut conn = common::RawH2::connect(server.addr()).await;
+    let mut conn = crate::common::RawH2::connect(server.addr()).await;
     let headers: Vec<(String, String)> = [
         (":method", "POST"),
         (":scheme", "http"),
@@ -369,7 +367,7 @@ async fn a_client_that_ignores_the_shutdown_is_cut_after_the_grace_period() {
         .await
         .unwrap();
     // A connection that never reads again, so never acknowledges the GOAWAY's ping.
-    let conn = common::RawH2::connect(server.local_addr()).await;
+    let conn = crate::common::RawH2::connect(server.local_addr()).await;
     tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
         .expect("the grace period bounds the shutdown")

@@ -3,14 +3,12 @@
 //! running the same endpoints; the answers are compared with the Go server's. The captured
 //! statuses are also decoded by our client's error decoding.
 
-mod common;
-
+use crate::common::{RawH2, cases, go_like_router, hex, pairs, unhex};
 use cluster_grpc::message::RpcStatus;
 use cluster_grpc::metadata::{APPLICATION_ID, PROXY_METHOD_NAME, REQUEST_ID, USER_ID};
 use cluster_grpc::tonic::Status;
 use cluster_grpc::tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
 use cluster_grpc::{ApiError, CallError, Server};
-use common::{RawH2, cases, go_like_router, hex, pairs, unhex};
 use prost::Message as _;
 use serde_json::Value;
 
@@ -190,7 +188,7 @@ fn metadata_names_are_isp_kits() {
     assert_eq!(APPLICATION_ID, "x-application-identity");
     assert_eq!(USER_ID, "x-user-identity");
     // And as the Go client really sent them (the captured header list).
-    let fixture: Value = serde_json::from_str(common::GO_CLIENT).unwrap();
+    let fixture: Value = serde_json::from_str(crate::common::GO_CLIENT).unwrap();
     let names: Vec<String> = pairs(&fixture["wireRequestHeaders"])
         .into_iter()
         .map(|(n, _)| n)
