@@ -1,8 +1,6 @@
 //! The client over real loopback sockets: balancing, failover to the next instance, typed
 //! errors, timeouts, host lists, layers.
 
-mod common;
-
 use bytes::Bytes;
 use cluster_client::HostsUpgrader;
 use cluster_http::{
@@ -29,7 +27,7 @@ async fn calls_go_round_robin_and_past_a_dead_instance() {
     let (a_calls, b_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let a = testing::serve(named("a", a_calls.clone())).await;
     let b = testing::serve(named("b", b_calls.clone())).await;
-    let dead = common::closed_port().await;
+    let dead = crate::common::closed_port().await;
     let client = HttpClient::new([dead.clone(), a.host(), b.host()]);
     for _ in 0..6 {
         let who: String = client.post("who").json().await.unwrap();
@@ -71,7 +69,7 @@ async fn failures_without_an_answer_say_why() {
         HttpClient::new(Vec::<String>::new()).post("x").raw().await,
         Err(CallError::NoHosts)
     ));
-    let dead = common::closed_port().await;
+    let dead = crate::common::closed_port().await;
     let err = HttpClient::new([dead.clone()])
         .post("x")
         .raw()
@@ -159,7 +157,7 @@ async fn the_host_list_follows_the_cluster() {
 
 #[tokio::test]
 async fn a_handler_passes_a_callees_api_error_on() {
-    let callee = testing::serve(common::router()).await;
+    let callee = testing::serve(crate::common::router()).await;
     let downstream = callee.client();
     let front = Router::new()
         .handle(
@@ -216,8 +214,8 @@ async fn a_layer_wraps_each_call_once() {
             },
         )
     });
-    let server = testing::serve(common::router()).await;
-    let dead = common::closed_port().await;
+    let server = testing::serve(crate::common::router()).await;
+    let dead = crate::common::closed_port().await;
     let client = HttpClient::builder()
         .layer(layer)
         .build([dead, server.host()]);

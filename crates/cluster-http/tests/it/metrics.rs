@@ -2,8 +2,6 @@
 //! recorder of its own (entered around a current-thread runtime, so that the server's and the
 //! client's tasks record there) and reads the rendered text back with a text-format parser.
 
-mod common;
-
 use cluster_http::{CallError, HttpClient, Server};
 use cluster_metrics::prometheus::{self, Prometheus};
 use prometheus_parse::{Sample, Scrape, Value};
@@ -59,7 +57,9 @@ const SERVER_FAMILIES: [&str; 4] = [
 #[test]
 fn the_server_records_each_routed_call_with_its_final_status() {
     let prometheus = recorded(|| async {
-        let server = Server::bind(common::router(), "127.0.0.1:0").await.unwrap();
+        let server = Server::bind(crate::common::router(), "127.0.0.1:0")
+            .await
+            .unwrap();
         let client = HttpClient::builder()
             .metrics(false)
             .build([server.local_addr().to_string()]);
@@ -174,12 +174,12 @@ fn the_server_records_each_routed_call_with_its_final_status() {
 #[test]
 fn the_client_records_every_call_it_sends() {
     let prometheus = recorded(|| async {
-        let server = Server::builder(common::router())
+        let server = Server::builder(crate::common::router())
             .metrics(false)
             .bind("127.0.0.1:0")
             .await
             .unwrap();
-        let dead = common::closed_port().await;
+        let dead = crate::common::closed_port().await;
         let client = HttpClient::new([dead, server.local_addr().to_string()]);
         client.post("echo/json").json_body(&1).raw().await.unwrap();
         client.post("/echo/json").json_body(&2).raw().await.unwrap();

@@ -1,19 +1,17 @@
 //! The server over real loopback sockets: answers, errors, validation, limits, panics, the
 //! request id, JSON leniency, layers and shutdown.
 
-mod common;
-
+use crate::common::Created;
 use cluster_http::{
     ApiError, CallContext, CallError, Endpoint, HttpClient, REQUEST_ID, Router, Server, testing,
 };
-use common::Created;
 use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_call_is_answered_with_json_and_a_newline() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let client = server.client();
     let response = client
         .post("echo/json")
@@ -85,7 +83,7 @@ async fn a_call_is_answered_with_json_and_a_newline() {
 
 #[tokio::test]
 async fn a_business_error_reaches_the_caller_typed() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let err = server
         .client()
         .post("orders/business")
@@ -107,7 +105,7 @@ async fn a_business_error_reaches_the_caller_typed() {
 
 #[tokio::test]
 async fn a_body_that_fails_validation_gets_a_detail_per_field() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let err = server
         .client()
         .post("orders/create")
@@ -150,7 +148,7 @@ async fn a_body_that_fails_validation_gets_a_detail_per_field() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
-    let server = Server::builder(common::router())
+    let server = Server::builder(crate::common::router())
         .max_body_size(1024)
         .bind("127.0.0.1:0")
         .await
@@ -191,7 +189,7 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_answered_500_and_the_server_lives_on() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let client = server.client();
     for _ in 0..3 {
         let err = client
@@ -226,7 +224,7 @@ async fn a_panicking_handler_is_answered_500_and_the_server_lives_on() {
 
 #[tokio::test]
 async fn the_request_id_is_kept_end_to_end() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let client = server.client();
     let response = client
         .get("orders/whoami")
@@ -246,7 +244,7 @@ async fn the_request_id_is_kept_end_to_end() {
     assert_eq!(echoed.len(), 32);
 
     // A caller without one (not our client) gets one made by the server, on errors too.
-    let raw = common::exchange(
+    let raw = crate::common::exchange(
         server.addr(),
         "POST /orders/business HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
     )
@@ -263,7 +261,7 @@ async fn the_request_id_is_kept_end_to_end() {
 async fn the_pipeline_can_be_turned_off_at_either_end() {
     // On at the server, off at the client: the client sends no id, the server makes one,
     // which is current while the handler runs and echoed.
-    let on = testing::serve(common::router()).await;
+    let on = testing::serve(crate::common::router()).await;
     let bare_client = HttpClient::builder().pipeline(false).build([on.host()]);
     let response = bare_client.get("orders/whoami").send().await.unwrap();
     let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
@@ -277,7 +275,7 @@ async fn the_pipeline_can_be_turned_off_at_either_end() {
 
     // Off at the server: the id is still the caller's (or a new one), echoed, but not
     // current (no call made in the handler passes it on), and no pipeline's answer.
-    let off = Server::builder(common::router())
+    let off = Server::builder(crate::common::router())
         .pipeline(false)
         .bind("127.0.0.1:0")
         .await
@@ -315,7 +313,7 @@ async fn the_pipeline_can_be_turned_off_at_either_end() {
 
 #[tokio::test]
 async fn json_keys_match_fields_ignoring_case_unless_turned_off() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let created: Created = server
         .client()
         .post("orders/create")
@@ -332,7 +330,7 @@ async fn json_keys_match_fields_ignoring_case_unless_turned_off() {
     );
     server.shutdown().await;
 
-    let exact = testing::serve(common::router().case_insensitive_fields(false)).await;
+    let exact = testing::serve(crate::common::router().case_insensitive_fields(false)).await;
     let err = exact
         .client()
         .post("orders/create")
@@ -413,12 +411,12 @@ async fn a_layer_sees_every_request_before_the_router() {
             .or_insert(HeaderValue::from_static("from-the-layer"));
         request
     });
-    let server = Server::builder(common::router())
+    let server = Server::builder(crate::common::router())
         .layer(layer)
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    let raw = common::exchange(
+    let raw = crate::common::exchange(
         server.local_addr(),
         "GET /orders/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )

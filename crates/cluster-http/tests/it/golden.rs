@@ -2,8 +2,6 @@
 //! isp-kit's code (see `tests/data/README.md`), and our server must answer them exactly,
 //! with the status and content type Go's answer has.
 
-mod common;
-
 use cluster_http::{ApiError, HttpClient, testing};
 use http::StatusCode;
 
@@ -39,7 +37,7 @@ fn json_answer(status: StatusCode, file: &str) -> (StatusCode, Option<String>, V
 
 #[tokio::test]
 async fn error_bodies_are_isp_kits_byte_for_byte() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     let client = server.client();
     let cases = [
         (
@@ -101,8 +99,8 @@ fn an_api_error_escapes_as_go_does() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_answered_as_gos_router_does() {
-    let server = testing::serve(common::router()).await;
-    let not_found = common::exchange(
+    let server = testing::serve(crate::common::router()).await;
+    let not_found = crate::common::exchange(
         server.addr(),
         "POST /no/such/path HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
@@ -120,7 +118,7 @@ async fn unknown_paths_and_methods_are_answered_as_gos_router_does() {
     assert!(!head.contains("x-request-id"), "{head}");
     assert_eq!(body.as_bytes(), data("not_found.txt"));
 
-    let not_allowed = common::exchange(
+    let not_allowed = crate::common::exchange(
         server.addr(),
         "GET /echo/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -133,7 +131,7 @@ async fn unknown_paths_and_methods_are_answered_as_gos_router_does() {
     assert!(head.contains("allow: OPTIONS, POST"), "{head}");
     assert_eq!(body.as_bytes(), data("method_not_allowed.txt"));
 
-    let options = common::exchange(
+    let options = crate::common::exchange(
         server.addr(),
         "OPTIONS /echo/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -146,9 +144,9 @@ async fn unknown_paths_and_methods_are_answered_as_gos_router_does() {
 
 #[tokio::test]
 async fn a_misspelt_path_is_redirected_as_gos_router_does() {
-    let server = testing::serve(common::router()).await;
+    let server = testing::serve(crate::common::router()).await;
     // A trailing slash too many, with a query: 307 for POST (same method), no body.
-    let slash = common::exchange(
+    let slash = crate::common::exchange(
         server.addr(),
         "POST /echo/json/?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
@@ -159,7 +157,7 @@ async fn a_misspelt_path_is_redirected_as_gos_router_does() {
     );
     assert!(slash.contains("location: /echo/json?a=1\r\n"), "{slash}");
     // Case and dots: 301 for GET, with Go's short HTML body.
-    let case = common::exchange(
+    let case = crate::common::exchange(
         server.addr(),
         "GET /Orders/./WhoAmI HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )

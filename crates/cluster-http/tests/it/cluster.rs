@@ -2,8 +2,6 @@
 //! declares, a second module calling it at the address the cluster delivers, and the server
 //! stopping after the module left.
 
-mod common;
-
 use cluster_client::{
     AddressConfiguration, Client, ConfigData, EventHandler, HTTP_TRANSPORT, ModuleInfo,
 };
@@ -39,7 +37,7 @@ async fn an_http_module_declares_its_methods_and_serves_until_it_left() {
     // The order a module follows: listener, declaration, cluster client, server.
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let router = common::router();
+    let router = crate::common::router();
     let orders = client(
         &listener,
         ModuleInfo {
