@@ -7,7 +7,7 @@
 //! `auth-service` instances (each a [`Router`] on a [`Server`] plus a cluster [`Client`] that
 //! declares the router's endpoints and the server's address), and `orders` (a cluster client
 //! whose [`GrpcClient`] is the `HostsUpgrader` of `auth-service`). [`grpc_modules`] tells the
-//! story in plain words; the test suite runs it (`tests/grpc_modules.rs`).
+//! story in plain words; the test suite runs it (`tests/it/grpc_modules.rs`).
 
 use cluster_client::{
     BoxError, Client, ClientError, ConfigData, EventHandler, GRPC_TRANSPORT, ModuleInfo,

@@ -10,7 +10,7 @@
 //! module a [`Router`] on a [`Server`] plus a cluster [`Client`] that declares the router's
 //! endpoints (each with its method) and the server's address; `orders`' [`HttpClient`] is
 //! the `HostsUpgrader` of `inventory`. [`http_modules`] tells the story in plain words; the
-//! test suite runs it (`tests/http_modules.rs`).
+//! test suite runs it (`tests/it/http_modules.rs`).
 
 use cluster_client::{
     AddressConfiguration, BoxError, Client, ClientError, ConfigData, EventHandler, HTTP_TRANSPORT,

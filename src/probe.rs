@@ -4,7 +4,7 @@
 //! `cargo run --example probe -- --module NAME [flags]` parses its flags with [`parse_args`]
 //! (clap; `--help` lists every flag with its default, the output lines and the exit statuses)
 //! and runs a [`Probe`]; the test suite runs the same code against an in-process fake config
-//! service (`tests/probe.rs`).
+//! service (`tests/it/probe.rs`).
 //!
 //! # Output (stdout, one JSON object a line)
 //! | line | when |

@@ -1,7 +1,7 @@
 //! The quickstart: a fake config service and two modules, told in plain words.
 //!
 //! [`quickstart`] is what `cargo run --example quickstart` runs; it lives in the library so
-//! that the test suite runs exactly the same code (`tests/quickstart.rs`).
+//! that the test suite runs exactly the same code (`tests/it/quickstart.rs`).
 
 use cluster_client::typed::{ConfigHandle, TypedConfig};
 use cluster_client::{

@@ -3,14 +3,14 @@
 //! registers, what its receivers and balancer get, and its shutdown.
 
 #[allow(dead_code)]
-#[path = "../examples/default_flow.rs"]
-mod default_flow;
+#[path = "../../examples/default_flow.rs"]
+mod example;
 
 use cluster_client::typed::json_schema_for;
 use cluster_client::{AddressConfiguration, Client, ConfigData, EventHandler, ModuleInfo};
 use cluster_examples::Signal;
 use cluster_testkit::FakeConfigService;
-use default_flow::{AUTH_SERVICE, Application, MODULE_NAME, OUTER_ADDRESS, RemoteConfig};
+use example::{AUTH_SERVICE, Application, MODULE_NAME, OUTER_ADDRESS, RemoteConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
 
