@@ -4,7 +4,7 @@
 //! isp-kit names a JSON field after its Go field with the first letter lower-cased
 //! (`ModuleName` → `moduleName`), keeps the Go field order, and sends `null` for a nil slice,
 //! map or pointer. The types here serialise the same bytes: the golden tests
-//! (`tests/golden.rs`) compare them with frames captured from the real Go peers.
+//! (`tests/it/golden.rs`) compare them with frames captured from the real Go peers.
 //!
 //! Specific choices, each the one the Go client of the reference version makes:
 //! - [`BackendDeclaration::endpoints`] is sent as `null` when empty,
