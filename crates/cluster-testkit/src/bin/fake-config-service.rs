@@ -215,6 +215,8 @@ async fn run(args: Args) -> Result<(), String> {
     let admin = admin_listener
         .local_addr()
         .map_err(|e| format!("admin listener: {e}"))?;
+    // Before the addresses are printed: whoever reads them may signal at once.
+    let signal = shutdown_signal()?;
     {
         let mut out = std::io::stdout().lock();
         // A closed stdout must not stop the service.
@@ -234,7 +236,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
     ));
 
-    let signal = shutdown_signal().await?;
+    let signal = signal.await;
     tracing::info!(
         signal,
         deadline_ms = args.shutdown_timeout.as_millis(),
@@ -292,24 +294,28 @@ fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
     Ok((0, 0))
 }
 
-/// Waits for SIGINT or SIGTERM; returns its name.
-async fn shutdown_signal() -> Result<&'static str, String> {
+/// Installs the SIGINT and SIGTERM handlers now (so that a signal sent once the addresses are
+/// printed is never the default action, which kills the process), and returns the wait for
+/// the first of them, which yields its name.
+fn shutdown_signal() -> Result<impl Future<Output = &'static str>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-        }
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("Ctrl-C: {e}"))?;
-        Ok("Ctrl-C")
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        })
     }
 }
 
