@@ -63,6 +63,8 @@
 
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+#[cfg(feature = "testing")]
+pub mod scrape;
 
 pub mod app;
 pub mod cache;

@@ -4,7 +4,7 @@
 
 use cluster_grpc::{ApiError, CallContext, CallError, GrpcClient, Router, Server};
 use cluster_metrics::prometheus::{self, Prometheus};
-use prometheus_parse::{Sample, Scrape, Value};
+use cluster_metrics::scrape::Scraped;
 use serde_json::{Value as Json, json};
 use std::future::Future;
 
@@ -20,34 +20,8 @@ fn recorded<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> Prometheus {
     prometheus
 }
 
-fn scrape(prometheus: &Prometheus) -> (Scrape, String) {
-    let text = prometheus.render();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    (scrape, text)
-}
-
-fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    scrape.samples.iter().find(|s| {
-        s.metric == name
-            && s.labels.len() == labels.len()
-            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-    })
-}
-
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    find(scrape, name, labels).map(|s| match s.value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    })
-}
-
-/// The quantiles of a summary's series.
-fn quantiles(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-    let sample = find(scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"));
-    let Value::Summary(qs) = &sample.value else {
-        panic!("{name}: {:?}", sample.value)
-    };
-    qs.iter().map(|q| q.quantile).collect()
+fn scrape(prometheus: &Prometheus) -> Scraped {
+    Scraped::parse(prometheus.render())
 }
 
 fn router() -> Router {
@@ -109,7 +83,8 @@ fn the_server_records_each_routed_call_with_its_final_status() {
         );
         server.shutdown().await.unwrap();
     });
-    let (scrape, text) = scrape(&prometheus);
+    let scraped = scrape(&prometheus);
+    let text = &scraped.text;
 
     for (endpoint, code) in [
         ("m/ok", "OK"),
@@ -118,8 +93,7 @@ fn the_server_records_each_routed_call_with_its_final_status() {
     ] {
         let series = [("endpoint", endpoint)];
         assert_eq!(
-            value(
-                &scrape,
+            scraped.value(
                 "grpc_status_code_count",
                 &[("endpoint", endpoint), ("code", code)]
             ),
@@ -127,52 +101,46 @@ fn the_server_records_each_routed_call_with_its_final_status() {
             "{endpoint}\n{text}"
         );
         assert_eq!(
-            quantiles(&scrape, "grpc_request_duration_ms", &series),
+            scraped.quantiles("grpc_request_duration_ms", &series),
             [0.5, 0.9, 0.95, 0.99]
         );
         // A loopback call takes less than a millisecond: Go's `Milliseconds` says 1.
         assert_eq!(
-            value(&scrape, "grpc_request_duration_ms_count", &series),
+            scraped.value("grpc_request_duration_ms_count", &series),
             Some(1.0)
         );
-        let ms = value(&scrape, "grpc_request_duration_ms_sum", &series).unwrap();
+        let ms = scraped
+            .value("grpc_request_duration_ms_sum", &series)
+            .unwrap();
         assert!(ms >= 1.0 && ms.fract() == 0.0, "{ms}");
         assert_eq!(
-            quantiles(&scrape, "grpc_request_body_size", &series),
+            scraped.quantiles("grpc_request_body_size", &series),
             [0.5, 0.9, 0.95, 0.99]
         );
     }
-    let body_sum = |endpoint| {
-        value(
-            &scrape,
-            "grpc_request_body_size_sum",
-            &[("endpoint", endpoint)],
-        )
-    };
+    let body_sum =
+        |endpoint| scraped.value("grpc_request_body_size_sum", &[("endpoint", endpoint)]);
     assert_eq!(body_sum("m/ok"), Some(7.0)); // {"a":1}
     assert_eq!(body_sum("m/business"), Some(2.0));
     assert_eq!(body_sum("m/panic"), Some(2.0));
     // A response body only where there was a response.
     let ok = [("endpoint", "m/ok")];
+    assert_eq!(scraped.value("grpc_response_body_size_sum", &ok), Some(7.0));
     assert_eq!(
-        value(&scrape, "grpc_response_body_size_sum", &ok),
-        Some(7.0)
-    );
-    assert_eq!(
-        value(&scrape, "grpc_response_body_size_count", &ok),
+        scraped.value("grpc_response_body_size_count", &ok),
         Some(1.0)
     );
     assert!(
-        find(
-            &scrape,
-            "grpc_response_body_size_count",
-            &[("endpoint", "m/business")]
-        )
-        .is_none()
+        scraped
+            .find(
+                "grpc_response_body_size_count",
+                &[("endpoint", "m/business")]
+            )
+            .is_none()
     );
 
     // Nothing for the unknown endpoint, nor for the routed one never called (Go's `*Vec`).
-    for sample in &scrape.samples {
+    for sample in &scraped.scrape.samples {
         if SERVER_FAMILIES.iter().any(|f| sample.metric.starts_with(f)) {
             let endpoint = sample.labels.get("endpoint");
             assert!(
@@ -184,7 +152,8 @@ fn the_server_records_each_routed_call_with_its_final_status() {
     // The client's were off.
     assert!(!text.contains("grpc_client_request_duration_ms"), "{text}");
     assert_eq!(
-        scrape
+        scraped
+            .scrape
             .docs
             .get("grpc_status_code_count")
             .map(String::as_str),
@@ -211,10 +180,10 @@ fn the_client_records_every_call_it_sends() {
         assert!(matches!(err, CallError::NoHosts));
         server.shutdown().await.unwrap();
     });
-    let (scrape, text) = scrape(&prometheus);
+    let scraped = scrape(&prometheus);
+    let text = &scraped.text;
     let count = |endpoint| {
-        value(
-            &scrape,
+        scraped.value(
             "grpc_client_request_duration_ms_count",
             &[("endpoint", endpoint)],
         )
@@ -223,15 +192,12 @@ fn the_client_records_every_call_it_sends() {
     assert_eq!(count("m/business"), Some(1.0));
     assert_eq!(count("m/unknown"), Some(1.0));
     assert_eq!(
-        quantiles(
-            &scrape,
-            "grpc_client_request_duration_ms",
-            &[("endpoint", "m/ok")]
-        ),
+        scraped.quantiles("grpc_client_request_duration_ms", &[("endpoint", "m/ok")]),
         [0.5, 0.9, 0.95, 0.99]
     );
     assert_eq!(
-        scrape
+        scraped
+            .scrape
             .docs
             .get("grpc_client_request_duration_ms")
             .map(String::as_str),
@@ -240,7 +206,11 @@ fn the_client_records_every_call_it_sends() {
     // The server's were off.
     for family in SERVER_FAMILIES {
         assert!(
-            !scrape.samples.iter().any(|s| s.metric.starts_with(family)),
+            !scraped
+                .scrape
+                .samples
+                .iter()
+                .any(|s| s.metric.starts_with(family)),
             "{family}\n{text}"
         );
     }

@@ -4,7 +4,7 @@
 
 use cluster_http::{CallError, HttpClient, Server};
 use cluster_metrics::prometheus::{self, Prometheus};
-use prometheus_parse::{Sample, Scrape, Value};
+use cluster_metrics::scrape::Scraped;
 use serde_json::json;
 use std::future::Future;
 
@@ -18,33 +18,8 @@ fn recorded<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> Prometheus {
     prometheus
 }
 
-fn scrape(prometheus: &Prometheus) -> (Scrape, String) {
-    let text = prometheus.render();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    (scrape, text)
-}
-
-fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    scrape.samples.iter().find(|s| {
-        s.metric == name
-            && s.labels.len() == labels.len()
-            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-    })
-}
-
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    find(scrape, name, labels).map(|s| match s.value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    })
-}
-
-fn quantiles(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-    let sample = find(scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"));
-    let Value::Summary(qs) = &sample.value else {
-        panic!("{name}: {:?}", sample.value)
-    };
-    qs.iter().map(|q| q.quantile).collect()
+fn scrape(prometheus: &Prometheus) -> Scraped {
+    Scraped::parse(prometheus.render())
 }
 
 const SERVER_FAMILIES: [&str; 4] = [
@@ -94,7 +69,8 @@ fn the_server_records_each_routed_call_with_its_final_status() {
         assert_eq!(err.status().map(|s| s.as_u16()), Some(405));
         server.shutdown().await.unwrap();
     });
-    let (scrape, text) = scrape(&prometheus);
+    let scraped = scrape(&prometheus);
+    let text = &scraped.text;
 
     for (endpoint, code) in [
         ("POST /echo/json", "200"),
@@ -105,28 +81,26 @@ fn the_server_records_each_routed_call_with_its_final_status() {
         let series = [("method", "POST"), ("endpoint", endpoint)];
         let counted = [("method", "POST"), ("endpoint", endpoint), ("code", code)];
         assert_eq!(
-            value(&scrape, "http_status_code_count", &counted),
+            scraped.value("http_status_code_count", &counted),
             Some(1.0),
             "{endpoint}\n{text}"
         );
         assert_eq!(
-            quantiles(&scrape, "http_request_duration_ms", &series),
+            scraped.quantiles("http_request_duration_ms", &series),
             [0.5, 0.9, 0.95, 0.99]
         );
         assert_eq!(
-            value(&scrape, "http_request_duration_ms_count", &series),
+            scraped.value("http_request_duration_ms_count", &series),
             Some(1.0)
         );
         // A loopback call takes less than a millisecond: Go's `Milliseconds` says 1.
-        let ms = value(&scrape, "http_request_duration_ms_sum", &series).unwrap();
+        let ms = scraped
+            .value("http_request_duration_ms_sum", &series)
+            .unwrap();
         assert!(ms >= 1.0 && ms.fract() == 0.0, "{ms}");
     }
     let sum = |family: &str, endpoint: &str| {
-        value(
-            &scrape,
-            family,
-            &[("method", "POST"), ("endpoint", endpoint)],
-        )
+        scraped.value(family, &[("method", "POST"), ("endpoint", endpoint)])
     };
     assert_eq!(
         sum("http_request_body_size_sum", "POST /echo/json"),
@@ -146,7 +120,7 @@ fn the_server_records_each_routed_call_with_its_final_status() {
     );
     // Nothing for an unknown path or another method (Go's router answers those before its
     // endpoints), nor for the routed endpoints never called.
-    for sample in &scrape.samples {
+    for sample in &scraped.scrape.samples {
         if SERVER_FAMILIES.iter().any(|f| sample.metric.starts_with(f)) {
             let endpoint = sample.labels.get("endpoint").unwrap();
             assert!(
@@ -163,7 +137,8 @@ fn the_server_records_each_routed_call_with_its_final_status() {
     }
     assert!(!text.contains("http_client_"), "{text}");
     assert_eq!(
-        scrape
+        scraped
+            .scrape
             .docs
             .get("http_status_code_count")
             .map(String::as_str),
@@ -195,22 +170,17 @@ fn the_client_records_every_call_it_sends() {
         assert!(matches!(err, CallError::NoHosts));
         server.shutdown().await.unwrap();
     });
-    let (scrape, text) = scrape(&prometheus);
+    let scraped = scrape(&prometheus);
+    let text = &scraped.text;
     let series = |endpoint| [("endpoint", endpoint)];
-    let count = |endpoint| {
-        value(
-            &scrape,
-            "http_client_request_duration_ms_count",
-            &series(endpoint),
-        )
-    };
+    let count =
+        |endpoint| scraped.value("http_client_request_duration_ms_count", &series(endpoint));
     // The label is the path with its leading `/`, without the query.
     assert_eq!(count("/echo/json"), Some(3.0), "{text}");
     assert_eq!(count("/orders/business"), Some(1.0));
     assert_eq!(count("/no/such"), Some(1.0));
     let code = |endpoint, code| {
-        value(
-            &scrape,
+        scraped.value(
             "http_client_status_code_count",
             &[("endpoint", endpoint), ("code", code)],
         )
@@ -219,8 +189,7 @@ fn the_client_records_every_call_it_sends() {
     assert_eq!(code("/orders/business", "400"), Some(1.0));
     assert_eq!(code("/no/such", "404"), Some(1.0));
     assert_eq!(
-        value(
-            &scrape,
+        scraped.value(
             "http_client_error_count",
             &[
                 ("endpoint", "/echo/json"),
@@ -232,34 +201,30 @@ fn the_client_records_every_call_it_sends() {
     );
     // The connections made (one to the dead host, which failed, and one to the server),
     // and each response read.
-    let connects = value(
-        &scrape,
-        "http_client_connect_duration_count",
-        &series("/echo/json"),
-    )
-    .unwrap();
+    let connects = scraped
+        .value("http_client_connect_duration_count", &series("/echo/json"))
+        .unwrap();
     assert!(connects >= 2.0, "{text}");
     assert_eq!(
-        value(
-            &scrape,
+        scraped.value(
             "http_client_response_read_duration_count",
             &series("/echo/json")
         ),
         Some(2.0)
     );
     assert_eq!(
-        quantiles(
-            &scrape,
-            "http_client_request_duration_ms",
-            &series("/echo/json")
-        ),
+        scraped.quantiles("http_client_request_duration_ms", &series("/echo/json")),
         [0.5, 0.9, 0.95, 0.99]
     );
     // IP hosts are not resolved; the server's metrics were off.
     assert!(!text.contains("http_client_dns_duration_count"), "{text}");
     for family in SERVER_FAMILIES {
         assert!(
-            !scrape.samples.iter().any(|s| s.metric.starts_with(family)),
+            !scraped
+                .scrape
+                .samples
+                .iter()
+                .any(|s| s.metric.starts_with(family)),
             "{family}\n{text}"
         );
     }
