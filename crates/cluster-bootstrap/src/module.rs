@@ -628,4 +628,60 @@ mod tests {
             serde_json::json!({"db": {"host": "b", "port": 1}, "list": [3], "new": true})
         );
     }
+
+    #[derive(Debug, Default, Serialize, serde::Deserialize, JsonSchema)]
+    struct Remote {
+        workers: u32,
+    }
+
+    /// A module without a remote config sends `{}` and says nothing of the default file it
+    /// does not need; one with a config type warns where it looked.
+    #[test]
+    fn only_a_module_with_a_config_type_warns_of_a_missing_default_file() {
+        let dir = std::env::temp_dir().join(format!("boot-no-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            "configServiceAddress: {ip: 127.0.0.1, port: 1}\n\
+             grpcOuterAddress: {ip: 127.0.0.1, port: 0}\n\
+             grpcInnerAddress: {ip: 127.0.0.1, port: 0}\n\
+             moduleName: m\n\
+             defaultRemoteConfigPath: absent.json\n",
+        )
+        .unwrap();
+        let env =
+            crate::Environment::from_vars([("APP_CONFIG_PATH", config.display().to_string())])
+                .with_current_dir(&dir);
+        let boot = Bootstrap::with_environment("1.0.0", env).unwrap();
+
+        let logs = cluster_testkit::logs::CapturedLogs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (none, some) = tracing::subscriber::with_default(subscriber, || {
+            let none = boot
+                .config_data(&TypedConfig::<NoRemoteConfig>::new())
+                .unwrap();
+            let quiet = logs.count("no default remote config file");
+            let some = boot.config_data(&TypedConfig::<Remote>::new()).unwrap();
+            assert_eq!(quiet, 0, "{}", logs.text());
+            (none, some)
+        });
+        assert_eq!(
+            logs.count("no default remote config file"),
+            1,
+            "{}",
+            logs.text()
+        );
+        assert_eq!(none.config.get(), "{}");
+        assert!(
+            some.config.get().contains("\"workers\":0"),
+            "{}",
+            some.config.get()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
