@@ -34,7 +34,7 @@ pub struct WsServerConfig {
     /// sockets are closed at once. Default [`DEFAULT_MAX_PENDING_HANDSHAKES`] (1,024); 0 counts
     /// as 1.
     pub max_pending_handshakes: usize,
-    /// Serve `wss://` with this rustls config (see [`tls::server_config_from_pem`]).
+    /// Serve `wss://` with this rustls config (see [`tls::server_config_from_pem`](crate::tls::server_config_from_pem)).
     /// Default `None`: plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -81,7 +81,7 @@ impl WsServerConfig {
     }
 }
 
-/// Accepts WebSocket clients on [`ETP_PATH`].
+/// Accepts WebSocket clients on [`ETP_PATH`](crate::ETP_PATH).
 ///
 /// A background task accepts TCP connections (listen backlog [`LISTEN_BACKLOG`]) and runs each
 /// one's TLS and upgrade handshake in its own task (bounded by
